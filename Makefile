@@ -1,0 +1,53 @@
+# mtms: PGXS build.
+#
+# OpenBLAS: we link Debian's *serial* OpenBLAS (libopenblas-serial-dev) so a
+# backend never starts BLAS threads; PostgreSQL's parallel workers give the
+# parallelism.  pkg-config finds it in its own directory; the rpath makes the
+# loader pick the serial library at run time whatever the system alternative is.
+
+EXTENSION = mtms
+MODULE_big = mtms
+
+OBJS = \
+	src/mtms.o \
+	src/catalog.o \
+	src/options.o \
+	src/feature_parser.o \
+	src/synthetic.o \
+	src/auc.o \
+	src/optimizer.o \
+	src/tower.o \
+	src/embedding_store.o \
+	src/nn_selftest.o \
+	src/train_state.o \
+	src/phase_embedding.o \
+	src/phase_finetune.o \
+	src/model_store.o \
+	src/train.o \
+	src/model_cache.o \
+	src/score.o \
+	src/evaluate.o
+
+# The install script is assembled from one SQL file per module.
+DATA_built = mtms--0.1.sql
+SQL_PARTS = $(sort $(wildcard src/sql/*.sql))
+
+REGRESS = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
+REGRESS_OPTS = --load-extension=mtms
+
+BLAS_PC_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-serial/pkgconfig
+BLAS_CFLAGS := $(shell PKG_CONFIG_PATH=$(BLAS_PC_DIR) pkg-config --cflags openblas)
+BLAS_LIBS := $(shell PKG_CONFIG_PATH=$(BLAS_PC_DIR) pkg-config --libs openblas)
+BLAS_LIBDIR := $(shell PKG_CONFIG_PATH=$(BLAS_PC_DIR) pkg-config --variable=libdir openblas)
+
+PG_CPPFLAGS = -I$(srcdir)/src $(BLAS_CFLAGS)
+SHLIB_LINK = $(BLAS_LIBS) -Wl,-rpath,$(BLAS_LIBDIR) -lm
+
+EXTRA_CLEAN = mtms--0.1.sql results regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+mtms--0.1.sql: $(SQL_PARTS)
+	cat $^ > $@

@@ -1,0 +1,2 @@
+/* auc.c: placeholder until the module lands */
+#include "postgres.h"

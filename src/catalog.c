@@ -1,0 +1,2 @@
+/* catalog.c: placeholder until the module lands */
+#include "postgres.h"

@@ -1,0 +1,2 @@
+/* embedding_store.c: placeholder until the module lands */
+#include "postgres.h"

@@ -1,0 +1,2 @@
+/* evaluate.c: placeholder until the module lands */
+#include "postgres.h"

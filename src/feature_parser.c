@@ -1,0 +1,2 @@
+/* features.c: placeholder until the module lands */
+#include "postgres.h"

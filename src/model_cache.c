@@ -1,0 +1,2 @@
+/* model_cache.c: placeholder until the module lands */
+#include "postgres.h"

@@ -1,0 +1,2 @@
+/* model_store.c: placeholder until the module lands */
+#include "postgres.h"

@@ -1,0 +1,2 @@
+/* nn_selftest.c: placeholder until the module lands */
+#include "postgres.h"

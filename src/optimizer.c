@@ -1,0 +1,2 @@
+/* optimizer.c: placeholder until the module lands */
+#include "postgres.h"

@@ -1,0 +1,40 @@
+/*
+ * optimizer.h
+ *    The two optimizers mtms uses.
+ *
+ *  - Adam for the dense tower weights: few parameters, every one updated on
+ *    every batch, so per-coordinate first and second moments are cheap and
+ *    make the step size insensitive to the very different scales of
+ *    phase-1 (F*d inputs) and fine-tune (S*2*F*d inputs) towers.
+ *  - Row-wise Adagrad for the sparse embedding rows: one accumulator per row
+ *    (not per coordinate), so optimizer state adds 1 float to d floats.
+ *    Rare features keep a large step, frequent ones anneal, with no global
+ *    step counter to keep consistent across sparse updates (which Adam's bias
+ *    correction would need).
+ */
+#ifndef MTMS_OPTIMIZER_H
+#define MTMS_OPTIMIZER_H
+
+#include "mtms.h"
+
+#define MTMS_ADAM_BETA1		0.9f
+#define MTMS_ADAM_BETA2		0.999f
+#define MTMS_ADAM_EPS		1e-8f
+#define MTMS_ADAGRAD_EPS	1e-8f
+
+/*
+ * One Adam step on n parameters: w -= lr * mhat / (sqrt(vhat) + eps),
+ * with decoupled-from-nothing classic L2 (grad += l2 * w) when l2 > 0.
+ * step is the 1-based step count used for bias correction.
+ */
+extern void mtms_adam_update(float *w, const float *grad, float *m, float *v,
+							 int64 n, float lr, float l2, int64 step);
+
+/*
+ * Row-wise Adagrad on one embedding row of dim floats:
+ *   g += l2 * w;  acc += mean(g^2);  w -= lr * g / (sqrt(acc) + eps)
+ */
+extern void mtms_rowwise_adagrad_update(float *w, const float *grad, float *acc,
+										int dim, float lr, float l2);
+
+#endif							/* MTMS_OPTIMIZER_H */

@@ -1,0 +1,2 @@
+/* options.c: placeholder until the module lands */
+#include "postgres.h"

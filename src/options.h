@@ -1,0 +1,42 @@
+/*
+ * options.h
+ *    Training options of a model (the jsonb 'options' of mtms_create_model):
+ *    validation, defaults, and the normalized jsonb stored in the catalog.
+ */
+#ifndef MTMS_OPTIONS_H
+#define MTMS_OPTIONS_H
+
+#include "mtms.h"
+#include "utils/jsonb.h"
+
+typedef struct MtmsOptions
+{
+	double		lr_embedding;	/* row-wise Adagrad step for embedding rows */
+	double		lr_tower;		/* Adam step for tower weights */
+	int32		batch_size;		/* rows per mini-batch and per pair */
+	double		l2;				/* L2 penalty (embeddings touched, tower weights) */
+	int32		max_epochs;		/* per stage */
+	int32		patience;		/* epochs without validation improvement */
+	double		validation_fraction;	/* of rows, chosen by content hash */
+	int64		seed;			/* initialisation, shuffling */
+	bool		ctcvr;			/* run the CTCVR stage of phase 1 */
+	int32		shuffle_buffer; /* rows buffered and shuffled before SGD */
+	int32		evals_per_epoch;	/* fine-tune validation points per pass */
+	int32		keep_versions;	/* versions kept per model */
+	int64		max_features;	/* per embedding table; 0 = unlimited */
+} MtmsOptions;
+
+/* Fill defaults. */
+extern void mtms_options_default(MtmsOptions *o);
+
+/*
+ * Parse and validate user options over the defaults already in *o.
+ * Unknown key: invalid_parameter_value listing the known keys.  Wrong JSON
+ * type or out-of-range value: an error naming the key and the value.
+ */
+extern void mtms_options_parse(Jsonb *json, MtmsOptions *o);
+
+/* Every option, defaults included, as jsonb (stored in mtms_model.options). */
+extern Jsonb *mtms_options_to_jsonb(const MtmsOptions *o);
+
+#endif							/* MTMS_OPTIONS_H */

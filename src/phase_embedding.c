@@ -1,0 +1,2 @@
+/* phase_embedding.c: placeholder until the module lands */
+#include "postgres.h"

@@ -1,0 +1,2 @@
+/* score.c: placeholder until the module lands */
+#include "postgres.h"

@@ -1,0 +1,2 @@
+/* synthetic.c: placeholder until the module lands */
+#include "postgres.h"

@@ -1,0 +1,2 @@
+/* tower.c: placeholder until the module lands */
+#include "postgres.h"

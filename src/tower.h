@@ -1,0 +1,113 @@
+/*
+ * tower.h
+ *    A tower: a small fully connected network, ReLU hidden layers and one
+ *    output logit (the caller applies the sigmoid).  Every dense product is
+ *    an OpenBLAS call (cblas_sgemm for batches, cblas_sgemv for one row).
+ *
+ * Layout: layer l maps sizes[l] -> sizes[l+1]; W[l] is sizes[l+1] x sizes[l]
+ * row-major (one row per output unit), b[l] has sizes[l+1] entries.  The
+ * last layer has one output.
+ *
+ * All memory of a tower is allocated in the memory context current at
+ * creation (or deserialization / copy); huge allocations are used where the
+ * sizes call for them.
+ */
+#ifndef MTMS_TOWER_H
+#define MTMS_TOWER_H
+
+#include "mtms.h"
+#include "lib/stringinfo.h"
+
+#define MTMS_TOWER_MAX_LAYERS	(MTMS_MAX_HIDDEN_LAYERS + 1)
+
+typedef struct MtmsTower
+{
+	int32		nlayers;		/* weight layers = hidden layers + 1 */
+	int32		sizes[MTMS_TOWER_MAX_LAYERS + 1];	/* sizes[0] = input */
+	float	   *W[MTMS_TOWER_MAX_LAYERS];
+	float	   *b[MTMS_TOWER_MAX_LAYERS];
+	/* gradient accumulators, same shapes (zeroed by mtms_tower_step) */
+	float	   *gW[MTMS_TOWER_MAX_LAYERS];
+	float	   *gb[MTMS_TOWER_MAX_LAYERS];
+	/* Adam moments, same shapes */
+	float	   *mW[MTMS_TOWER_MAX_LAYERS];
+	float	   *vW[MTMS_TOWER_MAX_LAYERS];
+	float	   *mb[MTMS_TOWER_MAX_LAYERS];
+	float	   *vb[MTMS_TOWER_MAX_LAYERS];
+	int64		step;			/* Adam steps taken */
+	int64		nsamples;		/* rows trained since last reset (combine weight) */
+} MtmsTower;
+
+/*
+ * Scratch space for a batch forward/backward of up to max_batch rows.
+ * Holds the activations of every layer, reused across calls.
+ */
+typedef struct MtmsTowerWork
+{
+	int32		max_batch;
+	int32		batch;			/* rows of the last forward */
+	float	   *act[MTMS_TOWER_MAX_LAYERS + 1]; /* act[0] = input copy/pointer */
+	float	   *delta[MTMS_TOWER_MAX_LAYERS + 1];
+} MtmsTowerWork;
+
+/*
+ * New tower nin -> hidden[0] -> ... -> hidden[nhidden-1] -> 1, He-uniform
+ * weights drawn with pg_prng from seed (deterministic), zero biases, zero
+ * Adam state.
+ */
+extern MtmsTower *mtms_tower_create(int nin, int nhidden, const int32 *hidden,
+									uint64 seed);
+extern MtmsTower *mtms_tower_copy(const MtmsTower *t);
+extern void mtms_tower_free(MtmsTower *t);
+/* bytes of parameters + optimizer state */
+extern Size mtms_tower_bytes(const MtmsTower *t);
+
+extern MtmsTowerWork *mtms_tower_work_create(const MtmsTower *t, int max_batch);
+extern void mtms_tower_work_free(MtmsTowerWork *w);
+
+/*
+ * Forward a batch: X is B x sizes[0] row-major (B <= w->max_batch); writes B
+ * logits.  Keeps activations in w for a following backward.
+ */
+extern void mtms_tower_forward(const MtmsTower *t, MtmsTowerWork *w,
+							   const float *X, int B, float *logits);
+
+/*
+ * Backward of the last forward: dlogits[B] = dLoss/dlogit per row (already
+ * divided by the batch size if the caller wants a mean).  Accumulates into
+ * gW/gb.  If dX is not NULL it receives B x sizes[0] input gradients.
+ */
+extern void mtms_tower_backward(MtmsTower *t, MtmsTowerWork *w,
+								const float *dlogits, float *dX);
+
+/* Adam step with the accumulated gradients, then zero them. */
+extern void mtms_tower_step(MtmsTower *t, float lr, float l2);
+
+/* One row: logit of x (sizes[0] floats); scratch holds 2 * max(sizes) floats. */
+extern float mtms_tower_predict1(const MtmsTower *t, const float *x, float *scratch);
+
+/*
+ * dst = (wdst * dst + wsrc * src) / (wdst + wsrc), weights and Adam moments
+ * alike.  Shapes must match (elog ERROR otherwise).  Step = max.
+ */
+extern void mtms_tower_average(MtmsTower *dst, double wdst,
+							   const MtmsTower *src, double wsrc);
+
+/*
+ * Grow the input from sizes[0] to new_nin: input column j of the old tower
+ * moves to column map[j] of the new one; new columns get zero weights, so
+ * the tower's outputs are unchanged for any input whose new columns hold
+ * anything.  Adam moments follow the same map.
+ */
+extern void mtms_tower_remap_input(MtmsTower *t, int new_nin, const int32 *map);
+
+/*
+ * Binary serialization (native endianness, used for partial aggregate
+ * states and the training snapshot, not for storage).  Deserialize checks
+ * sizes against [*p, end) and ERRORs on a truncated/corrupt buffer;
+ * advances *p.
+ */
+extern void mtms_tower_serialize(StringInfo buf, const MtmsTower *t);
+extern MtmsTower *mtms_tower_deserialize(const char **p, const char *end);
+
+#endif							/* MTMS_TOWER_H */

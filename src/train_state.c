@@ -1,0 +1,2 @@
+/* train_state.c: placeholder until the module lands */
+#include "postgres.h"
