@@ -2,7 +2,7 @@
  * catalog.h
  *    The model catalog: what a model declares (scenes, fields, sizes,
  *    options) and which version is active.  Implemented in catalog.c on top
- *    of the tables mtms_model / mtms_version (src/sql/00_catalog.sql).
+ *    of the tables mtms_model / mtms_version (src/sql/00_tables.sql).
  */
 #ifndef MTMS_CATALOG_H
 #define MTMS_CATALOG_H
@@ -46,7 +46,30 @@ extern void mtms_check_owner(const MtmsModelMeta *m);
 extern char *mtms_scene_list(const MtmsModelMeta *m);
 extern char *mtms_field_list(const MtmsModelMeta *m);
 
-/* Validate a model, scene or field name; "what" names it in the error. */
+/*
+ * Validate a model, scene or field name; "what" names it in the error
+ * ("model", "scene", "field").  For "field" a '=' gets its own message.
+ */
 extern void mtms_check_name(const char *name, const char *what);
+
+/*
+ * OID of @extschema@.mtms_model.  Cached per backend and revalidated with a
+ * syscache lookup, so it stays right across DROP/CREATE EXTENSION.  Scoring
+ * caches register a relcache callback on it.  It reads catalogs: call it
+ * from ordinary code, never from inside an invalidation callback.
+ */
+extern Oid	mtms_model_relid(void);
+
+/*
+ * The extension's schema name, already quoted for SQL text
+ * (e.g. "public" or "my schema" in double quotes).  palloc'd.
+ */
+extern char *mtms_schema_quoted(void);
+
+/*
+ * Tell every backend that a model changed (drop, add scene/field, rollback,
+ * new version): a relcache invalidation of mtms_model, sent at commit.
+ */
+extern void mtms_catalog_changed(void);
 
 #endif							/* MTMS_CATALOG_H */
