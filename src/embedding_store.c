@@ -1,2 +1,670 @@
-/* embedding_store.c: placeholder until the module lands */
-#include "postgres.h"
+/*
+ * embedding_store.c
+ *    Sparse embedding rows of one (scene, task) pair.
+ *
+ * A simplehash maps the 64-bit feature key to a row index; rows live in
+ * chunks of 2^chunk_shift rows, each chunk one allocation of about 1 MB
+ * holding keys, vectors, accumulators, fields and update counts.  The
+ * array of chunk descriptors grows with repalloc_huge, so no single
+ * allocation approaches 1 GB however many rows there are (the hash table
+ * itself reaches 1 GB only beyond ~60 million rows, and is a huge
+ * allocation then).  Rows never move: indexes and vector pointers stay
+ * valid for the life of the store.
+ *
+ * New rows start from U(-0.05, 0.05) drawn with pg_prng seeded by
+ * hash_combine64(store seed, key): the same key gets the same start in
+ * every worker, whatever order rows are created in.
+ *
+ * Mini-batch gradients are summed per row in a small open-addressing map
+ * (row index -> slot) plus a dense buffer of per-slot gradients, and applied
+ * in first-touch order, so one batch gives one Adagrad step per row and the
+ * result does not depend on hash iteration order.
+ */
+#include "mtms.h"
+
+#include "common/hashfn.h"
+#include "common/pg_prng.h"
+#include "miscadmin.h"
+#include "utils/memutils.h"
+
+#include "embedding_store.h"
+#include "optimizer.h"
+
+#define MTMS_EMB_MAGIC			0x4D45544D	/* "MTEM" little-endian */
+#define MTMS_EMB_VERSION		1
+#define MTMS_EMB_INIT_RANGE		0.05
+#define MTMS_EMB_MAX_SHIFT		14		/* at most 16384 rows per chunk */
+#define MTMS_EMB_MIN_SHIFT		6		/* at least 64 rows per chunk */
+#define MTMS_EMB_CHUNK_BYTES	(1024 * 1024)
+/* row indexes are stored as uint32 in the hash table */
+#define MTMS_EMB_MAX_ROWS		((int64) PG_UINT32_MAX)
+
+/* bytes of one serialized row: key, field, updates, accum, vector */
+#define EMB_ROW_BYTES(dim)		(sizeof(uint64) + 2 * sizeof(int32) + \
+								 sizeof(float) + (Size) (dim) * sizeof(float))
+#define EMB_HEADER_BYTES		(2 * sizeof(uint32) + 2 * sizeof(int32) + \
+								 sizeof(uint64) + sizeof(int64))
+
+/* Keys are already good hashes; still finalise them (murmur3 fmix64). */
+static inline uint32
+emb_hash_key(uint64 k)
+{
+	k ^= k >> 33;
+	k *= UINT64CONST(0xff51afd7ed558ccd);
+	k ^= k >> 33;
+	k *= UINT64CONST(0xc4ceb9fe1a85ec53);
+	k ^= k >> 33;
+	return (uint32) k;
+}
+
+typedef struct MtmsEmbEntry
+{
+	uint64		key;
+	uint32		idx;
+	char		status;
+} MtmsEmbEntry;
+
+#define SH_PREFIX		mtms_embhash
+#define SH_ELEMENT_TYPE	MtmsEmbEntry
+#define SH_KEY_TYPE		uint64
+#define SH_KEY			key
+#define SH_HASH_KEY(tb, k)	emb_hash_key(k)
+#define SH_EQUAL(tb, a, b)	((a) == (b))
+#define SH_SCOPE		static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+/* ----------------------------------------------------------------
+ * Creation, chunks, rows
+ * ---------------------------------------------------------------- */
+
+static void
+check_dim(int dim)
+{
+	if (dim < 1 || dim > MTMS_MAX_DIM)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("embedding dimension %d is out of range", dim),
+				 errhint("The embedding dimension is between 1 and %d.",
+						 MTMS_MAX_DIM)));
+}
+
+/* New empty store in a new child of parent, its hash sized for nrows. */
+static MtmsEmbStore *
+emb_create_in(MemoryContext parent, int dim, uint64 seed, int64 nrows)
+{
+	MemoryContext cxt;
+	MtmsEmbStore *s;
+	Size		rowbytes = EMB_ROW_BYTES(dim);
+	int			shift;
+
+	check_dim(dim);
+	cxt = AllocSetContextCreate(parent, "mtms embedding store",
+								ALLOCSET_DEFAULT_SIZES);
+	s = MemoryContextAllocZero(cxt, sizeof(MtmsEmbStore));
+	s->cxt = cxt;
+	s->dim = dim;
+	s->seed = seed;
+	s->count = 0;
+
+	shift = MTMS_EMB_MAX_SHIFT;
+	while (shift > MTMS_EMB_MIN_SHIFT &&
+		   ((Size) 1 << shift) * rowbytes > MTMS_EMB_CHUNK_BYTES)
+		shift--;
+	s->chunk_shift = shift;
+	s->chunk_mask = ((int64) 1 << shift) - 1;
+
+	s->maxchunks = Max(16, (nrows >> shift) + 1);
+	s->chunks = MemoryContextAllocExtended(cxt,
+										   s->maxchunks * sizeof(MtmsEmbChunk),
+										   MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	s->nchunks = 0;
+	s->hash = mtms_embhash_create(cxt, (uint32) Min(Max(nrows, 256), MTMS_EMB_MAX_ROWS),
+								  NULL);
+	s->nbatch = 0;
+	s->batch_cap = 0;
+	s->bmap_cap = 0;
+	return s;
+}
+
+MtmsEmbStore *
+mtms_emb_create(int dim, uint64 seed)
+{
+	return emb_create_in(CurrentMemoryContext, dim, seed, 0);
+}
+
+void
+mtms_emb_free(MtmsEmbStore *s)
+{
+	if (s != NULL)
+		MemoryContextDelete(s->cxt);
+}
+
+/* Allocate the next chunk (zeroed), growing the descriptor array. */
+static void
+emb_add_chunk(MtmsEmbStore *s)
+{
+	Size		rows = (Size) 1 << s->chunk_shift;
+	MtmsEmbChunk *c;
+	char	   *mem;
+
+	if (s->nchunks == s->maxchunks)
+	{
+		int64		newmax = s->maxchunks * 2;
+
+		s->chunks = repalloc_huge(s->chunks, newmax * sizeof(MtmsEmbChunk));
+		memset(s->chunks + s->maxchunks, 0,
+			   (newmax - s->maxchunks) * sizeof(MtmsEmbChunk));
+		s->maxchunks = newmax;
+	}
+
+	/* keys first (8-byte aligned), then the 4-byte arrays */
+	mem = MemoryContextAllocExtended(s->cxt, rows * EMB_ROW_BYTES(s->dim),
+									 MCXT_ALLOC_ZERO);
+	c = &s->chunks[s->nchunks++];
+	c->key = (uint64 *) mem;
+	mem += rows * sizeof(uint64);
+	c->vec = (float *) mem;
+	mem += rows * s->dim * sizeof(float);
+	c->accum = (float *) mem;
+	mem += rows * sizeof(float);
+	c->field = (int32 *) mem;
+	mem += rows * sizeof(int32);
+	c->updates = (int32 *) mem;
+}
+
+/* Claim row index s->count for key; the caller fills the vector. */
+static inline int64
+emb_new_row(MtmsEmbStore *s, uint64 key, int32 field)
+{
+	int64		idx = s->count;
+	MtmsEmbChunk *c;
+	int64		r;
+
+	if ((idx >> s->chunk_shift) >= s->nchunks)
+		emb_add_chunk(s);
+	c = &s->chunks[idx >> s->chunk_shift];
+	r = idx & s->chunk_mask;
+	c->key[r] = key;
+	c->field[r] = field;
+	c->updates[r] = 0;
+	c->accum[r] = 0.0f;
+	s->count++;
+	return idx;
+}
+
+static void
+emb_too_many_rows(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("embedding table cannot hold more than %lld rows",
+					(long long) MTMS_EMB_MAX_ROWS)));
+}
+
+int64
+mtms_emb_find(const MtmsEmbStore *s, uint64 key)
+{
+	MtmsEmbEntry *e = mtms_embhash_lookup(s->hash, key);
+
+	return e ? (int64) e->idx : -1;
+}
+
+int64
+mtms_emb_find_or_create(MtmsEmbStore *s, uint64 key, int32 field,
+						int64 max_rows)
+{
+	MtmsEmbEntry *e;
+	bool		found;
+	int64		idx;
+	float	   *vec;
+	pg_prng_state rng;
+	int			d;
+
+	if (unlikely((max_rows > 0 && s->count >= max_rows) ||
+				 s->count >= MTMS_EMB_MAX_ROWS))
+	{
+		e = mtms_embhash_lookup(s->hash, key);
+		if (e)
+			return e->idx;
+		if (max_rows > 0 && s->count >= max_rows)
+			return -1;
+		emb_too_many_rows();
+	}
+
+	e = mtms_embhash_insert(s->hash, key, &found);
+	if (found)
+		return e->idx;
+
+	idx = emb_new_row(s, key, field);
+	e->idx = (uint32) idx;
+
+	/* deterministic start from (seed, key) */
+	pg_prng_seed(&rng, hash_combine64(s->seed, key));
+	vec = mtms_emb_vector(s, idx);
+	for (d = 0; d < s->dim; d++)
+		vec[d] = (float) ((2.0 * pg_prng_double(&rng) - 1.0) * MTMS_EMB_INIT_RANGE);
+	return idx;
+}
+
+int64
+mtms_emb_insert(MtmsEmbStore *s, uint64 key, int32 field,
+				const float *vec, float accum)
+{
+	MtmsEmbEntry *e;
+	bool		found;
+	int64		idx;
+
+	if (s->count >= MTMS_EMB_MAX_ROWS)
+		emb_too_many_rows();
+	e = mtms_embhash_insert(s->hash, key, &found);
+	if (found)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("duplicate embedding row for feature %lld",
+						(long long) key)));
+	idx = emb_new_row(s, key, field);
+	e->idx = (uint32) idx;
+	memcpy(mtms_emb_vector(s, idx), vec, s->dim * sizeof(float));
+	*mtms_emb_accum(s, idx) = accum;
+	return idx;
+}
+
+Size
+mtms_emb_bytes(const MtmsEmbStore *s)
+{
+	return MemoryContextMemAllocated(s->cxt, true);
+}
+
+MtmsEmbStore *
+mtms_emb_copy(const MtmsEmbStore *s)
+{
+	MtmsEmbStore *c = emb_create_in(CurrentMemoryContext, s->dim, s->seed,
+									s->count);
+	Size		chunkbytes = ((Size) 1 << s->chunk_shift) * EMB_ROW_BYTES(s->dim);
+	int64		ci;
+	int64		i;
+
+	Assert(c->chunk_shift == s->chunk_shift);
+	for (ci = 0; ci < s->nchunks; ci++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		emb_add_chunk(c);
+		/* a chunk is one allocation starting at its key array */
+		memcpy(c->chunks[ci].key, s->chunks[ci].key, chunkbytes);
+	}
+	c->count = s->count;
+
+	for (i = 0; i < s->count; i++)
+	{
+		MtmsEmbEntry *e;
+		bool		found;
+
+		if ((i & 0xFFFF) == 0xFFFF)
+			CHECK_FOR_INTERRUPTS();
+		e = mtms_embhash_insert(c->hash, mtms_emb_key(s, i), &found);
+		Assert(!found);
+		e->idx = (uint32) i;
+	}
+	return c;
+}
+
+/* ----------------------------------------------------------------
+ * Mini-batch gradients
+ * ---------------------------------------------------------------- */
+
+static inline uint64
+emb_bmap_hash(int64 idx)
+{
+	return (uint64) idx * UINT64CONST(0x9E3779B97F4A7C15);
+}
+
+/* (Re)build the row -> slot map with capacity cap (power of 2). */
+static void
+emb_bmap_rebuild(MtmsEmbStore *s, int64 cap)
+{
+	int64		mask = cap - 1;
+	int64		slot;
+
+	if (s->bmap_row)
+		pfree(s->bmap_row);
+	if (s->bmap_slot)
+		pfree(s->bmap_slot);
+	s->bmap_row = MemoryContextAllocExtended(s->cxt, cap * sizeof(int64),
+											 MCXT_ALLOC_HUGE);
+	s->bmap_slot = MemoryContextAllocExtended(s->cxt, cap * sizeof(int64),
+											  MCXT_ALLOC_HUGE);
+	memset(s->bmap_row, 0xFF, cap * sizeof(int64));		/* all -1 */
+	s->bmap_cap = cap;
+
+	for (slot = 0; slot < s->nbatch; slot++)
+	{
+		int64		h = (int64) (emb_bmap_hash(s->brow[slot]) >> 20) & mask;
+
+		while (s->bmap_row[h] != -1)
+			h = (h + 1) & mask;
+		s->bmap_row[h] = s->brow[slot];
+		s->bmap_slot[h] = slot;
+		s->bpos[slot] = h;
+	}
+}
+
+static void
+emb_batch_grow(MtmsEmbStore *s)
+{
+	int64		newcap = s->batch_cap ? s->batch_cap * 2 : 256;
+
+	if (s->batch_cap == 0)
+	{
+		s->brow = MemoryContextAllocExtended(s->cxt, newcap * sizeof(int64),
+											 MCXT_ALLOC_HUGE);
+		s->bpos = MemoryContextAllocExtended(s->cxt, newcap * sizeof(int64),
+											 MCXT_ALLOC_HUGE);
+		s->bgrad = MemoryContextAllocExtended(s->cxt,
+											  newcap * s->dim * sizeof(float),
+											  MCXT_ALLOC_HUGE);
+	}
+	else
+	{
+		s->brow = repalloc_huge(s->brow, newcap * sizeof(int64));
+		s->bpos = repalloc_huge(s->bpos, newcap * sizeof(int64));
+		s->bgrad = repalloc_huge(s->bgrad, newcap * s->dim * sizeof(float));
+	}
+	s->batch_cap = newcap;
+}
+
+void
+mtms_emb_add_grad(MtmsEmbStore *s, int64 idx, const float *grad)
+{
+	int64		mask;
+	int64		h;
+	int64		slot;
+	int			d;
+
+	if (unlikely(idx < 0 || idx >= s->count))
+		elog(ERROR, "embedding row %lld out of range (%lld rows)",
+			 (long long) idx, (long long) s->count);
+
+	/* keep the map at most half full */
+	if (unlikely(2 * (s->nbatch + 1) > s->bmap_cap))
+		emb_bmap_rebuild(s, s->bmap_cap ? s->bmap_cap * 2 : 1024);
+
+	mask = s->bmap_cap - 1;
+	h = (int64) (emb_bmap_hash(idx) >> 20) & mask;
+	while (s->bmap_row[h] != -1)
+	{
+		if (s->bmap_row[h] == idx)
+		{
+			float	   *g = s->bgrad + s->bmap_slot[h] * s->dim;
+
+			for (d = 0; d < s->dim; d++)
+				g[d] += grad[d];
+			return;
+		}
+		h = (h + 1) & mask;
+	}
+
+	if (unlikely(s->nbatch == s->batch_cap))
+		emb_batch_grow(s);
+	slot = s->nbatch++;
+	s->bmap_row[h] = idx;
+	s->bmap_slot[h] = slot;
+	s->brow[slot] = idx;
+	s->bpos[slot] = h;
+	memcpy(s->bgrad + slot * s->dim, grad, s->dim * sizeof(float));
+}
+
+void
+mtms_emb_apply(MtmsEmbStore *s, float lr, float l2)
+{
+	int64		slot;
+
+	for (slot = 0; slot < s->nbatch; slot++)
+	{
+		int64		idx = s->brow[slot];
+		MtmsEmbChunk *c = &s->chunks[idx >> s->chunk_shift];
+		int64		r = idx & s->chunk_mask;
+
+		mtms_rowwise_adagrad_update(c->vec + r * s->dim,
+									s->bgrad + slot * s->dim,
+									&c->accum[r], s->dim, lr, l2);
+		if (c->updates[r] < PG_INT32_MAX)
+			c->updates[r]++;
+		s->bmap_row[s->bpos[slot]] = -1;
+	}
+	s->nbatch = 0;
+}
+
+void
+mtms_emb_reset_counts(MtmsEmbStore *s)
+{
+	int64		ci;
+
+	for (ci = 0; ci < s->nchunks; ci++)
+		memset(s->chunks[ci].updates, 0,
+			   ((Size) 1 << s->chunk_shift) * sizeof(int32));
+}
+
+/* ----------------------------------------------------------------
+ * Merge
+ * ---------------------------------------------------------------- */
+
+void
+mtms_emb_merge(MtmsEmbStore *dst, const MtmsEmbStore *src)
+{
+	int			dim = dst->dim;
+	int64		i;
+
+	if (src->dim != dst->dim)
+		elog(ERROR, "cannot merge embedding stores of dimensions %d and %d",
+			 dst->dim, src->dim);
+
+	for (i = 0; i < src->count; i++)
+	{
+		uint64		key = mtms_emb_key(src, i);
+		const float *svec = mtms_emb_vector(src, i);
+		int32		scount = mtms_emb_updates(src, i);
+		MtmsEmbEntry *e;
+		bool		found;
+
+		if ((i & 0xFFFF) == 0xFFFF)
+			CHECK_FOR_INTERRUPTS();
+
+		if (unlikely(dst->count >= MTMS_EMB_MAX_ROWS))
+		{
+			if (mtms_embhash_lookup(dst->hash, key) == NULL)
+				emb_too_many_rows();
+		}
+		e = mtms_embhash_insert(dst->hash, key, &found);
+		if (!found)
+		{
+			int64		idx = emb_new_row(dst, key, mtms_emb_field(src, i));
+
+			e->idx = (uint32) idx;
+			memcpy(mtms_emb_vector(dst, idx), svec, dim * sizeof(float));
+			*mtms_emb_accum(dst, idx) = *mtms_emb_accum(src, i);
+			dst->chunks[idx >> dst->chunk_shift].updates[idx & dst->chunk_mask] = scount;
+		}
+		else
+		{
+			int64		idx = e->idx;
+			MtmsEmbChunk *c = &dst->chunks[idx >> dst->chunk_shift];
+			int64		r = idx & dst->chunk_mask;
+			float	   *dvec = c->vec + r * dim;
+			int32		dcount = c->updates[r];
+			float		wd,
+						ws;
+			int64		sum;
+			int			d;
+
+			if (dcount == 0 && scount == 0)
+				wd = ws = 0.5f;
+			else
+			{
+				double		tot = (double) dcount + (double) scount;
+
+				wd = (float) (dcount / tot);
+				ws = (float) (scount / tot);
+			}
+			for (d = 0; d < dim; d++)
+				dvec[d] = wd * dvec[d] + ws * svec[d];
+			c->accum[r] = wd * c->accum[r] + ws * *mtms_emb_accum(src, i);
+			sum = (int64) dcount + scount;
+			c->updates[r] = (int32) Min(sum, (int64) PG_INT32_MAX);
+		}
+	}
+}
+
+/* ----------------------------------------------------------------
+ * Serialization
+ *
+ * header: magic u32, version u32, dim i32, zero i32, seed u64, count i64
+ * rows (index order): key u64, field i32, updates i32, accum f32, vec f32[dim]
+ * ---------------------------------------------------------------- */
+
+void
+mtms_emb_serialize(StringInfo buf, const MtmsEmbStore *s)
+{
+	uint32		magic = MTMS_EMB_MAGIC;
+	uint32		version = MTMS_EMB_VERSION;
+	int32		zero = 0;
+	Size		rowbytes = EMB_ROW_BYTES(s->dim);
+	Size		total;
+	char	   *out;
+	int64		i;
+
+	if ((Size) s->count > (MaxAllocSize - EMB_HEADER_BYTES - 1) / rowbytes ||
+		EMB_HEADER_BYTES + s->count * rowbytes >= (Size) (MaxAllocSize - buf->len))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("embedding table of %lld rows is too large to serialize",
+						(long long) s->count),
+				 errhint("Use fewer parallel workers or a smaller model.")));
+	total = EMB_HEADER_BYTES + s->count * rowbytes;
+	enlargeStringInfo(buf, (int) total);
+	out = buf->data + buf->len;
+
+#define EMB_PUT(ptr, n) do { memcpy(out, (ptr), (n)); out += (n); } while (0)
+	EMB_PUT(&magic, sizeof(magic));
+	EMB_PUT(&version, sizeof(version));
+	EMB_PUT(&s->dim, sizeof(int32));
+	EMB_PUT(&zero, sizeof(int32));
+	EMB_PUT(&s->seed, sizeof(uint64));
+	EMB_PUT(&s->count, sizeof(int64));
+	for (i = 0; i < s->count; i++)
+	{
+		const MtmsEmbChunk *c = &s->chunks[i >> s->chunk_shift];
+		int64		r = i & s->chunk_mask;
+
+		if ((i & 0xFFFF) == 0xFFFF)
+			CHECK_FOR_INTERRUPTS();
+		EMB_PUT(&c->key[r], sizeof(uint64));
+		EMB_PUT(&c->field[r], sizeof(int32));
+		EMB_PUT(&c->updates[r], sizeof(int32));
+		EMB_PUT(&c->accum[r], sizeof(float));
+		EMB_PUT(c->vec + r * s->dim, s->dim * sizeof(float));
+	}
+#undef EMB_PUT
+
+	Assert(out == buf->data + buf->len + total);
+	buf->len += (int) total;
+	buf->data[buf->len] = '\0';
+}
+
+static void
+emb_read(const char **p, const char *end, void *dst, Size n)
+{
+	if (*p > end || (Size) (end - *p) < n)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("truncated embedding state: header needs %zu bytes, %zu left",
+						n, (Size) (*p <= end ? end - *p : 0))));
+	memcpy(dst, *p, n);
+	*p += n;
+}
+
+MtmsEmbStore *
+mtms_emb_deserialize(const char **p, const char *end)
+{
+	uint32		magic;
+	uint32		version;
+	int32		dim;
+	int32		zero;
+	uint64		seed;
+	int64		count;
+	Size		rowbytes;
+	MtmsEmbStore *s;
+	const char *in;
+	int64		i;
+
+	emb_read(p, end, &magic, sizeof(magic));
+	if (magic != MTMS_EMB_MAGIC)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("corrupt embedding state: bad magic number %08x", magic)));
+	emb_read(p, end, &version, sizeof(version));
+	if (version != MTMS_EMB_VERSION)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("corrupt embedding state: unsupported version %u", version)));
+	emb_read(p, end, &dim, sizeof(dim));
+	if (dim < 1 || dim > MTMS_MAX_DIM)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("corrupt embedding state: dimension %d", dim)));
+	emb_read(p, end, &zero, sizeof(zero));
+	emb_read(p, end, &seed, sizeof(seed));
+	emb_read(p, end, &count, sizeof(count));
+	rowbytes = EMB_ROW_BYTES(dim);
+	if (count < 0 || count > MTMS_EMB_MAX_ROWS)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("corrupt embedding state: %lld rows", (long long) count)));
+	if ((Size) count > (Size) (end - *p) / rowbytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("truncated embedding state: %lld rows of %zu bytes, %zu bytes left",
+						(long long) count, rowbytes, (Size) (end - *p))));
+
+	s = emb_create_in(CurrentMemoryContext, dim, seed, count);
+	in = *p;
+	for (i = 0; i < count; i++)
+	{
+		uint64		key;
+		int32		field;
+		int32		updates;
+		MtmsEmbEntry *e;
+		bool		found;
+		int64		idx;
+		MtmsEmbChunk *c;
+		int64		r;
+
+		if ((i & 0xFFFF) == 0xFFFF)
+			CHECK_FOR_INTERRUPTS();
+		memcpy(&key, in, sizeof(uint64));
+		in += sizeof(uint64);
+		memcpy(&field, in, sizeof(int32));
+		in += sizeof(int32);
+		memcpy(&updates, in, sizeof(int32));
+		in += sizeof(int32);
+
+		e = mtms_embhash_insert(s->hash, key, &found);
+		if (found)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("corrupt embedding state: feature %lld appears twice",
+							(long long) key)));
+		idx = emb_new_row(s, key, field);
+		e->idx = (uint32) idx;
+		c = &s->chunks[idx >> s->chunk_shift];
+		r = idx & s->chunk_mask;
+		c->updates[r] = updates;
+		memcpy(&c->accum[r], in, sizeof(float));
+		in += sizeof(float);
+		memcpy(c->vec + r * dim, in, dim * sizeof(float));
+		in += dim * sizeof(float);
+	}
+	*p = in;
+	return s;
+}

@@ -21,13 +21,15 @@
 
 typedef struct MtmsEmbStore MtmsEmbStore;
 
-/* All memory of the store lives in a new child of the current context. */
+/*
+ * All memory of the store lives in a new child of the current context
+ * (copy and deserialize too); free deletes that context.
+ */
 extern MtmsEmbStore *mtms_emb_create(int dim, uint64 seed);
 extern void mtms_emb_free(MtmsEmbStore *s);
 extern MtmsEmbStore *mtms_emb_copy(const MtmsEmbStore *s);
 
-extern int	mtms_emb_dim(const MtmsEmbStore *s);
-extern int64 mtms_emb_count(const MtmsEmbStore *s);
+/* int mtms_emb_dim(s) and int64 mtms_emb_count(s) are inline (below). */
 /* bytes used (vectors, accumulators, keys, hash table) */
 extern Size mtms_emb_bytes(const MtmsEmbStore *s);
 
@@ -49,35 +51,135 @@ extern int64 mtms_emb_find_or_create(MtmsEmbStore *s, uint64 key, int32 field,
 extern int64 mtms_emb_insert(MtmsEmbStore *s, uint64 key, int32 field,
 							 const float *vec, float accum);
 
-/* Access by index (0 <= idx < count). */
-extern float *mtms_emb_vector(const MtmsEmbStore *s, int64 idx);
-extern float *mtms_emb_accum(const MtmsEmbStore *s, int64 idx);
-extern uint64 mtms_emb_key(const MtmsEmbStore *s, int64 idx);
-extern int32 mtms_emb_field(const MtmsEmbStore *s, int64 idx);
+/*
+ * Access by index (0 <= idx < count): inline, see the end of this file.
+ *   float *mtms_emb_vector(const MtmsEmbStore *s, int64 idx);
+ *   float *mtms_emb_accum(const MtmsEmbStore *s, int64 idx);
+ *   uint64 mtms_emb_key(const MtmsEmbStore *s, int64 idx);
+ *   int32  mtms_emb_field(const MtmsEmbStore *s, int64 idx);
+ * Pointers stay valid for the life of the store (rows never move).
+ */
 
 /*
  * Gradient accumulation for one mini-batch: add_grad sums gradients per row
  * (a row seen several times in a batch gets one summed gradient); apply
- * then runs one row-wise Adagrad update per touched row, bumps each touched
- * row's update count, and clears the batch.
+ * then runs one row-wise Adagrad update per touched row, in the order the
+ * rows were first touched, bumps each touched row's update count, and
+ * clears the batch.  A pending (not yet applied) batch is private to the
+ * store: copy, merge and serialize ignore it.
  */
 extern void mtms_emb_add_grad(MtmsEmbStore *s, int64 idx, const float *grad);
 extern void mtms_emb_apply(MtmsEmbStore *s, float lr, float l2);
 
-/* Number of updates of row idx since the last reset_counts. */
-extern int32 mtms_emb_updates(const MtmsEmbStore *s, int64 idx);
+/*
+ * Number of updates of row idx since the last reset_counts (inline:
+ * int32 mtms_emb_updates(const MtmsEmbStore *s, int64 idx)).
+ */
 extern void mtms_emb_reset_counts(MtmsEmbStore *s);
 
 /*
  * Combine two partial states that started from the same snapshot: for each
  * row of src, if dst lacks it, insert it; if both have it, average vector
  * and accumulator weighted by their update counts (equal weights when both
- * are 0) and sum the counts.
+ * are 0) and sum the counts.  Rows of src are visited in index order, so
+ * the result is deterministic.  ERROR if the dims differ.
  */
 extern void mtms_emb_merge(MtmsEmbStore *dst, const MtmsEmbStore *src);
 
-/* Binary serialization (see tower.h); rows keep their update counts. */
+/*
+ * Binary serialization (see tower.h); rows keep their update counts, in
+ * index order, so a deserialized store has the same row indexes.
+ */
 extern void mtms_emb_serialize(StringInfo buf, const MtmsEmbStore *s);
 extern MtmsEmbStore *mtms_emb_deserialize(const char **p, const char *end);
+
+/* ----------------------------------------------------------------
+ * Private layout, exposed only so that the per-row accessors inline.
+ * Rows live in chunks of 2^chunk_shift rows (fixed per store, chosen from
+ * dim so that a chunk is about 1 MB and at most 16384 rows): row idx is
+ * row idx & chunk_mask of chunk idx >> chunk_shift.
+ * ---------------------------------------------------------------- */
+typedef struct MtmsEmbChunk
+{
+	float	   *vec;			/* chunk rows * dim */
+	float	   *accum;			/* chunk rows */
+	uint64	   *key;
+	int32	   *field;
+	int32	   *updates;
+} MtmsEmbChunk;
+
+struct mtms_embhash_hash;
+
+struct MtmsEmbStore
+{
+	MemoryContext cxt;			/* owns everything below */
+	int32		dim;
+	uint64		seed;
+	int64		count;			/* rows */
+	int32		chunk_shift;
+	int64		chunk_mask;		/* (1 << chunk_shift) - 1 */
+	int64		nchunks;		/* allocated chunks */
+	int64		maxchunks;		/* length of chunks[] */
+	MtmsEmbChunk *chunks;
+	struct mtms_embhash_hash *hash;		/* key -> row index */
+
+	/* pending mini-batch gradients (see mtms_emb_add_grad) */
+	int64		nbatch;			/* touched rows */
+	int64		batch_cap;		/* capacity of brow/bpos/bgrad, in rows */
+	int64	   *brow;			/* slot -> row index, first-touch order */
+	int64	   *bpos;			/* slot -> position in bmap */
+	float	   *bgrad;			/* slot -> dim summed gradient */
+	int64		bmap_cap;		/* power of 2 */
+	int64	   *bmap_row;		/* open addressing: row index or -1 */
+	int64	   *bmap_slot;
+};
+
+static inline int
+mtms_emb_dim(const MtmsEmbStore *s)
+{
+	return s->dim;
+}
+
+static inline int64
+mtms_emb_count(const MtmsEmbStore *s)
+{
+	return s->count;
+}
+
+static inline float *
+mtms_emb_vector(const MtmsEmbStore *s, int64 idx)
+{
+	Assert(idx >= 0 && idx < s->count);
+	return s->chunks[idx >> s->chunk_shift].vec +
+		(idx & s->chunk_mask) * s->dim;
+}
+
+static inline float *
+mtms_emb_accum(const MtmsEmbStore *s, int64 idx)
+{
+	Assert(idx >= 0 && idx < s->count);
+	return s->chunks[idx >> s->chunk_shift].accum + (idx & s->chunk_mask);
+}
+
+static inline uint64
+mtms_emb_key(const MtmsEmbStore *s, int64 idx)
+{
+	Assert(idx >= 0 && idx < s->count);
+	return s->chunks[idx >> s->chunk_shift].key[idx & s->chunk_mask];
+}
+
+static inline int32
+mtms_emb_field(const MtmsEmbStore *s, int64 idx)
+{
+	Assert(idx >= 0 && idx < s->count);
+	return s->chunks[idx >> s->chunk_shift].field[idx & s->chunk_mask];
+}
+
+static inline int32
+mtms_emb_updates(const MtmsEmbStore *s, int64 idx)
+{
+	Assert(idx >= 0 && idx < s->count);
+	return s->chunks[idx >> s->chunk_shift].updates[idx & s->chunk_mask];
+}
 
 #endif							/* MTMS_EMBEDDING_STORE_H */

@@ -1,2 +1,639 @@
-/* tower.c: placeholder until the module lands */
-#include "postgres.h"
+/*
+ * tower.c
+ *    Small fully connected networks (ReLU hidden layers, one output logit)
+ *    with every dense product done by OpenBLAS.
+ *
+ * Memory layout: all parameters and optimizer state of a tower live in ONE
+ * allocation t->mem of 4 * nparams floats, as four blocks of the same
+ * layout: parameters, gradients, Adam first moments, Adam second moments.
+ * Within a block come first the weight matrices of every layer (W[0],
+ * W[1], ...) and then the biases (b[0], b[1], ...), so that
+ *   - one Adam call covers every weight (with L2) and one every bias
+ *     (without L2),
+ *   - copy, average and serialization are single passes over memory.
+ * The per-layer pointers in MtmsTower (W, b, gW, gb, mW, vW, mb, vb) point
+ * into that allocation.
+ *
+ * Batch shapes (row-major): X is B x sizes[0]; act[l] is B x sizes[l]
+ * (act[0] a copy of X, act[l] for 0 < l < nlayers the post-ReLU output of
+ * layer l-1, act[nlayers] the B logits); delta[l] for l >= 1 is the gradient
+ * of the loss with respect to the pre-activation of sizes[l] units.
+ */
+#include "mtms.h"
+
+#include <math.h>
+
+#include <cblas.h>
+
+#include "common/pg_prng.h"
+#include "miscadmin.h"
+#include "utils/memutils.h"
+
+#include "tower.h"
+#include "optimizer.h"
+
+#define MTMS_TOWER_VERSION	1
+
+/* Elementwise passes over big arrays check for cancel every this many. */
+#define TOWER_CHUNK		(1 << 20)
+
+static void tower_check_shape(int nin, int nhidden, const int32 *hidden);
+static void tower_alloc(MtmsTower *t);
+static void tower_set_pointers(MtmsTower *t);
+static void *tower_alloc_floats(int64 n);
+
+/* ----------------------------------------------------------------
+ * Creation, copy, free
+ * ---------------------------------------------------------------- */
+
+static void
+tower_check_shape(int nin, int nhidden, const int32 *hidden)
+{
+	int			i;
+
+	if (nin < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("tower input size %d must be at least 1", nin)));
+	if (nhidden < 0 || nhidden > MTMS_MAX_HIDDEN_LAYERS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("tower hidden layer count %d is out of range", nhidden),
+				 errhint("A tower has between 0 and %d hidden layers.",
+						 MTMS_MAX_HIDDEN_LAYERS)));
+	for (i = 0; i < nhidden; i++)
+	{
+		if (hidden[i] < 1 || hidden[i] > MTMS_MAX_HIDDEN_SIZE)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("tower hidden layer size %d is out of range", hidden[i]),
+					 errhint("Hidden layer sizes are between 1 and %d.",
+							 MTMS_MAX_HIDDEN_SIZE)));
+	}
+}
+
+/* palloc of n floats, zeroed, huge allowed. */
+static void *
+tower_alloc_floats(int64 n)
+{
+	if (n < 0 || (uint64) n > MaxAllocHugeSize / sizeof(float))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("tower needs %lld floats, more than can be allocated",
+						(long long) n)));
+	return palloc_extended(Max(n, 1) * sizeof(float),
+						   MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+}
+
+/* Point W, b, gW, ... into t->mem; needs nlayers, sizes, nweights, nparams. */
+static void
+tower_set_pointers(MtmsTower *t)
+{
+	int64		woff = 0;
+	int64		boff = t->nweights;
+	int			l;
+
+	for (l = 0; l < MTMS_TOWER_MAX_LAYERS; l++)
+	{
+		if (l < t->nlayers)
+		{
+			int64		nout = t->sizes[l + 1];
+			int64		nin = t->sizes[l];
+
+			t->W[l] = t->mem + woff;
+			t->gW[l] = t->mem + t->nparams + woff;
+			t->mW[l] = t->mem + 2 * t->nparams + woff;
+			t->vW[l] = t->mem + 3 * t->nparams + woff;
+			t->b[l] = t->mem + boff;
+			t->gb[l] = t->mem + t->nparams + boff;
+			t->mb[l] = t->mem + 2 * t->nparams + boff;
+			t->vb[l] = t->mem + 3 * t->nparams + boff;
+			woff += nout * nin;
+			boff += nout;
+		}
+		else
+		{
+			t->W[l] = t->gW[l] = t->mW[l] = t->vW[l] = NULL;
+			t->b[l] = t->gb[l] = t->mb[l] = t->vb[l] = NULL;
+		}
+	}
+}
+
+/* Compute nweights/nparams from sizes, allocate zeroed mem, set pointers. */
+static void
+tower_alloc(MtmsTower *t)
+{
+	int64		nweights = 0;
+	int64		nbias = 0;
+	int			l;
+
+	for (l = 0; l < t->nlayers; l++)
+	{
+		nweights += (int64) t->sizes[l + 1] * (int64) t->sizes[l];
+		nbias += t->sizes[l + 1];
+	}
+	t->nweights = nweights;
+	t->nparams = nweights + nbias;
+	if (t->nparams > (int64) (MaxAllocHugeSize / sizeof(float) / 4))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("tower with %lld parameters is too large",
+						(long long) t->nparams)));
+	t->mem = tower_alloc_floats(4 * t->nparams);
+	tower_set_pointers(t);
+}
+
+MtmsTower *
+mtms_tower_create(int nin, int nhidden, const int32 *hidden, uint64 seed)
+{
+	MtmsTower  *t;
+	pg_prng_state rng;
+	int			l;
+
+	tower_check_shape(nin, nhidden, hidden);
+
+	t = palloc0(sizeof(MtmsTower));
+	t->nlayers = nhidden + 1;
+	t->sizes[0] = nin;
+	for (l = 0; l < nhidden; l++)
+		t->sizes[l + 1] = hidden[l];
+	t->sizes[t->nlayers] = 1;
+	tower_alloc(t);
+
+	/* He-uniform: U(-sqrt(6 / fan_in), sqrt(6 / fan_in)), biases zero. */
+	pg_prng_seed(&rng, seed);
+	for (l = 0; l < t->nlayers; l++)
+	{
+		int64		n = (int64) t->sizes[l + 1] * t->sizes[l];
+		double		limit = sqrt(6.0 / (double) t->sizes[l]);
+		float	   *W = t->W[l];
+		int64		i;
+
+		for (i = 0; i < n; i++)
+		{
+			if ((i & (TOWER_CHUNK - 1)) == TOWER_CHUNK - 1)
+				CHECK_FOR_INTERRUPTS();
+			W[i] = (float) ((2.0 * pg_prng_double(&rng) - 1.0) * limit);
+		}
+	}
+	return t;
+}
+
+MtmsTower *
+mtms_tower_copy(const MtmsTower *t)
+{
+	MtmsTower  *c = palloc(sizeof(MtmsTower));
+
+	memcpy(c, t, sizeof(MtmsTower));
+	c->mem = palloc_extended(Max(4 * t->nparams, 1) * sizeof(float),
+							 MCXT_ALLOC_HUGE);
+	memcpy(c->mem, t->mem, 4 * t->nparams * sizeof(float));
+	tower_set_pointers(c);
+	return c;
+}
+
+void
+mtms_tower_free(MtmsTower *t)
+{
+	if (t == NULL)
+		return;
+	if (t->mem)
+		pfree(t->mem);
+	pfree(t);
+}
+
+Size
+mtms_tower_bytes(const MtmsTower *t)
+{
+	return sizeof(MtmsTower) + (Size) (4 * t->nparams) * sizeof(float);
+}
+
+/* ----------------------------------------------------------------
+ * Batch scratch
+ * ---------------------------------------------------------------- */
+
+MtmsTowerWork *
+mtms_tower_work_create(const MtmsTower *t, int max_batch)
+{
+	MtmsTowerWork *w;
+	int			l;
+
+	if (max_batch < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("tower batch size %d must be at least 1", max_batch)));
+
+	w = palloc0(sizeof(MtmsTowerWork));
+	w->max_batch = max_batch;
+	w->batch = 0;
+	for (l = 0; l <= t->nlayers; l++)
+	{
+		int64		n = (int64) max_batch * t->sizes[l];
+
+		w->act[l] = tower_alloc_floats(n);
+		w->delta[l] = (l == 0) ? NULL : tower_alloc_floats(n);
+	}
+	return w;
+}
+
+void
+mtms_tower_work_free(MtmsTowerWork *w)
+{
+	int			l;
+
+	if (w == NULL)
+		return;
+	for (l = 0; l <= MTMS_TOWER_MAX_LAYERS; l++)
+	{
+		if (w->act[l])
+			pfree(w->act[l]);
+		if (w->delta[l])
+			pfree(w->delta[l]);
+	}
+	pfree(w);
+}
+
+/* ----------------------------------------------------------------
+ * Forward / backward
+ * ---------------------------------------------------------------- */
+
+void
+mtms_tower_forward(const MtmsTower *t, MtmsTowerWork *w,
+				   const float *X, int B, float *logits)
+{
+	int			l;
+
+	if (B < 0 || B > w->max_batch)
+		elog(ERROR, "tower batch of %d rows exceeds the work area's %d", B,
+			 w->max_batch);
+	w->batch = B;
+	if (B == 0)
+		return;
+
+	memcpy(w->act[0], X, (Size) B * t->sizes[0] * sizeof(float));
+
+	for (l = 0; l < t->nlayers; l++)
+	{
+		int			nin = t->sizes[l];
+		int			nout = t->sizes[l + 1];
+		const float *in = w->act[l];
+		float	   *out = w->act[l + 1];
+		int			r;
+
+		/* out = bias in every row, then out += in * W^T */
+		if (nout == 1)
+		{
+			float		b0 = t->b[l][0];
+
+			for (r = 0; r < B; r++)
+				out[r] = b0;
+			cblas_sgemv(CblasRowMajor, CblasNoTrans, B, nin,
+						1.0f, in, nin, t->W[l], 1, 1.0f, out, 1);
+		}
+		else
+		{
+			for (r = 0; r < B; r++)
+				memcpy(out + (int64) r * nout, t->b[l], nout * sizeof(float));
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans,
+						B, nout, nin,
+						1.0f, in, nin, t->W[l], nin,
+						1.0f, out, nout);
+		}
+
+		if (l < t->nlayers - 1)
+		{
+			int64		n = (int64) B * nout;
+			int64		i;
+
+			for (i = 0; i < n; i++)
+				out[i] = out[i] > 0.0f ? out[i] : 0.0f;
+		}
+	}
+
+	memcpy(logits, w->act[t->nlayers], B * sizeof(float));
+}
+
+void
+mtms_tower_backward(MtmsTower *t, MtmsTowerWork *w,
+					const float *dlogits, float *dX)
+{
+	int			B = w->batch;
+	int			l;
+
+	if (B == 0)
+		return;
+
+	memcpy(w->delta[t->nlayers], dlogits, B * sizeof(float));
+
+	for (l = t->nlayers - 1; l >= 0; l--)
+	{
+		int			nin = t->sizes[l];
+		int			nout = t->sizes[l + 1];
+		const float *delta = w->delta[l + 1];	/* B x nout */
+		const float *act = w->act[l];	/* B x nin */
+		float	   *gb = t->gb[l];
+		int			r,
+					j;
+
+		/* gW (nout x nin) += delta^T * act */
+		if (nout == 1)
+			cblas_sgemv(CblasRowMajor, CblasTrans, B, nin,
+						1.0f, act, nin, delta, 1, 1.0f, t->gW[l], 1);
+		else
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans,
+						nout, nin, B,
+						1.0f, delta, nout, act, nin,
+						1.0f, t->gW[l], nin);
+
+		/* gb += column sums of delta */
+		for (r = 0; r < B; r++)
+		{
+			const float *drow = delta + (int64) r * nout;
+
+			for (j = 0; j < nout; j++)
+				gb[j] += drow[j];
+		}
+
+		/* gradient with respect to this layer's input: delta * W */
+		if (l > 0 || dX != NULL)
+		{
+			float	   *dprev = (l > 0) ? w->delta[l] : dX;
+
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
+						B, nin, nout,
+						1.0f, delta, nout, t->W[l], nin,
+						0.0f, dprev, nin);
+
+			/* ReLU mask: act[l] is the post-ReLU output of layer l-1 */
+			if (l > 0)
+			{
+				int64		n = (int64) B * nin;
+				int64		i;
+
+				for (i = 0; i < n; i++)
+					dprev[i] = act[i] > 0.0f ? dprev[i] : 0.0f;
+			}
+		}
+	}
+}
+
+void
+mtms_tower_step(MtmsTower *t, float lr, float l2)
+{
+	float	   *p = t->mem;
+	float	   *g = t->mem + t->nparams;
+	float	   *m = t->mem + 2 * t->nparams;
+	float	   *v = t->mem + 3 * t->nparams;
+	int64		nw = t->nweights;
+	int64		nb = t->nparams - t->nweights;
+
+	t->step++;
+	/* weights with L2, biases without */
+	mtms_adam_update(p, g, m, v, nw, lr, l2, t->step);
+	mtms_adam_update(p + nw, g + nw, m + nw, v + nw, nb, lr, 0.0f, t->step);
+	memset(g, 0, t->nparams * sizeof(float));
+}
+
+float
+mtms_tower_predict1(const MtmsTower *t, const float *x, float *scratch)
+{
+	int			maxsize = 0;
+	const float *in = x;
+	float	   *bufs[2];
+	int			l;
+
+	for (l = 0; l <= t->nlayers; l++)
+		maxsize = Max(maxsize, t->sizes[l]);
+	bufs[0] = scratch;
+	bufs[1] = scratch + maxsize;
+
+	for (l = 0; l < t->nlayers; l++)
+	{
+		int			nin = t->sizes[l];
+		int			nout = t->sizes[l + 1];
+		float	   *out = bufs[l & 1];
+
+		memcpy(out, t->b[l], nout * sizeof(float));
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, nout, nin,
+					1.0f, t->W[l], nin, in, 1, 1.0f, out, 1);
+		if (l < t->nlayers - 1)
+		{
+			int			i;
+
+			for (i = 0; i < nout; i++)
+				out[i] = out[i] > 0.0f ? out[i] : 0.0f;
+		}
+		in = out;
+	}
+	return in[0];
+}
+
+/* ----------------------------------------------------------------
+ * Combine, grow
+ * ---------------------------------------------------------------- */
+
+void
+mtms_tower_average(MtmsTower *dst, double wdst,
+				   const MtmsTower *src, double wsrc)
+{
+	double		wsum;
+	float		a,
+				b;
+	int64		k;
+	int			l;
+
+	if (dst->nlayers != src->nlayers)
+		elog(ERROR, "cannot average towers of %d and %d layers",
+			 dst->nlayers, src->nlayers);
+	for (l = 0; l <= dst->nlayers; l++)
+		if (dst->sizes[l] != src->sizes[l])
+			elog(ERROR, "cannot average towers: layer %d has %d units in one and %d in the other",
+				 l, dst->sizes[l], src->sizes[l]);
+	if (!(wdst >= 0.0) || !(wsrc >= 0.0))
+		elog(ERROR, "tower average weights must be non-negative, got %g and %g",
+			 wdst, wsrc);
+
+	wsum = wdst + wsrc;
+	if (wsum > 0.0 && isfinite(wsum))
+	{
+		a = (float) (wdst / wsum);
+		b = (float) (wsrc / wsum);
+	}
+	else
+		a = b = 0.5f;
+
+	/* parameters, first and second moments; gradients are left alone */
+	for (k = 0; k < 4; k++)
+	{
+		float	   *d;
+		const float *s;
+		int64		i;
+
+		if (k == 1)
+			continue;
+		d = dst->mem + k * dst->nparams;
+		s = src->mem + k * src->nparams;
+		for (i = 0; i < dst->nparams; i++)
+		{
+			if ((i & (TOWER_CHUNK - 1)) == TOWER_CHUNK - 1)
+				CHECK_FOR_INTERRUPTS();
+			d[i] = a * d[i] + b * s[i];
+		}
+	}
+	dst->step = Max(dst->step, src->step);
+	dst->nsamples += src->nsamples;
+}
+
+void
+mtms_tower_remap_input(MtmsTower *t, int new_nin, const int32 *map)
+{
+	MtmsTower	old;
+	int			old_nin = t->sizes[0];
+	int			nout = t->sizes[1];
+	bool	   *used;
+	int64		k;
+	int			j;
+
+	if (new_nin < old_nin)
+		elog(ERROR, "cannot shrink a tower's input from %d to %d", old_nin, new_nin);
+	used = palloc0(new_nin * sizeof(bool));
+	for (j = 0; j < old_nin; j++)
+	{
+		if (map[j] < 0 || map[j] >= new_nin || used[map[j]])
+			elog(ERROR, "invalid tower input map: column %d maps to %d (new input size %d)",
+				 j, map[j], new_nin);
+		used[map[j]] = true;
+	}
+	pfree(used);
+
+	old = *t;
+	t->sizes[0] = new_nin;
+	tower_alloc(t);
+
+	for (k = 0; k < 4; k++)
+	{
+		const float *osrc = old.mem + k * old.nparams;
+		float	   *ndst = t->mem + k * t->nparams;
+		int64		o;
+
+		/* layer 0 weights: scatter the columns; new ones stay zero */
+		for (o = 0; o < nout; o++)
+		{
+			const float *orow = osrc + o * old_nin;
+			float	   *nrow = ndst + o * new_nin;
+
+			for (j = 0; j < old_nin; j++)
+				nrow[map[j]] = orow[j];
+		}
+		/* the other layers' weights and all biases keep their layout */
+		memcpy(ndst + (int64) nout * new_nin,
+			   osrc + (int64) nout * old_nin,
+			   (old.nparams - (int64) nout * old_nin) * sizeof(float));
+	}
+	pfree(old.mem);
+}
+
+/* ----------------------------------------------------------------
+ * Serialization
+ * ---------------------------------------------------------------- */
+
+void
+mtms_tower_serialize(StringInfo buf, const MtmsTower *t)
+{
+	uint32		magic = MTMS_TOWER_MAGIC;
+	uint32		version = MTMS_TOWER_VERSION;
+	Size		nbytes = (Size) (4 * t->nparams) * sizeof(float);
+
+	appendBinaryStringInfo(buf, (char *) &magic, sizeof(magic));
+	appendBinaryStringInfo(buf, (char *) &version, sizeof(version));
+	appendBinaryStringInfo(buf, (char *) &t->nlayers, sizeof(int32));
+	appendBinaryStringInfo(buf, (char *) t->sizes,
+						   (t->nlayers + 1) * sizeof(int32));
+	appendBinaryStringInfo(buf, (char *) &t->step, sizeof(int64));
+	appendBinaryStringInfo(buf, (char *) &t->nsamples, sizeof(int64));
+	if (nbytes >= (Size) (MaxAllocSize - buf->len))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("tower of %lld parameters is too large to serialize",
+						(long long) t->nparams)));
+	appendBinaryStringInfo(buf, (char *) t->mem, nbytes);
+}
+
+/* Copy n bytes from *p to dst, ERROR if fewer than n remain. */
+static void
+tower_read(const char **p, const char *end, void *dst, Size n, const char *what)
+{
+	if (*p > end || (Size) (end - *p) < n)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("truncated tower state: %s needs %zu bytes, %zu left",
+						what, n, (Size) (*p <= end ? end - *p : 0))));
+	memcpy(dst, *p, n);
+	*p += n;
+}
+
+MtmsTower *
+mtms_tower_deserialize(const char **p, const char *end)
+{
+	uint32		magic;
+	uint32		version;
+	int32		nlayers;
+	int32		sizes[MTMS_TOWER_MAX_LAYERS + 1];
+	int64		step;
+	int64		nsamples;
+	int64		nparams = 0;
+	MtmsTower  *t;
+	Size		nbytes;
+	int			l;
+
+	tower_read(p, end, &magic, sizeof(magic), "header");
+	if (magic != MTMS_TOWER_MAGIC)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("corrupt tower state: bad magic number %08x", magic)));
+	tower_read(p, end, &version, sizeof(version), "header");
+	if (version != MTMS_TOWER_VERSION)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("corrupt tower state: unsupported version %u", version)));
+	tower_read(p, end, &nlayers, sizeof(nlayers), "header");
+	if (nlayers < 1 || nlayers > MTMS_TOWER_MAX_LAYERS)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("corrupt tower state: %d layers", nlayers)));
+	tower_read(p, end, sizes, (nlayers + 1) * sizeof(int32), "layer sizes");
+	for (l = 0; l <= nlayers; l++)
+	{
+		if (sizes[l] < 1 || (l > 0 && sizes[l] > MTMS_MAX_HIDDEN_SIZE))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("corrupt tower state: layer %d has %d units", l, sizes[l])));
+		if (l > 0)
+			nparams += (int64) sizes[l] * sizes[l - 1] + sizes[l];
+	}
+	if (sizes[nlayers] != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("corrupt tower state: %d outputs instead of 1", sizes[nlayers])));
+	tower_read(p, end, &step, sizeof(step), "header");
+	tower_read(p, end, &nsamples, sizeof(nsamples), "header");
+
+	/* check the remaining length before allocating anything */
+	nbytes = (Size) (4 * nparams) * sizeof(float);
+	if ((Size) (end - *p) < nbytes)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("truncated tower state: parameters need %zu bytes, %zu left",
+						nbytes, (Size) (end - *p))));
+
+	t = palloc0(sizeof(MtmsTower));
+	t->nlayers = nlayers;
+	memcpy(t->sizes, sizes, (nlayers + 1) * sizeof(int32));
+	t->step = step;
+	t->nsamples = nsamples;
+	tower_alloc(t);
+	Assert(t->nparams == nparams);
+	memcpy(t->mem, *p, nbytes);
+	*p += nbytes;
+	return t;
+}

@@ -10,7 +10,10 @@
  *
  * All memory of a tower is allocated in the memory context current at
  * creation (or deserialization / copy); huge allocations are used where the
- * sizes call for them.
+ * sizes call for them.  Parameters and optimizer state are ONE allocation
+ * (mem: 4 blocks of nparams floats = parameters, gradients, Adam m, Adam v;
+ * each block holds every layer's W, then every layer's b); the per-layer
+ * pointers below point into it.  Never pfree or repalloc them one by one.
  */
 #ifndef MTMS_TOWER_H
 #define MTMS_TOWER_H
@@ -19,6 +22,9 @@
 #include "lib/stringinfo.h"
 
 #define MTMS_TOWER_MAX_LAYERS	(MTMS_MAX_HIDDEN_LAYERS + 1)
+
+/* first 4 bytes of a serialized tower ("MTTW" in little-endian order) */
+#define MTMS_TOWER_MAGIC		0x5754544D
 
 typedef struct MtmsTower
 {
@@ -36,6 +42,10 @@ typedef struct MtmsTower
 	float	   *vb[MTMS_TOWER_MAX_LAYERS];
 	int64		step;			/* Adam steps taken */
 	int64		nsamples;		/* rows trained since last reset (combine weight) */
+	/* private: the single allocation and its layout */
+	float	   *mem;			/* 4 * nparams floats */
+	int64		nweights;		/* floats in all W[l] */
+	int64		nparams;		/* nweights + floats in all b[l] */
 } MtmsTower;
 
 /*
@@ -67,7 +77,8 @@ extern void mtms_tower_work_free(MtmsTowerWork *w);
 
 /*
  * Forward a batch: X is B x sizes[0] row-major (B <= w->max_batch); writes B
- * logits.  Keeps activations in w for a following backward.
+ * logits.  Keeps activations (a copy of X included) in w for a following
+ * backward, so X may be reused as soon as this returns.
  */
 extern void mtms_tower_forward(const MtmsTower *t, MtmsTowerWork *w,
 							   const float *X, int B, float *logits);
@@ -88,24 +99,29 @@ extern float mtms_tower_predict1(const MtmsTower *t, const float *x, float *scra
 
 /*
  * dst = (wdst * dst + wsrc * src) / (wdst + wsrc), weights and Adam moments
- * alike.  Shapes must match (elog ERROR otherwise).  Step = max.
+ * alike (equal weights when both are 0; gradient accumulators untouched).
+ * Shapes must match (elog ERROR otherwise).  Step = max, nsamples = sum.
  */
 extern void mtms_tower_average(MtmsTower *dst, double wdst,
 							   const MtmsTower *src, double wsrc);
 
 /*
  * Grow the input from sizes[0] to new_nin: input column j of the old tower
- * moves to column map[j] of the new one; new columns get zero weights, so
- * the tower's outputs are unchanged for any input whose new columns hold
- * anything.  Adam moments follow the same map.
+ * moves to column map[j] of the new one (map injective, ERROR otherwise);
+ * new columns get zero weights, so the tower's outputs are unchanged for
+ * any finite values in the new columns (up to float rounding: BLAS may sum
+ * the reordered columns in another order).  Adam moments and gradients
+ * follow the same map.  Work areas made for the old shape are invalid.
  */
 extern void mtms_tower_remap_input(MtmsTower *t, int new_nin, const int32 *map);
 
 /*
  * Binary serialization (native endianness, used for partial aggregate
- * states and the training snapshot, not for storage).  Deserialize checks
- * sizes against [*p, end) and ERRORs on a truncated/corrupt buffer;
- * advances *p.
+ * states and the training snapshot, not for storage) of everything:
+ * shape, step, nsamples, parameters, gradient accumulators, Adam moments.
+ * Starts with MTMS_TOWER_MAGIC.  Deserialize checks sizes against
+ * [*p, end) before allocating and ERRORs (ERRCODE_DATA_CORRUPTED) on a
+ * truncated/corrupt buffer, never reading past end; advances *p.
  */
 extern void mtms_tower_serialize(StringInfo buf, const MtmsTower *t);
 extern MtmsTower *mtms_tower_deserialize(const char **p, const char *end);
