@@ -19,10 +19,12 @@ OBJS = \
 	src/tower.o \
 	src/embedding_store.o \
 	src/nn_selftest.o \
+	src/model.o \
 	src/train_state.o \
 	src/phase_embedding.o \
 	src/phase_finetune.o \
 	src/model_store.o \
+	src/samples.o \
 	src/train.o \
 	src/model_cache.o \
 	src/score.o \

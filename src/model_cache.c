@@ -1,2 +1,188 @@
-/* model_cache.c: placeholder until the module lands */
-#include "postgres.h"
+/*
+ * model_cache.c
+ *    Per-backend cache of loaded models (see model_cache.h).
+ */
+#include "model_cache.h"
+
+#include "executor/spi.h"
+#include "model_store.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+
+typedef struct CacheEntry
+{
+	char	   *name;
+	int32		model_id;
+	int32		version;
+	int32		nscenes;
+	int32		nfields;
+	uint64		generation;
+	MemoryContext cxt;			/* holds meta and model */
+	MtmsModelMeta *meta;
+	MtmsModel  *model;
+	struct CacheEntry *next;
+} CacheEntry;
+
+static MemoryContext cache_cxt = NULL;
+static CacheEntry *entries = NULL;
+static uint64 generation = 1;
+static Oid	watched_relid = InvalidOid;
+static bool callback_registered = false;
+static char *default_name = NULL;
+static uint64 default_generation = 0;
+
+static void
+relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == watched_relid)
+		generation++;
+}
+
+static void
+cache_init(void)
+{
+	if (cache_cxt == NULL)
+		cache_cxt = AllocSetContextCreate(TopMemoryContext, "mtms model cache",
+										  ALLOCSET_DEFAULT_SIZES);
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
+		callback_registered = true;
+	}
+	/* the extension may have been dropped and recreated: re-resolve */
+	{
+		Oid			relid = mtms_model_relid();
+
+		if (relid != watched_relid)
+		{
+			watched_relid = relid;
+			generation++;
+		}
+	}
+}
+
+uint64
+mtms_cache_generation(void)
+{
+	cache_init();
+	return generation;
+}
+
+static void
+entry_forget(CacheEntry *e)
+{
+	CacheEntry **pp = &entries;
+
+	while (*pp && *pp != e)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = e->next;
+	MemoryContextDelete(e->cxt);
+}
+
+MtmsModel *
+mtms_cache_get(const char *name, const MtmsModelMeta **meta_out)
+{
+	CacheEntry *e;
+	MtmsModelMeta *meta;
+	MemoryContext cxt;
+	MemoryContext old;
+	MtmsModel  *model;
+
+	cache_init();
+	for (e = entries; e; e = e->next)
+		if (strcmp(e->name, name) == 0)
+			break;
+	if (e && e->generation == generation)
+	{
+		*meta_out = e->meta;
+		return e->model;
+	}
+
+	/* (re)check the catalog; load into a fresh context, swap on success */
+	cxt = AllocSetContextCreate(cache_cxt, "mtms cached model", ALLOCSET_DEFAULT_SIZES);
+	old = CurrentMemoryContext;
+	PG_TRY();
+	{
+		MemoryContextSwitchTo(cxt);
+		meta = mtms_model_lookup(name, false, false);
+		if (meta->active_version <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("model \"%s\" has not been trained", name),
+					 errhint("Train it with mtms_train('%s', samples).", name)));
+		if (e && e->model_id == meta->model_id && e->version == meta->active_version &&
+			e->nscenes == meta->nscenes && e->nfields == meta->nfields)
+			model = NULL;		/* unchanged: keep the loaded one */
+		else
+			model = mtms_model_load(meta, meta->active_version);
+		MemoryContextSwitchTo(old);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	if (model == NULL)
+	{
+		MemoryContextDelete(cxt);
+		e->generation = generation;
+		*meta_out = e->meta;
+		return e->model;
+	}
+	if (e)
+		entry_forget(e);
+	e = MemoryContextAllocZero(cxt, sizeof(CacheEntry));
+	e->name = MemoryContextStrdup(cxt, name);
+	e->model_id = meta->model_id;
+	e->version = meta->active_version;
+	e->nscenes = meta->nscenes;
+	e->nfields = meta->nfields;
+	e->generation = generation;
+	e->cxt = cxt;
+	e->meta = meta;
+	e->model = model;
+	e->next = entries;
+	entries = e;
+	*meta_out = meta;
+	return model;
+}
+
+const char *
+mtms_cache_default_model(void)
+{
+	cache_init();
+	if (mtms_default_model && mtms_default_model[0] != '\0')
+		return mtms_default_model;
+	if (default_name && default_generation == generation)
+		return default_name;
+
+	SPI_connect();
+	if (SPI_execute(psprintf("SELECT name FROM %s.mtms_model ORDER BY name LIMIT 3",
+							 mtms_schema_quoted()), true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not list models");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("there is no mtms model in this database"),
+				 errhint("Create one with mtms_create_model().")));
+	if (SPI_processed > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_AMBIGUOUS_PARAMETER),
+				 errmsg("this database has several mtms models; mtms_score(scene, task, features) does not know which to use"),
+				 errhint("SET mtms.model = 'name', or call mtms_score(model, scene, task, features).")));
+	{
+		char	   *n = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		if (default_name)
+			pfree(default_name);
+		default_name = MemoryContextStrdup(cache_cxt, n);
+	}
+	SPI_finish();
+	default_generation = generation;
+	return default_name;
+}

@@ -1,2 +1,404 @@
-/* model_store.c: placeholder until the module lands */
-#include "postgres.h"
+/*
+ * model_store.c
+ *    Moving a model between memory and the parameter tables
+ *    (mtms_embedding: one row per model, version, scene, task, feature;
+ *    mtms_tower: one row per tower layer).
+ *
+ * Everything read back from the tables is validated (lengths, shapes, NaN
+ * or infinite values), so a hand-edited row gives an error, not a crash.
+ */
+#include "model_store.h"
+
+#include <math.h>
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#define SAVE_BATCH	20000
+#define LOAD_BATCH	10000
+
+static void
+corrupt(const MtmsModelMeta *meta, int32 version, const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("stored parameters of model \"%s\" version %d are invalid: %s",
+					meta->name, version, what),
+			 errhint("Roll back to another version with mtms_rollback(), or retrain.")));
+}
+
+static int
+name_index(char **names, int n, const char *name)
+{
+	for (int i = 0; i < n; i++)
+		if (strcmp(names[i], name) == 0)
+			return i;
+	return -1;
+}
+
+static int
+task_index(const char *task)
+{
+	if (strcmp(task, "ctr") == 0)
+		return MTMS_TASK_CTR;
+	if (strcmp(task, "cvr") == 0)
+		return MTMS_TASK_CVR;
+	return -1;
+}
+
+/* float4[] datum -> exactly n finite floats into out */
+static bool
+read_floats(Datum d, int n, float *out)
+{
+	ArrayType  *a = DatumGetArrayTypeP(d);
+	const float *src;
+
+	if (ARR_ELEMTYPE(a) != FLOAT4OID || ARR_NDIM(a) != 1 || ARR_HASNULL(a) ||
+		ArrayGetNItems(ARR_NDIM(a), ARR_DIMS(a)) != n)
+		return false;
+	src = (const float *) ARR_DATA_PTR(a);
+	for (int i = 0; i < n; i++)
+	{
+		if (!isfinite(src[i]))
+			return false;
+		out[i] = src[i];
+	}
+	return true;
+}
+
+static char **
+text_array_names(Datum d, int *n)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	char	  **out;
+
+	deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, n);
+	out = palloc(sizeof(char *) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+		out[i] = nulls[i] ? pstrdup("") : TextDatumGetCString(elems[i]);
+	return out;
+}
+
+MtmsModel *
+mtms_model_load(const MtmsModelMeta *meta, int32 version)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	MtmsModelMeta vmeta = *meta;
+	MtmsModel  *m;
+	char	   *schema = mtms_schema_quoted();
+	char	   *sql;
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+	Datum		args[2];
+	bool		has_finetune = false;
+	Portal		portal;
+	SPIPlanPtr	plan;
+	float	   *vec;
+
+	args[0] = Int32GetDatum(meta->model_id);
+	args[1] = Int32GetDatum(version);
+
+	SPI_connect();
+
+	/* the shape the version was trained with */
+	sql = psprintf("SELECT scenes, fields FROM %s.mtms_version "
+				   "WHERE model_id = $1 AND version = $2", schema);
+	if (SPI_execute_with_args(sql, 2, argtypes, args, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("version %d of model \"%s\" does not exist", version, meta->name)));
+	{
+		bool		isnull;
+		MemoryContext old = MemoryContextSwitchTo(caller);
+		Datum		ds = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		Datum		df = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+
+		vmeta.scenes = text_array_names(ds, &vmeta.nscenes);
+		vmeta.fields = text_array_names(df, &vmeta.nfields);
+		MemoryContextSwitchTo(old);
+	}
+	if (vmeta.nscenes < 1 || vmeta.nscenes > meta->nscenes ||
+		vmeta.nfields < 1 || vmeta.nfields > meta->nfields)
+		corrupt(meta, version, "its scenes or fields do not match the model");
+	for (int s = 0; s < vmeta.nscenes; s++)
+		if (strcmp(vmeta.scenes[s], meta->scenes[s]) != 0)
+			corrupt(meta, version, "its scenes do not match the model");
+	for (int f = 0; f < vmeta.nfields; f++)
+		if (strcmp(vmeta.fields[f], meta->fields[f]) != 0)
+			corrupt(meta, version, "its fields do not match the model");
+
+	{
+		MemoryContext old = MemoryContextSwitchTo(caller);
+
+		m = mtms_model_create(&vmeta);
+		MemoryContextSwitchTo(old);
+	}
+	vec = palloc(sizeof(float) * m->dim);
+
+	/* embeddings, streamed through a cursor */
+	sql = psprintf("SELECT scene, task, field, feature, vector, accum FROM %s.mtms_embedding "
+				   "WHERE model_id = $1 AND version = $2", schema);
+	plan = SPI_prepare(sql, 2, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	portal = SPI_cursor_open(NULL, plan, args, NULL, true);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, LOAD_BATCH);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	td = SPI_tuptable->tupdesc;
+			bool		isnull;
+			char	   *scene = TextDatumGetCString(SPI_getbinval(tup, td, 1, &isnull));
+			char	   *task = TextDatumGetCString(SPI_getbinval(tup, td, 2, &isnull));
+			char	   *field = TextDatumGetCString(SPI_getbinval(tup, td, 3, &isnull));
+			int64		feature = DatumGetInt64(SPI_getbinval(tup, td, 4, &isnull));
+			Datum		vd = SPI_getbinval(tup, td, 5, &isnull);
+			float		accum = DatumGetFloat4(SPI_getbinval(tup, td, 6, &isnull));
+			int			s = name_index(m->scenes, m->nscenes, scene);
+			int			t = task_index(task);
+			int			f = name_index(m->fields, m->nfields, field);
+
+			if (s < 0 || t < 0 || f < 0)
+				corrupt(meta, version,
+						psprintf("embedding row (%s, %s, %s) names an unknown scene, task or field",
+								 scene, task, field));
+			if (!read_floats(vd, m->dim, vec) || !isfinite(accum) || accum < 0)
+				corrupt(meta, version,
+						psprintf("embedding row (%s, %s, " INT64_FORMAT ") has a bad vector or accumulator",
+								 scene, task, feature));
+			{
+				MtmsEmbStore *emb = m->emb[MTMS_PAIR(s, t)];
+
+				if (mtms_emb_find(emb, (uint64) feature) >= 0)
+					corrupt(meta, version, "an embedding row is duplicated");
+				mtms_emb_insert(emb, (uint64) feature, f, vec, accum);
+			}
+			pfree(scene);
+			pfree(task);
+			pfree(field);
+		}
+		SPI_freetuptable(SPI_tuptable);
+		CHECK_FOR_INTERRUPTS();
+	}
+	SPI_cursor_close(portal);
+
+	/* towers */
+	sql = psprintf("SELECT phase, scene, task, layer, n_in, n_out, weights, bias "
+				   "FROM %s.mtms_tower WHERE model_id = $1 AND version = $2 "
+				   "ORDER BY phase, scene, task, layer", schema);
+	if (SPI_execute_with_args(sql, 2, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read towers");
+	{
+		int			ntup = (int) SPI_processed;
+		bool	   *seen1 = palloc0(sizeof(bool) * m->npairs * MTMS_TOWER_MAX_LAYERS);
+		bool	   *seen2 = palloc0(sizeof(bool) * m->npairs * MTMS_TOWER_MAX_LAYERS);
+		int			nlayers = m->nhidden + 1;
+
+		/* fine-tune towers exist in the version only if phase 2 ran */
+		for (int i = 0; i < ntup; i++)
+		{
+			bool		isnull;
+			char	   *phase = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[i],
+																  SPI_tuptable->tupdesc, 1, &isnull));
+
+			if (strcmp(phase, "finetune") == 0)
+				has_finetune = true;
+		}
+		if (has_finetune)
+		{
+			MemoryContext old = MemoryContextSwitchTo(caller);
+
+			mtms_model_ensure_finetune(m);
+			MemoryContextSwitchTo(old);
+		}
+		for (int i = 0; i < ntup; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	td = SPI_tuptable->tupdesc;
+			bool		isnull;
+			char	   *phase = TextDatumGetCString(SPI_getbinval(tup, td, 1, &isnull));
+			char	   *scene = TextDatumGetCString(SPI_getbinval(tup, td, 2, &isnull));
+			char	   *task = TextDatumGetCString(SPI_getbinval(tup, td, 3, &isnull));
+			int			layer = DatumGetInt32(SPI_getbinval(tup, td, 4, &isnull));
+			int			n_in = DatumGetInt32(SPI_getbinval(tup, td, 5, &isnull));
+			int			n_out = DatumGetInt32(SPI_getbinval(tup, td, 6, &isnull));
+			int			s = name_index(m->scenes, m->nscenes, scene);
+			int			t = task_index(task);
+			bool		fine = strcmp(phase, "finetune") == 0;
+			MtmsTower  *tw;
+			bool	   *seen;
+
+			if (s < 0 || t < 0 || (!fine && strcmp(phase, "embedding") != 0) ||
+				layer < 0 || layer >= nlayers)
+				corrupt(meta, version,
+						psprintf("tower row (%s, %s, %s, %d) is not part of the model",
+								 phase, scene, task, layer));
+			tw = fine ? m->tower2[MTMS_PAIR(s, t)] : m->tower1[MTMS_PAIR(s, t)];
+			seen = (fine ? seen2 : seen1) + MTMS_PAIR(s, t) * MTMS_TOWER_MAX_LAYERS;
+			if (n_in != tw->sizes[layer] || n_out != tw->sizes[layer + 1])
+				corrupt(meta, version,
+						psprintf("tower layer (%s, %s, %s, %d) is %d x %d, expected %d x %d",
+								 phase, scene, task, layer, n_out, n_in,
+								 tw->sizes[layer + 1], tw->sizes[layer]));
+			if (!read_floats(SPI_getbinval(tup, td, 7, &isnull), n_in * n_out, tw->W[layer]) ||
+				!read_floats(SPI_getbinval(tup, td, 8, &isnull), n_out, tw->b[layer]))
+				corrupt(meta, version,
+						psprintf("tower layer (%s, %s, %s, %d) has bad weights",
+								 phase, scene, task, layer));
+			seen[layer] = true;
+		}
+		for (int p = 0; p < m->npairs; p++)
+			for (int l = 0; l < nlayers; l++)
+				if (!seen1[p * MTMS_TOWER_MAX_LAYERS + l] ||
+					(has_finetune && !seen2[p * MTMS_TOWER_MAX_LAYERS + l]))
+					corrupt(meta, version,
+							psprintf("a layer of a tower of scene \"%s\" is missing",
+									 m->scenes[MTMS_PAIR_SCENE(p)]));
+	}
+	SPI_finish();
+
+	/* grow to the model's current scenes and fields */
+	mtms_model_extend(m, meta);
+	return m;
+}
+
+static Datum
+float_array(const float *v, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	ArrayType  *a;
+
+	for (int i = 0; i < n; i++)
+		d[i] = Float4GetDatum(v[i]);
+	a = construct_array(d, n, FLOAT4OID, sizeof(float4), true, TYPALIGN_INT);
+	pfree(d);
+	return PointerGetDatum(a);
+}
+
+void
+mtms_model_save(const MtmsModelMeta *meta, const MtmsModel *m, int32 version)
+{
+	char	   *schema = mtms_schema_quoted();
+	SPIPlanPtr	emb_plan;
+	SPIPlanPtr	tower_plan;
+	Oid			emb_types[10] = {INT4OID, INT4OID, TEXTOID, TEXTOID, TEXTARRAYOID,
+		INT4ARRAYOID, INT8ARRAYOID, FLOAT4ARRAYOID, FLOAT4ARRAYOID, INT4OID};
+	Oid			tower_types[10] = {INT4OID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
+		INT4OID, INT4OID, INT4OID, FLOAT4ARRAYOID, FLOAT4ARRAYOID};
+	Datum	   *fieldd;
+	Datum		fields_arr;
+	int			d = m->dim;
+
+	SPI_connect();
+	emb_plan = SPI_prepare(psprintf(
+									"INSERT INTO %s.mtms_embedding "
+									"(model_id, version, scene, task, field, feature, vector, accum) "
+									"SELECT $1, $2, $3, $4, $5[($6)[i]], ($7)[i], "
+									"($8)[((i - 1) * $10 + 1):(i * $10)], ($9)[i] "
+									"FROM generate_series(1, cardinality($7)) AS i",
+									schema), 10, emb_types);
+	tower_plan = SPI_prepare(psprintf(
+									  "INSERT INTO %s.mtms_tower "
+									  "(model_id, version, phase, scene, task, layer, n_in, n_out, weights, bias) "
+									  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+									  schema), 10, tower_types);
+	if (emb_plan == NULL || tower_plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+
+	fieldd = palloc(sizeof(Datum) * m->nfields);
+	for (int f = 0; f < m->nfields; f++)
+		fieldd[f] = CStringGetTextDatum(m->fields[f]);
+	fields_arr = PointerGetDatum(construct_array(fieldd, m->nfields, TEXTOID, -1, false,
+												 TYPALIGN_INT));
+
+	for (int p = 0; p < m->npairs; p++)
+	{
+		const MtmsEmbStore *emb = m->emb[p];
+		int64		count = mtms_emb_count(emb);
+		Datum		scene = CStringGetTextDatum(m->scenes[MTMS_PAIR_SCENE(p)]);
+		Datum		task = CStringGetTextDatum(mtms_task_name(MTMS_PAIR_TASK(p)));
+
+		for (int64 start = 0; start < count; start += SAVE_BATCH)
+		{
+			int			n = (int) Min(SAVE_BATCH, count - start);
+			Datum	   *fi = palloc(sizeof(Datum) * n);
+			Datum	   *ft = palloc(sizeof(Datum) * n);
+			Datum	   *vv = palloc(sizeof(Datum) * (Size) n * d);
+			Datum	   *ac = palloc(sizeof(Datum) * n);
+			Datum		args[10];
+			int			rc;
+
+			for (int i = 0; i < n; i++)
+			{
+				const float *v = mtms_emb_vector(emb, start + i);
+
+				fi[i] = Int32GetDatum(mtms_emb_field(emb, start + i) + 1);
+				ft[i] = Int64GetDatum((int64) mtms_emb_key(emb, start + i));
+				for (int k = 0; k < d; k++)
+					vv[(Size) i * d + k] = Float4GetDatum(v[k]);
+				ac[i] = Float4GetDatum(*mtms_emb_accum(emb, start + i));
+			}
+			args[0] = Int32GetDatum(meta->model_id);
+			args[1] = Int32GetDatum(version);
+			args[2] = scene;
+			args[3] = task;
+			args[4] = fields_arr;
+			args[5] = PointerGetDatum(construct_array(fi, n, INT4OID, 4, true, TYPALIGN_INT));
+			args[6] = PointerGetDatum(construct_array(ft, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+			args[7] = PointerGetDatum(construct_array(vv, n * d, FLOAT4OID, 4, true, TYPALIGN_INT));
+			args[8] = PointerGetDatum(construct_array(ac, n, FLOAT4OID, 4, true, TYPALIGN_INT));
+			args[9] = Int32GetDatum(d);
+			rc = SPI_execute_plan(emb_plan, args, NULL, false, 0);
+			if (rc != SPI_OK_INSERT)
+				elog(ERROR, "could not store embeddings: %s", SPI_result_code_string(rc));
+			pfree(fi);
+			pfree(ft);
+			pfree(vv);
+			pfree(ac);
+			pfree(DatumGetPointer(args[5]));
+			pfree(DatumGetPointer(args[6]));
+			pfree(DatumGetPointer(args[7]));
+			pfree(DatumGetPointer(args[8]));
+			CHECK_FOR_INTERRUPTS();
+		}
+
+		for (int phase = 0; phase < 2; phase++)
+		{
+			const MtmsTower *tw = phase == 0 ? m->tower1[p] : m->tower2[p];
+
+			if (tw == NULL)
+				continue;
+			for (int l = 0; l < tw->nlayers; l++)
+			{
+				Datum		args[10];
+				int			rc;
+
+				args[0] = Int32GetDatum(meta->model_id);
+				args[1] = Int32GetDatum(version);
+				args[2] = CStringGetTextDatum(phase == 0 ? "embedding" : "finetune");
+				args[3] = scene;
+				args[4] = task;
+				args[5] = Int32GetDatum(l);
+				args[6] = Int32GetDatum(tw->sizes[l]);
+				args[7] = Int32GetDatum(tw->sizes[l + 1]);
+				args[8] = float_array(tw->W[l], tw->sizes[l] * tw->sizes[l + 1]);
+				args[9] = float_array(tw->b[l], tw->sizes[l + 1]);
+				rc = SPI_execute_plan(tower_plan, args, NULL, false, 0);
+				if (rc != SPI_OK_INSERT)
+					elog(ERROR, "could not store towers: %s", SPI_result_code_string(rc));
+			}
+		}
+	}
+	SPI_finish();
+}

@@ -1,2 +1,217 @@
-/* phase_embedding.c: placeholder until the module lands */
-#include "postgres.h"
+/*
+ * phase_embedding.c
+ *    Phase 1 of MTMS, the embedding update: the mtms_embedding_update
+ *    aggregate's transition function and its two kinds of mini-batch steps.
+ *
+ *  - Embedding stage: each (scene, task) pair is an independent sub-model,
+ *    its own embeddings sum-pooled per field into its own phase-1 tower,
+ *    trained with BCE on its own rows (CTR: every impression of the scene,
+ *    label click; CVR: clicked impressions, label conversion).
+ *  - CTCVR stage: per scene, pCTCVR = pCTR x pCVR on every impression of the
+ *    scene (label click AND conversion), trained together with the CTR and
+ *    CVR losses (L = L_ctr + L_cvr + L_ctcvr) so the product is learned
+ *    without letting either factor drift; gradients reach both sub-models'
+ *    towers and embeddings.
+ *
+ * Embedding rows are created on first sight (up to max_features per pair)
+ * and updated with row-wise Adagrad; towers with Adam.
+ */
+#include "train_state.h"
+
+#include "miscadmin.h"
+#include "optimizer.h"
+
+/* validation is evaluated in batches this large, whatever batch_size is */
+#define MIN_WORK_BATCH 512
+
+MtmsBatchWork *
+mtms_batch_work_create(const MtmsModel *m, int batch_size)
+{
+	MtmsBatchWork *w = palloc0(sizeof(MtmsBatchWork));
+	int			B = Max(batch_size, MIN_WORK_BATCH);
+	Size		in1 = MTMS_INPUT1(m);
+	Size		in2 = MTMS_INPUT2(m);
+	Size		widest = Max(in1, in2);
+
+	w->max_batch = B;
+	w->input1 = (int32) in1;
+	w->input2 = (int32) in2;
+	w->xa = palloc_extended(sizeof(float) * B * widest, MCXT_ALLOC_HUGE);
+	w->xb = palloc_extended(sizeof(float) * B * in1, MCXT_ALLOC_HUGE);
+	w->dx = palloc_extended(sizeof(float) * B * in1, MCXT_ALLOC_HUGE);
+	w->za = palloc(sizeof(float) * B);
+	w->zb = palloc(sizeof(float) * B);
+	w->da = palloc(sizeof(float) * B);
+	w->db = palloc(sizeof(float) * B);
+	w->w1a = mtms_tower_work_create(m->tower1[0], B);
+	w->w1b = mtms_tower_work_create(m->tower1[0], B);
+	w->w2a = NULL;
+	w->w2b = NULL;
+	w->ridx_cap = 0;
+	return w;
+}
+
+static void
+ensure_ridx(MtmsBatchWork *w, int64 need)
+{
+	if (need <= w->ridx_cap)
+		return;
+	need = Max(need, w->ridx_cap * 2);
+	if (w->ridx_a)
+	{
+		pfree(w->ridx_a);
+		pfree(w->ridx_b);
+	}
+	w->ridx_a = palloc_extended(sizeof(int64) * need, MCXT_ALLOC_HUGE);
+	w->ridx_b = palloc_extended(sizeof(int64) * need, MCXT_ALLOC_HUGE);
+	w->ridx_cap = need;
+}
+
+/*
+ * Sum-pool rows' features from emb into x (n x in1), creating unseen rows;
+ * ridx records the row of every feature occurrence for the backward pass.
+ */
+static void
+gather_train(MtmsTrainState *st, MtmsEmbStore *emb, const MtmsRowSet *rs,
+			 const int64 *rows, int n, float *x, int64 *ridx)
+{
+	MtmsModel  *m = st->model;
+	int			d = m->dim;
+	Size		in1 = MTMS_INPUT1(m);
+	int64		k = 0;
+
+	memset(x, 0, sizeof(float) * in1 * n);
+	for (int i = 0; i < n; i++)
+	{
+		const MtmsFeature *f = rs->feats + rs->start[rows[i]];
+		int			nf = (int) (rs->start[rows[i] + 1] - rs->start[rows[i]]);
+		float	   *xi = x + in1 * i;
+
+		for (int j = 0; j < nf; j++)
+		{
+			int64		idx = mtms_emb_find_or_create(emb, f[j].hash, f[j].field,
+													  st->opts.max_features);
+
+			ridx[k++] = idx;
+			if (idx >= 0)
+			{
+				const float *v = mtms_emb_vector(emb, idx);
+				float	   *dst = xi + (Size) f[j].field * d;
+
+				for (int c = 0; c < d; c++)
+					dst[c] += v[c];
+			}
+		}
+	}
+}
+
+/* Route input gradients dx (n x in1) to the embedding rows in ridx. */
+static void
+scatter_grads(MtmsTrainState *st, MtmsEmbStore *emb, const MtmsRowSet *rs,
+			  const int64 *rows, int n, const float *dx, const int64 *ridx)
+{
+	MtmsModel  *m = st->model;
+	int			d = m->dim;
+	Size		in1 = MTMS_INPUT1(m);
+	int64		k = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		const MtmsFeature *f = rs->feats + rs->start[rows[i]];
+		int			nf = (int) (rs->start[rows[i] + 1] - rs->start[rows[i]]);
+
+		for (int j = 0; j < nf; j++)
+		{
+			int64		idx = ridx[k++];
+
+			if (idx >= 0)
+				mtms_emb_add_grad(emb, idx, dx + in1 * i + (Size) f[j].field * d);
+		}
+	}
+	mtms_emb_apply(emb, (float) st->opts.lr_embedding, (float) st->opts.l2);
+}
+
+static int64
+batch_features(const MtmsRowSet *rs, const int64 *rows, int n)
+{
+	int64		total = 0;
+
+	for (int i = 0; i < n; i++)
+		total += rs->start[rows[i] + 1] - rs->start[rows[i]];
+	return total;
+}
+
+void
+mtms_step_pair(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
+			   const int64 *rows, int n)
+{
+	MtmsModel  *m = st->model;
+	MtmsBatchWork *w = st->work;
+	MtmsEmbStore *emb = m->emb[pair];
+	MtmsTower  *tower = m->tower1[pair];
+	int			task = MTMS_PAIR_TASK(pair);
+	int			slot = MTMS_PAIR_SCENE(pair) * MTMS_NMETRICS +
+		(task == MTMS_TASK_CTR ? MTMS_M_CTR : MTMS_M_CVR);
+	uint8		bit = task == MTMS_TASK_CTR ? MTMS_LABEL_CLICK : MTMS_LABEL_CONV;
+	double		loss = 0;
+
+	ensure_ridx(w, batch_features(rs, rows, n));
+	gather_train(st, emb, rs, rows, n, w->xa, w->ridx_a);
+	mtms_tower_forward(tower, w->w1a, w->xa, n, w->za);
+	for (int i = 0; i < n; i++)
+	{
+		bool		y = (rs->label[rows[i]] & bit) != 0;
+		float		p = mtms_sigmoid(w->za[i]);
+
+		loss += mtms_bce(p, y);
+		w->da[i] = (p - (y ? 1.0f : 0.0f)) / n;
+	}
+	st->loss_sum[slot] += loss;
+	st->loss_n[slot] += n;
+
+	mtms_tower_backward(tower, w->w1a, w->da, w->dx);
+	scatter_grads(st, emb, rs, rows, n, w->dx, w->ridx_a);
+	mtms_tower_step(tower, (float) st->opts.lr_tower, (float) st->opts.l2);
+	tower->nsamples += n;
+}
+
+void
+mtms_step_ctcvr(MtmsTrainState *st, int scene, const MtmsRowSet *rs,
+				const int64 *rows, int n)
+{
+	MtmsModel  *m = st->model;
+	MtmsBatchWork *w = st->work;
+	int			pc = MTMS_PAIR(scene, MTMS_TASK_CTR);
+	int			pv = MTMS_PAIR(scene, MTMS_TASK_CVR);
+
+	ensure_ridx(w, batch_features(rs, rows, n));
+	gather_train(st, m->emb[pc], rs, rows, n, w->xa, w->ridx_a);
+	gather_train(st, m->emb[pv], rs, rows, n, w->xb, w->ridx_b);
+	mtms_tower_forward(m->tower1[pc], w->w1a, w->xa, n, w->za);
+	mtms_tower_forward(m->tower1[pv], w->w1b, w->xb, n, w->zb);
+	for (int i = 0; i < n; i++)
+	{
+		mtms_joint_loss_grad(w->za[i], w->zb[i], rs->label[rows[i]],
+							 &w->da[i], &w->db[i],
+							 st->loss_sum + scene * MTMS_NMETRICS,
+							 st->loss_n + scene * MTMS_NMETRICS);
+		w->da[i] /= n;
+		w->db[i] /= n;
+	}
+
+	mtms_tower_backward(m->tower1[pc], w->w1a, w->da, w->dx);
+	scatter_grads(st, m->emb[pc], rs, rows, n, w->dx, w->ridx_a);
+	mtms_tower_backward(m->tower1[pv], w->w1b, w->db, w->dx);
+	scatter_grads(st, m->emb[pv], rs, rows, n, w->dx, w->ridx_b);
+	mtms_tower_step(m->tower1[pc], (float) st->opts.lr_tower, (float) st->opts.l2);
+	mtms_tower_step(m->tower1[pv], (float) st->opts.lr_tower, (float) st->opts.l2);
+	m->tower1[pc]->nsamples += n;
+	m->tower1[pv]->nsamples += n;
+}
+
+PG_FUNCTION_INFO_V1(mtms_embedding_update_transfn);
+Datum
+mtms_embedding_update_transfn(PG_FUNCTION_ARGS)
+{
+	return mtms_state_transition(fcinfo, false);
+}

@@ -1,2 +1,63 @@
-/* phase_finetune.c: placeholder until the module lands */
-#include "postgres.h"
+/*
+ * phase_finetune.c
+ *    Phase 2 of MTMS, the fine-tune: the mtms_finetune aggregate's
+ *    transition function and its mini-batch step.
+ *
+ * Every embedding is frozen.  For a sample of scene s the input of both of
+ * s's fine-tune towers is the JOIN (concatenation) of the sum-pooled field
+ * embeddings of every (scene, task) pair, so what every scene and task
+ * learned informs every other.  Only the towers train, with
+ * L = L_ctr + L_cvr (clicked rows) + L_ctcvr per scene.
+ */
+#include "train_state.h"
+
+#include "miscadmin.h"
+
+void
+mtms_step_finetune(MtmsTrainState *st, int scene, const MtmsRowSet *rs,
+				   const int64 *rows, int n)
+{
+	MtmsModel  *m = st->model;
+	MtmsBatchWork *w = st->work;
+	int			pc = MTMS_PAIR(scene, MTMS_TASK_CTR);
+	int			pv = MTMS_PAIR(scene, MTMS_TASK_CVR);
+	Size		in2 = MTMS_INPUT2(m);
+
+	if (w->w2a == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(st->cxt);
+
+		w->w2a = mtms_tower_work_create(m->tower2[pc], w->max_batch);
+		w->w2b = mtms_tower_work_create(m->tower2[pc], w->max_batch);
+		MemoryContextSwitchTo(old);
+	}
+
+	for (int i = 0; i < n; i++)
+		mtms_input2(m, rs->feats + rs->start[rows[i]],
+					(int) (rs->start[rows[i] + 1] - rs->start[rows[i]]),
+					w->xa + in2 * i);
+	mtms_tower_forward(m->tower2[pc], w->w2a, w->xa, n, w->za);
+	mtms_tower_forward(m->tower2[pv], w->w2b, w->xa, n, w->zb);
+	for (int i = 0; i < n; i++)
+	{
+		mtms_joint_loss_grad(w->za[i], w->zb[i], rs->label[rows[i]],
+							 &w->da[i], &w->db[i],
+							 st->loss_sum + scene * MTMS_NMETRICS,
+							 st->loss_n + scene * MTMS_NMETRICS);
+		w->da[i] /= n;
+		w->db[i] /= n;
+	}
+	mtms_tower_backward(m->tower2[pc], w->w2a, w->da, NULL);
+	mtms_tower_backward(m->tower2[pv], w->w2b, w->db, NULL);
+	mtms_tower_step(m->tower2[pc], (float) st->opts.lr_tower, (float) st->opts.l2);
+	mtms_tower_step(m->tower2[pv], (float) st->opts.lr_tower, (float) st->opts.l2);
+	m->tower2[pc]->nsamples += n;
+	m->tower2[pv]->nsamples += n;
+}
+
+PG_FUNCTION_INFO_V1(mtms_finetune_transfn);
+Datum
+mtms_finetune_transfn(PG_FUNCTION_ARGS)
+{
+	return mtms_state_transition(fcinfo, true);
+}

@@ -1,2 +1,162 @@
-/* score.c: placeholder until the module lands */
-#include "postgres.h"
+/*
+ * score.c
+ *    mtms_score(): one sample's probability inside a query.
+ *
+ * The model comes from the per-backend cache (model_cache.c); per call site
+ * we keep the parsed scene and the scratch buffers in fn_extra, so scoring
+ * a million rows allocates nothing per row.
+ */
+#include "mtms.h"
+
+#include "fmgr.h"
+#include "model_cache.h"
+#include "utils/builtins.h"
+
+PG_FUNCTION_INFO_V1(mtms_score);
+PG_FUNCTION_INFO_V1(mtms_score_default);
+
+#define TASK_CTCVR 2
+
+typedef struct ScoreCallCache
+{
+	uint64		generation;
+	char	   *model_name;
+	const MtmsModel *model;
+	const MtmsModelMeta *meta;
+	char	   *scene_name;		/* last scene looked up */
+	int			scene;
+	float	   *scratch;
+	Size		scratch_len;
+	MtmsFeature *feats;
+	int			feat_cap;
+} ScoreCallCache;
+
+static int
+check_task(text *t)
+{
+	const char *s = VARDATA_ANY(t);
+	int			len = VARSIZE_ANY_EXHDR(t);
+
+	if (len == 3 && memcmp(s, "ctr", 3) == 0)
+		return MTMS_TASK_CTR;
+	if (len == 3 && memcmp(s, "cvr", 3) == 0)
+		return MTMS_TASK_CVR;
+	if (len == 5 && memcmp(s, "ctcvr", 5) == 0)
+		return TASK_CTCVR;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown task \"%s\"", text_to_cstring(t)),
+			 errhint("Valid tasks are 'ctr', 'cvr' and 'ctcvr'.")));
+	return -1;
+}
+
+static void
+check_arg(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"%s\" of mtms_score must not be NULL", name)));
+}
+
+static double
+score_common(FunctionCallInfo fcinfo, const char *model_name, int first)
+{
+	ScoreCallCache *cc = (ScoreCallCache *) fcinfo->flinfo->fn_extra;
+	text	   *scene_t;
+	int			task;
+	int			nfeats;
+	const MtmsModel *m;
+
+	check_arg(fcinfo, first, "scene");
+	check_arg(fcinfo, first + 1, "task");
+	check_arg(fcinfo, first + 2, "features");
+
+	if (cc == NULL)
+	{
+		cc = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(ScoreCallCache));
+		fcinfo->flinfo->fn_extra = cc;
+	}
+
+	/* the model: cached per call site until the catalog changes */
+	if (cc->model == NULL || cc->generation != mtms_cache_generation() ||
+		strcmp(cc->model_name, model_name) != 0)
+	{
+		const MtmsModelMeta *meta;
+
+		m = mtms_cache_get(model_name, &meta);
+		if (cc->model_name)
+			pfree(cc->model_name);
+		cc->model_name = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, model_name);
+		cc->model = m;
+		cc->meta = meta;
+		cc->generation = mtms_cache_generation();
+		if (cc->scene_name)
+			pfree(cc->scene_name);
+		cc->scene_name = NULL;
+		if (cc->scratch_len < mtms_model_scratch_size(m))
+		{
+			if (cc->scratch)
+				pfree(cc->scratch);
+			cc->scratch_len = mtms_model_scratch_size(m);
+			cc->scratch = MemoryContextAllocExtended(fcinfo->flinfo->fn_mcxt,
+													 sizeof(float) * cc->scratch_len,
+													 MCXT_ALLOC_HUGE);
+		}
+	}
+	m = cc->model;
+
+	scene_t = PG_GETARG_TEXT_PP(first);
+	if (cc->scene_name == NULL ||
+		strlen(cc->scene_name) != VARSIZE_ANY_EXHDR(scene_t) ||
+		memcmp(cc->scene_name, VARDATA_ANY(scene_t), VARSIZE_ANY_EXHDR(scene_t)) != 0)
+	{
+		char	   *sc = text_to_cstring(scene_t);
+		int			s = -1;
+
+		for (int i = 0; i < m->nscenes; i++)
+			if (strcmp(m->scenes[i], sc) == 0)
+				s = i;
+		if (s < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("scene \"%s\" is not a scene of model \"%s\"", sc, model_name),
+					 errhint("The model's scenes are: %s.", mtms_scene_list(cc->meta))));
+		if (cc->scene_name)
+			pfree(cc->scene_name);
+		cc->scene_name = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, sc);
+		cc->scene = s;
+	}
+	task = check_task(PG_GETARG_TEXT_PP(first + 1));
+
+	{
+		MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+
+		nfeats = mtms_parse_features(PG_GETARG_ARRAYTYPE_P(first + 2), m->nfields,
+									 m->fields, &cc->feats, &cc->feat_cap, NULL);
+		MemoryContextSwitchTo(old);
+	}
+
+	if (task == TASK_CTCVR)
+		return mtms_model_predict(m, cc->scene, MTMS_TASK_CTR, cc->feats, nfeats, cc->scratch) *
+			mtms_model_predict(m, cc->scene, MTMS_TASK_CVR, cc->feats, nfeats, cc->scratch);
+	return mtms_model_predict(m, cc->scene, task, cc->feats, nfeats, cc->scratch);
+}
+
+/* mtms_score(model text, scene text, task text, features text[]) */
+Datum
+mtms_score(PG_FUNCTION_ARGS)
+{
+	char	   *model;
+
+	check_arg(fcinfo, 0, "model");
+	model = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	PG_RETURN_FLOAT8(score_common(fcinfo, model, 1));
+}
+
+/* mtms_score(scene text, task text, features text[]): mtms.model or the only model */
+Datum
+mtms_score_default(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_FLOAT8(score_common(fcinfo, mtms_cache_default_model(), 0));
+}

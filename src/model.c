@@ -1,0 +1,279 @@
+/*
+ * model.c
+ *    The MTMS model in memory: creation, growth, input assembly, prediction.
+ */
+#include "model.h"
+
+#include "common/hashfn.h"
+#include "utils/memutils.h"
+
+/* Seeds of the parts of a model, derived from the model seed. */
+static uint64
+part_seed(uint64 seed, int kind, int pair)
+{
+	return hash_combine64(hash_combine64(seed, (uint64) kind + 1), (uint64) pair + 1);
+}
+
+#define SEED_EMB	0
+#define SEED_TOWER1 1
+#define SEED_TOWER2 2
+
+static char **
+copy_names(int n, char *const *names)
+{
+	char	  **out = palloc(sizeof(char *) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		out[i] = pstrdup(names[i]);
+	return out;
+}
+
+static void
+alloc_pairs(MtmsModel *m)
+{
+	m->emb = palloc0(sizeof(MtmsEmbStore *) * m->npairs);
+	m->tower1 = palloc0(sizeof(MtmsTower *) * m->npairs);
+	m->tower2 = palloc0(sizeof(MtmsTower *) * m->npairs);
+}
+
+static void
+init_pair(MtmsModel *m, int p)
+{
+	m->emb[p] = mtms_emb_create(m->dim, part_seed(m->seed, SEED_EMB, p));
+	m->tower1[p] = mtms_tower_create(MTMS_INPUT1(m), m->nhidden, m->hidden,
+									 part_seed(m->seed, SEED_TOWER1, p));
+	m->tower2[p] = NULL;
+}
+
+MtmsModel *
+mtms_model_create(const MtmsModelMeta *meta)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "mtms model",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	MtmsModel  *m = palloc0(sizeof(MtmsModel));
+
+	m->cxt = cxt;
+	m->nscenes = meta->nscenes;
+	m->nfields = meta->nfields;
+	m->dim = meta->dim;
+	m->npairs = meta->nscenes * MTMS_NTASKS;
+	m->nhidden = meta->nhidden;
+	memcpy(m->hidden, meta->hidden, sizeof(m->hidden));
+	m->scenes = copy_names(meta->nscenes, meta->scenes);
+	m->fields = copy_names(meta->nfields, meta->fields);
+	m->seed = (uint64) meta->opts.seed;
+	alloc_pairs(m);
+	for (int p = 0; p < m->npairs; p++)
+		init_pair(m, p);
+	MemoryContextSwitchTo(old);
+	return m;
+}
+
+void
+mtms_model_free(MtmsModel *m)
+{
+	if (m)
+		MemoryContextDelete(m->cxt);
+}
+
+MtmsModel *
+mtms_model_copy(const MtmsModel *src)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "mtms model",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	MtmsModel  *m = palloc(sizeof(MtmsModel));
+
+	memcpy(m, src, sizeof(MtmsModel));
+	m->cxt = cxt;
+	m->scenes = copy_names(src->nscenes, src->scenes);
+	m->fields = copy_names(src->nfields, src->fields);
+	alloc_pairs(m);
+	for (int p = 0; p < m->npairs; p++)
+	{
+		m->emb[p] = mtms_emb_copy(src->emb[p]);
+		m->tower1[p] = mtms_tower_copy(src->tower1[p]);
+		m->tower2[p] = src->tower2[p] ? mtms_tower_copy(src->tower2[p]) : NULL;
+	}
+	MemoryContextSwitchTo(old);
+	return m;
+}
+
+bool
+mtms_model_has_finetune(const MtmsModel *m)
+{
+	for (int p = 0; p < m->npairs; p++)
+		if (m->tower2[p] == NULL)
+			return false;
+	return true;
+}
+
+Size
+mtms_model_bytes(const MtmsModel *m)
+{
+	Size		total = 0;
+
+	for (int p = 0; p < m->npairs; p++)
+	{
+		total += mtms_emb_bytes(m->emb[p]);
+		total += mtms_tower_bytes(m->tower1[p]);
+		if (m->tower2[p])
+			total += mtms_tower_bytes(m->tower2[p]);
+	}
+	return total;
+}
+
+void
+mtms_model_extend(MtmsModel *m, const MtmsModelMeta *meta)
+{
+	int			old_f = m->nfields;
+	int			old_p = m->npairs;
+	int			d = m->dim;
+	MemoryContext old = MemoryContextSwitchTo(m->cxt);
+
+	if (meta->nscenes < m->nscenes || meta->nfields < m->nfields)
+		elog(ERROR, "mtms: model shrank from %d scenes, %d fields to %d, %d",
+			 m->nscenes, m->nfields, meta->nscenes, meta->nfields);
+
+	if (meta->nfields > old_f)
+	{
+		int32	   *map;
+
+		/* phase-1 towers: field f keeps its columns, new fields append */
+		map = palloc(sizeof(int32) * old_f * d);
+		for (int j = 0; j < old_f * d; j++)
+			map[j] = j;
+		for (int p = 0; p < old_p; p++)
+			mtms_tower_remap_input(m->tower1[p], meta->nfields * d, map);
+		pfree(map);
+
+		/* fine-tune towers: block (q, f) moves from (q*old_f+f)*d to (q*F+f)*d */
+		map = palloc(sizeof(int32) * old_p * old_f * d);
+		for (int q = 0; q < old_p; q++)
+			for (int f = 0; f < old_f; f++)
+				for (int k = 0; k < d; k++)
+					map[(q * old_f + f) * d + k] = (q * meta->nfields + f) * d + k;
+		for (int p = 0; p < old_p; p++)
+			if (m->tower2[p])
+				mtms_tower_remap_input(m->tower2[p], old_p * meta->nfields * d, map);
+		pfree(map);
+
+		m->fields = repalloc(m->fields, sizeof(char *) * meta->nfields);
+		for (int f = old_f; f < meta->nfields; f++)
+			m->fields[f] = pstrdup(meta->fields[f]);
+		m->nfields = meta->nfields;
+	}
+
+	if (meta->nscenes > m->nscenes)
+	{
+		int			new_p = meta->nscenes * MTMS_NTASKS;
+		int32	   *map;
+
+		/* fine-tune towers: the new pairs' blocks append at the end */
+		map = palloc(sizeof(int32) * old_p * m->nfields * d);
+		for (int j = 0; j < old_p * m->nfields * d; j++)
+			map[j] = j;
+		for (int p = 0; p < old_p; p++)
+			if (m->tower2[p])
+				mtms_tower_remap_input(m->tower2[p], new_p * m->nfields * d, map);
+		pfree(map);
+
+		m->emb = repalloc(m->emb, sizeof(MtmsEmbStore *) * new_p);
+		m->tower1 = repalloc(m->tower1, sizeof(MtmsTower *) * new_p);
+		m->tower2 = repalloc(m->tower2, sizeof(MtmsTower *) * new_p);
+		m->scenes = repalloc(m->scenes, sizeof(char *) * meta->nscenes);
+		for (int s = m->nscenes; s < meta->nscenes; s++)
+			m->scenes[s] = pstrdup(meta->scenes[s]);
+		m->nscenes = meta->nscenes;
+		m->npairs = new_p;
+		for (int p = old_p; p < new_p; p++)
+			init_pair(m, p);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+void
+mtms_model_ensure_finetune(MtmsModel *m)
+{
+	MemoryContext old = MemoryContextSwitchTo(m->cxt);
+
+	for (int p = 0; p < m->npairs; p++)
+		if (m->tower2[p] == NULL)
+			m->tower2[p] = mtms_tower_create(MTMS_INPUT2(m), m->nhidden, m->hidden,
+											 part_seed(m->seed, SEED_TOWER2, p));
+	MemoryContextSwitchTo(old);
+}
+
+/* Add pair p's embeddings of feats into x (laid out field-major, d each). */
+static inline void
+pool_into(const MtmsModel *m, const MtmsEmbStore *emb, const MtmsFeature *feats,
+		  int nfeats, float *x)
+{
+	int			d = m->dim;
+
+	for (int i = 0; i < nfeats; i++)
+	{
+		int64		idx = mtms_emb_find(emb, feats[i].hash);
+
+		if (idx >= 0)
+		{
+			const float *v = mtms_emb_vector(emb, idx);
+			float	   *dst = x + (Size) feats[i].field * d;
+
+			for (int k = 0; k < d; k++)
+				dst[k] += v[k];
+		}
+	}
+}
+
+void
+mtms_input1(const MtmsModel *m, int pair, const MtmsFeature *feats, int nfeats,
+			float *x)
+{
+	memset(x, 0, sizeof(float) * MTMS_INPUT1(m));
+	pool_into(m, m->emb[pair], feats, nfeats, x);
+}
+
+void
+mtms_input2(const MtmsModel *m, const MtmsFeature *feats, int nfeats, float *x)
+{
+	Size		block = MTMS_INPUT1(m);
+
+	memset(x, 0, sizeof(float) * MTMS_INPUT2(m));
+	for (int q = 0; q < m->npairs; q++)
+		pool_into(m, m->emb[q], feats, nfeats, x + q * block);
+}
+
+Size
+mtms_model_scratch_size(const MtmsModel *m)
+{
+	int			widest = MTMS_INPUT2(m);
+
+	for (int l = 0; l < m->nhidden; l++)
+		widest = Max(widest, m->hidden[l]);
+	/* the input, then predict1's two activation buffers */
+	return (Size) MTMS_INPUT2(m) + 2 * (Size) widest + 16;
+}
+
+double
+mtms_model_predict(const MtmsModel *m, int scene, int task,
+				   const MtmsFeature *feats, int nfeats, float *scratch)
+{
+	int			p = MTMS_PAIR(scene, task);
+	float	   *x = scratch;
+	float	   *work = scratch + MTMS_INPUT2(m);
+	float		logit;
+
+	if (m->tower2[p])
+	{
+		mtms_input2(m, feats, nfeats, x);
+		logit = mtms_tower_predict1(m->tower2[p], x, work);
+	}
+	else
+	{
+		mtms_input1(m, p, feats, nfeats, x);
+		logit = mtms_tower_predict1(m->tower1[p], x, work);
+	}
+	return mtms_sigmoid(logit);
+}

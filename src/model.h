@@ -1,0 +1,96 @@
+/*
+ * model.h
+ *    The MTMS model in memory, as training updates it and scoring reads it.
+ *
+ * For every (scene, task) pair p (see MTMS_PAIR):
+ *   emb[p]     its own embedding table (all fields, keyed by feature hash);
+ *   tower1[p]  its phase-1 tower on its own embeddings: F*d inputs
+ *              (field f's sum-pooled embedding in columns f*d .. f*d+d-1);
+ *   tower2[p]  its fine-tune tower on the JOIN of all pairs' embeddings:
+ *              P*F*d inputs, pair q's field f in columns (q*F + f)*d ...;
+ *              NULL until phase 2 has run for the pair.
+ */
+#ifndef MTMS_MODEL_H
+#define MTMS_MODEL_H
+
+#include <math.h>
+
+#include "mtms.h"
+#include "catalog.h"
+#include "embedding_store.h"
+#include "feature_parser.h"
+#include "tower.h"
+
+typedef struct MtmsModel
+{
+	MemoryContext cxt;			/* owns everything below */
+	int32		nscenes;
+	int32		nfields;
+	int32		dim;
+	int32		npairs;
+	int32		nhidden;
+	int32		hidden[MTMS_MAX_HIDDEN_LAYERS];
+	char	  **scenes;
+	char	  **fields;
+	uint64		seed;
+	MtmsEmbStore **emb;			/* [npairs] */
+	MtmsTower **tower1;			/* [npairs] */
+	MtmsTower **tower2;			/* [npairs], entries NULL until fine-tuned */
+} MtmsModel;
+
+/* Width of the phase-1 input and of the joined input. */
+#define MTMS_INPUT1(m)	((m)->nfields * (m)->dim)
+#define MTMS_INPUT2(m)	((m)->npairs * (m)->nfields * (m)->dim)
+
+/* Fresh model for meta's scenes and fields: empty embeddings, new towers. */
+extern MtmsModel *mtms_model_create(const MtmsModelMeta *meta);
+extern void mtms_model_free(MtmsModel *m);
+extern MtmsModel *mtms_model_copy(const MtmsModel *m);
+extern bool mtms_model_has_finetune(const MtmsModel *m);
+extern Size mtms_model_bytes(const MtmsModel *m);
+
+/*
+ * Grow a model (trained for fewer scenes / fields) to meta's scenes and
+ * fields, which only ever append.  Existing towers get zero weights on the
+ * new input columns; new pairs get fresh embeddings and phase-1 towers.
+ */
+extern void mtms_model_extend(MtmsModel *m, const MtmsModelMeta *meta);
+
+/* Create the fine-tune towers that are missing. */
+extern void mtms_model_ensure_finetune(MtmsModel *m);
+
+/*
+ * Sum-pool the features of one row into x (MTMS_INPUT1 floats, zeroed here)
+ * from pair p's embeddings.  Lookup only: unknown features add nothing.
+ */
+extern void mtms_input1(const MtmsModel *m, int pair, const MtmsFeature *feats,
+						int nfeats, float *x);
+
+/* The joined input of all pairs (MTMS_INPUT2 floats, zeroed here). */
+extern void mtms_input2(const MtmsModel *m, const MtmsFeature *feats, int nfeats,
+						float *x);
+
+/*
+ * Probability of task (MTMS_TASK_CTR / CVR) for scene, with the fine-tune
+ * tower when the pair has one, else its phase-1 tower.  scratch must hold
+ * mtms_model_scratch_size(m) floats.
+ */
+extern double mtms_model_predict(const MtmsModel *m, int scene, int task,
+								 const MtmsFeature *feats, int nfeats,
+								 float *scratch);
+extern Size mtms_model_scratch_size(const MtmsModel *m);
+
+static inline float
+mtms_sigmoid(float z)
+{
+	if (z >= 0)
+		return (float) (1.0 / (1.0 + exp(-z)));
+	else
+	{
+		double		e = exp(z);
+
+		return (float) (e / (1.0 + e));
+	}
+}
+
+#endif							/* MTMS_MODEL_H */

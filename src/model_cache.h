@@ -1,0 +1,27 @@
+/*
+ * model_cache.h
+ *    Per-backend cache of loaded models for scoring and evaluation.
+ *
+ * A model is loaded once per backend and kept until the catalog changes:
+ * every committed training, rollback, scene or field addition and drop
+ * sends a relcache invalidation on mtms_model (mtms_catalog_changed), which
+ * bumps this backend's cache generation, so the next query re-reads the
+ * active version.  Versions are immutable once committed, so a scorer sees
+ * the old version or the new one, never half of one.
+ */
+#ifndef MTMS_MODEL_CACHE_H
+#define MTMS_MODEL_CACHE_H
+
+#include "catalog.h"
+#include "model.h"
+
+/* The active version of model name, loaded if needed. ERROR if untrained. */
+extern MtmsModel *mtms_cache_get(const char *name, const MtmsModelMeta **meta);
+
+/* Name of the model the 3-argument mtms_score uses (mtms.model or the only one). */
+extern const char *mtms_cache_default_model(void);
+
+/* Changes whenever the catalog may have changed. */
+extern uint64 mtms_cache_generation(void);
+
+#endif							/* MTMS_MODEL_CACHE_H */

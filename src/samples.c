@@ -1,0 +1,48 @@
+/*
+ * samples.c
+ *    Checking the shape of a sample relation (see samples.h).
+ */
+#include "samples.h"
+
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+/* The column must exist with one of the accepted types. */
+static void
+check_column(Oid relid, const char *relname, const char *column,
+			 Oid type1, Oid type2, const char *expected)
+{
+	AttrNumber	att = get_attnum(relid, column);
+	Oid			type;
+
+	if (att == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("sample relation %s has no column \"%s\"", relname, column),
+				 errhint("Samples need the columns scene text, features text[], click boolean and conversion boolean.")));
+	type = get_atttype(relid, att);
+	if (type != type1 && type != type2)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("column \"%s\" of sample relation %s has type %s, expected %s",
+						column, relname, format_type_be(type), expected)));
+}
+
+char *
+mtms_samples_check(Oid relid)
+{
+	char	   *rel = get_rel_name(relid);
+	char	   *relname;
+
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("sample relation with OID %u does not exist", relid)));
+	relname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), rel);
+	check_column(relid, relname, "scene", TEXTOID, VARCHAROID, "text");
+	check_column(relid, relname, "features", TEXTARRAYOID, TEXTARRAYOID, "text[]");
+	check_column(relid, relname, "click", BOOLOID, BOOLOID, "boolean");
+	check_column(relid, relname, "conversion", BOOLOID, BOOLOID, "boolean");
+	return relname;
+}

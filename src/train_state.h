@@ -1,0 +1,182 @@
+/*
+ * train_state.h
+ *    The state of one training pass, shared by the two training aggregates
+ *    (mtms_embedding_update, mtms_finetune) and their driver (mtms_train).
+ *
+ * One pass = one epoch of one stage over the sample relation.  The driver
+ * publishes a *base* state (the model as it stands, the stage, which units
+ * still train) under a token; each aggregate instance starts from a private
+ * copy of it (in the driver's process straight from memory, in a parallel
+ * worker from a snapshot file), buffers and shuffles rows, trains
+ * mini-batches, and the partial states are combined by sample-weighted
+ * parameter averaging.  The final function evaluates the validation rows
+ * and hands the trained state back to the driver.
+ *
+ * Units: in the embedding stage every (scene, task) pair trains on its own
+ * and converges on its own; in the CTCVR and fine-tune stages the unit is a
+ * scene (its CTR and CVR sub-models train together).
+ */
+#ifndef MTMS_TRAIN_STATE_H
+#define MTMS_TRAIN_STATE_H
+
+#include "mtms.h"
+#include "common/pg_prng.h"
+#include "fmgr.h"
+#include "model.h"
+#include "options.h"
+
+typedef enum MtmsStage
+{
+	MTMS_STAGE_EMBEDDING = 0,	/* phase 1: every pair on its own samples */
+	MTMS_STAGE_CTCVR = 1,		/* phase 1: pCTR x pCVR per scene */
+	MTMS_STAGE_FINETUNE = 2		/* phase 2: towers on the joined embeddings */
+} MtmsStage;
+
+/* Per-scene metric slots: CTR, CVR (clicked rows), CTCVR. */
+#define MTMS_NMETRICS	3
+#define MTMS_M_CTR		0
+#define MTMS_M_CVR		1
+#define MTMS_M_CTCVR	2
+
+#define MTMS_LABEL_CLICK	0x01
+#define MTMS_LABEL_CONV		0x02
+
+/* Parsed sample rows: scene, labels and features, in flat arrays. */
+typedef struct MtmsRowSet
+{
+	int64		nrows;
+	int64		cap;
+	int32	   *scene;
+	uint8	   *label;
+	int64	   *start;			/* row i's features: feats[start[i] .. start[i+1]) */
+	MtmsFeature *feats;
+	int64		nfeats;
+	int64		featcap;
+} MtmsRowSet;
+
+/* Scratch buffers of the training steps, sized for one mini-batch. */
+typedef struct MtmsBatchWork
+{
+	int32		max_batch;
+	float	   *xa;				/* B x input (CTR side / the pair) */
+	float	   *xb;				/* B x input (CVR side) */
+	float	   *dx;				/* B x input1 */
+	float	   *za;				/* B logits */
+	float	   *zb;
+	float	   *da;				/* B dLoss/dlogit */
+	float	   *db;
+	MtmsTowerWork *w1a;			/* phase-1 tower activations */
+	MtmsTowerWork *w1b;
+	MtmsTowerWork *w2a;			/* fine-tune tower activations (lazy) */
+	MtmsTowerWork *w2b;
+	int64	   *ridx_a;			/* embedding row of each feature occurrence */
+	int64	   *ridx_b;
+	int64		ridx_cap;
+	int32		input1;			/* widths the buffers were sized for */
+	int32		input2;
+} MtmsBatchWork;
+
+typedef struct MtmsTrainState
+{
+	MemoryContext cxt;			/* owns the state and its model */
+	MtmsModel  *model;
+	MtmsOptions opts;
+	MtmsStage	stage;
+	int32		epoch;			/* 1-based, for shuffling seeds and notices */
+	int32		nunits;			/* npairs (embedding) or nscenes */
+	bool	   *unit_active;	/* [nunits] still training */
+	bool		collect_valid;	/* keep validation rows seen */
+	MtmsRowSet	valid;			/* validation rows */
+
+	/* training statistics of this pass, [nscenes * MTMS_NMETRICS] */
+	double	   *loss_sum;
+	int64	   *loss_n;
+	/* validation metrics (final function), [nscenes * MTMS_NMETRICS] */
+	double	   *vloss;
+	double	   *vauc;			/* NaN when a class is absent */
+	int64	   *vn;
+	int64	   *vpos;
+
+	int64		rows_in;		/* rows seen by this state */
+	int64		rows_trained;	/* rows that trained some unit */
+	int64		bad_conversions;	/* conversion without click: counted, CVR-skipped */
+
+	/* process-local work area, never serialized */
+	MtmsRowSet	buf;			/* shuffle buffer */
+	pg_prng_state prng;
+	MtmsBatchWork *work;
+	int64	   *order;			/* shuffle permutation */
+	int64	  **pending;		/* [nunits] row numbers waiting for a batch */
+	int32	   *npending;
+	MtmsFeature *parse_buf;
+	int			parse_cap;
+	const char *token;
+} MtmsTrainState;
+
+/* ---- driver side (train.c) ---- */
+
+/* New base state for a pass; takes ownership of nothing (model is copied). */
+extern MtmsTrainState *mtms_state_create(const MtmsModel *model,
+										 const MtmsOptions *opts,
+										 MtmsStage stage, int epoch,
+										 const bool *unit_active,
+										 const MtmsRowSet *valid);
+
+/*
+ * Publish base under a fresh token (returned, palloc'd).  When
+ * with_snapshot, also write it to a file parallel workers can read.  The
+ * file is removed by mtms_state_unpublish or at the end of the transaction.
+ */
+extern char *mtms_state_publish(MtmsTrainState *base, bool with_snapshot);
+
+/* Take the trained state the final function left for token; ERROR if none. */
+extern MtmsTrainState *mtms_state_take_result(const char *token);
+extern void mtms_state_unpublish(void);
+extern void mtms_state_free(MtmsTrainState *s);
+
+/* ---- aggregate side ---- */
+
+/* Transition body shared by both aggregates: stage family is checked. */
+extern Datum mtms_state_transition(FunctionCallInfo fcinfo, bool finetune);
+
+/* unit index of a row's pair / scene */
+static inline int
+mtms_stage_units(MtmsStage stage, int nscenes)
+{
+	return stage == MTMS_STAGE_EMBEDDING ? nscenes * MTMS_NTASKS : nscenes;
+}
+
+/* Row-set helpers. */
+extern void mtms_rowset_init(MtmsRowSet *rs);
+extern void mtms_rowset_add(MtmsRowSet *rs, int32 scene, uint8 label,
+							const MtmsFeature *feats, int nfeats);
+extern void mtms_rowset_append(MtmsRowSet *dst, const MtmsRowSet *src);
+extern void mtms_rowset_copy(MtmsRowSet *dst, const MtmsRowSet *src);
+
+/* ---- training steps (phase_embedding.c, phase_finetune.c) ---- */
+
+extern MtmsBatchWork *mtms_batch_work_create(const MtmsModel *m, int batch_size);
+
+/* one mini-batch of pair p on rows[0..n) of rs */
+extern void mtms_step_pair(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
+						   const int64 *rows, int n);
+/* one mini-batch of scene s, CTCVR stage */
+extern void mtms_step_ctcvr(MtmsTrainState *st, int scene, const MtmsRowSet *rs,
+							const int64 *rows, int n);
+/* one mini-batch of scene s, fine-tune stage */
+extern void mtms_step_finetune(MtmsTrainState *st, int scene,
+							   const MtmsRowSet *rs, const int64 *rows, int n);
+
+/*
+ * Gradient of the per-scene loss L = BCE(pctr, click) + [click] BCE(pcvr, conv)
+ * + BCE(pctr * pcvr, click AND conv) with respect to the two logits; adds the
+ * three losses to loss[MTMS_NMETRICS].
+ */
+extern void mtms_joint_loss_grad(float zctr, float zcvr, uint8 label,
+								 float *dctr, float *dcvr, double *loss,
+								 int64 *count);
+
+/* BCE of probability p against label y, clamped */
+extern double mtms_bce(double p, bool y);
+
+#endif							/* MTMS_TRAIN_STATE_H */
