@@ -53,3 +53,7 @@ include $(PGXS)
 
 mtms--0.1.sql: $(SQL_PARTS)
 	cat $^ > $@
+
+# Every object depends on every header: few enough files that this costs
+# nothing, and a changed struct can never leave a stale object behind.
+$(OBJS): $(wildcard src/*.h)

@@ -63,6 +63,7 @@ typedef struct TrainCtx
 	char	   *relname;		/* quoted, qualified */
 	char	   *schema;
 	int64		samples;		/* rows of the relation */
+	int64		train_rows;		/* rows that trained in the last pass */
 	int64		bad_conversions;
 	ReturnSetInfo *rsinfo;
 	/* per (scene, metric) validation results of the last stage run */
@@ -281,6 +282,7 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
 
 	base = mtms_state_create(cx->model, &cx->meta->opts, stage, epoch, active, cx->valid);
+	base->expected_rows = cx->train_rows;
 	token = mtms_state_publish(base, max_parallel_workers_per_gather > 0);
 	sql = psprintf("SELECT %s.%s(%s, scene::text, features, click, conversion) FROM %s",
 				   cx->schema,
@@ -362,6 +364,7 @@ run_stage(TrainCtx *cx, MtmsStage stage, const bool *selected)
 			}
 			if (cx->samples == 0)
 				cx->samples = res->rows_in;
+			cx->train_rows = res->rows_trained;
 			cx->bad_conversions = Max(cx->bad_conversions, res->bad_conversions);
 			MemoryContextSwitchTo(old);
 		}

@@ -178,6 +178,9 @@ scene_active(const MtmsTrainState *st, int scene)
  * Make a state ready to consume rows: fresh statistics, update counts and
  * combine weights, the work area, the shuffling generator.
  */
+static void checkpoint(MtmsTrainState *st);
+static void evaluate_validation(MtmsTrainState *st, const MtmsRowSet *vs);
+
 static void
 state_prepare(MtmsTrainState *st)
 {
@@ -196,11 +199,6 @@ state_prepare(MtmsTrainState *st)
 		if (m->tower2[p])
 			m->tower2[p]->nsamples = 0;
 	}
-	if (!st->collect_valid)
-	{
-		/* the driver holds the validation rows; partial states need none */
-		rowset_clear(&st->valid);
-	}
 	mtms_rowset_init(&st->buf);
 	st->work = mtms_batch_work_create(m, st->opts.batch_size);
 	st->order = palloc_extended(sizeof(int64) * st->opts.shuffle_buffer, MCXT_ALLOC_HUGE);
@@ -216,6 +214,19 @@ state_prepare(MtmsTrainState *st)
 	seed = hash_combine64(seed, (uint64) (ParallelWorkerNumber + 1));
 	pg_prng_seed(&st->prng, seed);
 	MemoryContextSwitchTo(old);
+
+	if (st->stage == MTMS_STAGE_FINETUNE && st->eval_rows && st->eval_rows->nrows > 0)
+	{
+		old = MemoryContextSwitchTo(st->cxt);
+		st->best2 = palloc0(sizeof(MtmsTower *) * m->npairs);
+		st->best_crit = palloc(sizeof(double) * m->nscenes);
+		for (int s = 0; s < m->nscenes; s++)
+			st->best_crit[s] = INFINITY;
+		MemoryContextSwitchTo(old);
+		st->next_eval = st->expected_rows > 0 ?
+			Max(st->expected_rows / Max(st->opts.evals_per_epoch, 1), 1) : PG_INT64_MAX;
+		checkpoint(st);
+	}
 }
 
 /* ---------------------------------------------------------------------
@@ -302,6 +313,12 @@ process_buffer(MtmsTrainState *st)
 	}
 	rowset_clear(buf);
 	MemoryContextSwitchTo(old);
+
+	if (st->best2 && st->rows_trained >= st->next_eval)
+	{
+		checkpoint(st);
+		st->next_eval += Max(st->expected_rows / Max(st->opts.evals_per_epoch, 1), 1);
+	}
 }
 
 /* ---------------------------------------------------------------------
@@ -379,7 +396,8 @@ mtms_state_publish(MtmsTrainState *base, bool with_snapshot)
 		int			fd;
 
 		initStringInfo(&buf);
-		serialize_state(&buf, base, false);
+		/* fine-tune workers validate at checkpoints: they need the rows */
+		serialize_state(&buf, base, base->stage == MTMS_STAGE_FINETUNE);
 		(void) MakePGDirectory(SNAPSHOT_DIR);
 		snapshot_path(registry.path, MyProcPid, publish_seq);
 		fd = OpenTransientFile(registry.path, O_CREAT | O_WRONLY | O_TRUNC | PG_BINARY);
@@ -471,6 +489,8 @@ load_snapshot(const char *token, MemoryContext parent)
 	CloseTransientFile(fd);
 	st = deserialize_state(data, done, parent);
 	pfree(data);
+	if (st->stage == MTMS_STAGE_FINETUNE && !st->collect_valid && st->valid.nrows > 0)
+		st->eval_rows = &st->valid;
 	return st;
 }
 
@@ -489,7 +509,10 @@ start_from_base(const MtmsTrainState *base, MemoryContext parent)
 	st->unit_active = palloc(sizeof(bool) * st->nunits);
 	memcpy(st->unit_active, base->unit_active, sizeof(bool) * st->nunits);
 	st->collect_valid = base->collect_valid;
+	st->expected_rows = base->expected_rows;
 	mtms_rowset_init(&st->valid);
+	if (base->stage == MTMS_STAGE_FINETUNE && !base->collect_valid)
+		st->eval_rows = &base->valid;
 	alloc_stats(st);
 	MemoryContextSwitchTo(old);
 	return st;
@@ -819,6 +842,68 @@ evaluate_validation(MtmsTrainState *st, const MtmsRowSet *vs)
 	MemoryContextSwitchTo(old);
 }
 
+/* Validate the fine-tune towers; each scene keeps its best ones. */
+static void
+checkpoint(MtmsTrainState *st)
+{
+	MtmsModel  *m = st->model;
+	MemoryContext old;
+
+	if (st->best2 == NULL)
+		return;
+	evaluate_validation(st, st->eval_rows);
+	/* in the model's context: the kept towers become the model's */
+	old = MemoryContextSwitchTo(m->cxt);
+	for (int s = 0; s < m->nscenes; s++)
+	{
+		double		crit = 0;
+		int			base = s * MTMS_NMETRICS;
+
+		if (!st->unit_active[s] || isnan(st->vloss[base + MTMS_M_CTR]))
+			continue;
+		for (int t = 0; t < MTMS_NMETRICS; t++)
+			if (!isnan(st->vloss[base + t]))
+				crit += st->vloss[base + t];
+		if (crit < st->best_crit[s])
+		{
+			st->best_crit[s] = crit;
+			for (int task = 0; task < MTMS_NTASKS; task++)
+			{
+				int			p = MTMS_PAIR(s, task);
+
+				if (st->best2[p])
+					mtms_tower_free(st->best2[p]);
+				st->best2[p] = mtms_tower_copy(m->tower2[p]);
+			}
+		}
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/* End of a pass: put every scene's best checkpointed towers in place. */
+static void
+restore_best(MtmsTrainState *st)
+{
+	MtmsModel  *m = st->model;
+
+	if (st->best2 == NULL)
+		return;
+	checkpoint(st);
+	for (int p = 0; p < m->npairs; p++)
+	{
+		if (st->best2[p])
+		{
+			int64		n = m->tower2[p]->nsamples;
+
+			mtms_tower_free(m->tower2[p]);
+			m->tower2[p] = st->best2[p];
+			m->tower2[p]->nsamples = n;
+			st->best2[p] = NULL;
+		}
+	}
+	st->best2 = NULL;
+}
+
 /* ---------------------------------------------------------------------
  * Combine, serialize, deserialize, final
  * --------------------------------------------------------------------- */
@@ -903,7 +988,7 @@ serialize_state(StringInfo buf, const MtmsTrainState *st, bool with_valid)
 	uint32		magic = STATE_MAGIC;
 	int32		stage = st->stage;
 	int			n = m->nscenes * MTMS_NMETRICS;
-	bool		has_valid = with_valid && st->collect_valid;
+	bool		has_valid = with_valid && st->valid.nrows > 0;
 
 	put(buf, &magic, sizeof(uint32));
 	put(buf, &stage, sizeof(int32));
@@ -931,6 +1016,7 @@ serialize_state(StringInfo buf, const MtmsTrainState *st, bool with_valid)
 	}
 	put(buf, st->unit_active, sizeof(bool) * st->nunits);
 	put(buf, &st->collect_valid, sizeof(bool));
+	put(buf, &st->expected_rows, sizeof(int64));
 	put(buf, &has_valid, sizeof(bool));
 	if (has_valid)
 		put_rowset(buf, &st->valid);
@@ -1085,6 +1171,7 @@ deserialize_state(const char *data, Size len, MemoryContext parent)
 	st->unit_active = palloc(sizeof(bool) * st->nunits);
 	get(&p, end, st->unit_active, sizeof(bool) * st->nunits);
 	get(&p, end, &st->collect_valid, sizeof(bool));
+	get(&p, end, &st->expected_rows, sizeof(int64));
 	get(&p, end, &has_valid, sizeof(bool));
 	if (has_valid)
 		get_rowset(&p, end, &st->valid, m->nscenes);
@@ -1145,9 +1232,10 @@ mtms_train_serialfn(PG_FUNCTION_ARGS)
 		elog(ERROR, "mtms_train_serialfn called in non-aggregate context");
 	/* train on what is still buffered: the leader never sees these rows */
 	process_buffer(st);
+	restore_best(st);
 	initStringInfo(&buf);
 	appendStringInfoSpaces(&buf, VARHDRSZ);
-	serialize_state(&buf, st, true);
+	serialize_state(&buf, st, st->collect_valid);
 	out = (bytea *) buf.data;
 	SET_VARSIZE(out, buf.len);
 	PG_RETURN_BYTEA_P(out);
@@ -1198,6 +1286,7 @@ mtms_train_finalfn(PG_FUNCTION_ARGS)
 					 errmsg("mtms training aggregates can only run inside mtms_train()")));
 	}
 	process_buffer(st);
+	restore_best(st);
 	vs = st->collect_valid ? &st->valid : &registry.base->valid;
 	evaluate_validation(st, vs);
 	MemoryContextSetParent(st->cxt, registry.owner);

@@ -97,6 +97,18 @@ typedef struct MtmsTrainState
 	int64	   *vn;
 	int64	   *vpos;
 
+	int64		expected_rows;	/* rows per pass, when the driver knows it */
+
+	/*
+	 * Fine-tune checkpoints: the towers are validated evals_per_epoch times
+	 * per pass (and at its start) and each scene keeps its best towers, so
+	 * a pass cannot end worse on validation than it began.
+	 */
+	const MtmsRowSet *eval_rows;	/* rows to validate on, or NULL */
+	MtmsTower **best2;			/* [npairs] best fine-tune towers this pass */
+	double	   *best_crit;		/* [nscenes] */
+	int64		next_eval;		/* rows_trained at the next checkpoint */
+
 	int64		rows_in;		/* rows seen by this state */
 	int64		rows_trained;	/* rows that trained some unit */
 	int64		bad_conversions;	/* conversion without click: counted, CVR-skipped */
