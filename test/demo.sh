@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# test/demo.sh: the mtms demo on a throwaway cluster.
+#
+# Runs test/setup.sh (Debian packages, build, install), then starts a
+# throwaway PostgreSQL 15 cluster with pg_virtualenv and runs test/demo.sql
+# in it: declare a model, generate synthetic impressions, train, evaluate
+# and rank.  The cluster is removed afterwards.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash test/setup.sh
+
+# -t: keep the cluster in a temporary directory even as root.
+pg_virtualenv -t -v 15 \
+    psql -X -v ON_ERROR_STOP=1 -P pager=off -f test/demo.sql </dev/null

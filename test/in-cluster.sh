@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# test/in-cluster.sh: run inside pg_virtualenv by test/run-all.sh (PGHOST,
+# PGPORT, PGUSER, PGPASSWORD point at the throwaway cluster).  Writes
+# "passed failed" into $MTMS_COUNTS_FILE; exits non-zero on any failure.
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+passed=0
+failed=0
+log=$(mktemp -t mtms-installcheck.XXXXXX)
+trap 'rm -f "$log"' EXIT
+
+echo "=== pg_regress (make installcheck) on port $PGPORT"
+rm -f regression.diffs output_iso/regression.diffs
+make -s PG_CONFIG="$PG_CONFIG" installcheck 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+
+# pg_regress ends with "All N tests passed." or "M of N tests failed."
+# (once for the regression tests and once for isolation tests, if any).
+summaries=0
+while read -r line; do
+    if [[ $line =~ All\ ([0-9]+)\ tests\ passed ]]; then
+        passed=$((passed + BASH_REMATCH[1]))
+        summaries=$((summaries + 1))
+    elif [[ $line =~ ([0-9]+)\ of\ ([0-9]+)\ tests\ failed ]]; then
+        failed=$((failed + BASH_REMATCH[1]))
+        passed=$((passed + BASH_REMATCH[2] - BASH_REMATCH[1]))
+        summaries=$((summaries + 1))
+    fi
+done <"$log"
+if [ "$rc" -ne 0 ]; then
+    for diffs in regression.diffs output_iso/regression.diffs; do
+        if [ -s "$diffs" ]; then
+            echo "=== $diffs"
+            cat "$diffs"
+        fi
+    done
+    if [ "$summaries" -eq 0 ]; then
+        echo "pg_regress did not run to the end (exit status $rc)"
+        failed=$((failed + 1))
+    fi
+fi
+
+echo "=== pgTAP (pg_prove test/*_test.sql)"
+db=mtms_tap
+
+if createdb "$db" &&
+    psql -X -q -v ON_ERROR_STOP=1 -d "$db" \
+        -c 'CREATE EXTENSION pgtap' -c 'CREATE EXTENSION mtms'; then
+    shopt -s nullglob
+    for f in test/*_test.sql; do
+        if pg_prove -d "$db" "$f"; then
+            passed=$((passed + 1))
+        else
+            failed=$((failed + 1))
+        fi
+    done
+else
+    echo "could not create the pgTAP database"
+    failed=$((failed + 1))
+fi
+
+echo "$passed $failed" >"${MTMS_COUNTS_FILE:-/dev/null}"
+[ "$failed" -eq 0 ]

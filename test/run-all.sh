@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# test/run-all.sh: the whole mtms test suite on a throwaway cluster.
+#
+# Runs test/setup.sh (packages, build, install), then starts a throwaway
+# PostgreSQL 15 cluster with pg_virtualenv and runs test/in-cluster.sh in
+# it: pg_regress (make installcheck, isolation tests too once the Makefile
+# sets ISOLATION) and every pgTAP file test/*_test.sql through pg_prove.
+# The last line is "N passed, N failed"; the exit status is non-zero when
+# anything failed.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash test/setup.sh
+
+counts=$(mktemp -t mtms-counts.XXXXXX)
+trap 'rm -f "$counts"' EXIT
+chmod 666 "$counts"
+
+# As root pg_virtualenv would use the system's cluster directories and a
+# cluster named "regress"; -t keeps everything in a temporary directory
+# (owned by postgres), so parallel runs and existing clusters don't clash.
+# The server only runs SQL; it never reads the build directory.
+# The server logs LOG and above, not the ERRORs that tests provoke on
+# purpose: pg_virtualenv prints the log's tail when a test fails, and that
+# should show crashes, not expected errors.
+status=0
+MTMS_COUNTS_FILE="$counts" pg_virtualenv -t -v 15 \
+    -o log_min_messages=log -o log_min_error_statement=panic \
+    bash test/in-cluster.sh </dev/null || status=$?
+
+passed=0
+failed=0
+if [ -s "$counts" ]; then
+    read -r passed failed <"$counts"
+fi
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
+    # the harness itself failed before or after counting
+    failed=1
+fi
+echo "$passed passed, $failed failed"
+[ "$status" -eq 0 ] && [ "$failed" -eq 0 ]
