@@ -11,6 +11,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash test/setup.sh
 
+# The same locale and encoding whatever the caller's environment (a CI
+# container often has no LANG at all, which would give SQL_ASCII).
+export LC_ALL=C.UTF-8
+unset LANGUAGE
+
 # -t: keep the cluster in a temporary directory even as root.
 pg_virtualenv -t -v 15 \
     psql -X -v ON_ERROR_STOP=1 -P pager=off -f test/demo.sql </dev/null

@@ -13,6 +13,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash test/setup.sh
 
+# The same locale and encoding whatever the caller's environment (a CI
+# container often has no LANG at all, which would give SQL_ASCII).
+export LC_ALL=C.UTF-8
+unset LANGUAGE
+
 counts=$(mktemp -t mtms-counts.XXXXXX)
 trap 'rm -f "$counts"' EXIT
 chmod 666 "$counts"
