@@ -30,9 +30,17 @@ extern uint64 mtms_hash_feature(const char *s, int len);
  * If content_hash is not NULL it receives a hash of the whole array (order
  * sensitive), used with the scene to pick the validation split.
  *
+ * arr must be detoasted (DatumGetArrayTypeP); elements are read in place.
+ * The field is the text before the FIRST '=' (a value may contain '=').
+ * With more than a dozen fields the lookup uses a hash table cached per
+ * backend and rebuilt whenever fields[] changes content.
+ *
  * Errors (ereport ERROR): NULL array or element (null_value_not_allowed),
- * multi-dimensional array, missing '=', empty field or value, undeclared
- * field (listing the model's fields), element or array too large.
+ * multi-dimensional array (array_subscript_error), missing '=', empty field
+ * or value (invalid_text_representation), undeclared field
+ * (undefined_object, hint listing the model's fields), element longer than
+ * MTMS_MAX_FEATURE_LEN or more than MTMS_MAX_FEATURES_PER_ROW elements
+ * (program_limit_exceeded).  An empty array gives 0 features.
  */
 extern int	mtms_parse_features(ArrayType *arr, int nfields, char *const *fields,
 								MtmsFeature **out, int *capacity,
