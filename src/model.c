@@ -193,6 +193,37 @@ mtms_model_extend(MtmsModel *m, const MtmsModelMeta *meta)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * A new fine-tune tower for pair p starts as the pair's phase-1 tower: the
+ * first layer reads the pair's own block of the joined input with the
+ * phase-1 weights and every other block with zero weights, the deeper
+ * layers are copied.  So the fine-tune begins exactly at the 'separate'
+ * model's predictions and learns from there what the other pairs'
+ * embeddings add, instead of from a random tower.
+ */
+static MtmsTower *
+finetune_tower_from(const MtmsModel *m, int p)
+{
+	const MtmsTower *t1 = m->tower1[p];
+	MtmsTower  *t2 = mtms_tower_create(MTMS_INPUT2(m), m->nhidden, m->hidden,
+									   part_seed(m->seed, SEED_TOWER2, p));
+	int			in1 = MTMS_INPUT1(m);
+	int			in2 = MTMS_INPUT2(m);
+	int			h1 = t1->sizes[1];
+
+	memset(t2->W[0], 0, sizeof(float) * (Size) h1 * in2);
+	for (int j = 0; j < h1; j++)
+		memcpy(t2->W[0] + (Size) j * in2 + (Size) p * in1,
+			   t1->W[0] + (Size) j * in1, sizeof(float) * in1);
+	memcpy(t2->b[0], t1->b[0], sizeof(float) * h1);
+	for (int l = 1; l < t1->nlayers; l++)
+	{
+		memcpy(t2->W[l], t1->W[l], sizeof(float) * (Size) t1->sizes[l] * t1->sizes[l + 1]);
+		memcpy(t2->b[l], t1->b[l], sizeof(float) * t1->sizes[l + 1]);
+	}
+	return t2;
+}
+
 void
 mtms_model_ensure_finetune(MtmsModel *m)
 {
@@ -200,8 +231,7 @@ mtms_model_ensure_finetune(MtmsModel *m)
 
 	for (int p = 0; p < m->npairs; p++)
 		if (m->tower2[p] == NULL)
-			m->tower2[p] = mtms_tower_create(MTMS_INPUT2(m), m->nhidden, m->hidden,
-											 part_seed(m->seed, SEED_TOWER2, p));
+			m->tower2[p] = finetune_tower_from(m, p);
 	MemoryContextSwitchTo(old);
 }
 

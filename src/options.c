@@ -72,6 +72,8 @@ static const MtmsOptionDesc option_table[] = {
 			"an integer between 1 and 100"),
 	NUM_OPT("validation_fraction", validation_fraction, 0.0, true, 0.5,
 			"a number greater than 0 and at most 0.5"),
+	NUM_OPT("finetune_fraction", finetune_fraction, 0.0, false, 0.45,
+			"a number between 0 and 0.45"),
 	INT_OPT("seed", seed, PG_INT64_MIN, PG_INT64_MAX,
 			"a 64-bit integer"),
 	BOOL_OPT("ctcvr", ctcvr, "a boolean"),
@@ -101,6 +103,7 @@ mtms_options_default(MtmsOptions *o)
 	o->max_epochs = 10;
 	o->patience = 2;
 	o->validation_fraction = 0.1;
+	o->finetune_fraction = 0.2;
 	o->seed = 42;
 	o->ctcvr = true;
 	o->shuffle_buffer = 65536;

@@ -18,6 +18,7 @@ typedef struct MtmsOptions
 	int32		max_epochs;		/* per stage */
 	int32		patience;		/* epochs without validation improvement */
 	double		validation_fraction;	/* of rows, chosen by content hash */
+	double		finetune_fraction;	/* rows phase 1 leaves to the fine-tune */
 	int64		seed;			/* initialisation, shuffling */
 	bool		ctcvr;			/* run the CTCVR stage of phase 1 */
 	int32		shuffle_buffer; /* rows buffered and shuffled before SGD */

@@ -63,7 +63,7 @@ typedef struct TrainCtx
 	char	   *relname;		/* quoted, qualified */
 	char	   *schema;
 	int64		samples;		/* rows of the relation */
-	int64		train_rows;		/* rows that trained in the last pass */
+	bool		holdout;		/* phase 1 leaves finetune_fraction to phase 2 */
 	int64		bad_conversions;
 	ReturnSetInfo *rsinfo;
 	/* per (scene, metric) validation results of the last stage run */
@@ -274,6 +274,7 @@ emit_row(TrainCtx *cx, const char *phase, const char *scene, const char *task,
 static MtmsTrainState *
 run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 {
+	bool		collect_only = true;
 	MtmsTrainState *base;
 	MtmsTrainState *res;
 	char	   *token;
@@ -281,8 +282,34 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 	int			rc;
 	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
 
+	for (int u = 0; u < mtms_stage_units(stage, cx->model->nscenes); u++)
+		if (active[u])
+			collect_only = false;
 	base = mtms_state_create(cx->model, &cx->meta->opts, stage, epoch, active, cx->valid);
-	base->expected_rows = cx->train_rows;
+
+	/*
+	 * Which rows train.  The fine-tune must learn how the frozen embeddings
+	 * behave on rows they were not trained on (on their own training rows
+	 * the embeddings have memorized the labels, and a tower fitted there
+	 * overfits at once), so when one call runs both phases, phase 1 leaves
+	 * the rows finetune_fraction to phase 2.
+	 */
+	{
+		double		vf = cx->meta->opts.validation_fraction;
+		double		ff = cx->holdout ? cx->meta->opts.finetune_fraction : 0.0;
+
+		if (stage == MTMS_STAGE_FINETUNE)
+		{
+			base->train_lo = vf;
+			base->train_hi = ff > 0 ? vf + ff : 1.0;
+		}
+		else
+		{
+			base->train_lo = vf + ff;
+			base->train_hi = 1.0;
+		}
+		base->expected_rows = (int64) (cx->samples * (base->train_hi - base->train_lo));
+	}
 	token = mtms_state_publish(base, max_parallel_workers_per_gather > 0);
 	sql = psprintf("SELECT %s.%s(%s, scene::text, features, click, conversion) FROM %s",
 				   cx->schema,
@@ -301,7 +328,7 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("sample relation %s has no rows", cx->relname)));
-	if (res->rows_trained == 0)
+	if (res->rows_trained == 0 && !collect_only)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("sample relation %s has no training rows for the scenes being trained",
@@ -331,6 +358,24 @@ run_stage(TrainCtx *cx, MtmsStage stage, const bool *selected)
 		best[u].crit = INFINITY;
 		best[u].valid_loss = best[u].valid_auc = best[u].train_loss = NAN;
 		any += active[u];
+	}
+
+	if (stage == MTMS_STAGE_FINETUNE && cx->valid == NULL)
+	{
+		/*
+		 * The fine-tune validates at checkpoints from its first pass on, so
+		 * it needs the validation rows first: one pass that only collects
+		 * them (a fine-tune-only training has not seen the samples yet).
+		 */
+		bool	   *none = palloc0(sizeof(bool) * nunits);
+		MtmsTrainState *res = run_pass(cx, stage, 0, none);
+		MemoryContext old = MemoryContextSwitchTo(cx->cxt);
+
+		cx->valid = palloc(sizeof(MtmsRowSet));
+		mtms_rowset_copy(cx->valid, &res->valid);
+		cx->samples = res->rows_in;
+		MemoryContextSwitchTo(old);
+		mtms_state_free(res);
 	}
 
 	for (int epoch = 1; epoch <= o->max_epochs && any > 0; epoch++)
@@ -364,7 +409,6 @@ run_stage(TrainCtx *cx, MtmsStage stage, const bool *selected)
 			}
 			if (cx->samples == 0)
 				cx->samples = res->rows_in;
-			cx->train_rows = res->rows_trained;
 			cx->bad_conversions = Max(cx->bad_conversions, res->bad_conversions);
 			MemoryContextSwitchTo(old);
 		}
@@ -708,6 +752,7 @@ mtms_train(PG_FUNCTION_ARGS)
 	SPI_connect();
 	MemoryContextSwitchTo(cx.cxt);
 
+	cx.holdout = do_embedding && do_finetune && cx.meta->opts.finetune_fraction > 0;
 	if (do_embedding)
 	{
 		run_stage(&cx, MTMS_STAGE_EMBEDDING, selected);

@@ -302,7 +302,7 @@ process_buffer(MtmsTrainState *st)
 			if ((buf->label[r] & MTMS_LABEL_CLICK) && st->unit_active[pv])
 				push_row(st, pv, r);
 		}
-		else
+		else if (st->unit_active[s])
 			push_row(st, s, r);
 	}
 	for (int u = 0; u < st->nunits; u++)
@@ -510,6 +510,8 @@ start_from_base(const MtmsTrainState *base, MemoryContext parent)
 	memcpy(st->unit_active, base->unit_active, sizeof(bool) * st->nunits);
 	st->collect_valid = base->collect_valid;
 	st->expected_rows = base->expected_rows;
+	st->train_lo = base->train_lo;
+	st->train_hi = base->train_hi;
 	mtms_rowset_init(&st->valid);
 	if (base->stage == MTMS_STAGE_FINETUNE && !base->collect_valid)
 		st->eval_rows = &base->valid;
@@ -597,7 +599,7 @@ mtms_state_transition(FunctionCallInfo fcinfo, bool finetune)
 				 errmsg("sample scene \"%s\" is not a scene of the model",
 						text_to_cstring(scene_txt)),
 				 errhint("Add it with mtms_add_scene(), or filter the samples in a view.")));
-	if (!scene_active(st, scene))
+	if (!scene_active(st, scene) && !st->collect_valid)
 		PG_RETURN_POINTER(st);
 
 	{
@@ -637,6 +639,8 @@ mtms_state_transition(FunctionCallInfo fcinfo, bool finetune)
 		PG_RETURN_POINTER(st);
 	}
 
+	if (!scene_active(st, scene) || u < st->train_lo || u >= st->train_hi)
+		PG_RETURN_POINTER(st);	/* not a training row of this pass */
 	{
 		MemoryContext old = MemoryContextSwitchTo(st->cxt);
 
@@ -1017,6 +1021,8 @@ serialize_state(StringInfo buf, const MtmsTrainState *st, bool with_valid)
 	put(buf, st->unit_active, sizeof(bool) * st->nunits);
 	put(buf, &st->collect_valid, sizeof(bool));
 	put(buf, &st->expected_rows, sizeof(int64));
+	put(buf, &st->train_lo, sizeof(double));
+	put(buf, &st->train_hi, sizeof(double));
 	put(buf, &has_valid, sizeof(bool));
 	if (has_valid)
 		put_rowset(buf, &st->valid);
@@ -1172,6 +1178,8 @@ deserialize_state(const char *data, Size len, MemoryContext parent)
 	get(&p, end, st->unit_active, sizeof(bool) * st->nunits);
 	get(&p, end, &st->collect_valid, sizeof(bool));
 	get(&p, end, &st->expected_rows, sizeof(int64));
+	get(&p, end, &st->train_lo, sizeof(double));
+	get(&p, end, &st->train_hi, sizeof(double));
 	get(&p, end, &has_valid, sizeof(bool));
 	if (has_valid)
 		get_rowset(&p, end, &st->valid, m->nscenes);

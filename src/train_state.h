@@ -100,6 +100,14 @@ typedef struct MtmsTrainState
 	int64		expected_rows;	/* rows per pass, when the driver knows it */
 
 	/*
+	 * Rows are split by a hash of their content into u in [0, 1):
+	 * u < validation_fraction validates, train_lo <= u < train_hi trains
+	 * this pass, the rest is skipped (see train.c for who gets which).
+	 */
+	double		train_lo;
+	double		train_hi;
+
+	/*
 	 * Fine-tune checkpoints: the towers are validated evals_per_epoch times
 	 * per pass (and at its start) and each scene keeps its best towers, so
 	 * a pass cannot end worse on validation than it began.
