@@ -32,6 +32,7 @@
 #include "samples.h"
 #include "train_state.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -73,6 +74,9 @@ typedef struct TrainCtx
 } TrainCtx;
 
 static const char *stage_names[] = {"embedding", "ctcvr", "finetune"};
+
+/* serialized training states are single values: stay well below 1 GB */
+#define MAX_PARALLEL_MODEL_BYTES ((Size) 600 * 1024 * 1024)
 
 /* ---------------------------------------------------------------------
  * Argument checks
@@ -275,6 +279,8 @@ static MtmsTrainState *
 run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 {
 	bool		collect_only = true;
+	bool		parallel;
+	int			guc_level = 0;
 	MtmsTrainState *base;
 	MtmsTrainState *res;
 	char	   *token;
@@ -310,14 +316,30 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 		}
 		base->expected_rows = (int64) (cx->samples * (base->train_hi - base->train_lo));
 	}
-	token = mtms_state_publish(base, max_parallel_workers_per_gather > 0);
+	/*
+	 * Parallel workers start from a snapshot file; a model whose snapshot
+	 * would pass the 1 GB limit of one serialized value trains serially.
+	 */
+	parallel = max_parallel_workers_per_gather > 0 &&
+		mtms_model_bytes(cx->model) < MAX_PARALLEL_MODEL_BYTES;
+	token = mtms_state_publish(base, parallel);
 	sql = psprintf("SELECT %s.%s(%s, scene::text, features, click, conversion) FROM %s",
 				   cx->schema,
 				   stage == MTMS_STAGE_FINETUNE ? "mtms_finetune" : "mtms_embedding_update",
 				   quote_literal_cstr(token), cx->relname);
 	MemoryContextSwitchTo(old);
 
+	if (!parallel && max_parallel_workers_per_gather > 0)
+	{
+		/* like a function's SET clause: undone right after the query */
+		guc_level = NewGUCNestLevel();
+		(void) set_config_option("max_parallel_workers_per_gather", "0",
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+	}
 	rc = SPI_execute(sql, true, 0);
+	if (guc_level > 0)
+		AtEOXact_GUC(true, guc_level);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "mtms_train: training query failed: %s", SPI_result_code_string(rc));
 
