@@ -1,0 +1,274 @@
+-- pgTAP: mtms_train.  The SQL objects (signatures, volatility, parallel
+-- labels of the training aggregates), a small training and what it stores,
+-- the result rows, phases / scenes / ctcvr, determinism, warm start and
+-- versions, and the SQLSTATE and message of every input error, after which
+-- the model is unchanged.
+BEGIN;
+SELECT plan(63);
+
+SET LOCAL client_min_messages = warning;
+SET LOCAL max_parallel_workers_per_gather = 0;
+
+-- ---------------------------------------------------------------------------
+-- Objects.
+SELECT has_function('mtms_train', ARRAY['text', 'regclass', 'text[]', 'text']);
+SELECT function_returns('mtms_train', ARRAY['text', 'regclass', 'text[]', 'text'], 'setof record');
+SELECT volatility_is('mtms_train', ARRAY['text', 'regclass', 'text[]', 'text'], 'volatile');
+SELECT is((SELECT proparallel FROM pg_proc WHERE proname = 'mtms_train'), 'u',
+          'mtms_train is PARALLEL UNSAFE');
+SELECT is((SELECT array_agg(p ORDER BY p)
+             FROM pg_proc, unnest(proargnames) p WHERE proname = 'mtms_train'),
+          '{epochs,model,phase,phases,samples,samples,scene,scenes,seconds,task,train_loss,valid_auc,valid_loss}'::text[],
+          'mtms_train has the argument and result names of API.md');
+SELECT isa_ok((SELECT proargdefaults FROM pg_proc WHERE proname = 'mtms_train'), 'pg_node_tree',
+              'mtms_train has argument defaults');
+SELECT is_aggregate('mtms_embedding_update', ARRAY['text', 'text', 'text[]', 'boolean', 'boolean']);
+SELECT is_aggregate('mtms_finetune', ARRAY['text', 'text', 'text[]', 'boolean', 'boolean']);
+SELECT results_eq(
+    $$SELECT p.proname::text COLLATE "default", p.proparallel::text, a.aggcombinefn <> 0, a.aggserialfn <> 0,
+             a.aggdeserialfn <> 0, a.aggtranstype = 'internal'::regtype
+        FROM pg_aggregate a JOIN pg_proc p ON p.oid = a.aggfnoid
+       WHERE p.proname IN ('mtms_embedding_update', 'mtms_finetune') ORDER BY 1$$,
+    $$VALUES ('mtms_embedding_update', 's', true, true, true, true),
+             ('mtms_finetune', 's', true, true, true, true)$$,
+    'both training aggregates are PARALLEL SAFE with combine, serialize and deserialize');
+SELECT is((SELECT count(*)::int FROM pg_proc p JOIN pg_aggregate a ON a.aggcombinefn = p.oid
+                                                                 OR a.aggserialfn = p.oid
+                                                                 OR a.aggdeserialfn = p.oid
+                                                                 OR a.aggtransfn = p.oid
+                                                                 OR a.aggfinalfn = p.oid
+            WHERE a.aggfnoid::regproc::text IN ('mtms_embedding_update', 'mtms_finetune')
+              AND p.proparallel <> 's'), 0,
+          'their support functions are PARALLEL SAFE too');
+
+-- ---------------------------------------------------------------------------
+-- A small training.
+CREATE TEMP TABLE tt_s AS SELECT * FROM mtms_synthetic_samples(4000, 1);
+SELECT lives_ok($$SELECT mtms_create_model('tt_m', '{search,feeds,video}',
+                    '{user,ad,advertiser,hour,device,tag}', 4, '{8}',
+                    '{"max_epochs": 2, "batch_size": 64, "shuffle_buffer": 1024}')$$,
+                'create a small model');
+CREATE TEMP TABLE tt_r AS
+SELECT * FROM mtms_train('tt_m', 'tt_s') WITH ORDINALITY
+    AS r(phase, scene, task, epochs, samples, train_loss, valid_loss, valid_auc, seconds, ord);
+SELECT results_eq(
+    $$SELECT phase, scene, task FROM tt_r ORDER BY ord$$,
+    $$VALUES ('embedding', 'search', 'ctr'), ('embedding', 'search', 'cvr'),
+             ('embedding', 'feeds', 'ctr'), ('embedding', 'feeds', 'cvr'),
+             ('embedding', 'video', 'ctr'), ('embedding', 'video', 'cvr'),
+             ('ctcvr', 'search', 'ctcvr'), ('ctcvr', 'feeds', 'ctcvr'), ('ctcvr', 'video', 'ctcvr'),
+             ('finetune', 'search', 'ctr'), ('finetune', 'search', 'cvr'),
+             ('finetune', 'feeds', 'ctr'), ('finetune', 'feeds', 'cvr'),
+             ('finetune', 'video', 'ctr'), ('finetune', 'video', 'cvr')$$,
+    'one row per phase, scene and task, in training order');
+SELECT is((SELECT count(*)::int FROM tt_r WHERE epochs NOT BETWEEN 1 AND 2), 0,
+          'epochs between 1 and max_epochs');
+SELECT is((SELECT count(*)::int FROM tt_r
+            WHERE NOT (samples > 0 OR (task = 'cvr' AND scene = 'video' AND samples = 0))), 0,
+          'every pair trained on rows (the few clicked video rows may all validate)');
+SELECT is((SELECT count(*)::int FROM tt_r
+            WHERE NOT (train_loss > 0 AND train_loss < 'Infinity')
+               OR NOT coalesce(valid_loss > 0 AND valid_loss < 'Infinity', true)), 0,
+          'losses are finite and positive');
+SELECT is((SELECT count(*)::int FROM tt_r WHERE NOT coalesce(valid_auc BETWEEN 0 AND 1, true)), 0,
+          'validation AUCs are in [0, 1]');
+SELECT cmp_ok((SELECT count(*)::int FROM tt_r WHERE valid_auc IS NOT NULL), '>=', 10,
+              'most pairs have a validation AUC');
+SELECT is((SELECT count(*)::int FROM tt_r WHERE NOT (seconds >= 0 AND seconds < 60)), 0,
+          'seconds are plausible');
+SELECT results_eq(
+    $$SELECT active_version, (SELECT array_agg(version ORDER BY version) FROM mtms_versions('tt_m'))
+        FROM mtms_model WHERE name = 'tt_m'$$,
+    $$VALUES (1, '{1}'::int[])$$,
+    'version 1 is committed and active');
+SELECT results_eq(
+    $$SELECT count(DISTINCT (scene, task))::int, bool_and(cardinality(vector) = 4)
+        FROM mtms_embedding WHERE model_id = mtms_model_id('tt_m') AND version = 1$$,
+    $$VALUES (6, true)$$,
+    'embedding rows of embedding_dim values for all six pairs');
+SELECT results_eq(
+    $$SELECT phase, layer, n_in, n_out, count(*)::int
+        FROM mtms_tower WHERE model_id = mtms_model_id('tt_m') AND version = 1
+       GROUP BY 1, 2, 3, 4 ORDER BY 1, 2$$,
+    $$VALUES ('embedding', 0, 24, 8, 6), ('embedding', 1, 8, 1, 6),
+             ('finetune', 0, 144, 8, 6), ('finetune', 1, 8, 1, 6)$$,
+    'phase-1 towers take F*d inputs, fine-tune towers S*2*F*d');
+SELECT cmp_ok((SELECT min(auc) FROM mtms_evaluate('tt_m', 'tt_s')
+                WHERE task = 'ctr' AND scene IN ('search', 'feeds')), '>', 0.7::float8,
+              'CTR AUC on the training rows is well above chance');
+
+-- ---------------------------------------------------------------------------
+-- Input errors: SQLSTATE and message; the model is unchanged after each.
+CREATE TEMP TABLE tt_before AS
+SELECT (SELECT active_version FROM mtms_model WHERE name = 'tt_m') AS active_version,
+       (SELECT count(*) FROM mtms_embedding WHERE model_id = mtms_model_id('tt_m')) AS embeddings,
+       mtms_score('tt_m', 'search', 'ctr', '{user=1,ad=2}') AS score;
+CREATE TEMP VIEW tt_unchanged AS
+SELECT (SELECT active_version FROM mtms_model WHERE name = 'tt_m') = b.active_version
+   AND (SELECT count(*) FROM mtms_embedding WHERE model_id = mtms_model_id('tt_m')) = b.embeddings
+   AND mtms_score('tt_m', 'search', 'ctr', '{user=1,ad=2}') = b.score AS unchanged
+  FROM tt_before b;
+
+SELECT throws_ok($$SELECT * FROM mtms_train(NULL, 'tt_s')$$, '22004',
+                 'argument "model" of mtms_train must not be NULL', 'NULL model');
+SELECT throws_ok($$SELECT * FROM mtms_train('tt_m', NULL)$$, '22004',
+                 'argument "samples" of mtms_train must not be NULL', 'NULL samples');
+SELECT throws_ok($$SELECT * FROM mtms_train('tt_nope', 'tt_s')$$, '42704',
+                 'model "tt_nope" does not exist', 'unknown model');
+SELECT throws_ok($$SELECT * FROM mtms_train('tt_m', 'tt_s', phases => 'phase1')$$, '22023',
+                 'invalid phases "phase1"', 'invalid phases');
+SELECT throws_ok($$SELECT * FROM mtms_train('tt_m', 'tt_s', scenes => '{search,news}')$$, '22023',
+                 'scene "news" is not a scene of model "tt_m"', 'unknown scene in scenes');
+SELECT throws_ok($$SELECT * FROM mtms_train('tt_m', 'tt_s', scenes => '{}')$$, '22023',
+                 'scenes must not be empty', 'empty scenes');
+CREATE TEMP VIEW tt_v_noscene AS SELECT features, click, conversion FROM tt_s;
+CREATE TEMP VIEW tt_v_nofeatures AS SELECT scene, click, conversion FROM tt_s;
+CREATE TEMP VIEW tt_v_noclick AS SELECT scene, features, conversion FROM tt_s;
+CREATE TEMP VIEW tt_v_noconversion AS SELECT scene, features, click FROM tt_s;
+SELECT throws_like($$SELECT * FROM mtms_train('tt_m', 'tt_v_noscene')$$,
+                   '% has no column "scene"', 'a relation without scene: the error names it');
+SELECT throws_like($$SELECT * FROM mtms_train('tt_m', 'tt_v_nofeatures')$$,
+                   '% has no column "features"', 'without features');
+SELECT throws_like($$SELECT * FROM mtms_train('tt_m', 'tt_v_noclick')$$,
+                   '% has no column "click"', 'without click');
+SELECT throws_like($$SELECT * FROM mtms_train('tt_m', 'tt_v_noconversion')$$,
+                   '% has no column "conversion"', 'without conversion');
+SELECT throws_ok($$SELECT * FROM mtms_train('tt_m', 'tt_v_noclick')$$, '42703', NULL,
+                 'a missing column is undefined_column');
+CREATE TEMP VIEW tt_v_badscene AS SELECT 1.5 AS scene, features, click, conversion FROM tt_s;
+CREATE TEMP VIEW tt_v_badfeatures AS SELECT scene, array_to_string(features, ',') AS features, click, conversion FROM tt_s;
+CREATE TEMP VIEW tt_v_badclick AS SELECT scene, features, 'yes'::text AS click, conversion FROM tt_s;
+CREATE TEMP VIEW tt_v_badconversion AS SELECT scene, features, click, 0 AS conversion FROM tt_s;
+SELECT throws_like($$SELECT * FROM mtms_train('tt_m', 'tt_v_badscene')$$,
+                   'column "scene" % has type numeric, expected text', 'scene of a wrong type');
+SELECT throws_like($$SELECT * FROM mtms_train('tt_m', 'tt_v_badfeatures')$$,
+                   'column "features" % has type text, expected text[]', 'features of a wrong type');
+SELECT throws_like($$SELECT * FROM mtms_train('tt_m', 'tt_v_badclick')$$,
+                   'column "click" % has type text, expected boolean', 'click of a wrong type');
+SELECT throws_like($$SELECT * FROM mtms_train('tt_m', 'tt_v_badconversion')$$,
+                   'column "conversion" % has type integer, expected boolean',
+                   'conversion of a wrong type');
+SELECT throws_ok($$SELECT * FROM mtms_train('tt_m', 'tt_v_badclick')$$, '42804', NULL,
+                 'a wrong type is datatype_mismatch');
+CREATE TEMP TABLE tt_empty (LIKE tt_s);
+SELECT throws_like($$SELECT * FROM mtms_train('tt_m', 'tt_empty')$$, '% has no rows',
+                   'an empty relation');
+CREATE TEMP VIEW tt_v_rows AS
+SELECT CASE WHEN click THEN 'news' ELSE scene END AS scene, features, click, conversion FROM tt_s;
+SELECT throws_ok($$SELECT * FROM mtms_train('tt_m', 'tt_v_rows')$$, '22023',
+                 'sample scene "news" is not a scene of the model', 'a row of an unknown scene');
+CREATE OR REPLACE TEMP VIEW tt_v_rows AS
+SELECT CASE WHEN click THEN NULL ELSE scene END AS scene, features, click, conversion FROM tt_s;
+SELECT throws_ok($$SELECT * FROM mtms_train('tt_m', 'tt_v_rows')$$, '22004',
+                 'sample column "scene" is NULL', 'a row with a NULL scene');
+CREATE OR REPLACE TEMP VIEW tt_v_rows AS
+SELECT scene, CASE WHEN click THEN NULL ELSE features END AS features, click, conversion FROM tt_s;
+SELECT throws_ok($$SELECT * FROM mtms_train('tt_m', 'tt_v_rows')$$, '22004',
+                 'sample column "features" is NULL', 'a row with NULL features');
+CREATE OR REPLACE TEMP VIEW tt_v_rows AS
+SELECT scene, features, CASE WHEN click THEN NULL ELSE click END AS click, conversion FROM tt_s;
+SELECT throws_ok($$SELECT * FROM mtms_train('tt_m', 'tt_v_rows')$$, '22004',
+                 'sample column "click" is NULL', 'a row with a NULL click');
+CREATE OR REPLACE TEMP VIEW tt_v_rows AS
+SELECT scene, CASE WHEN click THEN features || 'hour'::text ELSE features END AS features,
+       click, conversion FROM tt_s;
+SELECT throws_ok($$SELECT * FROM mtms_train('tt_m', 'tt_v_rows')$$, '22P02',
+                 'invalid feature "hour": missing "="', 'a malformed feature');
+CREATE OR REPLACE TEMP VIEW tt_v_rows AS
+SELECT scene, CASE WHEN click THEN features || 'age=3'::text ELSE features END AS features,
+       click, conversion FROM tt_s;
+SELECT throws_ok($$SELECT * FROM mtms_train('tt_m', 'tt_v_rows')$$, '42704',
+                 'feature "age=3" has field "age" that the model does not declare',
+                 'a feature of an undeclared field');
+SELECT is((SELECT unchanged FROM tt_unchanged), true,
+          'after all these errors the model, its active version and its scores are unchanged');
+
+-- ---------------------------------------------------------------------------
+-- phases, scenes, ctcvr.
+SELECT lives_ok($$SELECT mtms_create_model('tt_p', '{search,feeds,video}',
+                    '{user,ad,advertiser,hour,device,tag}', 4, '{8}',
+                    '{"max_epochs": 1, "batch_size": 64, "shuffle_buffer": 1024, "ctcvr": false}')$$,
+                'a model without the CTCVR stage');
+SELECT throws_ok($$SELECT * FROM mtms_train('tt_p', 'tt_s', phases => 'finetune')$$, '55000',
+                 'model "tt_p" has no trained embeddings to fine-tune',
+                 'fine-tune only needs trained embeddings');
+SELECT results_eq(
+    $$SELECT DISTINCT phase FROM mtms_train('tt_p', 'tt_s', phases => 'embedding') ORDER BY 1$$,
+    $$VALUES ('embedding')$$,
+    'phases => embedding without CTCVR: embedding rows only');
+SELECT results_eq(
+    $$SELECT phase, scene, task FROM mtms_train('tt_p', 'tt_s', scenes => '{feeds}')$$,
+    $$VALUES ('embedding', 'feeds', 'ctr'), ('embedding', 'feeds', 'cvr'),
+             ('finetune', 'search', 'ctr'), ('finetune', 'search', 'cvr'),
+             ('finetune', 'feeds', 'ctr'), ('finetune', 'feeds', 'cvr'),
+             ('finetune', 'video', 'ctr'), ('finetune', 'video', 'cvr')$$,
+    'scenes => {feeds}: phase 1 for feeds only, the fine-tune for all');
+SELECT is((SELECT count(*)::int
+             FROM (SELECT scene, task, feature, vector, accum FROM mtms_embedding
+                    WHERE model_id = mtms_model_id('tt_p') AND version = 1 AND scene <> 'feeds'
+                   EXCEPT
+                   SELECT scene, task, feature, vector, accum FROM mtms_embedding
+                    WHERE model_id = mtms_model_id('tt_p') AND version = 2) x), 0,
+          'the other scenes'' embeddings are kept exactly');
+SELECT results_eq(
+    $$SELECT DISTINCT phase FROM mtms_train('tt_p', 'tt_s', phases => 'finetune')$$,
+    $$VALUES ('finetune')$$,
+    'phases => finetune: fine-tune rows only');
+SELECT results_eq(
+    $$SELECT version, active FROM mtms_versions('tt_p')$$,
+    $$VALUES (2, false), (3, true)$$,
+    'three trainings: versions 2 and 3 kept (keep_versions 2), 3 active');
+SELECT results_eq(
+    $$SELECT v.version, v.has_finetune FROM mtms_version v
+       WHERE v.model_id = mtms_model_id('tt_p') ORDER BY 1$$,
+    $$VALUES (2, true), (3, true)$$,
+    'fine-tuned versions are marked');
+
+-- ---------------------------------------------------------------------------
+-- Determinism.
+SELECT lives_ok($$SELECT mtms_create_model('tt_d', '{search,feeds,video}',
+                    '{user,ad,advertiser,hour,device,tag}', 4, '{8}',
+                    '{"max_epochs": 2, "batch_size": 64, "shuffle_buffer": 1024}')$$,
+                'a second model with the options of the first');
+SELECT results_eq(
+    $$SELECT phase, scene, task, epochs, samples, train_loss, valid_loss, valid_auc
+        FROM mtms_train('tt_d', 'tt_s')$$,
+    $$SELECT phase, scene, task, epochs, samples, train_loss, valid_loss, valid_auc
+        FROM tt_r ORDER BY ord$$,
+    'the same options on the same rows give the same figures');
+SELECT is((SELECT md5(string_agg(format('%s %s %s %s %s', scene, task, feature, vector, accum), ','
+                                 ORDER BY scene, task, feature))
+             FROM mtms_embedding WHERE model_id = mtms_model_id('tt_d')),
+          (SELECT md5(string_agg(format('%s %s %s %s %s', scene, task, feature, vector, accum), ','
+                                 ORDER BY scene, task, feature))
+             FROM mtms_embedding WHERE model_id = mtms_model_id('tt_m') AND version = 1),
+          'and the same embeddings, bit for bit');
+SELECT is((SELECT md5(string_agg(format('%s %s %s %s %s %s', phase, scene, task, layer, weights, bias), ','
+                                 ORDER BY phase, scene, task, layer))
+             FROM mtms_tower WHERE model_id = mtms_model_id('tt_d')),
+          (SELECT md5(string_agg(format('%s %s %s %s %s %s', phase, scene, task, layer, weights, bias), ','
+                                 ORDER BY phase, scene, task, layer))
+             FROM mtms_tower WHERE model_id = mtms_model_id('tt_m') AND version = 1),
+          'and the same towers');
+
+-- ---------------------------------------------------------------------------
+-- Warm start: the next training is version 2 and keeps every embedding row.
+SELECT is((SELECT count(*)::int FROM mtms_train('tt_m', 'tt_s', scenes => '{video}')), 9,
+          'retrain: video in phase 1 (2 + 1 rows), the fine-tune (6 rows)');
+SELECT results_eq(
+    $$SELECT version, active FROM mtms_versions('tt_m')$$,
+    $$VALUES (1, false), (2, true)$$,
+    'the retraining is version 2, now active');
+SELECT is((SELECT active_version FROM mtms_model WHERE name = 'tt_m'), 2, 'active_version is 2');
+SELECT is((SELECT count(*)::int
+             FROM (SELECT scene, task, feature FROM mtms_embedding
+                    WHERE model_id = mtms_model_id('tt_m') AND version = 1
+                   EXCEPT
+                   SELECT scene, task, feature FROM mtms_embedding
+                    WHERE model_id = mtms_model_id('tt_m') AND version = 2) x), 0,
+          'version 2 started from version 1: every embedding row is still there');
+SELECT isnt((SELECT score FROM tt_before), mtms_score('tt_m', 'search', 'ctr', '{user=1,ad=2}'),
+            'and scores with the new fine-tune towers');
+
+SELECT * FROM finish();
+ROLLBACK;
