@@ -36,6 +36,8 @@ SQL_PARTS = $(sort $(wildcard src/sql/*.sql))
 
 REGRESS = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
 REGRESS_OPTS = --load-extension=mtms
+ISOLATION = $(sort $(basename $(notdir $(wildcard specs/*.spec))))
+ISOLATION_OPTS = --load-extension=mtms
 
 BLAS_PC_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-serial/pkgconfig
 BLAS_CFLAGS := $(shell PKG_CONFIG_PATH=$(BLAS_PC_DIR) pkg-config --cflags openblas)
