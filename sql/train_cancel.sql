@@ -32,7 +32,7 @@ SELECT m.active_version,
        (SELECT bool_and(mtms_score('tc_m', b.scene, 'ctr', b.features) = b.ctr AND
                         mtms_score('tc_m', b.scene, 'cvr', b.features) = b.cvr) FROM tc_before b),
        (SELECT count(*) FROM pg_ls_tmpdir()
-         WHERE name LIKE 'mtms_snapshot.' || pg_backend_pid() || '.%')
+         WHERE name LIKE 'pgsql_tmp_mtms.' || pg_backend_pid() || '.%')
   FROM mtms_model m WHERE m.name = 'tc_m'
 $$;
 SELECT active_version, versions, embeddings_v1 > 0 AS has_v1, other_embeddings,

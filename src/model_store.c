@@ -18,6 +18,8 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "access/xact.h"
 
 #define SAVE_BATCH	20000
 #define LOAD_BATCH	10000
@@ -97,6 +99,7 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 	Oid			argtypes[2] = {INT4OID, INT4OID};
 	Datum		args[2];
 	bool		has_finetune = false;
+	bool		pushed;
 	Portal		portal;
 	SPIPlanPtr	plan;
 	float	   *vec;
@@ -104,6 +107,15 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 	args[0] = Int32GetDatum(meta->model_id);
 	args[1] = Int32GetDatum(version);
 
+	/*
+	 * Read the version with a snapshot at least as new as the one that
+	 * found it active (mtms_model_lookup reads the catalog afresh): a
+	 * version committed after this statement began must be loadable.  A
+	 * parallel worker cannot take snapshots; it reads with the leader's.
+	 */
+	pushed = !IsInParallelMode();
+	if (pushed)
+		PushActiveSnapshot(GetLatestSnapshot());
 	SPI_connect();
 
 	/* the shape the version was trained with */
@@ -267,6 +279,8 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 									 m->scenes[MTMS_PAIR_SCENE(p)]));
 	}
 	SPI_finish();
+	if (pushed)
+		PopActiveSnapshot();
 
 	/* grow to the model's current scenes and fields */
 	mtms_model_extend(m, meta);

@@ -158,5 +158,9 @@ mtms_score(PG_FUNCTION_ARGS)
 Datum
 mtms_score_default(PG_FUNCTION_ARGS)
 {
+	/* argument errors first: they do not depend on which model */
+	check_arg(fcinfo, 0, "scene");
+	check_arg(fcinfo, 1, "task");
+	check_arg(fcinfo, 2, "features");
 	PG_RETURN_FLOAT8(score_common(fcinfo, mtms_cache_default_model(), 0));
 }

@@ -341,7 +341,9 @@ static bool cleanup_registered = false;
 static void
 snapshot_path(char *path, int pid, uint32 seq)
 {
-	snprintf(path, MAXPGPATH, "%s/mtms_snapshot.%d.%u", SNAPSHOT_DIR, pid, seq);
+	/* the pgsql_tmp prefix: removed by the server's restart clean-up too */
+	snprintf(path, MAXPGPATH, "%s/%s_mtms.%d.%u", SNAPSHOT_DIR,
+			 PG_TEMP_FILE_PREFIX, pid, seq);
 }
 
 static void
