@@ -418,6 +418,28 @@ copy_text_array(Datum d, MemoryContext cxt, char ***out)
 	return n;
 }
 
+/* An int[] of exactly n non-NULL elements, copied into cxt. */
+static int32 *
+copy_int_array(Datum d, MemoryContext cxt, int n, const char *model)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			count;
+	int32	   *out;
+
+	deconstruct_array(DatumGetArrayTypeP(d), INT4OID, sizeof(int32), true,
+					  TYPALIGN_INT, &elems, &nulls, &count);
+	if (count != n)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("mtms_model \"%s\" has %d birth numbers for %d names",
+						model, count, n)));
+	out = MemoryContextAlloc(cxt, sizeof(int32) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+		out[i] = nulls[i] ? 0 : DatumGetInt32(elems[i]);
+	return out;
+}
+
 MtmsModelMeta *
 mtms_model_lookup(const char *name, bool missing_ok, bool lock)
 {
@@ -433,7 +455,7 @@ mtms_model_lookup(const char *name, bool missing_ok, bool lock)
 		elog(ERROR, "mtms_model_lookup: NULL model name");
 
 	sql = psprintf("SELECT model_id, name, owner, scenes, fields, embedding_dim,"
-				   " hidden, options, active_version"
+				   " hidden, options, active_version, scene_birth, field_birth"
 				   " FROM %s.mtms_model WHERE name = $1%s",
 				   mtms_schema_quoted(), lock ? " FOR UPDATE" : "");
 	values[0] = CStringGetTextDatum(name);
@@ -490,6 +512,11 @@ mtms_model_lookup(const char *name, bool missing_ok, bool lock)
 
 		d = SPI_getbinval(tup, desc, 9, &isnull);
 		m->active_version = isnull ? 0 : DatumGetInt32(d);
+
+		m->scene_birth = copy_int_array(SPI_getbinval(tup, desc, 10, &isnull),
+										callercxt, m->nscenes, m->name);
+		m->field_birth = copy_int_array(SPI_getbinval(tup, desc, 11, &isnull),
+										callercxt, m->nfields, m->name);
 	}
 	spi_finish();
 
@@ -625,10 +652,12 @@ mtms_create_model(PG_FUNCTION_ARGS)
 	values[6] = JsonbPGetDatum(mtms_options_to_jsonb(&opts));
 
 	sql = psprintf("INSERT INTO %s.mtms_model"
-				   " (name, owner, scenes, fields, embedding_dim, hidden, options)"
-				   " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+				   " (name, owner, scenes, fields, scene_birth, field_birth,"
+				   "  embedding_dim, hidden, options)"
+				   " VALUES ($1, $2, $3, $4, pg_catalog.array_fill(0, ARRAY[%d]),"
+				   "  pg_catalog.array_fill(0, ARRAY[%d]), $5, $6, $7)"
 				   " ON CONFLICT (name) DO NOTHING",
-				   mtms_schema_quoted());
+				   mtms_schema_quoted(), nscenes, nfields);
 
 	spi_connect();
 	spi_exec(sql, 7, argtypes, values, SPI_OK_INSERT);
@@ -708,9 +737,15 @@ add_name(const char *model, const char *newname, const char *what,
 	values[1] = CStringGetTextDatum(newname);
 
 	spi_connect();
-	spi_exec(psprintf("UPDATE %s.mtms_model SET %s = pg_catalog.array_append(%s, $2)"
+	/* the new name is born after everything the model has */
+	spi_exec(psprintf("UPDATE %s.mtms_model SET %s = pg_catalog.array_append(%s, $2),"
+					  " %s = pg_catalog.array_append(%s, 1 + GREATEST("
+					  "   (SELECT pg_catalog.max(b) FROM pg_catalog.unnest(scene_birth) b),"
+					  "   (SELECT pg_catalog.max(b) FROM pg_catalog.unnest(field_birth) b)))"
 					  " WHERE model_id = $1",
-					  mtms_schema_quoted(), column, column),
+					  mtms_schema_quoted(), column, column,
+					  strcmp(what, "scene") == 0 ? "scene_birth" : "field_birth",
+					  strcmp(what, "scene") == 0 ? "scene_birth" : "field_birth"),
 			 2, argtypes, values, SPI_OK_UPDATE);
 	spi_finish();
 

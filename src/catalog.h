@@ -19,6 +19,8 @@ typedef struct MtmsModelMeta
 	char	  **scenes;			/* declaration order; appended by add_scene */
 	int32		nfields;
 	char	  **fields;			/* declaration order; appended by add_field */
+	int32	   *scene_birth;	/* [nscenes] 0 = declared, k = k-th addition */
+	int32	   *field_birth;	/* [nfields] */
 	int32		dim;			/* embedding_dim */
 	int32		nhidden;
 	int32		hidden[MTMS_MAX_HIDDEN_LAYERS];

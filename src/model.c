@@ -28,6 +28,61 @@ copy_names(int n, char *const *names)
 	return out;
 }
 
+static int32 *
+copy_ints(int n, const int32 *v)
+{
+	int32	   *out = palloc(sizeof(int32) * Max(n, 1));
+
+	memcpy(out, v, sizeof(int32) * n);
+	return out;
+}
+
+typedef struct BlockKey
+{
+	int32		birth;
+	int32		pair;
+	int32		field;
+} BlockKey;
+
+static int
+block_cmp(const void *a, const void *b)
+{
+	const BlockKey *x = a;
+	const BlockKey *y = b;
+
+	if (x->birth != y->birth)
+		return x->birth < y->birth ? -1 : 1;
+	if (x->pair != y->pair)
+		return x->pair < y->pair ? -1 : 1;
+	if (x->field != y->field)
+		return x->field < y->field ? -1 : 1;
+	return 0;
+}
+
+void
+mtms_model_layout(MtmsModel *m)
+{
+	int			n = m->npairs * m->nfields;
+	BlockKey   *keys = palloc(sizeof(BlockKey) * n);
+
+	for (int q = 0; q < m->npairs; q++)
+		for (int f = 0; f < m->nfields; f++)
+		{
+			BlockKey   *k = &keys[q * m->nfields + f];
+
+			k->birth = Max(m->scene_birth[MTMS_PAIR_SCENE(q)], m->field_birth[f]);
+			k->pair = q;
+			k->field = f;
+		}
+	qsort(keys, n, sizeof(BlockKey), block_cmp);
+	if (m->block_off)
+		pfree(m->block_off);
+	m->block_off = palloc(sizeof(int32) * n);
+	for (int i = 0; i < n; i++)
+		m->block_off[keys[i].pair * m->nfields + keys[i].field] = i * m->dim;
+	pfree(keys);
+}
+
 static void
 alloc_pairs(MtmsModel *m)
 {
@@ -62,6 +117,10 @@ mtms_model_create(const MtmsModelMeta *meta)
 	memcpy(m->hidden, meta->hidden, sizeof(m->hidden));
 	m->scenes = copy_names(meta->nscenes, meta->scenes);
 	m->fields = copy_names(meta->nfields, meta->fields);
+	m->scene_birth = copy_ints(meta->nscenes, meta->scene_birth);
+	m->field_birth = copy_ints(meta->nfields, meta->field_birth);
+	m->block_off = NULL;
+	mtms_model_layout(m);
 	m->seed = (uint64) meta->opts.seed;
 	alloc_pairs(m);
 	for (int p = 0; p < m->npairs; p++)
@@ -89,6 +148,9 @@ mtms_model_copy(const MtmsModel *src)
 	m->cxt = cxt;
 	m->scenes = copy_names(src->nscenes, src->scenes);
 	m->fields = copy_names(src->nfields, src->fields);
+	m->scene_birth = copy_ints(src->nscenes, src->scene_birth);
+	m->field_birth = copy_ints(src->nfields, src->field_birth);
+	m->block_off = copy_ints(src->npairs * src->nfields, src->block_off);
 	alloc_pairs(m);
 	for (int p = 0; p < m->npairs; p++)
 	{
@@ -129,65 +191,69 @@ mtms_model_extend(MtmsModel *m, const MtmsModelMeta *meta)
 {
 	int			old_f = m->nfields;
 	int			old_p = m->npairs;
-	int			d = m->dim;
+	int			old_in1 = MTMS_INPUT1(m);
+	int			old_in2 = MTMS_INPUT2(m);
+	int32	   *old_off;
+	int32	   *map;
 	MemoryContext old = MemoryContextSwitchTo(m->cxt);
 
 	if (meta->nscenes < m->nscenes || meta->nfields < m->nfields)
 		elog(ERROR, "mtms: model shrank from %d scenes, %d fields to %d, %d",
 			 m->nscenes, m->nfields, meta->nscenes, meta->nfields);
-
-	if (meta->nfields > old_f)
+	if (meta->nscenes == m->nscenes && meta->nfields == m->nfields)
 	{
-		int32	   *map;
-
-		/* phase-1 towers: field f keeps its columns, new fields append */
-		map = palloc(sizeof(int32) * old_f * d);
-		for (int j = 0; j < old_f * d; j++)
-			map[j] = j;
-		for (int p = 0; p < old_p; p++)
-			mtms_tower_remap_input(m->tower1[p], meta->nfields * d, map);
-		pfree(map);
-
-		/* fine-tune towers: block (q, f) moves from (q*old_f+f)*d to (q*F+f)*d */
-		map = palloc(sizeof(int32) * old_p * old_f * d);
-		for (int q = 0; q < old_p; q++)
-			for (int f = 0; f < old_f; f++)
-				for (int k = 0; k < d; k++)
-					map[(q * old_f + f) * d + k] = (q * meta->nfields + f) * d + k;
-		for (int p = 0; p < old_p; p++)
-			if (m->tower2[p])
-				mtms_tower_remap_input(m->tower2[p], old_p * meta->nfields * d, map);
-		pfree(map);
-
-		m->fields = repalloc(m->fields, sizeof(char *) * meta->nfields);
-		for (int f = old_f; f < meta->nfields; f++)
-			m->fields[f] = pstrdup(meta->fields[f]);
-		m->nfields = meta->nfields;
+		MemoryContextSwitchTo(old);
+		return;
 	}
 
-	if (meta->nscenes > m->nscenes)
+	old_off = copy_ints(old_p * old_f, m->block_off);
+
+	/* names and births: appended */
+	m->fields = repalloc(m->fields, sizeof(char *) * meta->nfields);
+	m->field_birth = repalloc(m->field_birth, sizeof(int32) * meta->nfields);
+	for (int f = old_f; f < meta->nfields; f++)
 	{
-		int			new_p = meta->nscenes * MTMS_NTASKS;
-		int32	   *map;
+		m->fields[f] = pstrdup(meta->fields[f]);
+		m->field_birth[f] = meta->field_birth[f];
+	}
+	m->scenes = repalloc(m->scenes, sizeof(char *) * meta->nscenes);
+	m->scene_birth = repalloc(m->scene_birth, sizeof(int32) * meta->nscenes);
+	for (int s = m->nscenes; s < meta->nscenes; s++)
+	{
+		m->scenes[s] = pstrdup(meta->scenes[s]);
+		m->scene_birth[s] = meta->scene_birth[s];
+	}
+	m->nfields = meta->nfields;
+	m->nscenes = meta->nscenes;
+	m->npairs = meta->nscenes * MTMS_NTASKS;
+	mtms_model_layout(m);
 
-		/* fine-tune towers: the new pairs' blocks append at the end */
-		map = palloc(sizeof(int32) * old_p * m->nfields * d);
-		for (int j = 0; j < old_p * m->nfields * d; j++)
-			map[j] = j;
-		for (int p = 0; p < old_p; p++)
-			if (m->tower2[p])
-				mtms_tower_remap_input(m->tower2[p], new_p * m->nfields * d, map);
-		pfree(map);
+	/* phase-1 towers: field f keeps its columns f*d.., new fields append */
+	map = palloc(sizeof(int32) * Max(old_in1, old_in2));
+	for (int j = 0; j < old_in1; j++)
+		map[j] = j;
+	for (int p = 0; p < old_p; p++)
+		if (MTMS_INPUT1(m) > old_in1)
+			mtms_tower_remap_input(m->tower1[p], MTMS_INPUT1(m), map);
 
-		m->emb = repalloc(m->emb, sizeof(MtmsEmbStore *) * new_p);
-		m->tower1 = repalloc(m->tower1, sizeof(MtmsTower *) * new_p);
-		m->tower2 = repalloc(m->tower2, sizeof(MtmsTower *) * new_p);
-		m->scenes = repalloc(m->scenes, sizeof(char *) * meta->nscenes);
-		for (int s = m->nscenes; s < meta->nscenes; s++)
-			m->scenes[s] = pstrdup(meta->scenes[s]);
-		m->nscenes = meta->nscenes;
-		m->npairs = new_p;
-		for (int p = old_p; p < new_p; p++)
+	/* fine-tune towers: every old block to its new offset (the same, as blocks only append) */
+	for (int q = 0; q < old_p; q++)
+		for (int f = 0; f < old_f; f++)
+			for (int k = 0; k < m->dim; k++)
+				map[old_off[q * old_f + f] + k] = m->block_off[q * m->nfields + f] + k;
+	for (int p = 0; p < old_p; p++)
+		if (m->tower2[p])
+			mtms_tower_remap_input(m->tower2[p], MTMS_INPUT2(m), map);
+	pfree(map);
+	pfree(old_off);
+
+	/* new pairs: their own embeddings and phase-1 towers */
+	if (m->npairs > old_p)
+	{
+		m->emb = repalloc(m->emb, sizeof(MtmsEmbStore *) * m->npairs);
+		m->tower1 = repalloc(m->tower1, sizeof(MtmsTower *) * m->npairs);
+		m->tower2 = repalloc(m->tower2, sizeof(MtmsTower *) * m->npairs);
+		for (int p = old_p; p < m->npairs; p++)
 			init_pair(m, p);
 	}
 	MemoryContextSwitchTo(old);
@@ -213,8 +279,10 @@ finetune_tower_from(const MtmsModel *m, int p)
 
 	memset(t2->W[0], 0, sizeof(float) * (Size) h1 * in2);
 	for (int j = 0; j < h1; j++)
-		memcpy(t2->W[0] + (Size) j * in2 + (Size) p * in1,
-			   t1->W[0] + (Size) j * in1, sizeof(float) * in1);
+		for (int f = 0; f < m->nfields; f++)
+			memcpy(t2->W[0] + (Size) j * in2 + m->block_off[p * m->nfields + f],
+				   t1->W[0] + (Size) j * in1 + (Size) f * m->dim,
+				   sizeof(float) * m->dim);
 	memcpy(t2->b[0], t1->b[0], sizeof(float) * h1);
 	for (int l = 1; l < t1->nlayers; l++)
 	{
@@ -268,11 +336,28 @@ mtms_input1(const MtmsModel *m, int pair, const MtmsFeature *feats, int nfeats,
 void
 mtms_input2(const MtmsModel *m, const MtmsFeature *feats, int nfeats, float *x)
 {
-	Size		block = MTMS_INPUT1(m);
+	int			d = m->dim;
 
 	memset(x, 0, sizeof(float) * MTMS_INPUT2(m));
 	for (int q = 0; q < m->npairs; q++)
-		pool_into(m, m->emb[q], feats, nfeats, x + q * block);
+	{
+		const MtmsEmbStore *emb = m->emb[q];
+		const int32 *off = m->block_off + q * m->nfields;
+
+		for (int i = 0; i < nfeats; i++)
+		{
+			int64		idx = mtms_emb_find(emb, feats[i].hash);
+
+			if (idx >= 0)
+			{
+				const float *v = mtms_emb_vector(emb, idx);
+				float	   *dst = x + off[feats[i].field];
+
+				for (int k = 0; k < d; k++)
+					dst[k] += v[k];
+			}
+		}
+	}
 }
 
 Size

@@ -7,8 +7,14 @@
  *   tower1[p]  its phase-1 tower on its own embeddings: F*d inputs
  *              (field f's sum-pooled embedding in columns f*d .. f*d+d-1);
  *   tower2[p]  its fine-tune tower on the JOIN of all pairs' embeddings:
- *              P*F*d inputs, pair q's field f in columns (q*F + f)*d ...;
- *              NULL until phase 2 has run for the pair.
+ *              P*F*d inputs, pair q's field f in the d columns from
+ *              block_off[q*F + f]; NULL until phase 2 has run for the pair.
+ *
+ * The joined input's blocks are ordered by when they came to exist: block
+ * (q, f) is born with the later of its scene and its field (birth numbers
+ * in the catalog), ties in (q, f) order.  A new scene or field therefore
+ * only appends blocks, and the towers of a model that grew read their old
+ * inputs in the old columns (see nin_used in tower.h).
  */
 #ifndef MTMS_MODEL_H
 #define MTMS_MODEL_H
@@ -32,6 +38,9 @@ typedef struct MtmsModel
 	int32		hidden[MTMS_MAX_HIDDEN_LAYERS];
 	char	  **scenes;
 	char	  **fields;
+	int32	   *scene_birth;	/* [nscenes] */
+	int32	   *field_birth;	/* [nfields] */
+	int32	   *block_off;		/* [npairs * nfields] joined-input offsets */
 	uint64		seed;
 	MtmsEmbStore **emb;			/* [npairs] */
 	MtmsTower **tower1;			/* [npairs] */
@@ -55,6 +64,9 @@ extern Size mtms_model_bytes(const MtmsModel *m);
  * new input columns; new pairs get fresh embeddings and phase-1 towers.
  */
 extern void mtms_model_extend(MtmsModel *m, const MtmsModelMeta *meta);
+
+/* (Re)compute block_off from the births. */
+extern void mtms_model_layout(MtmsModel *m);
 
 /* Create the fine-tune towers that are missing. */
 extern void mtms_model_ensure_finetune(MtmsModel *m);

@@ -98,7 +98,6 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 	char	   *sql;
 	Oid			argtypes[2] = {INT4OID, INT4OID};
 	Datum		args[2];
-	bool		has_finetune = false;
 	bool		pushed;
 	Portal		portal;
 	SPIPlanPtr	plan;
@@ -215,24 +214,34 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 		int			ntup = (int) SPI_processed;
 		bool	   *seen1 = palloc0(sizeof(bool) * m->npairs * MTMS_TOWER_MAX_LAYERS);
 		bool	   *seen2 = palloc0(sizeof(bool) * m->npairs * MTMS_TOWER_MAX_LAYERS);
+		bool	   *has2 = palloc0(sizeof(bool) * m->npairs);
 		int			nlayers = m->nhidden + 1;
 
-		/* fine-tune towers exist in the version only if phase 2 ran */
+		/*
+		 * A pair has a fine-tune tower once phase 2 ran for its scene: a
+		 * scene added later scores with its phase-1 towers until then.
+		 */
 		for (int i = 0; i < ntup; i++)
 		{
 			bool		isnull;
-			char	   *phase = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[i],
-																  SPI_tuptable->tupdesc, 1, &isnull));
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	td = SPI_tuptable->tupdesc;
+			char	   *phase = TextDatumGetCString(SPI_getbinval(tup, td, 1, &isnull));
+			char	   *scene = TextDatumGetCString(SPI_getbinval(tup, td, 2, &isnull));
+			char	   *task = TextDatumGetCString(SPI_getbinval(tup, td, 3, &isnull));
+			int			s = name_index(m->scenes, m->nscenes, scene);
+			int			t = task_index(task);
 
-			if (strcmp(phase, "finetune") == 0)
-				has_finetune = true;
-		}
-		if (has_finetune)
-		{
-			MemoryContext old = MemoryContextSwitchTo(caller);
+			if (strcmp(phase, "finetune") == 0 && s >= 0 && t >= 0 &&
+				!has2[MTMS_PAIR(s, t)])
+			{
+				MemoryContext old = MemoryContextSwitchTo(m->cxt);
 
-			mtms_model_ensure_finetune(m);
-			MemoryContextSwitchTo(old);
+				has2[MTMS_PAIR(s, t)] = true;
+				m->tower2[MTMS_PAIR(s, t)] =
+					mtms_tower_create(MTMS_INPUT2(m), m->nhidden, m->hidden, 0);
+				MemoryContextSwitchTo(old);
+			}
 		}
 		for (int i = 0; i < ntup; i++)
 		{
@@ -257,6 +266,8 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 						psprintf("tower row (%s, %s, %s, %d) is not part of the model",
 								 phase, scene, task, layer));
 			tw = fine ? m->tower2[MTMS_PAIR(s, t)] : m->tower1[MTMS_PAIR(s, t)];
+			if (tw == NULL)
+				corrupt(meta, version, "a fine-tune tower row has no pair");
 			seen = (fine ? seen2 : seen1) + MTMS_PAIR(s, t) * MTMS_TOWER_MAX_LAYERS;
 			if (n_in != tw->sizes[layer] || n_out != tw->sizes[layer + 1])
 				corrupt(meta, version,
@@ -273,7 +284,7 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 		for (int p = 0; p < m->npairs; p++)
 			for (int l = 0; l < nlayers; l++)
 				if (!seen1[p * MTMS_TOWER_MAX_LAYERS + l] ||
-					(has_finetune && !seen2[p * MTMS_TOWER_MAX_LAYERS + l]))
+					(has2[p] && !seen2[p * MTMS_TOWER_MAX_LAYERS + l]))
 					corrupt(meta, version,
 							psprintf("a layer of a tower of scene \"%s\" is missing",
 									 m->scenes[MTMS_PAIR_SCENE(p)]));
@@ -284,6 +295,14 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 
 	/* grow to the model's current scenes and fields */
 	mtms_model_extend(m, meta);
+
+	/* score with the columns that carry weights (see nin_used in tower.h) */
+	for (int p = 0; p < m->npairs; p++)
+	{
+		mtms_tower_trim_input(m->tower1[p]);
+		if (m->tower2[p])
+			mtms_tower_trim_input(m->tower2[p]);
+	}
 	return m;
 }
 

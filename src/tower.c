@@ -388,6 +388,7 @@ mtms_tower_step(MtmsTower *t, float lr, float l2)
 	int64		nb = t->nparams - t->nweights;
 
 	t->step++;
+	t->nin_used = 0;			/* every column may now be non-zero */
 	/* weights with L2, biases without */
 	mtms_adam_update(p, g, m, v, nw, lr, l2, t->step);
 	mtms_adam_update(p + nw, g + nw, m + nw, v + nw, nb, lr, 0.0f, t->step);
@@ -411,10 +412,11 @@ mtms_tower_predict1(const MtmsTower *t, const float *x, float *scratch)
 	{
 		int			nin = t->sizes[l];
 		int			nout = t->sizes[l + 1];
+		int			nread = (l == 0 && t->nin_used > 0) ? t->nin_used : nin;
 		float	   *out = bufs[l & 1];
 
 		memcpy(out, t->b[l], nout * sizeof(float));
-		cblas_sgemv(CblasRowMajor, CblasNoTrans, nout, nin,
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, nout, nread,
 					1.0f, t->W[l], nin, in, 1, 1.0f, out, 1);
 		if (l < t->nlayers - 1)
 		{
@@ -426,6 +428,27 @@ mtms_tower_predict1(const MtmsTower *t, const float *x, float *scratch)
 		in = out;
 	}
 	return in[0];
+}
+
+void
+mtms_tower_trim_input(MtmsTower *t)
+{
+	int			nin = t->sizes[0];
+	int			nout = t->sizes[1];
+	int			last = -1;
+
+	for (int o = 0; o < nout; o++)
+	{
+		const float *row = t->W[0] + (int64) o * nin;
+
+		for (int j = nin - 1; j > last; j--)
+			if (row[j] != 0.0f)
+			{
+				last = j;
+				break;
+			}
+	}
+	t->nin_used = (last + 1 < nin) ? Max(last + 1, 1) : 0;
 }
 
 /* ----------------------------------------------------------------
@@ -509,6 +532,23 @@ mtms_tower_remap_input(MtmsTower *t, int new_nin, const int32 *map)
 	old = *t;
 	t->sizes[0] = new_nin;
 	tower_alloc(t);
+
+	/*
+	 * Scoring keeps reading the old columns only when they stay in place
+	 * in front (an identity map on a prefix): the usual case, new blocks
+	 * appended.
+	 */
+	t->nin_used = 0;
+	if (new_nin > old_nin)
+	{
+		bool		prefix = true;
+
+		for (j = 0; j < old_nin; j++)
+			if (map[j] != j)
+				prefix = false;
+		if (prefix)
+			t->nin_used = old.nin_used > 0 ? old.nin_used : old_nin;
+	}
 
 	for (k = 0; k < 4; k++)
 	{

@@ -46,6 +46,16 @@ typedef struct MtmsTower
 	float	   *mem;			/* 4 * nparams floats */
 	int64		nweights;		/* floats in all W[l] */
 	int64		nparams;		/* nweights + floats in all b[l] */
+
+	/*
+	 * Scoring reads only the first nin_used input columns (0 = all): the
+	 * columns after them have zero weights, appended when the model grew a
+	 * scene or a field, so one-row predictions stay bit-identical to those
+	 * of the tower before it grew (same BLAS call, same summation order).
+	 * Set by mtms_tower_remap_input and mtms_tower_trim_input; a training
+	 * step resets it.
+	 */
+	int32		nin_used;
 } MtmsTower;
 
 /*
@@ -94,7 +104,13 @@ extern void mtms_tower_backward(MtmsTower *t, MtmsTowerWork *w,
 /* Adam step with the accumulated gradients, then zero them. */
 extern void mtms_tower_step(MtmsTower *t, float lr, float l2);
 
-/* One row: logit of x (sizes[0] floats); scratch holds 2 * max(sizes) floats. */
+/* Set nin_used from the trailing all-zero input columns of the first layer. */
+extern void mtms_tower_trim_input(MtmsTower *t);
+
+/*
+ * One row: logit of x (sizes[0] floats, of which the first nin_used are
+ * read); scratch holds 2 * max(sizes) floats.
+ */
 extern float mtms_tower_predict1(const MtmsTower *t, const float *x, float *scratch);
 
 /*

@@ -382,22 +382,58 @@ run_stage(TrainCtx *cx, MtmsStage stage, const bool *selected)
 		any += active[u];
 	}
 
-	if (stage == MTMS_STAGE_FINETUNE && cx->valid == NULL)
+	/*
+	 * Start from what the model already knows: the embedding stage of a
+	 * model trained before (a new day, a new scene or field) and the
+	 * fine-tune validate their starting parameters first, and a unit keeps
+	 * them unless an epoch does better on validation, so retraining never
+	 * leaves a pair's phase-1 model or a scene's fine-tune towers worse on
+	 * validation than they were.  The CTCVR stage always trains at least
+	 * one epoch: it exists to add the pCTR x pCVR objective, which its
+	 * starting point (the converged separate sub-models) lacks even when
+	 * their losses are lower.
+	 */
+	if ((stage == MTMS_STAGE_EMBEDDING && cx->meta->active_version > 0) ||
+		stage == MTMS_STAGE_FINETUNE)
 	{
-		/*
-		 * The fine-tune validates at checkpoints from its first pass on, so
-		 * it needs the validation rows first: one pass that only collects
-		 * them (a fine-tune-only training has not seen the samples yet).
-		 */
-		bool	   *none = palloc0(sizeof(bool) * nunits);
-		MtmsTrainState *res = run_pass(cx, stage, 0, none);
-		MemoryContext old = MemoryContextSwitchTo(cx->cxt);
+		MtmsTrainState *st;
 
-		cx->valid = palloc(sizeof(MtmsRowSet));
-		mtms_rowset_copy(cx->valid, &res->valid);
-		cx->samples = res->rows_in;
-		MemoryContextSwitchTo(old);
-		mtms_state_free(res);
+		if (cx->valid == NULL)
+		{
+			/* one pass that only collects the validation rows */
+			bool	   *none = palloc0(sizeof(bool) * nunits);
+			MtmsTrainState *res = run_pass(cx, stage, 0, none);
+			MemoryContext old = MemoryContextSwitchTo(cx->cxt);
+
+			cx->valid = palloc(sizeof(MtmsRowSet));
+			mtms_rowset_copy(cx->valid, &res->valid);
+			cx->samples = res->rows_in;
+			MemoryContextSwitchTo(old);
+			mtms_state_free(res);
+		}
+		st = mtms_state_create(cx->model, o, stage, 0, active, cx->valid);
+		mtms_state_validate(st);
+		for (int u = 0; u < nunits; u++)
+		{
+			UnitResult	r;
+
+			if (!active[u])
+				continue;
+			unit_figures(st, stage, u, &r);
+			if (isnan(r.crit))
+				continue;
+			r.train_loss = NAN;
+			r.samples = 0;
+			r.epochs = 0;
+			best[u] = r;
+			{
+				MemoryContext old = MemoryContextSwitchTo(cx->cxt);
+
+				snapshot_take(&snap[u], cx->model, stage, u);
+				MemoryContextSwitchTo(old);
+			}
+		}
+		mtms_state_free(st);
 	}
 
 	for (int epoch = 1; epoch <= o->max_epochs && any > 0; epoch++)
@@ -473,7 +509,9 @@ run_stage(TrainCtx *cx, MtmsStage stage, const bool *selected)
 			{
 				bad[u]++;
 				best[u].epochs = epoch;
+				/* samples: rows per epoch, whichever epoch is kept */
 				best[u].samples = r.samples;
+				memcpy(best[u].m_n, r.m_n, sizeof(r.m_n));
 				if (isnan(r.crit) && snap[u].npairs == 0)
 				{
 					/* nothing to validate against: keep this epoch, stop */

@@ -910,6 +910,19 @@ restore_best(MtmsTrainState *st)
 	st->best2 = NULL;
 }
 
+void
+mtms_state_validate(MtmsTrainState *st)
+{
+	if (st->work == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(st->cxt);
+
+		st->work = mtms_batch_work_create(st->model, st->opts.batch_size);
+		MemoryContextSwitchTo(old);
+	}
+	evaluate_validation(st, &st->valid);
+}
+
 /* ---------------------------------------------------------------------
  * Combine, serialize, deserialize, final
  * --------------------------------------------------------------------- */
@@ -1010,6 +1023,8 @@ serialize_state(StringInfo buf, const MtmsTrainState *st, bool with_valid)
 		put_name(buf, m->scenes[s]);
 	for (int f = 0; f < m->nfields; f++)
 		put_name(buf, m->fields[f]);
+	put(buf, m->scene_birth, sizeof(int32) * m->nscenes);
+	put(buf, m->field_birth, sizeof(int32) * m->nfields);
 	for (int p = 0; p < m->npairs; p++)
 	{
 		bool		has2 = m->tower2[p] != NULL;
@@ -1154,6 +1169,11 @@ deserialize_state(const char *data, Size len, MemoryContext parent)
 		m->scenes[s] = get_name(&p, end);
 	for (int f = 0; f < m->nfields; f++)
 		m->fields[f] = get_name(&p, end);
+	m->scene_birth = palloc(sizeof(int32) * m->nscenes);
+	m->field_birth = palloc(sizeof(int32) * m->nfields);
+	get(&p, end, m->scene_birth, sizeof(int32) * m->nscenes);
+	get(&p, end, m->field_birth, sizeof(int32) * m->nfields);
+	mtms_model_layout(m);
 	m->emb = palloc0(sizeof(MtmsEmbStore *) * m->npairs);
 	m->tower1 = palloc0(sizeof(MtmsTower *) * m->npairs);
 	m->tower2 = palloc0(sizeof(MtmsTower *) * m->npairs);

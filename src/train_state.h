@@ -154,6 +154,9 @@ extern MtmsTrainState *mtms_state_take_result(const char *token);
 extern void mtms_state_unpublish(void);
 extern void mtms_state_free(MtmsTrainState *s);
 
+/* Validate st's model on st's validation rows, in this process (vloss ...). */
+extern void mtms_state_validate(MtmsTrainState *st);
+
 /* ---- aggregate side ---- */
 
 /* Transition body shared by both aggregates: stage family is checked. */

@@ -13,6 +13,12 @@ CREATE TABLE @extschema@.mtms_model (
     owner           oid NOT NULL,            -- pg_authid oid of the creating role
     scenes          text[] NOT NULL,
     fields          text[] NOT NULL,
+    -- when each scene / field was added (0 = declared with the model, then
+    -- 1, 2, ... in order of mtms_add_scene/mtms_add_field calls): orders the
+    -- blocks of the fine-tune towers' joined input so that growth only
+    -- appends
+    scene_birth     int[] NOT NULL,
+    field_birth     int[] NOT NULL,
     embedding_dim   int NOT NULL,
     hidden          int[] NOT NULL,
     options         jsonb NOT NULL,          -- every option, defaults filled in
