@@ -171,16 +171,22 @@ spi_exec(const char *sql, int nargs, Oid *types, Datum *values,
 			 SPI_result_code_string(rc), sql);
 }
 
+/* search_path guard level of the current spi_connect (they do not nest here) */
+static int	spi_guard_level = 0;
+
 static void
 spi_connect(void)
 {
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	spi_guard_level = mtms_guard_search_path();
 }
 
 static void
 spi_finish(void)
 {
+	mtms_unguard_search_path(spi_guard_level);
+	spi_guard_level = 0;
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 }

@@ -115,6 +115,7 @@ mtms_evaluate(PG_FUNCTION_ARGS)
 	Portal		portal;
 	MemoryContext work;
 	MemoryContext old;
+	int			guard;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -135,6 +136,7 @@ mtms_evaluate(PG_FUNCTION_ARGS)
 	MemoryContextSwitchTo(old);
 
 	SPI_connect();
+	guard = mtms_guard_search_path();
 	portal = SPI_cursor_open_with_args(NULL,
 									   psprintf("SELECT scene::text, features, click, conversion FROM %s",
 												relname),
@@ -204,6 +206,7 @@ mtms_evaluate(PG_FUNCTION_ARGS)
 		CHECK_FOR_INTERRUPTS();
 	}
 	SPI_cursor_close(portal);
+	mtms_unguard_search_path(guard);
 	SPI_finish();
 
 	for (int s = 0; s < m->nscenes; s++)

@@ -155,6 +155,8 @@ mtms_cache_get(const char *name, const MtmsModelMeta **meta_out)
 const char *
 mtms_cache_default_model(void)
 {
+	int			guard;
+
 	cache_init();
 	if (mtms_default_model && mtms_default_model[0] != '\0')
 		return mtms_default_model;
@@ -162,6 +164,7 @@ mtms_cache_default_model(void)
 		return default_name;
 
 	SPI_connect();
+	guard = mtms_guard_search_path();
 	if (SPI_execute(psprintf("SELECT name FROM %s.mtms_model ORDER BY name LIMIT 3",
 							 mtms_schema_quoted()), true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not list models");
@@ -182,6 +185,7 @@ mtms_cache_default_model(void)
 			pfree(default_name);
 		default_name = MemoryContextStrdup(cache_cxt, n);
 	}
+	mtms_unguard_search_path(guard);
 	SPI_finish();
 	default_generation = generation;
 	return default_name;

@@ -99,6 +99,7 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 	Oid			argtypes[2] = {INT4OID, INT4OID};
 	Datum		args[2];
 	bool		pushed;
+	int			guard;
 	Portal		portal;
 	SPIPlanPtr	plan;
 	float	   *vec;
@@ -116,6 +117,7 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 	if (pushed)
 		PushActiveSnapshot(GetLatestSnapshot());
 	SPI_connect();
+	guard = mtms_guard_search_path();
 
 	/* the shape the version was trained with */
 	sql = psprintf("SELECT scenes, fields FROM %s.mtms_version "
@@ -289,6 +291,7 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 							psprintf("a layer of a tower of scene \"%s\" is missing",
 									 m->scenes[MTMS_PAIR_SCENE(p)]));
 	}
+	mtms_unguard_search_path(guard);
 	SPI_finish();
 	if (pushed)
 		PopActiveSnapshot();
@@ -332,8 +335,10 @@ mtms_model_save(const MtmsModelMeta *meta, const MtmsModel *m, int32 version)
 	Datum	   *fieldd;
 	Datum		fields_arr;
 	int			d = m->dim;
+	int			guard;
 
 	SPI_connect();
+	guard = mtms_guard_search_path();
 	emb_plan = SPI_prepare(psprintf(
 									"INSERT INTO %s.mtms_embedding "
 									"(model_id, version, scene, task, field, feature, vector, accum) "
@@ -433,5 +438,6 @@ mtms_model_save(const MtmsModelMeta *meta, const MtmsModel *m, int32 version)
 			}
 		}
 	}
+	mtms_unguard_search_path(guard);
 	SPI_finish();
 }

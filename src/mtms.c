@@ -5,9 +5,11 @@
 #include "mtms.h"
 
 #include <limits.h>
+#include <unistd.h>
 
 #include <cblas.h>
 
+#include "access/xact.h"
 #include "fmgr.h"
 #include "utils/guc.h"
 
@@ -17,6 +19,20 @@ char	   *mtms_default_model = NULL;
 int			mtms_max_memory_mb = 4096;
 
 void		_PG_init(void);
+
+/* A quarter of the physical memory, in MB (4 GB when it cannot be read). */
+static int
+default_max_memory_mb(void)
+{
+	long		pages = sysconf(_SC_PHYS_PAGES);
+	long		pagesize = sysconf(_SC_PAGESIZE);
+	double		mb;
+
+	if (pages <= 0 || pagesize <= 0)
+		return 4096;
+	mb = (double) pages * (double) pagesize / (1024.0 * 1024.0) / 4.0;
+	return (int) Min(Max(mb, 256.0), (double) (INT_MAX / 2));
+}
 
 void
 _PG_init(void)
@@ -38,16 +54,38 @@ _PG_init(void)
 							   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("mtms.max_memory",
-							"Largest memory a training may plan to use, in megabytes.",
-							"mtms_train refuses to start when its estimate of the model, "
-							"optimizer and aggregate states exceeds this.",
+							"Largest memory a training may use, in megabytes.",
+							"mtms_train refuses to start a pass when its estimate of the model, "
+							"optimizer and aggregate states exceeds this, and stops a pass whose "
+							"state grows beyond it.  The default is a quarter of the machine's memory.",
 							&mtms_max_memory_mb,
-							4096, 16, INT_MAX / 2,
+							default_max_memory_mb(), 16, INT_MAX / 2,
 							PGC_USERSET,
 							GUC_UNIT_MB,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("mtms");
+}
+
+int
+mtms_guard_search_path(void)
+{
+	int			level;
+
+	if (IsInParallelMode())
+		return 0;
+	level = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
+	return level;
+}
+
+void
+mtms_unguard_search_path(int level)
+{
+	if (level > 0)
+		AtEOXact_GUC(true, level);
 }
 
 const char *

@@ -39,4 +39,16 @@ extern int	mtms_max_memory_mb;		/* mtms.max_memory */
 
 extern const char *mtms_task_name(int task);	/* "ctr" / "cvr" */
 
+/*
+ * Our own SQL (SPI) runs with search_path = pg_catalog, pg_temp, so a
+ * hostile search_path cannot put its functions or operators in the way.
+ * mtms_guard_search_path() returns a GUC nest level for
+ * mtms_unguard_search_path(); both do nothing in parallel mode, where
+ * settings cannot change (the queries that run there only use exact-match
+ * pg_catalog operators).  An error unwinds the setting with the
+ * (sub)transaction.
+ */
+extern int	mtms_guard_search_path(void);
+extern void mtms_unguard_search_path(int level);
+
 #endif							/* MTMS_H */

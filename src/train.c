@@ -317,6 +317,29 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 		base->expected_rows = (int64) (cx->samples * (base->train_hi - base->train_lo));
 	}
 	/*
+	 * Refuse a pass whose planned memory is over mtms.max_memory: the
+	 * driver's model, the best epoch's snapshots (at most one more model),
+	 * one model copy per participant of the pass, their shuffle buffers and
+	 * the validation rows.
+	 */
+	{
+		int			participants = 1 + Max(max_parallel_workers_per_gather, 0);
+		Size		model = mtms_model_bytes(cx->model);
+		Size		rows = (Size) cx->meta->opts.shuffle_buffer * 160;
+		Size		valid = cx->valid ? (Size) cx->valid->nrows * 160 : 0;
+		double		est = (double) model * (2 + participants) + (double) rows * participants + valid;
+
+		if (est > (double) mtms_max_memory_mb * 1024 * 1024)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("mtms_train would need about %.0f MB, more than mtms.max_memory (%d MB)",
+							est / (1024 * 1024), mtms_max_memory_mb),
+					 errdetail("The model holds %.0f MB of parameters and optimizer state; %d processes train it.",
+							   (double) model / (1024 * 1024), participants),
+					 errhint("Raise mtms.max_memory, lower max_parallel_workers_per_gather, or cap the embedding tables with the max_features option.")));
+	}
+
+	/*
 	 * Parallel workers start from a snapshot file; a model whose snapshot
 	 * would pass the 1 GB limit of one serialized value trains serially.
 	 */
@@ -729,6 +752,7 @@ mtms_train(PG_FUNCTION_ARGS)
 	bool	   *all;
 	char	   *relname_plain;
 	int			nscenes;
+	int			guard;
 	MemoryContext old;
 
 	check_not_null(fcinfo, 0, "model");
@@ -810,6 +834,7 @@ mtms_train(PG_FUNCTION_ARGS)
 		cx.model = mtms_model_create(cx.meta);
 
 	SPI_connect();
+	guard = mtms_guard_search_path();
 	MemoryContextSwitchTo(cx.cxt);
 
 	cx.holdout = do_embedding && do_finetune && cx.meta->opts.finetune_fraction > 0;
@@ -831,6 +856,7 @@ mtms_train(PG_FUNCTION_ARGS)
 						(long long) cx.bad_conversions)));
 
 	commit_version(&cx, relname_plain);
+	mtms_unguard_search_path(guard);
 	SPI_finish();
 
 	MemoryContextSwitchTo(old);

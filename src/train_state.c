@@ -264,6 +264,21 @@ push_row(MtmsTrainState *st, int unit, int64 row)
 	}
 }
 
+/* Stop a pass whose state (model copy, buffers) outgrows mtms.max_memory. */
+static void
+check_memory(MtmsTrainState *st)
+{
+	Size		used = MemoryContextMemAllocated(st->cxt, true);
+	Size		limit = (Size) mtms_max_memory_mb * 1024 * 1024;
+
+	if (used > limit)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("mtms training state uses %zu MB, more than mtms.max_memory (%d MB)",
+						used / (1024 * 1024), mtms_max_memory_mb),
+				 errhint("Raise mtms.max_memory, or cap the embedding tables with the max_features option.")));
+}
+
 /* Shuffle the buffered rows and train on all of them. */
 static void
 process_buffer(MtmsTrainState *st)
@@ -313,6 +328,7 @@ process_buffer(MtmsTrainState *st)
 	}
 	rowset_clear(buf);
 	MemoryContextSwitchTo(old);
+	check_memory(st);
 
 	if (st->best2 && st->rows_trained >= st->next_eval)
 	{
