@@ -4,7 +4,9 @@
  */
 #include "model_cache.h"
 
+#include "access/xact.h"
 #include "executor/spi.h"
+#include "storage/proc.h"
 #include "model_store.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
@@ -18,6 +20,14 @@ typedef struct CacheEntry
 	int32		nscenes;
 	int32		nfields;
 	uint64		generation;
+
+	/*
+	 * Checked with a transaction snapshot (REPEATABLE READ, SERIALIZABLE):
+	 * the check saw the catalog as of that transaction's start, so it holds
+	 * for that transaction only.
+	 */
+	bool		xact_bound;
+	LocalTransactionId lxid;
 	MemoryContext cxt;			/* holds meta and model */
 	MtmsModelMeta *meta;
 	MtmsModel  *model;
@@ -94,7 +104,8 @@ mtms_cache_get(const char *name, const MtmsModelMeta **meta_out)
 	for (e = entries; e; e = e->next)
 		if (strcmp(e->name, name) == 0)
 			break;
-	if (e && e->generation == generation)
+	if (e && e->generation == generation &&
+		(!e->xact_bound || e->lxid == MyProc->lxid))
 	{
 		*meta_out = e->meta;
 		return e->model;
@@ -131,6 +142,8 @@ mtms_cache_get(const char *name, const MtmsModelMeta **meta_out)
 	{
 		MemoryContextDelete(cxt);
 		e->generation = generation;
+		e->xact_bound = IsolationUsesXactSnapshot();
+		e->lxid = MyProc->lxid;
 		*meta_out = e->meta;
 		return e->model;
 	}
@@ -143,6 +156,8 @@ mtms_cache_get(const char *name, const MtmsModelMeta **meta_out)
 	e->nscenes = meta->nscenes;
 	e->nfields = meta->nfields;
 	e->generation = generation;
+	e->xact_bound = IsolationUsesXactSnapshot();
+	e->lxid = MyProc->lxid;
 	e->cxt = cxt;
 	e->meta = meta;
 	e->model = model;
