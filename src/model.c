@@ -122,6 +122,8 @@ mtms_model_create(const MtmsModelMeta *meta)
 	m->block_off = NULL;
 	mtms_model_layout(m);
 	m->seed = (uint64) meta->opts.seed;
+	m->stored_nfields = m->nfields;
+	m->stored_npairs = m->npairs;
 	alloc_pairs(m);
 	for (int p = 0; p < m->npairs; p++)
 		init_pair(m, p);

@@ -41,6 +41,13 @@ typedef struct MtmsModel
 	int32	   *scene_birth;	/* [nscenes] */
 	int32	   *field_birth;	/* [nfields] */
 	int32	   *block_off;		/* [npairs * nfields] joined-input offsets */
+
+	/*
+	 * Shape of the stored version a loaded model came from, before it grew
+	 * to the model's current scenes and fields (= current when it did not).
+	 */
+	int32		stored_nfields;
+	int32		stored_npairs;
 	uint64		seed;
 	MtmsEmbStore **emb;			/* [npairs] */
 	MtmsTower **tower1;			/* [npairs] */

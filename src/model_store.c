@@ -297,6 +297,8 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 		PopActiveSnapshot();
 
 	/* grow to the model's current scenes and fields */
+	m->stored_nfields = m->nfields;
+	m->stored_npairs = m->npairs;
 	mtms_model_extend(m, meta);
 
 	/* score with the columns that carry weights (see nin_used in tower.h) */

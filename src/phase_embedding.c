@@ -71,14 +71,22 @@ ensure_ridx(MtmsBatchWork *w, int64 need)
  * Sum-pool rows' features from emb into x (n x in1), creating unseen rows;
  * ridx records the row of every feature occurrence for the backward pass.
  */
+static inline int
+frozen_fields(const MtmsTrainState *st, int pair)
+{
+	return st->frozen_fields ? st->frozen_fields[pair] : 0;
+}
+
 static void
-gather_train(MtmsTrainState *st, MtmsEmbStore *emb, const MtmsRowSet *rs,
+gather_train(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
 			 const int64 *rows, int n, float *x, int64 *ridx)
 {
 	MtmsModel  *m = st->model;
+	MtmsEmbStore *emb = m->emb[pair];
 	int			d = m->dim;
 	Size		in1 = MTMS_INPUT1(m);
 	int64		k = 0;
+	int			frozen = frozen_fields(st, pair);
 
 	memset(x, 0, sizeof(float) * in1 * n);
 	for (int i = 0; i < n; i++)
@@ -89,9 +97,14 @@ gather_train(MtmsTrainState *st, MtmsEmbStore *emb, const MtmsRowSet *rs,
 
 		for (int j = 0; j < nf; j++)
 		{
-			int64		idx = mtms_emb_find_or_create(emb, f[j].hash, f[j].field,
-													  st->opts.max_features);
+			int64		idx;
 
+			/* a frozen field's rows are only read, and none is added */
+			if (f[j].field < frozen)
+				idx = mtms_emb_find(emb, f[j].hash);
+			else
+				idx = mtms_emb_find_or_create(emb, f[j].hash, f[j].field,
+											  st->opts.max_features);
 			ridx[k++] = idx;
 			if (idx >= 0)
 			{
@@ -107,13 +120,15 @@ gather_train(MtmsTrainState *st, MtmsEmbStore *emb, const MtmsRowSet *rs,
 
 /* Route input gradients dx (n x in1) to the embedding rows in ridx. */
 static void
-scatter_grads(MtmsTrainState *st, MtmsEmbStore *emb, const MtmsRowSet *rs,
+scatter_grads(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
 			  const int64 *rows, int n, const float *dx, const int64 *ridx)
 {
 	MtmsModel  *m = st->model;
+	MtmsEmbStore *emb = m->emb[pair];
 	int			d = m->dim;
 	Size		in1 = MTMS_INPUT1(m);
 	int64		k = 0;
+	int			frozen = frozen_fields(st, pair);
 
 	for (int i = 0; i < n; i++)
 	{
@@ -124,7 +139,7 @@ scatter_grads(MtmsTrainState *st, MtmsEmbStore *emb, const MtmsRowSet *rs,
 		{
 			int64		idx = ridx[k++];
 
-			if (idx >= 0)
+			if (idx >= 0 && f[j].field >= frozen)
 				mtms_emb_add_grad(emb, idx, dx + in1 * i + (Size) f[j].field * d);
 		}
 	}
@@ -141,13 +156,26 @@ batch_features(const MtmsRowSet *rs, const int64 *rows, int n)
 	return total;
 }
 
+/* Adam step of pair's phase-1 tower: whole, or only its new columns. */
+static void
+tower_step(MtmsTrainState *st, int pair)
+{
+	MtmsTower  *t = st->model->tower1[pair];
+	int			frozen = frozen_fields(st, pair);
+
+	if (frozen > 0)
+		mtms_tower_step_columns(t, (float) st->opts.lr_tower, (float) st->opts.l2,
+								frozen * st->model->dim);
+	else
+		mtms_tower_step(t, (float) st->opts.lr_tower, (float) st->opts.l2);
+}
+
 void
 mtms_step_pair(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
 			   const int64 *rows, int n)
 {
 	MtmsModel  *m = st->model;
 	MtmsBatchWork *w = st->work;
-	MtmsEmbStore *emb = m->emb[pair];
 	MtmsTower  *tower = m->tower1[pair];
 	int			task = MTMS_PAIR_TASK(pair);
 	int			slot = MTMS_PAIR_SCENE(pair) * MTMS_NMETRICS +
@@ -156,7 +184,7 @@ mtms_step_pair(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
 	double		loss = 0;
 
 	ensure_ridx(w, batch_features(rs, rows, n));
-	gather_train(st, emb, rs, rows, n, w->xa, w->ridx_a);
+	gather_train(st, pair, rs, rows, n, w->xa, w->ridx_a);
 	mtms_tower_forward(tower, w->w1a, w->xa, n, w->za);
 	for (int i = 0; i < n; i++)
 	{
@@ -170,8 +198,8 @@ mtms_step_pair(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
 	st->loss_n[slot] += n;
 
 	mtms_tower_backward(tower, w->w1a, w->da, w->dx);
-	scatter_grads(st, emb, rs, rows, n, w->dx, w->ridx_a);
-	mtms_tower_step(tower, (float) st->opts.lr_tower, (float) st->opts.l2);
+	scatter_grads(st, pair, rs, rows, n, w->dx, w->ridx_a);
+	tower_step(st, pair);
 	tower->nsamples += n;
 }
 
@@ -185,8 +213,8 @@ mtms_step_ctcvr(MtmsTrainState *st, int scene, const MtmsRowSet *rs,
 	int			pv = MTMS_PAIR(scene, MTMS_TASK_CVR);
 
 	ensure_ridx(w, batch_features(rs, rows, n));
-	gather_train(st, m->emb[pc], rs, rows, n, w->xa, w->ridx_a);
-	gather_train(st, m->emb[pv], rs, rows, n, w->xb, w->ridx_b);
+	gather_train(st, pc, rs, rows, n, w->xa, w->ridx_a);
+	gather_train(st, pv, rs, rows, n, w->xb, w->ridx_b);
 	mtms_tower_forward(m->tower1[pc], w->w1a, w->xa, n, w->za);
 	mtms_tower_forward(m->tower1[pv], w->w1b, w->xb, n, w->zb);
 	for (int i = 0; i < n; i++)
@@ -200,11 +228,11 @@ mtms_step_ctcvr(MtmsTrainState *st, int scene, const MtmsRowSet *rs,
 	}
 
 	mtms_tower_backward(m->tower1[pc], w->w1a, w->da, w->dx);
-	scatter_grads(st, m->emb[pc], rs, rows, n, w->dx, w->ridx_a);
+	scatter_grads(st, pc, rs, rows, n, w->dx, w->ridx_a);
 	mtms_tower_backward(m->tower1[pv], w->w1b, w->db, w->dx);
-	scatter_grads(st, m->emb[pv], rs, rows, n, w->dx, w->ridx_b);
-	mtms_tower_step(m->tower1[pc], (float) st->opts.lr_tower, (float) st->opts.l2);
-	mtms_tower_step(m->tower1[pv], (float) st->opts.lr_tower, (float) st->opts.l2);
+	scatter_grads(st, pv, rs, rows, n, w->dx, w->ridx_b);
+	tower_step(st, pc);
+	tower_step(st, pv);
 	m->tower1[pc]->nsamples += n;
 	m->tower1[pv]->nsamples += n;
 }

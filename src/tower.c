@@ -395,6 +395,26 @@ mtms_tower_step(MtmsTower *t, float lr, float l2)
 	memset(g, 0, t->nparams * sizeof(float));
 }
 
+void
+mtms_tower_step_columns(MtmsTower *t, float lr, float l2, int first_col)
+{
+	int			nin = t->sizes[0];
+	int			nout = t->sizes[1];
+	int			ncols = nin - first_col;
+
+	t->step++;
+	t->nin_used = 0;
+	if (ncols > 0)
+		for (int o = 0; o < nout; o++)
+		{
+			int64		off = (int64) o * nin + first_col;
+
+			mtms_adam_update(t->W[0] + off, t->gW[0] + off, t->mW[0] + off,
+							 t->vW[0] + off, ncols, lr, l2, t->step);
+		}
+	memset(t->mem + t->nparams, 0, t->nparams * sizeof(float));
+}
+
 float
 mtms_tower_predict1(const MtmsTower *t, const float *x, float *scratch)
 {

@@ -104,6 +104,13 @@ extern void mtms_tower_backward(MtmsTower *t, MtmsTowerWork *w,
 /* Adam step with the accumulated gradients, then zero them. */
 extern void mtms_tower_step(MtmsTower *t, float lr, float l2);
 
+/*
+ * Adam step on the first layer's input columns first_col.. only (every
+ * other parameter stays as it is), then zero all gradients: how a grown
+ * tower learns its new inputs without moving what it already knew.
+ */
+extern void mtms_tower_step_columns(MtmsTower *t, float lr, float l2, int first_col);
+
 /* Set nin_used from the trailing all-zero input columns of the first layer. */
 extern void mtms_tower_trim_input(MtmsTower *t);
 

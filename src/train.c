@@ -65,6 +65,7 @@ typedef struct TrainCtx
 	char	   *schema;
 	int64		samples;		/* rows of the relation */
 	bool		holdout;		/* phase 1 leaves finetune_fraction to phase 2 */
+	int32	   *frozen_fields;	/* [npairs] growth: see train_state.h; or NULL */
 	int64		bad_conversions;
 	ReturnSetInfo *rsinfo;
 	/* per (scene, metric) validation results of the last stage run */
@@ -292,6 +293,14 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 		if (active[u])
 			collect_only = false;
 	base = mtms_state_create(cx->model, &cx->meta->opts, stage, epoch, active, cx->valid);
+	if (cx->frozen_fields && stage != MTMS_STAGE_FINETUNE)
+	{
+		MemoryContext old2 = MemoryContextSwitchTo(base->cxt);
+
+		base->frozen_fields = palloc(sizeof(int32) * cx->model->npairs);
+		memcpy(base->frozen_fields, cx->frozen_fields, sizeof(int32) * cx->model->npairs);
+		MemoryContextSwitchTo(old2);
+	}
 
 	/*
 	 * Which rows train.  The fine-tune must learn how the frozen embeddings
@@ -406,18 +415,17 @@ run_stage(TrainCtx *cx, MtmsStage stage, const bool *selected)
 	}
 
 	/*
-	 * Start from what the model already knows: the embedding stage of a
+	 * Start from what the model already knows: the phase-1 stages of a
 	 * model trained before (a new day, a new scene or field) and the
 	 * fine-tune validate their starting parameters first, and a unit keeps
 	 * them unless an epoch does better on validation, so retraining never
 	 * leaves a pair's phase-1 model or a scene's fine-tune towers worse on
-	 * validation than they were.  The CTCVR stage always trains at least
-	 * one epoch: it exists to add the pCTR x pCVR objective, which its
-	 * starting point (the converged separate sub-models) lacks even when
-	 * their losses are lower.
+	 * validation than they were.  On a model's first training the CTCVR
+	 * stage always trains at least one epoch: it exists to add the
+	 * pCTR x pCVR objective, which its starting point (the converged
+	 * separate sub-models) lacks even when their losses are lower.
 	 */
-	if ((stage == MTMS_STAGE_EMBEDDING && cx->meta->active_version > 0) ||
-		stage == MTMS_STAGE_FINETUNE)
+	if (cx->meta->active_version > 0 || stage == MTMS_STAGE_FINETUNE)
 	{
 		MtmsTrainState *st;
 
@@ -824,7 +832,22 @@ mtms_train(PG_FUNCTION_ARGS)
 		cx.metric_loss[i] = cx.metric_auc[i] = NAN;
 
 	if (cx.meta->active_version > 0)
+	{
 		cx.model = mtms_model_load(cx.meta, cx.meta->active_version);
+
+		/*
+		 * Fields added since the stored version: the pairs that existed
+		 * keep what they know and learn only the new fields (their rows and
+		 * their tower columns), so they start from, and are validated
+		 * against, exactly the previous model.
+		 */
+		if (cx.model->stored_nfields < cx.model->nfields)
+		{
+			cx.frozen_fields = palloc0(sizeof(int32) * cx.model->npairs);
+			for (int p = 0; p < cx.model->stored_npairs; p++)
+				cx.frozen_fields[p] = cx.model->stored_nfields;
+		}
+	}
 	else if (!do_embedding)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -528,6 +528,11 @@ start_from_base(const MtmsTrainState *base, MemoryContext parent)
 	memcpy(st->unit_active, base->unit_active, sizeof(bool) * st->nunits);
 	st->collect_valid = base->collect_valid;
 	st->expected_rows = base->expected_rows;
+	if (base->frozen_fields)
+	{
+		st->frozen_fields = palloc(sizeof(int32) * base->model->npairs);
+		memcpy(st->frozen_fields, base->frozen_fields, sizeof(int32) * base->model->npairs);
+	}
 	st->train_lo = base->train_lo;
 	st->train_hi = base->train_hi;
 	mtms_rowset_init(&st->valid);
@@ -1056,6 +1061,13 @@ serialize_state(StringInfo buf, const MtmsTrainState *st, bool with_valid)
 	put(buf, &st->expected_rows, sizeof(int64));
 	put(buf, &st->train_lo, sizeof(double));
 	put(buf, &st->train_hi, sizeof(double));
+	{
+		bool		has_frozen = st->frozen_fields != NULL;
+
+		put(buf, &has_frozen, sizeof(bool));
+		if (has_frozen)
+			put(buf, st->frozen_fields, sizeof(int32) * m->npairs);
+	}
 	put(buf, &has_valid, sizeof(bool));
 	if (has_valid)
 		put_rowset(buf, &st->valid);
@@ -1218,6 +1230,21 @@ deserialize_state(const char *data, Size len, MemoryContext parent)
 	get(&p, end, &st->expected_rows, sizeof(int64));
 	get(&p, end, &st->train_lo, sizeof(double));
 	get(&p, end, &st->train_hi, sizeof(double));
+	{
+		bool		has_frozen;
+
+		get(&p, end, &has_frozen, sizeof(bool));
+		if (has_frozen)
+		{
+			st->frozen_fields = palloc(sizeof(int32) * m->npairs);
+			get(&p, end, st->frozen_fields, sizeof(int32) * m->npairs);
+			for (int i = 0; i < m->npairs; i++)
+				if (st->frozen_fields[i] < 0 || st->frozen_fields[i] > m->nfields)
+					ereport(ERROR,
+							(errcode(ERRCODE_DATA_CORRUPTED),
+							 errmsg("mtms training state has an invalid frozen field count")));
+		}
+	}
 	get(&p, end, &has_valid, sizeof(bool));
 	if (has_valid)
 		get_rowset(&p, end, &st->valid, m->nscenes);

@@ -86,6 +86,14 @@ typedef struct MtmsTrainState
 	int32		nunits;			/* npairs (embedding) or nscenes */
 	bool	   *unit_active;	/* [nunits] still training */
 	bool		collect_valid;	/* keep validation rows seen */
+
+	/*
+	 * Growth: in phase 1, pair p keeps its embedding rows of fields
+	 * < frozen_fields[p] and its tower as they are (no new rows either)
+	 * and trains only the rows of newer fields and the tower's columns for
+	 * them.  NULL or 0: the whole pair trains.
+	 */
+	int32	   *frozen_fields;	/* [npairs] or NULL */
 	MtmsRowSet	valid;			/* validation rows */
 
 	/* training statistics of this pass, [nscenes * MTMS_NMETRICS] */
