@@ -217,15 +217,7 @@ mtms_step_ctcvr(MtmsTrainState *st, int scene, const MtmsRowSet *rs,
 	gather_train(st, pv, rs, rows, n, w->xb, w->ridx_b);
 	mtms_tower_forward(m->tower1[pc], w->w1a, w->xa, n, w->za);
 	mtms_tower_forward(m->tower1[pv], w->w1b, w->xb, n, w->zb);
-	for (int i = 0; i < n; i++)
-	{
-		mtms_joint_loss_grad(w->za[i], w->zb[i], rs->label[rows[i]],
-							 &w->da[i], &w->db[i],
-							 st->loss_sum + scene * MTMS_NMETRICS,
-							 st->loss_n + scene * MTMS_NMETRICS);
-		w->da[i] /= n;
-		w->db[i] /= n;
-	}
+	mtms_joint_batch_grads(st, scene, rs, rows, n);
 
 	mtms_tower_backward(m->tower1[pc], w->w1a, w->da, w->dx);
 	scatter_grads(st, pc, rs, rows, n, w->dx, w->ridx_a);

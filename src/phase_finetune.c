@@ -38,15 +38,7 @@ mtms_step_finetune(MtmsTrainState *st, int scene, const MtmsRowSet *rs,
 					w->xa + in2 * i);
 	mtms_tower_forward(m->tower2[pc], w->w2a, w->xa, n, w->za);
 	mtms_tower_forward(m->tower2[pv], w->w2b, w->xa, n, w->zb);
-	for (int i = 0; i < n; i++)
-	{
-		mtms_joint_loss_grad(w->za[i], w->zb[i], rs->label[rows[i]],
-							 &w->da[i], &w->db[i],
-							 st->loss_sum + scene * MTMS_NMETRICS,
-							 st->loss_n + scene * MTMS_NMETRICS);
-		w->da[i] /= n;
-		w->db[i] /= n;
-	}
+	mtms_joint_batch_grads(st, scene, rs, rows, n);
 	mtms_tower_backward(m->tower2[pc], w->w2a, w->da, NULL);
 	mtms_tower_backward(m->tower2[pv], w->w2b, w->db, NULL);
 	mtms_tower_step(m->tower2[pc], (float) st->opts.lr_tower, (float) st->opts.l2);

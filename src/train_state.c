@@ -690,9 +690,9 @@ mtms_bce(double p, bool y)
 	return y ? -log(p) : -log(1.0 - p);
 }
 
-void
-mtms_joint_loss_grad(float zctr, float zcvr, uint8 label, float *dctr,
-					 float *dcvr, double *loss, int64 *count)
+static void
+joint_loss_grad(float zctr, float zcvr, uint8 label, float *dctr,
+				float *dcvr, double *loss, int64 *count)
 {
 	bool		click = (label & MTMS_LABEL_CLICK) != 0;
 	bool		conv = (label & MTMS_LABEL_CONV) != 0;
@@ -724,6 +724,23 @@ mtms_joint_loss_grad(float zctr, float zcvr, uint8 label, float *dctr,
 
 	*dctr = (float) gc;
 	*dcvr = (float) gv;
+}
+
+void
+mtms_joint_batch_grads(MtmsTrainState *st, int scene, const MtmsRowSet *rs,
+					   const int64 *rows, int n)
+{
+	MtmsBatchWork *w = st->work;
+
+	for (int i = 0; i < n; i++)
+	{
+		joint_loss_grad(w->za[i], w->zb[i], rs->label[rows[i]],
+						&w->da[i], &w->db[i],
+						st->loss_sum + scene * MTMS_NMETRICS,
+						st->loss_n + scene * MTMS_NMETRICS);
+		w->da[i] /= n;
+		w->db[i] /= n;
+	}
 }
 
 /* ---------------------------------------------------------------------

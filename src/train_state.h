@@ -199,13 +199,14 @@ extern void mtms_step_finetune(MtmsTrainState *st, int scene,
 							   const MtmsRowSet *rs, const int64 *rows, int n);
 
 /*
- * Gradient of the per-scene loss L = BCE(pctr, click) + [click] BCE(pcvr, conv)
- * + BCE(pctr * pcvr, click AND conv) with respect to the two logits; adds the
- * three losses to loss[MTMS_NMETRICS].
+ * For a mini-batch of scene's rows whose CTR and CVR logits are in
+ * st->work->za / zb: the gradients (batch means) of the per-scene loss
+ * L = BCE(pctr, click) + [click] BCE(pcvr, conv) + BCE(pctr * pcvr, click AND conv)
+ * with respect to both logits, into st->work->da / db, and the three
+ * losses added to the scene's training statistics.
  */
-extern void mtms_joint_loss_grad(float zctr, float zcvr, uint8 label,
-								 float *dctr, float *dcvr, double *loss,
-								 int64 *count);
+extern void mtms_joint_batch_grads(MtmsTrainState *st, int scene,
+								   const MtmsRowSet *rs, const int64 *rows, int n);
 
 /* BCE of probability p against label y, clamped */
 extern double mtms_bce(double p, bool y);
