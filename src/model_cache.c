@@ -5,6 +5,10 @@
 #include "model_cache.h"
 
 #include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/lsyscache.h"
 #include "executor/spi.h"
 #include "storage/proc.h"
 #include "model_store.h"
@@ -28,6 +32,7 @@ typedef struct CacheEntry
 	 */
 	bool		xact_bound;
 	LocalTransactionId lxid;
+	Oid			checked_user;	/* role whose read privileges were checked */
 	MemoryContext cxt;			/* holds meta and model */
 	MtmsModelMeta *meta;
 	MtmsModel  *model;
@@ -91,6 +96,36 @@ entry_forget(CacheEntry *e)
 	MemoryContextDelete(e->cxt);
 }
 
+/*
+ * A cached model must not outlive the privileges it was read with: when
+ * another role (SET ROLE, a pooler switching roles) uses it, check that
+ * this role may read the parameter tables, as loading them would.
+ */
+static void
+check_read_privileges(CacheEntry *e)
+{
+	static const char *const tables[] = {"mtms_model", "mtms_version",
+	"mtms_embedding", "mtms_tower"};
+	Oid			user = GetUserId();
+	Oid			nsp;
+
+	if (e->checked_user == user)
+		return;
+	nsp = get_rel_namespace(mtms_model_relid());
+	for (int i = 0; i < (int) lengthof(tables); i++)
+	{
+		Oid			relid = get_relname_relid(tables[i], nsp);
+		AclResult	r;
+
+		if (!OidIsValid(relid))
+			elog(ERROR, "mtms table %s is missing", tables[i]);
+		r = pg_class_aclcheck(relid, user, ACL_SELECT);
+		if (r != ACLCHECK_OK)
+			aclcheck_error(r, OBJECT_TABLE, tables[i]);
+	}
+	e->checked_user = user;
+}
+
 MtmsModel *
 mtms_cache_get(const char *name, const MtmsModelMeta **meta_out)
 {
@@ -107,6 +142,7 @@ mtms_cache_get(const char *name, const MtmsModelMeta **meta_out)
 	if (e && e->generation == generation &&
 		(!e->xact_bound || e->lxid == MyProc->lxid))
 	{
+		check_read_privileges(e);
 		*meta_out = e->meta;
 		return e->model;
 	}
@@ -142,6 +178,7 @@ mtms_cache_get(const char *name, const MtmsModelMeta **meta_out)
 	{
 		MemoryContextDelete(cxt);
 		e->generation = generation;
+		e->checked_user = GetUserId();	/* the lookup just read as this role */
 		e->xact_bound = IsolationUsesXactSnapshot();
 		e->lxid = MyProc->lxid;
 		*meta_out = e->meta;
@@ -158,6 +195,7 @@ mtms_cache_get(const char *name, const MtmsModelMeta **meta_out)
 	e->generation = generation;
 	e->xact_bound = IsolationUsesXactSnapshot();
 	e->lxid = MyProc->lxid;
+	e->checked_user = GetUserId();
 	e->cxt = cxt;
 	e->meta = meta;
 	e->model = model;

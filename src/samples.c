@@ -4,6 +4,7 @@
  */
 #include "samples.h"
 
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -40,6 +41,20 @@ mtms_samples_check(Oid relid)
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("sample relation with OID %u does not exist", relid)));
 	relname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)), rel);
+	switch (get_rel_relkind(relid))
+	{
+		case RELKIND_RELATION:
+		case RELKIND_VIEW:
+		case RELKIND_MATVIEW:
+		case RELKIND_FOREIGN_TABLE:
+		case RELKIND_PARTITIONED_TABLE:
+			break;
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+					 errmsg("sample relation %s is not a table, view or materialized view",
+							relname)));
+	}
 	check_column(relid, relname, "scene", TEXTOID, VARCHAROID, "text");
 	check_column(relid, relname, "features", TEXTARRAYOID, TEXTARRAYOID, "text[]");
 	check_column(relid, relname, "click", BOOLOID, BOOLOID, "boolean");

@@ -9,6 +9,7 @@
 #include "mtms.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "model_cache.h"
 #include "utils/builtins.h"
 
@@ -20,6 +21,7 @@ PG_FUNCTION_INFO_V1(mtms_score_default);
 typedef struct ScoreCallCache
 {
 	uint64		generation;
+	Oid			user;			/* role the model was fetched for */
 	char	   *model_name;
 	const MtmsModel *model;
 	const MtmsModelMeta *meta;
@@ -80,7 +82,7 @@ score_common(FunctionCallInfo fcinfo, const char *model_name, int first)
 
 	/* the model: cached per call site until the catalog changes */
 	if (cc->model == NULL || cc->generation != mtms_cache_generation() ||
-		strcmp(cc->model_name, model_name) != 0)
+		cc->user != GetUserId() || strcmp(cc->model_name, model_name) != 0)
 	{
 		const MtmsModelMeta *meta;
 
@@ -91,6 +93,7 @@ score_common(FunctionCallInfo fcinfo, const char *model_name, int first)
 		cc->model = m;
 		cc->meta = meta;
 		cc->generation = mtms_cache_generation();
+		cc->user = GetUserId();
 		if (cc->scene_name)
 			pfree(cc->scene_name);
 		cc->scene_name = NULL;

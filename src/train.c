@@ -380,11 +380,11 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 	mtms_state_free(base);
 	if (res == NULL || res->rows_in == 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("sample relation %s has no rows", cx->relname)));
 	if (res->rows_trained == 0 && !collect_only)
 		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("sample relation %s has no training rows for the scenes being trained",
 						cx->relname),
 				 errhint("Check the scene column, or lower validation_fraction.")));
@@ -778,8 +778,9 @@ mtms_train(PG_FUNCTION_ARGS)
 	old = MemoryContextSwitchTo(cx.cxt);
 
 	/* the model, locked against concurrent training and lifecycle changes */
+	cx.meta = mtms_model_lookup(name, false, false);
+	mtms_check_owner(cx.meta);	/* before waiting on, or needing UPDATE for, the lock */
 	cx.meta = mtms_model_lookup(name, false, true);
-	mtms_check_owner(cx.meta);
 	nscenes = cx.meta->nscenes;
 
 	cx.relname = mtms_samples_check(relid);

@@ -275,7 +275,7 @@ check_memory(MtmsTrainState *st)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("mtms training state uses %zu MB, more than mtms.max_memory (%d MB)",
-						used / (1024 * 1024), mtms_max_memory_mb),
+						(used + 1024 * 1024 - 1) / (1024 * 1024), mtms_max_memory_mb),
 				 errhint("Raise mtms.max_memory, or cap the embedding tables with the max_features option.")));
 }
 

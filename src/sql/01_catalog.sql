@@ -56,6 +56,7 @@ CREATE FUNCTION @extschema@.mtms_versions(model text)
 RETURNS TABLE(version int, active boolean, trained_at timestamptz,
               samples_relation text, samples bigint, metrics jsonb)
 LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT @extschema@.mtms_model_id(mtms_versions.model);
 SELECT v.version,
