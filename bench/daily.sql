@@ -1,0 +1,179 @@
+-- bench/daily.sql: the daily life of a model.
+--
+-- Synthetic impressions over :slots days (default 6 days of 150k rows).
+--  1. Time slots.  'warm' trains on day 1, then on day 2 starting from
+--     day 1's version, and so on (one mtms_train per day, both phases); after
+--     each day it is tested on the next day.  'scratch' is a new model
+--     trained on that day alone, tested on the same next day; 'history' (last
+--     day only) a new model trained on all the days at once.
+--  2. A new scene.  A model of search and feeds trained on every day but the
+--     last; then video is added (mtms_add_scene), trained in phase 1 on its
+--     own (scenes => '{video}', phases => 'embedding'), then every scene is
+--     fine-tuned (phases => 'finetune').  The existing scenes' test AUCs
+--     before, after video's phase 1 (must be identical) and after the
+--     fine-tune; then the same from the first version in one call
+--     (mtms_train(scenes => '{video}'), both phases); video next to
+--     'history' (video in the model from the start).
+-- Run with bench/daily.sh (a throwaway cluster) or psql -f on any database.
+\set ON_ERROR_STOP 1
+\pset pager off
+\if :{?rows}
+\else
+\set rows 900000
+\endif
+\if :{?slots}
+\else
+\set slots 6
+\endif
+\if :{?opts}
+\else
+\set opts '{}'
+\endif
+SET client_min_messages = warning;
+SET max_parallel_workers_per_gather = 0;
+
+DROP TABLE IF EXISTS dl_all, dl_result CASCADE;
+SELECT count(mtms_drop_model(name)) AS dropped FROM mtms_model WHERE name LIKE 'dl\_%';
+CREATE TABLE dl_all AS
+  SELECT * FROM mtms_synthetic_samples(:rows, 1, jsonb_build_object('slots', :slots));
+SELECT format('CREATE VIEW dl_day%s AS SELECT * FROM dl_all WHERE slot = %s', d, d)
+  FROM generate_series(1, :slots) d \gexec
+CREATE VIEW dl_train AS SELECT * FROM dl_all WHERE slot < :slots;
+CREATE VIEW dl_train_sf AS SELECT * FROM dl_train WHERE scene <> 'video';
+CREATE VIEW dl_test_sf AS SELECT * FROM dl_all WHERE slot = :slots AND scene <> 'video';
+CREATE TABLE dl_result (variant text, test_day int, scene text, task text, auc float8,
+                        logloss float8, n bigint, positives bigint, seconds float8);
+-- Standard error of an AUC (Hanley & McNeil 1982).
+CREATE FUNCTION pg_temp.auc_se(a float8, n bigint, p bigint) RETURNS float8 LANGUAGE sql IMMUTABLE AS $$
+  SELECT sqrt((a * (1 - a) + (p - 1) * (a / (2 - a) - a * a)
+               + (n - p - 1) * (2 * a * a / (1 + a) - a * a)) / (p::float8 * (n - p)))
+$$;
+-- Train a model on a relation (creating it first if fresh), evaluate it on
+-- another; one line of progress.
+CREATE FUNCTION pg_temp.dl_step(p_variant text, p_model text, p_train text, p_test text,
+                                p_test_day int, p_fresh boolean, p_opts jsonb,
+                                p_scenes text[] DEFAULT '{search,feeds,video}',
+                                p_only text[] DEFAULT NULL, p_phases text DEFAULT 'all')
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+  t0 timestamptz;
+  secs float8 := NULL;
+BEGIN
+  IF p_fresh THEN
+    PERFORM mtms_create_model(p_model, p_scenes, '{user,ad,advertiser,hour,device,tag}', options => p_opts);
+  END IF;
+  IF p_train IS NOT NULL THEN
+    t0 := clock_timestamp();
+    PERFORM count(*) FROM mtms_train(p_model, p_train::regclass, p_only, p_phases);
+    secs := extract(epoch FROM clock_timestamp() - t0);
+  END IF;
+  INSERT INTO dl_result
+  SELECT p_variant, p_test_day, scene, task, auc, logloss, n, positives, secs
+    FROM mtms_evaluate(p_model, p_test::regclass);
+  RETURN format('%-14s train %-12s test %-11s %6s s', p_variant, coalesce(p_train, '-'), p_test,
+                coalesce(round(secs::numeric, 1)::text, '-'));
+END $$;
+
+-- ---------------------------------------------------------------------------
+\echo 1. Time slots: day after day, warm against scratch
+SELECT count(*) AS rows_per_day FROM dl_day1;
+\t on
+SELECT format($q$SELECT pg_temp.dl_step('warm', 'dl_warm', 'dl_day%1$s', 'dl_day%2$s', %2$s, %3$s, %4$L)$q$,
+              d, d + 1, (d = 1)::text, :'opts'),
+       format($q$SELECT pg_temp.dl_step('scratch', 'dl_scratch', 'dl_day%1$s', 'dl_day%2$s', %2$s, true, %3$L),
+                        mtms_drop_model('dl_scratch')$q$, d, d + 1, :'opts')
+  FROM generate_series(1, :slots - 1) d \gexec
+SELECT pg_temp.dl_step('history', 'dl_history', 'dl_train', 'dl_day' || :slots, :slots, true, :'opts');
+\t off
+
+\echo
+\echo Test AUC on the next day: warm (trained day after day) and scratch (that day alone)
+SELECT test_day AS day, scene, task,
+       round(max(auc) FILTER (WHERE variant = 'warm')::numeric, 4)    AS warm,
+       round(max(auc) FILTER (WHERE variant = 'scratch')::numeric, 4) AS scratch,
+       round((max(auc) FILTER (WHERE variant = 'warm')
+              - max(auc) FILTER (WHERE variant = 'scratch'))::numeric, 4) AS "warm-scratch",
+       round(max(pg_temp.auc_se(auc, n, positives)) FILTER (WHERE variant = 'warm')::numeric, 4) AS se
+  FROM dl_result WHERE variant IN ('warm', 'scratch') AND task <> 'ctcvr'
+ GROUP BY 1, 2, 3
+ ORDER BY 1, array_position('{search,feeds,video}'::text[], scene), 3;
+
+\echo Mean over the test days and scenes (CTR, CVR, CTCVR)
+SELECT task,
+       round(avg(auc) FILTER (WHERE variant = 'warm')::numeric, 4)    AS warm,
+       round(avg(auc) FILTER (WHERE variant = 'scratch')::numeric, 4) AS scratch,
+       count(*) FILTER (WHERE variant = 'warm' AND auc > (SELECT s.auc FROM dl_result s
+                         WHERE s.variant = 'scratch' AND (s.test_day, s.scene, s.task) = (r.test_day, r.scene, r.task)))
+           || ' of ' || count(*) FILTER (WHERE variant = 'warm') AS "warm better"
+  FROM dl_result r WHERE variant IN ('warm', 'scratch')
+ GROUP BY task ORDER BY array_position('{ctr,cvr,ctcvr}'::text[], task);
+
+\echo Last day: warm, scratch (last training day alone), history (every training day at once)
+SELECT scene, task,
+       round(max(auc) FILTER (WHERE variant = 'warm')::numeric, 4)    AS warm,
+       round(max(auc) FILTER (WHERE variant = 'scratch')::numeric, 4) AS scratch,
+       round(max(auc) FILTER (WHERE variant = 'history')::numeric, 4) AS history,
+       round(max(pg_temp.auc_se(auc, n, positives)) FILTER (WHERE variant = 'warm')::numeric, 4) AS se
+  FROM dl_result WHERE test_day = :slots AND variant IN ('warm', 'scratch', 'history')
+ GROUP BY 1, 2
+ ORDER BY array_position('{search,feeds,video}'::text[], scene), array_position('{ctr,cvr,ctcvr}'::text[], task);
+
+\echo Training seconds per day (warm, scratch) and for all days at once (history)
+SELECT variant, round(avg(s)::numeric, 1) AS mean_seconds, round(max(s)::numeric, 1) AS max_seconds
+  FROM (SELECT DISTINCT variant, test_day, seconds AS s FROM dl_result
+         WHERE variant IN ('warm', 'scratch', 'history')) x
+ GROUP BY 1 ORDER BY 1 DESC;
+SELECT version, active, samples_relation, samples FROM mtms_versions('dl_warm');
+
+-- ---------------------------------------------------------------------------
+\echo
+\echo 2. A new scene: video added to a model of search and feeds
+\t on
+SELECT pg_temp.dl_step('before', 'dl_grow', 'dl_train_sf', 'dl_test_sf', :slots, true,
+                       :'opts'::jsonb || '{"keep_versions": 5}', '{search,feeds}');
+SELECT mtms_add_scene('dl_grow', 'video');
+SELECT pg_temp.dl_step('added', 'dl_grow', NULL, 'dl_day' || :slots, :slots, false, NULL);
+-- two steps: phase 1 for video alone, then the fine-tune of every scene on
+-- the same rows
+SELECT pg_temp.dl_step('video phase 1', 'dl_grow', 'dl_train', 'dl_day' || :slots, :slots, false, NULL,
+                       p_only => '{video}', p_phases => 'embedding');
+SELECT pg_temp.dl_step('fine-tune', 'dl_grow', 'dl_train', 'dl_day' || :slots, :slots, false, NULL,
+                       p_phases => 'finetune');
+-- one call from version 1 (rolled back to): phase 1 for video on part of
+-- the rows, the fine-tune on the rows phase 1 did not see
+SELECT mtms_rollback('dl_grow', 1);
+SELECT pg_temp.dl_step('one call', 'dl_grow', 'dl_train', 'dl_day' || :slots, :slots, false, NULL,
+                       p_only => '{video}');
+\t off
+
+\echo
+\echo Test AUC on the last day.  identical: the same AUC and logloss, bit for bit, as before.
+\echo fine-tune: phases => finetune after the phase 1 of video, on the same rows.  one call:
+\echo scenes => video, both phases, from before (phase 1 leaves finetune_fraction to the fine-tune)
+SELECT r.scene, r.task,
+       round(max(r.auc) FILTER (WHERE variant = 'before')::numeric, 4)        AS before,
+       round(max(r.auc) FILTER (WHERE variant = 'added')::numeric, 4)         AS "+video",
+       round(max(r.auc) FILTER (WHERE variant = 'video phase 1')::numeric, 4) AS "video p1",
+       bool_and(r.auc = b.auc AND r.logloss = b.logloss)
+           FILTER (WHERE variant IN ('added', 'video phase 1'))               AS identical,
+       round(max(r.auc) FILTER (WHERE variant = 'fine-tune')::numeric, 4)     AS "fine-tune",
+       round(max(r.auc) FILTER (WHERE variant = 'one call')::numeric, 4)      AS "one call",
+       round(max(r.auc) FILTER (WHERE variant = 'history')::numeric, 4)       AS history,
+       round(max(pg_temp.auc_se(r.auc, r.n, r.positives)) FILTER (WHERE variant = 'one call')::numeric, 4) AS se
+  FROM dl_result r
+  LEFT JOIN (SELECT scene, task, auc, logloss FROM dl_result WHERE variant = 'before') b
+         ON (b.scene, b.task) = (r.scene, r.task)
+ WHERE r.test_day = :slots AND variant IN ('before', 'added', 'video phase 1', 'fine-tune', 'one call', 'history')
+ GROUP BY 1, 2
+ ORDER BY array_position('{search,feeds,video}'::text[], r.scene), array_position('{ctr,cvr,ctcvr}'::text[], r.task);
+\echo Validation criterion per scene in each version (sum of its validation losses; phase 1 has no ctcvr)
+SELECT v.version, v.samples_relation, s.key AS scene,
+       string_agg(t.key, '+' ORDER BY array_position('{ctr,cvr,ctcvr}'::text[], t.key)) AS tasks,
+       round(sum((t.value->>'valid_loss')::numeric), 5) AS valid_loss_sum
+  FROM mtms_version v JOIN mtms_model m USING (model_id), jsonb_each(v.metrics) s, jsonb_each(s.value) t
+ WHERE m.name = 'dl_grow'
+ GROUP BY 1, 2, 3
+ ORDER BY 1, array_position('{search,feeds,video}'::text[], s.key);
+\echo Training seconds
+SELECT variant, round(max(seconds)::numeric, 1) AS seconds FROM dl_result
+ WHERE variant IN ('before', 'video phase 1', 'fine-tune', 'one call') GROUP BY 1 ORDER BY min(seconds) DESC;
