@@ -40,9 +40,9 @@ $$;
 
 SELECT count(mtms_drop_model(name)) AS dropped FROM mtms_model WHERE name IN ('qb_separate', 'qb_p1', 'qb_mtms');
 SELECT mtms_create_model('qb_separate', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}',
-                         options => :'opts'::jsonb || '{"ctcvr": false}');
+                         options => :'opts'::jsonb || '{"ctcvr": false, "finetune_fraction": 0}');
 SELECT mtms_create_model('qb_p1', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}',
-                         options => :'opts'::jsonb);
+                         options => :'opts'::jsonb || '{"finetune_fraction": 0}');
 SELECT mtms_create_model('qb_mtms', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}',
                          options => :'opts'::jsonb);
 

@@ -64,7 +64,7 @@ typedef struct TrainCtx
 	char	   *relname;		/* quoted, qualified */
 	char	   *schema;
 	int64		samples;		/* rows of the relation */
-	bool		holdout;		/* phase 1 leaves finetune_fraction to phase 2 */
+	int32		stored_npairs;	/* pairs of the version training started from */
 	int32	   *frozen_fields;	/* [npairs] growth: see train_state.h; or NULL */
 	int64		bad_conversions;
 	ReturnSetInfo *rsinfo;
@@ -306,12 +306,13 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 	 * Which rows train.  The fine-tune must learn how the frozen embeddings
 	 * behave on rows they were not trained on (on their own training rows
 	 * the embeddings have memorized the labels, and a tower fitted there
-	 * overfits at once), so when one call runs both phases, phase 1 leaves
-	 * the rows finetune_fraction to phase 2.
+	 * overfits at once), so phase 1 always leaves the rows of
+	 * finetune_fraction to phase 2, whether the phases run in one call or
+	 * in two calls on the same samples.
 	 */
 	{
 		double		vf = cx->meta->opts.validation_fraction;
-		double		ff = cx->holdout ? cx->meta->opts.finetune_fraction : 0.0;
+		double		ff = cx->meta->opts.finetune_fraction;
 
 		if (stage == MTMS_STAGE_FINETUNE)
 		{
@@ -447,8 +448,12 @@ run_stage(TrainCtx *cx, MtmsStage stage, const bool *selected)
 		for (int u = 0; u < nunits; u++)
 		{
 			UnitResult	r;
+			int			first_pair = stage == MTMS_STAGE_EMBEDDING ? u : MTMS_PAIR(u, 0);
 
 			if (!active[u])
+				continue;
+			/* a scene added since the stored version has nothing to keep */
+			if (stage != MTMS_STAGE_FINETUNE && first_pair >= cx->stored_npairs)
 				continue;
 			unit_figures(st, stage, u, &r);
 			if (isnan(r.crit))
@@ -835,6 +840,7 @@ mtms_train(PG_FUNCTION_ARGS)
 	if (cx.meta->active_version > 0)
 	{
 		cx.model = mtms_model_load(cx.meta, cx.meta->active_version);
+		cx.stored_npairs = cx.model->stored_npairs;
 
 		/*
 		 * Fields added since the stored version: the pairs that existed
@@ -861,7 +867,6 @@ mtms_train(PG_FUNCTION_ARGS)
 	guard = mtms_guard_search_path();
 	MemoryContextSwitchTo(cx.cxt);
 
-	cx.holdout = do_embedding && do_finetune && cx.meta->opts.finetune_fraction > 0;
 	if (do_embedding)
 	{
 		run_stage(&cx, MTMS_STAGE_EMBEDDING, selected);
