@@ -1106,6 +1106,32 @@ get(const char **p, const char *end, void *dst, Size len)
 	*p += len;
 }
 
+/* a bool written by put(): exactly 0 or 1 (any other byte is not a bool) */
+static bool
+get_bool(const char **p, const char *end)
+{
+	uint8		b;
+
+	get(p, end, &b, 1);
+	if (b > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("mtms training state has an invalid boolean")));
+	return b == 1;
+}
+
+/* A tower of the model's shape: in inputs, the model's hidden layers, 1 output. */
+static bool
+tower_fits(const MtmsTower *t, const MtmsModel *m, int in)
+{
+	if (t->nlayers != m->nhidden + 1 || t->sizes[0] != in || t->sizes[t->nlayers] != 1)
+		return false;
+	for (int l = 0; l < m->nhidden; l++)
+		if (t->sizes[l + 1] != m->hidden[l])
+			return false;
+	return true;
+}
+
 static int32
 get_count(const char **p, const char *end, int32 lo, int32 hi, const char *what)
 {
@@ -1131,7 +1157,7 @@ get_name(const char **p, const char *end)
 }
 
 static void
-get_rowset(const char **p, const char *end, MtmsRowSet *rs, int nscenes)
+get_rowset(const char **p, const char *end, MtmsRowSet *rs, int nscenes, int nfields)
 {
 	int64		nrows;
 	int64		nfeats;
@@ -1158,6 +1184,11 @@ get_rowset(const char **p, const char *end, MtmsRowSet *rs, int nscenes)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_CORRUPTED),
 					 errmsg("mtms training state has an invalid row")));
+	for (int64 i = 0; i < nfeats; i++)
+		if (rs->feats[i].field < 0 || rs->feats[i].field >= nfields)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("mtms training state has a feature of an unknown field")));
 	if (rs->start[0] != 0 || rs->start[nrows] != nfeats)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
@@ -1228,12 +1259,13 @@ deserialize_state(const char *data, Size len, MemoryContext parent)
 
 		m->emb[pi] = mtms_emb_deserialize(&p, end);
 		m->tower1[pi] = mtms_tower_deserialize(&p, end);
-		get(&p, end, &has2, sizeof(bool));
+		has2 = get_bool(&p, end);
 		if (has2)
 			m->tower2[pi] = mtms_tower_deserialize(&p, end);
 		if (mtms_emb_dim(m->emb[pi]) != m->dim ||
-			m->tower1[pi]->sizes[0] != MTMS_INPUT1(m) ||
-			(m->tower2[pi] && m->tower2[pi]->sizes[0] != MTMS_INPUT2(m)))
+			!tower_fits(m->tower1[pi], m, MTMS_INPUT1(m)) ||
+			(m->tower2[pi] && !tower_fits(m->tower2[pi], m, MTMS_INPUT2(m))) ||
+			(stage == MTMS_STAGE_FINETUNE && m->tower2[pi] == NULL))
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_CORRUPTED),
 					 errmsg("mtms training state has inconsistent shapes")));
@@ -1242,15 +1274,16 @@ deserialize_state(const char *data, Size len, MemoryContext parent)
 	st->model = m;
 	st->nunits = mtms_stage_units(st->stage, m->nscenes);
 	st->unit_active = palloc(sizeof(bool) * st->nunits);
-	get(&p, end, st->unit_active, sizeof(bool) * st->nunits);
-	get(&p, end, &st->collect_valid, sizeof(bool));
+	for (int u = 0; u < st->nunits; u++)
+		st->unit_active[u] = get_bool(&p, end);
+	st->collect_valid = get_bool(&p, end);
 	get(&p, end, &st->expected_rows, sizeof(int64));
 	get(&p, end, &st->train_lo, sizeof(double));
 	get(&p, end, &st->train_hi, sizeof(double));
 	{
 		bool		has_frozen;
 
-		get(&p, end, &has_frozen, sizeof(bool));
+		has_frozen = get_bool(&p, end);
 		if (has_frozen)
 		{
 			st->frozen_fields = palloc(sizeof(int32) * m->npairs);
@@ -1262,9 +1295,9 @@ deserialize_state(const char *data, Size len, MemoryContext parent)
 							 errmsg("mtms training state has an invalid frozen field count")));
 		}
 	}
-	get(&p, end, &has_valid, sizeof(bool));
+	has_valid = get_bool(&p, end);
 	if (has_valid)
-		get_rowset(&p, end, &st->valid, m->nscenes);
+		get_rowset(&p, end, &st->valid, m->nscenes, m->nfields);
 	else
 		mtms_rowset_init(&st->valid);
 	alloc_stats(st);
