@@ -59,3 +59,9 @@ mtms--0.1.sql: $(SQL_PARTS)
 # Every object depends on every header: few enough files that this costs
 # nothing, and a changed struct can never leave a stale object behind.
 $(OBJS): $(wildcard src/*.h)
+
+# The whole test suite with mtms built under AddressSanitizer + UBSan, in a
+# private copy of PostgreSQL (installs nothing, touches no running server).
+.PHONY: sanitize
+sanitize:
+	bash test/sanitize.sh
