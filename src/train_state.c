@@ -76,7 +76,8 @@ mtms_rowset_add(MtmsRowSet *rs, int32 scene, uint8 label,
 		rs->start[0] = 0;
 	rs->scene[rs->nrows] = scene;
 	rs->label[rs->nrows] = label;
-	memcpy(rs->feats + rs->nfeats, feats, sizeof(MtmsFeature) * nfeats);
+	if (nfeats > 0)
+		memcpy(rs->feats + rs->nfeats, feats, sizeof(MtmsFeature) * nfeats);
 	rs->nfeats += nfeats;
 	rs->nrows++;
 	rs->start[rs->nrows] = rs->nfeats;

@@ -42,7 +42,9 @@ if [ "$rc" -ne 0 ]; then
             cat "$diffs"
         fi
     done
-    if [ "$summaries" -eq 0 ]; then
+    if [ "$failed" -eq 0 ]; then
+        # make failed but no summary counted a failure: pg_regress stopped
+        # early (e.g. a test without its expected file)
         echo "pg_regress did not run to the end (exit status $rc)"
         failed=$((failed + 1))
     fi
