@@ -24,15 +24,12 @@ rc_iso=${PIPESTATUS[0]}
 
 # pg_regress ends with "All N tests passed." or "M of N tests failed."
 # (once for the regression tests and once for isolation tests, if any).
-summaries=0
 while read -r line; do
     if [[ $line =~ All\ ([0-9]+)\ tests\ passed ]]; then
         passed=$((passed + BASH_REMATCH[1]))
-        summaries=$((summaries + 1))
     elif [[ $line =~ ([0-9]+)\ of\ ([0-9]+)\ tests\ failed ]]; then
         failed=$((failed + BASH_REMATCH[1]))
         passed=$((passed + BASH_REMATCH[2] - BASH_REMATCH[1]))
-        summaries=$((summaries + 1))
     fi
 done <"$log"
 if [ "$rc" -ne 0 ]; then
