@@ -548,6 +548,12 @@ run_stage(TrainCtx *cx, MtmsStage stage, const bool *selected)
 				/* samples: rows per epoch, whichever epoch is kept */
 				best[u].samples = r.samples;
 				memcpy(best[u].m_n, r.m_n, sizeof(r.m_n));
+				/* the starting point was kept: report the loss training reached */
+				if (isnan(best[u].train_loss))
+				{
+					best[u].train_loss = r.train_loss;
+					memcpy(best[u].m_train, r.m_train, sizeof(r.m_train));
+				}
 				if (isnan(r.crit) && snap[u].npairs == 0)
 				{
 					/* nothing to validate against: keep this epoch, stop */
