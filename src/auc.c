@@ -141,6 +141,12 @@ auc_state_new(MemoryContext cxt, int64 cap0, int64 cap1)
 {
 	AucState   *st = MemoryContextAllocZero(cxt, sizeof(AucState));
 
+	if (cap0 < 0 || cap1 < 0 ||
+		(Size) cap0 > MaxAllocHugeSize / sizeof(double) ||
+		(Size) cap1 > MaxAllocHugeSize / sizeof(double))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("mtms_auc state too large")));
 	st->cap[0] = Max(cap0, AUC_INITIAL_CAP);
 	st->cap[1] = Max(cap1, AUC_INITIAL_CAP);
 	st->scores[0] = MemoryContextAllocHuge(cxt, sizeof(double) * st->cap[0]);
@@ -291,8 +297,11 @@ mtms_auc_deserialize(PG_FUNCTION_ARGS)
 				 errmsg("invalid mtms_auc state: %zu bytes", len)));
 	memcpy(&hdr, p, sizeof(hdr));
 	p += sizeof(hdr);
+	/* each count against the bytes left, before any multiplication can wrap */
 	if (hdr.n[0] < 0 || hdr.n[1] < 0 ||
-		len != sizeof(hdr) + sizeof(double) * (Size) (hdr.n[0] + hdr.n[1]))
+		(Size) hdr.n[0] > (len - sizeof(hdr)) / sizeof(double) ||
+		(Size) hdr.n[1] > (len - sizeof(hdr)) / sizeof(double) - (Size) hdr.n[0] ||
+		len != sizeof(hdr) + sizeof(double) * ((Size) hdr.n[0] + (Size) hdr.n[1]))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("invalid mtms_auc state: %zu bytes for " INT64_FORMAT " scores",

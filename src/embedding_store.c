@@ -648,6 +648,10 @@ mtms_emb_deserialize(const char **p, const char *end)
 		in += sizeof(int32);
 		memcpy(&updates, in, sizeof(int32));
 		in += sizeof(int32);
+		if (updates < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("corrupt embedding state: negative update count %d", updates)));
 
 		e = mtms_embhash_insert(s->hash, key, &found);
 		if (found)

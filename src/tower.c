@@ -677,6 +677,10 @@ mtms_tower_deserialize(const char **p, const char *end)
 				 errmsg("corrupt tower state: %d outputs instead of 1", sizes[nlayers])));
 	tower_read(p, end, &step, sizeof(step), "header");
 	tower_read(p, end, &nsamples, sizeof(nsamples), "header");
+	if (step < 0 || nsamples < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("corrupt tower state: negative step or sample count")));
 
 	/* check the remaining length before allocating anything */
 	nbytes = (Size) (4 * nparams) * sizeof(float);

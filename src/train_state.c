@@ -975,8 +975,22 @@ combine_into(MtmsTrainState *a, MtmsTrainState *b)
 	MemoryContext old = MemoryContextSwitchTo(a->cxt);
 
 	if (ma->npairs != mb->npairs || ma->dim != mb->dim || ma->nfields != mb->nfields ||
-		a->stage != b->stage)
-		elog(ERROR, "mtms: cannot combine training states of different shapes");
+		ma->nhidden != mb->nhidden || a->stage != b->stage)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("mtms: cannot combine training states of different shapes")));
+	for (int s = 0; s < ma->nscenes; s++)
+		if (strcmp(ma->scenes[s], mb->scenes[s]) != 0 ||
+			ma->scene_birth[s] != mb->scene_birth[s])
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("mtms: cannot combine training states of different models")));
+	for (int f = 0; f < ma->nfields; f++)
+		if (strcmp(ma->fields[f], mb->fields[f]) != 0 ||
+			ma->field_birth[f] != mb->field_birth[f])
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("mtms: cannot combine training states of different models")));
 
 	for (int p = 0; p < ma->npairs; p++)
 	{
@@ -1013,7 +1027,8 @@ combine_into(MtmsTrainState *a, MtmsTrainState *b)
 static void
 put(StringInfo buf, const void *data, Size len)
 {
-	appendBinaryStringInfo(buf, data, (int) len);
+	if (len > 0)
+		appendBinaryStringInfo(buf, data, (int) len);
 }
 
 static void
@@ -1103,6 +1118,8 @@ get(const char **p, const char *end, void *dst, Size len)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("mtms training state is truncated")));
+	if (len == 0)
+		return;
 	memcpy(dst, *p, len);
 	*p += len;
 }
@@ -1154,6 +1171,10 @@ get_name(const char **p, const char *end)
 
 	get(p, end, s, len);
 	s[len] = '\0';
+	if ((int32) strlen(s) != len)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("mtms training state has a name with a NUL byte")));
 	return s;
 }
 
