@@ -17,6 +17,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "access/xact.h"
@@ -88,6 +89,16 @@ text_array_names(Datum d, int *n)
 	return out;
 }
 
+static Datum
+name_array(char **names, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = CStringGetTextDatum(names[i]);
+	return PointerGetDatum(construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
 MtmsModel *
 mtms_model_load(const MtmsModelMeta *meta, int32 version)
 {
@@ -100,6 +111,8 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 	Datum		args[2];
 	bool		pushed;
 	int			guard;
+	Oid			load_types[4] = {INT4OID, INT4OID, TEXTARRAYOID, TEXTARRAYOID};
+	Datum		load_args[4];
 	Portal		portal;
 	SPIPlanPtr	plan;
 	float	   *vec;
@@ -118,6 +131,15 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 		PushActiveSnapshot(GetLatestSnapshot());
 	SPI_connect();
 	guard = mtms_guard_search_path();
+
+	/*
+	 * A version's rows are read whole: in heap order (bitmap or sequential
+	 * scan), not one index probe per row, which made a cold start of a
+	 * million rows cost twice as much.
+	 */
+	if (guard > 0)
+		(void) set_config_option("enable_indexscan", "off", PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 
 	/* the shape the version was trained with */
 	sql = psprintf("SELECT scenes, fields FROM %s.mtms_version "
@@ -156,12 +178,21 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 	vec = palloc(sizeof(float) * m->dim);
 
 	/* embeddings, streamed through a cursor */
-	sql = psprintf("SELECT scene, task, field, feature, vector, accum FROM %s.mtms_embedding "
-				   "WHERE model_id = $1 AND version = $2", schema);
-	plan = SPI_prepare(sql, 2, argtypes);
+	/* scene, task and field come back as indexes (NULL when unknown) */
+	sql = psprintf("SELECT pg_catalog.array_position($3, scene), "
+				   "CASE task WHEN 'ctr' THEN %d WHEN 'cvr' THEN %d END, "
+				   "pg_catalog.array_position($4, field), feature, vector, accum, "
+				   "scene, task, field FROM %s.mtms_embedding "
+				   "WHERE model_id = $1 AND version = $2",
+				   MTMS_TASK_CTR, MTMS_TASK_CVR, schema);
+	plan = SPI_prepare(sql, 4, load_types);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	portal = SPI_cursor_open(NULL, plan, args, NULL, true);
+	load_args[0] = args[0];
+	load_args[1] = args[1];
+	load_args[2] = name_array(m->scenes, m->nscenes);
+	load_args[3] = name_array(m->fields, m->nfields);
+	portal = SPI_cursor_open(NULL, plan, load_args, NULL, true);
 	for (;;)
 	{
 		SPI_cursor_fetch(portal, true, LOAD_BATCH);
@@ -171,25 +202,26 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			TupleDesc	td = SPI_tuptable->tupdesc;
-			bool		isnull;
-			char	   *scene = TextDatumGetCString(SPI_getbinval(tup, td, 1, &isnull));
-			char	   *task = TextDatumGetCString(SPI_getbinval(tup, td, 2, &isnull));
-			char	   *field = TextDatumGetCString(SPI_getbinval(tup, td, 3, &isnull));
+			bool		sn,
+						tn,
+						fn,
+						isnull;
+			int			s = DatumGetInt32(SPI_getbinval(tup, td, 1, &sn)) - 1;
+			int			t = DatumGetInt32(SPI_getbinval(tup, td, 2, &tn));
+			int			f = DatumGetInt32(SPI_getbinval(tup, td, 3, &fn)) - 1;
 			int64		feature = DatumGetInt64(SPI_getbinval(tup, td, 4, &isnull));
 			Datum		vd = SPI_getbinval(tup, td, 5, &isnull);
 			float		accum = DatumGetFloat4(SPI_getbinval(tup, td, 6, &isnull));
-			int			s = name_index(m->scenes, m->nscenes, scene);
-			int			t = task_index(task);
-			int			f = name_index(m->fields, m->nfields, field);
 
-			if (s < 0 || t < 0 || f < 0)
+			if (sn || tn || fn)
 				corrupt(meta, version,
 						psprintf("embedding row (%s, %s, %s) names an unknown scene, task or field",
-								 scene, task, field));
+								 SPI_getvalue(tup, td, 7), SPI_getvalue(tup, td, 8),
+								 SPI_getvalue(tup, td, 9)));
 			if (!read_floats(vd, m->dim, vec) || !isfinite(accum) || accum < 0)
 				corrupt(meta, version,
 						psprintf("embedding row (%s, %s, " INT64_FORMAT ") has a bad vector or accumulator",
-								 scene, task, feature));
+								 SPI_getvalue(tup, td, 7), SPI_getvalue(tup, td, 8), feature));
 			{
 				MtmsEmbStore *emb = m->emb[MTMS_PAIR(s, t)];
 
@@ -197,9 +229,6 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 					corrupt(meta, version, "an embedding row is duplicated");
 				mtms_emb_insert(emb, (uint64) feature, f, vec, accum);
 			}
-			pfree(scene);
-			pfree(task);
-			pfree(field);
 		}
 		SPI_freetuptable(SPI_tuptable);
 		CHECK_FOR_INTERRUPTS();
