@@ -537,7 +537,7 @@ def report(R):
     for sc in SCENES:
         for task in TASKS:
             m0 = R['auc']['mtms_0'].get(sc, {})
-            m2 = R['auc']['mtms_2'].get(sc, {})
+            m2 = R['auc'].get('mtms_2', {}).get(sc, {})
             t1 = R['torch']['1']['test_auc'].get(sc, {})
             t2 = R['torch'].get('2', {}).get('test_auc', {}).get(sc, {})
             a = m0.get(task)
