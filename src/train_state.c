@@ -627,9 +627,11 @@ mtms_state_transition(FunctionCallInfo fcinfo, bool finetune)
 		PG_RETURN_POINTER(st);
 
 	{
+		/* detoast in the per-row context: a copy in st->cxt lives all pass */
+		ArrayType  *features = PG_GETARG_ARRAYTYPE_P(3);
 		MemoryContext old = MemoryContextSwitchTo(st->cxt);
 
-		nfeats = mtms_parse_features(PG_GETARG_ARRAYTYPE_P(3), st->model->nfields,
+		nfeats = mtms_parse_features(features, st->model->nfields,
 									 st->model->fields, &st->parse_buf,
 									 &st->parse_cap, &content);
 		MemoryContextSwitchTo(old);
