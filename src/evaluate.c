@@ -153,7 +153,7 @@ mtms_evaluate(PG_FUNCTION_ARGS)
 			bool		isnull;
 			Datum		d;
 			char	   *scene;
-			int			s = -1;
+			int			s;
 			bool		click;
 			bool		conv;
 			int			nf;
@@ -166,9 +166,7 @@ mtms_evaluate(PG_FUNCTION_ARGS)
 						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 						 errmsg("sample column \"scene\" is NULL")));
 			scene = TextDatumGetCString(d);
-			for (int k = 0; k < m->nscenes; k++)
-				if (strcmp(m->scenes[k], scene) == 0)
-					s = k;
+			s = mtms_model_scene(m, scene, strlen(scene));
 			if (s < 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

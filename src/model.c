@@ -59,6 +59,15 @@ block_cmp(const void *a, const void *b)
 	return 0;
 }
 
+int
+mtms_model_scene(const MtmsModel *m, const char *name, int len)
+{
+	for (int s = 0; s < m->nscenes; s++)
+		if ((int) strlen(m->scenes[s]) == len && memcmp(m->scenes[s], name, len) == 0)
+			return s;
+	return -1;
+}
+
 void
 mtms_model_layout(MtmsModel *m)
 {

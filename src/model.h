@@ -72,6 +72,9 @@ extern Size mtms_model_bytes(const MtmsModel *m);
  */
 extern void mtms_model_extend(MtmsModel *m, const MtmsModelMeta *meta);
 
+/* Index of the scene named by len bytes at name, or -1. */
+extern int	mtms_model_scene(const MtmsModel *m, const char *name, int len);
+
 /* (Re)compute block_off from the births. */
 extern void mtms_model_layout(MtmsModel *m);
 

@@ -115,11 +115,8 @@ score_common(FunctionCallInfo fcinfo, const char *model_name, int first)
 		memcmp(cc->scene_name, VARDATA_ANY(scene_t), VARSIZE_ANY_EXHDR(scene_t)) != 0)
 	{
 		char	   *sc = text_to_cstring(scene_t);
-		int			s = -1;
+		int			s = mtms_model_scene(m, sc, strlen(sc));
 
-		for (int i = 0; i < m->nscenes; i++)
-			if (strcmp(m->scenes[i], sc) == 0)
-				s = i;
 		if (s < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -548,15 +548,6 @@ start_from_base(const MtmsTrainState *base, MemoryContext parent)
  * The transition function
  * --------------------------------------------------------------------- */
 
-static int
-scene_of(const MtmsModel *m, const char *name, int len)
-{
-	for (int s = 0; s < m->nscenes; s++)
-		if ((int) strlen(m->scenes[s]) == len && memcmp(m->scenes[s], name, len) == 0)
-			return s;
-	return -1;
-}
-
 static void
 check_row_arg(FunctionCallInfo fcinfo, int argno, const char *column)
 {
@@ -616,7 +607,7 @@ mtms_state_transition(FunctionCallInfo fcinfo, bool finetune)
 	st->rows_in++;
 
 	scene_txt = PG_GETARG_TEXT_PP(2);
-	scene = scene_of(st->model, VARDATA_ANY(scene_txt), VARSIZE_ANY_EXHDR(scene_txt));
+	scene = mtms_model_scene(st->model, VARDATA_ANY(scene_txt), VARSIZE_ANY_EXHDR(scene_txt));
 	if (scene < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
