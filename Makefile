@@ -56,6 +56,12 @@ include $(PGXS)
 mtms--0.1.sql: $(SQL_PARTS)
 	cat $^ > $@
 
+# The hot phase-1 training loops (tower bias/ReLU passes, pooling, Adam,
+# Adagrad) are plain C loops written for the vectoriser: -O3 vectorises them
+# (GCC's -O2 leaves loops with run-time trip counts scalar), -fno-math-errno
+# lets sqrtf vectorise.  Neither changes any float result.
+src/tower.o src/phase_embedding.o src/embedding_store.o src/optimizer.o: CFLAGS += -O3 -fno-math-errno
+
 # Every object depends on every header: few enough files that this costs
 # nothing, and a changed struct can never leave a stale object behind.
 $(OBJS): $(wildcard src/*.h)

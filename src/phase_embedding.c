@@ -185,7 +185,7 @@ mtms_step_pair(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
 
 	ensure_ridx(w, batch_features(rs, rows, n));
 	gather_train(st, pair, rs, rows, n, w->xa, w->ridx_a);
-	mtms_tower_forward(tower, w->w1a, w->xa, n, w->za);
+	mtms_tower_forward_train(tower, w->w1a, w->xa, n, w->za);
 	for (int i = 0; i < n; i++)
 	{
 		bool		y = (rs->label[rows[i]] & bit) != 0;
@@ -215,8 +215,8 @@ mtms_step_ctcvr(MtmsTrainState *st, int scene, const MtmsRowSet *rs,
 	ensure_ridx(w, batch_features(rs, rows, n));
 	gather_train(st, pc, rs, rows, n, w->xa, w->ridx_a);
 	gather_train(st, pv, rs, rows, n, w->xb, w->ridx_b);
-	mtms_tower_forward(m->tower1[pc], w->w1a, w->xa, n, w->za);
-	mtms_tower_forward(m->tower1[pv], w->w1b, w->xb, n, w->zb);
+	mtms_tower_forward_train(m->tower1[pc], w->w1a, w->xa, n, w->za);
+	mtms_tower_forward_train(m->tower1[pv], w->w1b, w->xb, n, w->zb);
 	mtms_joint_batch_grads(st, scene, rs, rows, n);
 
 	mtms_tower_backward(m->tower1[pc], w->w1a, w->da, w->dx);

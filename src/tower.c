@@ -15,8 +15,9 @@
  * into that allocation.
  *
  * Batch shapes (row-major): X is B x sizes[0]; act[l] is B x sizes[l]
- * (act[0] a copy of X, act[l] for 0 < l < nlayers the post-ReLU output of
- * layer l-1, act[nlayers] the B logits); delta[l] for l >= 1 is the gradient
+ * (in0 points to the input: act[0] holding a copy of X, or X itself after
+ * mtms_tower_forward_train; act[l] for 0 < l < nlayers the post-ReLU output
+ * of layer l-1, act[nlayers] the B logits); delta[l] for l >= 1 is the gradient
  * of the loss with respect to the pre-activation of sizes[l] units.
  */
 #include "mtms.h"
@@ -257,60 +258,131 @@ mtms_tower_work_free(MtmsTowerWork *w)
  * Forward / backward
  * ---------------------------------------------------------------- */
 
-void
-mtms_tower_forward(const MtmsTower *t, MtmsTowerWork *w,
-				   const float *X, int B, float *logits)
+/*
+ * out (B x nout) += bias in every row, then ReLU if relu: one pass, written
+ * so that the compiler vectorises it (max with 0 as a select, no branch).
+ * out already holds in * W^T (sgemm with beta 0), so every element is
+ * bias + dot product, the same sum the sgemm with beta 1 over a broadcast
+ * bias computed.
+ */
+static void
+tower_bias_act(float *restrict out, const float *restrict bias, int B, int nout,
+			   bool relu)
+{
+	int			r,
+				j;
+
+	if (relu)
+	{
+		for (r = 0; r < B; r++)
+		{
+			float	   *restrict o = out + (int64) r * nout;
+
+			for (j = 0; j < nout; j++)
+			{
+				float		v = o[j] + bias[j];
+
+				o[j] = v > 0.0f ? v : 0.0f;
+			}
+		}
+	}
+	else
+	{
+		for (r = 0; r < B; r++)
+		{
+			float	   *restrict o = out + (int64) r * nout;
+
+			for (j = 0; j < nout; j++)
+				o[j] += bias[j];
+		}
+	}
+}
+
+/* The layers of a forward pass; act[0] has been set to the input. */
+static void
+tower_forward_layers(const MtmsTower *t, MtmsTowerWork *w, int B, float *logits)
 {
 	int			l;
-
-	if (B < 0 || B > w->max_batch)
-		elog(ERROR, "tower batch of %d rows exceeds the work area's %d", B,
-			 w->max_batch);
-	w->batch = B;
-	if (B == 0)
-		return;
-
-	memcpy(w->act[0], X, (Size) B * t->sizes[0] * sizeof(float));
 
 	for (l = 0; l < t->nlayers; l++)
 	{
 		int			nin = t->sizes[l];
 		int			nout = t->sizes[l + 1];
-		const float *in = w->act[l];
+		const float *in = (l == 0) ? w->in0 : w->act[l];
 		float	   *out = w->act[l + 1];
-		int			r;
 
-		/* out = bias in every row, then out += in * W^T */
+		/* out = in * W^T + bias, then ReLU on hidden layers */
 		if (nout == 1)
-		{
-			float		b0 = t->b[l][0];
-
-			for (r = 0; r < B; r++)
-				out[r] = b0;
 			cblas_sgemv(CblasRowMajor, CblasNoTrans, B, nin,
-						1.0f, in, nin, t->W[l], 1, 1.0f, out, 1);
-		}
+						1.0f, in, nin, t->W[l], 1, 0.0f, out, 1);
 		else
-		{
-			for (r = 0; r < B; r++)
-				memcpy(out + (int64) r * nout, t->b[l], nout * sizeof(float));
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans,
 						B, nout, nin,
 						1.0f, in, nin, t->W[l], nin,
-						1.0f, out, nout);
-		}
-
-		if (l < t->nlayers - 1)
-		{
-			int64		n = (int64) B * nout;
-			int64		i;
-
-			for (i = 0; i < n; i++)
-				out[i] = out[i] > 0.0f ? out[i] : 0.0f;
-		}
+						0.0f, out, nout);
+		tower_bias_act(out, t->b[l], B, nout, l < t->nlayers - 1);
 	}
 
 	memcpy(logits, w->act[t->nlayers], B * sizeof(float));
+}
+
+static void
+tower_check_batch(const MtmsTowerWork *w, int B)
+{
+	if (B < 0 || B > w->max_batch)
+		elog(ERROR, "tower batch of %d rows exceeds the work area's %d", B,
+			 w->max_batch);
+}
+
+void
+mtms_tower_forward(const MtmsTower *t, MtmsTowerWork *w,
+				   const float *X, int B, float *logits)
+{
+	tower_check_batch(w, B);
+	w->batch = B;
+	if (B == 0)
+		return;
+	memcpy(w->act[0], X, (Size) B * t->sizes[0] * sizeof(float));
+	w->in0 = w->act[0];
+	tower_forward_layers(t, w, B, logits);
+}
+
+void
+mtms_tower_forward_train(const MtmsTower *t, MtmsTowerWork *w,
+						 const float *X, int B, float *logits)
+{
+	tower_check_batch(w, B);
+	w->batch = B;
+	if (B == 0)
+		return;
+	w->in0 = X;
+	tower_forward_layers(t, w, B, logits);
+}
+
+/* gb[j] += sum over rows of delta[r][j], rows in order (vectorised on j) */
+static void
+tower_bias_grad(float *restrict gb, const float *restrict delta, int B, int nout)
+{
+	int			r,
+				j;
+
+	for (r = 0; r < B; r++)
+	{
+		const float *restrict drow = delta + (int64) r * nout;
+
+		for (j = 0; j < nout; j++)
+			gb[j] += drow[j];
+	}
+}
+
+/* d[i] = 0 where the post-ReLU activation a[i] is 0 (branchless) */
+static void
+tower_relu_mask(float *restrict d, const float *restrict a, int64 n)
+{
+	int64		i;
+
+	for (i = 0; i < n; i++)
+		d[i] = a[i] > 0.0f ? d[i] : 0.0f;
 }
 
 void
@@ -330,10 +402,7 @@ mtms_tower_backward(MtmsTower *t, MtmsTowerWork *w,
 		int			nin = t->sizes[l];
 		int			nout = t->sizes[l + 1];
 		const float *delta = w->delta[l + 1];	/* B x nout */
-		const float *act = w->act[l];	/* B x nin */
-		float	   *gb = t->gb[l];
-		int			r,
-					j;
+		const float *act = (l == 0) ? w->in0 : w->act[l];	/* B x nin */
 
 		/* gW (nout x nin) += delta^T * act */
 		if (nout == 1)
@@ -346,33 +415,38 @@ mtms_tower_backward(MtmsTower *t, MtmsTowerWork *w,
 						1.0f, t->gW[l], nin);
 
 		/* gb += column sums of delta */
-		for (r = 0; r < B; r++)
-		{
-			const float *drow = delta + (int64) r * nout;
-
-			for (j = 0; j < nout; j++)
-				gb[j] += drow[j];
-		}
+		tower_bias_grad(t->gb[l], delta, B, nout);
 
 		/* gradient with respect to this layer's input: delta * W */
 		if (l > 0 || dX != NULL)
 		{
 			float	   *dprev = (l > 0) ? w->delta[l] : dX;
 
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
-						B, nin, nout,
-						1.0f, delta, nout, t->W[l], nin,
-						0.0f, dprev, nin);
+			if (nout == 1)
+			{
+				/* outer product delta (B) x W (nin): no BLAS call needed */
+				const float *W = t->W[l];
+				int			r,
+							j;
+
+				for (r = 0; r < B; r++)
+				{
+					float		dr = delta[r];
+					float	   *restrict o = dprev + (int64) r * nin;
+
+					for (j = 0; j < nin; j++)
+						o[j] = dr * W[j];
+				}
+			}
+			else
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans,
+							B, nin, nout,
+							1.0f, delta, nout, t->W[l], nin,
+							0.0f, dprev, nin);
 
 			/* ReLU mask: act[l] is the post-ReLU output of layer l-1 */
 			if (l > 0)
-			{
-				int64		n = (int64) B * nin;
-				int64		i;
-
-				for (i = 0; i < n; i++)
-					dprev[i] = act[i] > 0.0f ? dprev[i] : 0.0f;
-			}
+				tower_relu_mask(dprev, act, (int64) B * nin);
 		}
 	}
 }

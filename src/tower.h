@@ -66,7 +66,9 @@ typedef struct MtmsTowerWork
 {
 	int32		max_batch;
 	int32		batch;			/* rows of the last forward */
-	float	   *act[MTMS_TOWER_MAX_LAYERS + 1]; /* act[0] = input copy/pointer */
+	float	   *act[MTMS_TOWER_MAX_LAYERS + 1]; /* act[0] = room for an input copy */
+	const float *in0;			/* input of the last forward: act[0] or the
+								 * caller's X (mtms_tower_forward_train) */
 	float	   *delta[MTMS_TOWER_MAX_LAYERS + 1];
 } MtmsTowerWork;
 
@@ -92,6 +94,14 @@ extern void mtms_tower_work_free(MtmsTowerWork *w);
  */
 extern void mtms_tower_forward(const MtmsTower *t, MtmsTowerWork *w,
 							   const float *X, int B, float *logits);
+
+/*
+ * The same forward without the copy of X: the following backward reads X
+ * itself, so X must stay unchanged until then (training steps, where X is
+ * the caller's batch buffer anyway).  Same results as mtms_tower_forward.
+ */
+extern void mtms_tower_forward_train(const MtmsTower *t, MtmsTowerWork *w,
+									 const float *X, int B, float *logits);
 
 /*
  * Backward of the last forward: dlogits[B] = dLoss/dlogit per row (already
