@@ -7,6 +7,7 @@
  * See train_state.h for the life of a pass.
  */
 #include "train_state.h"
+#include "finetune_validation.h"
 
 #include <math.h>
 #include <sys/stat.h>
@@ -743,7 +744,7 @@ mtms_joint_batch_grads(MtmsTrainState *st, int scene, const MtmsRowSet *rs,
 
 #define EVAL_BATCH 512
 
-/* Logits of CTR and CVR for rows[0..n) of vs with the stage's towers. */
+/* Phase-1 logits of CTR and CVR for rows[0..n) of vs. */
 static void
 eval_batch(MtmsTrainState *st, int scene, const MtmsRowSet *vs,
 		   const int64 *rows, int n, float *zc, float *zv)
@@ -752,40 +753,51 @@ eval_batch(MtmsTrainState *st, int scene, const MtmsRowSet *vs,
 	MtmsBatchWork *w = st->work;
 	int			pc = MTMS_PAIR(scene, MTMS_TASK_CTR);
 	int			pv = MTMS_PAIR(scene, MTMS_TASK_CVR);
+	int			in1 = MTMS_INPUT1(m);
+
+	for (int i = 0; i < n; i++)
+	{
+		const MtmsFeature *f = vs->feats + vs->start[rows[i]];
+		int			nf = (int) (vs->start[rows[i] + 1] - vs->start[rows[i]]);
+
+		mtms_input1(m, pc, f, nf, w->xa + (Size) i * in1);
+		mtms_input1(m, pv, f, nf, w->xb + (Size) i * in1);
+	}
+	mtms_tower_forward(m->tower1[pc], w->w1a, w->xa, n, zc);
+	mtms_tower_forward(m->tower1[pv], w->w1b, w->xb, n, zv);
+}
+
+/*
+ * CTR and CVR logits of scene's validation rows rows[0..nr) of vs, into
+ * zc / zv.  The fine-tune stage goes through the per-key projections of
+ * finetune_validation.c (built once per row set: the embeddings are
+ * frozen), the phase-1 stages through the towers' batch forward.
+ */
+static void
+validation_logits(MtmsTrainState *st, int scene, const MtmsRowSet *vs,
+				  const int64 *rows, int64 nr, float *zc, float *zv)
+{
+	MtmsModel  *m = st->model;
 
 	if (st->stage == MTMS_STAGE_FINETUNE)
 	{
-		int			in2 = MTMS_INPUT2(m);
-
-		for (int i = 0; i < n; i++)
-			mtms_input2(m, vs->feats + vs->start[rows[i]],
-						(int) (vs->start[rows[i] + 1] - vs->start[rows[i]]),
-						w->xa + (Size) i * in2);
-		if (w->w2a == NULL)
+		if (st->vkeys == NULL || st->vkeys_of != vs)
 		{
-			MemoryContext old = MemoryContextSwitchTo(st->cxt);
-
-			w->w2a = mtms_tower_work_create(m->tower2[pc], w->max_batch);
-			w->w2b = mtms_tower_work_create(m->tower2[pc], w->max_batch);
-			MemoryContextSwitchTo(old);
+			st->vkeys = palloc0(sizeof(MtmsValidKeys *) * m->nscenes);
+			st->vkeys_of = vs;
 		}
-		mtms_tower_forward(m->tower2[pc], w->w2a, w->xa, n, zc);
-		mtms_tower_forward(m->tower2[pv], w->w2b, w->xa, n, zv);
+		if (st->vkeys[scene] == NULL)
+			st->vkeys[scene] = mtms_valid_keys_build(m, vs, rows, nr);
+		mtms_valid_keys_logits(st->vkeys[scene], m, m->tower2[MTMS_PAIR(scene, MTMS_TASK_CTR)], zc);
+		mtms_valid_keys_logits(st->vkeys[scene], m, m->tower2[MTMS_PAIR(scene, MTMS_TASK_CVR)], zv);
+		return;
 	}
-	else
+	for (int64 b = 0; b < nr; b += EVAL_BATCH)
 	{
-		int			in1 = MTMS_INPUT1(m);
+		int			n = (int) Min(EVAL_BATCH, nr - b);
 
-		for (int i = 0; i < n; i++)
-		{
-			const MtmsFeature *f = vs->feats + vs->start[rows[i]];
-			int			nf = (int) (vs->start[rows[i] + 1] - vs->start[rows[i]]);
-
-			mtms_input1(m, pc, f, nf, w->xa + (Size) i * in1);
-			mtms_input1(m, pv, f, nf, w->xb + (Size) i * in1);
-		}
-		mtms_tower_forward(m->tower1[pc], w->w1a, w->xa, n, zc);
-		mtms_tower_forward(m->tower1[pv], w->w1b, w->xb, n, zv);
+		CHECK_FOR_INTERRUPTS();
+		eval_batch(st, scene, vs, rows + b, n, zc + b, zv + b);
 	}
 }
 
@@ -799,8 +811,8 @@ evaluate_validation(MtmsTrainState *st, const MtmsRowSet *vs)
 	int64	   *count;
 	double	   *score[MTMS_NMETRICS];
 	bool	   *label[MTMS_NMETRICS];
-	float		zc[EVAL_BATCH];
-	float		zv[EVAL_BATCH];
+	float	   *zc;
+	float	   *zv;
 	MemoryContext old = MemoryContextSwitchTo(st->cxt);
 
 	for (int i = 0; i < ns * MTMS_NMETRICS; i++)
@@ -831,34 +843,30 @@ evaluate_validation(MtmsTrainState *st, const MtmsRowSet *vs)
 			score[t] = palloc_extended(sizeof(double) * nr, MCXT_ALLOC_HUGE);
 			label[t] = palloc_extended(sizeof(bool) * nr, MCXT_ALLOC_HUGE);
 		}
+		zc = palloc_extended(sizeof(float) * nr, MCXT_ALLOC_HUGE);
+		zv = palloc_extended(sizeof(float) * nr, MCXT_ALLOC_HUGE);
+		validation_logits(st, s, vs, rows, nr, zc, zv);
 
-		for (int64 b = 0; b < nr; b += EVAL_BATCH)
+		for (int64 i = 0; i < nr; i++)
 		{
-			int			n = (int) Min(EVAL_BATCH, nr - b);
+			uint8		lab = vs->label[rows[i]];
+			bool		click = (lab & MTMS_LABEL_CLICK) != 0;
+			bool		conv = (lab & MTMS_LABEL_CONV) != 0;
+			double		pc = mtms_sigmoid(zc[i]);
+			double		pv = mtms_sigmoid(zv[i]);
 
-			CHECK_FOR_INTERRUPTS();
-			eval_batch(st, s, vs, rows + b, n, zc, zv);
-			for (int i = 0; i < n; i++)
+			score[MTMS_M_CTR][k[MTMS_M_CTR]] = pc;
+			label[MTMS_M_CTR][k[MTMS_M_CTR]++] = click;
+			lsum[MTMS_M_CTR] += mtms_bce(pc, click);
+			if (click)
 			{
-				uint8		lab = vs->label[rows[b + i]];
-				bool		click = (lab & MTMS_LABEL_CLICK) != 0;
-				bool		conv = (lab & MTMS_LABEL_CONV) != 0;
-				double		pc = mtms_sigmoid(zc[i]);
-				double		pv = mtms_sigmoid(zv[i]);
-
-				score[MTMS_M_CTR][k[MTMS_M_CTR]] = pc;
-				label[MTMS_M_CTR][k[MTMS_M_CTR]++] = click;
-				lsum[MTMS_M_CTR] += mtms_bce(pc, click);
-				if (click)
-				{
-					score[MTMS_M_CVR][k[MTMS_M_CVR]] = pv;
-					label[MTMS_M_CVR][k[MTMS_M_CVR]++] = conv;
-					lsum[MTMS_M_CVR] += mtms_bce(pv, conv);
-				}
-				score[MTMS_M_CTCVR][k[MTMS_M_CTCVR]] = pc * pv;
-				label[MTMS_M_CTCVR][k[MTMS_M_CTCVR]++] = click && conv;
-				lsum[MTMS_M_CTCVR] += mtms_bce(pc * pv, click && conv);
+				score[MTMS_M_CVR][k[MTMS_M_CVR]] = pv;
+				label[MTMS_M_CVR][k[MTMS_M_CVR]++] = conv;
+				lsum[MTMS_M_CVR] += mtms_bce(pv, conv);
 			}
+			score[MTMS_M_CTCVR][k[MTMS_M_CTCVR]] = pc * pv;
+			label[MTMS_M_CTCVR][k[MTMS_M_CTCVR]++] = click && conv;
+			lsum[MTMS_M_CTCVR] += mtms_bce(pc * pv, click && conv);
 		}
 		for (int t = 0; t < MTMS_NMETRICS; t++)
 		{
@@ -874,6 +882,8 @@ evaluate_validation(MtmsTrainState *st, const MtmsRowSet *vs)
 			pfree(score[t]);
 			pfree(label[t]);
 		}
+		pfree(zc);
+		pfree(zv);
 		pfree(rows);
 	}
 	pfree(count);

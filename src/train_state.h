@@ -125,6 +125,13 @@ typedef struct MtmsTrainState
 	double	   *best_crit;		/* [nscenes] */
 	int64		next_eval;		/* rows_trained at the next checkpoint */
 
+	/*
+	 * Per scene, the validation rows' keys and frozen joined embeddings
+	 * (finetune_validation.h), built on first use for the row set vkeys_of.
+	 */
+	struct MtmsValidKeys **vkeys;	/* [nscenes] or NULL */
+	const MtmsRowSet *vkeys_of;
+
 	int64		rows_in;		/* rows seen by this state */
 	int64		rows_trained;	/* rows that trained some unit */
 	int64		bad_conversions;	/* conversion without click: counted, CVR-skipped */

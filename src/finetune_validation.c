@@ -1,0 +1,286 @@
+/*
+ * finetune_validation.c
+ *    Validating fine-tune towers through per-key first-layer projections
+ *    (see finetune_validation.h for why this is exact).
+ *
+ * Layout: the distinct (feature hash, field) keys of the rows are numbered
+ * field by field, so the keys of field f are [field_start[f],
+ * field_start[f+1]) and their joined embeddings J (npairs * dim floats per
+ * key, pair q's vector in columns q*dim ..) form one matrix per field.  For
+ * a tower, the first-layer columns of field f (dim columns per pair,
+ * scattered over the joined input by block_off) are gathered into one
+ * nout x (npairs * dim) matrix, and P_f = J_f W1_f^T is one cblas_sgemm.
+ */
+#include "finetune_validation.h"
+
+#include <cblas.h>
+
+#include "common/hashfn.h"
+#include "miscadmin.h"
+
+#define VK_BATCH 512
+
+typedef struct VkKey
+{
+	uint64		hash;
+	int32		field;
+} VkKey;
+
+typedef struct VkEntry
+{
+	VkKey		key;
+	int32		id;				/* first-seen number */
+	char		status;
+} VkEntry;
+
+static inline uint32
+vk_hash_key(VkKey k)
+{
+	return (uint32) hash_combine64(k.hash, (uint64) k.field);
+}
+
+#define SH_PREFIX		vkhash
+#define SH_ELEMENT_TYPE	VkEntry
+#define SH_KEY_TYPE		VkKey
+#define SH_KEY			key
+#define SH_HASH_KEY(tb, k)	vk_hash_key(k)
+#define SH_EQUAL(tb, a, b)	((a).hash == (b).hash && (a).field == (b).field)
+#define SH_SCOPE		static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+struct MtmsValidKeys
+{
+	int32		nfields;
+	int32		width;			/* npairs * dim */
+	int64		nkeys;
+	int64	   *field_start;	/* [nfields + 1] */
+	float	   *J;				/* [nkeys * width] */
+	int64		nrows;
+	int64	   *row_start;		/* [nrows + 1] */
+	int32	   *row_keys;		/* key of every feature occurrence */
+};
+
+MtmsValidKeys *
+mtms_valid_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
+					  const int64 *rows, int64 nrows)
+{
+	MtmsValidKeys *vk = palloc0(sizeof(MtmsValidKeys));
+	int			F = m->nfields;
+	int			d = m->dim;
+	int64		nocc = 0;
+	int64		nkeys = 0;
+	vkhash_hash *tab;
+	VkKey	   *keys;
+	int32	   *remap;
+	int64	   *next;
+
+	vk->nfields = F;
+	vk->width = m->npairs * d;
+	vk->nrows = nrows;
+	for (int64 i = 0; i < nrows; i++)
+		nocc += vs->start[rows[i] + 1] - vs->start[rows[i]];
+	vk->row_start = palloc_extended(sizeof(int64) * (nrows + 1), MCXT_ALLOC_HUGE);
+	vk->row_keys = palloc_extended(sizeof(int32) * Max(nocc, 1), MCXT_ALLOC_HUGE);
+
+	/* number the distinct keys in order of first sight */
+	tab = vkhash_create(CurrentMemoryContext, (uint32) Min(Max(nocc / 4, 64), PG_INT32_MAX / 2), NULL);
+	keys = palloc_extended(sizeof(VkKey) * Max(nocc, 1), MCXT_ALLOC_HUGE);
+	nocc = 0;
+	for (int64 i = 0; i < nrows; i++)
+	{
+		int64		r = rows[i];
+
+		if ((i & 4095) == 0)
+			CHECK_FOR_INTERRUPTS();
+		vk->row_start[i] = nocc;
+		for (int64 j = vs->start[r]; j < vs->start[r + 1]; j++)
+		{
+			VkKey		k;
+			VkEntry    *e;
+			bool		found;
+
+			k.hash = vs->feats[j].hash;
+			k.field = vs->feats[j].field;
+			e = vkhash_insert(tab, k, &found);
+			if (!found)
+			{
+				e->id = (int32) nkeys;
+				keys[nkeys++] = k;
+			}
+			vk->row_keys[nocc++] = e->id;
+		}
+	}
+	vk->row_start[nrows] = nocc;
+	vkhash_destroy(tab);
+
+	/* renumber field by field */
+	vk->nkeys = nkeys;
+	vk->field_start = palloc0(sizeof(int64) * (F + 1));
+	for (int64 k = 0; k < nkeys; k++)
+		vk->field_start[keys[k].field + 1]++;
+	for (int f = 0; f < F; f++)
+		vk->field_start[f + 1] += vk->field_start[f];
+	next = palloc(sizeof(int64) * F);
+	memcpy(next, vk->field_start, sizeof(int64) * F);
+	remap = palloc_extended(sizeof(int32) * Max(nkeys, 1), MCXT_ALLOC_HUGE);
+	vk->J = palloc_extended(sizeof(float) * Max(nkeys, 1) * vk->width, MCXT_ALLOC_HUGE);
+	for (int64 k = 0; k < nkeys; k++)
+	{
+		int64		id = next[keys[k].field]++;
+		float	   *dst = vk->J + id * vk->width;
+
+		if ((k & 4095) == 0)
+			CHECK_FOR_INTERRUPTS();
+		remap[k] = (int32) id;
+		for (int q = 0; q < m->npairs; q++)
+		{
+			int64		idx = mtms_emb_find(m->emb[q], keys[k].hash);
+
+			if (idx >= 0)
+				memcpy(dst + q * d, mtms_emb_vector(m->emb[q], idx), sizeof(float) * d);
+			else
+				memset(dst + q * d, 0, sizeof(float) * d);
+		}
+	}
+	for (int64 j = 0; j < nocc; j++)
+		vk->row_keys[j] = remap[vk->row_keys[j]];
+	pfree(next);
+	pfree(remap);
+	pfree(keys);
+	return vk;
+}
+
+/*
+ * h = bias + the sum of the projections of keys[0..nkeys): the hot loop of
+ * a checkpoint, written so that the compiler vectorizes it (restrict, no
+ * aliasing between h and P).
+ */
+static void
+sum_projections(float *restrict h, const float *restrict bias,
+				const float *restrict P, int h1, const int32 *keys, int nkeys)
+{
+	memcpy(h, bias, sizeof(float) * h1);
+	for (int j = 0; j < nkeys; j++)
+	{
+		const float *restrict p = P + (Size) keys[j] * h1;
+
+		for (int o = 0; o < h1; o++)
+			h[o] += p[o];
+	}
+}
+
+/* out = act(in W^T + b) for B rows, the layer's activation ReLU unless last */
+static void
+dense_layer(const MtmsTower *t, int l, const float *in, int B, float *out)
+{
+	int			nin = t->sizes[l];
+	int			nout = t->sizes[l + 1];
+
+	if (nout == 1)
+	{
+		for (int r = 0; r < B; r++)
+			out[r] = t->b[l][0];
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, B, nin, 1.0f, in, nin,
+					t->W[l], 1, 1.0f, out, 1);
+	}
+	else
+	{
+		for (int r = 0; r < B; r++)
+			memcpy(out + (Size) r * nout, t->b[l], sizeof(float) * nout);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, nout, nin,
+					1.0f, in, nin, t->W[l], nin, 1.0f, out, nout);
+	}
+	if (l < t->nlayers - 1)
+		for (Size i = 0; i < (Size) B * nout; i++)
+			out[i] = out[i] > 0.0f ? out[i] : 0.0f;
+}
+
+void
+mtms_valid_keys_logits(const MtmsValidKeys *vk, const MtmsModel *m,
+					   const MtmsTower *t, float *logits)
+{
+	int			F = vk->nfields;
+	int			d = m->dim;
+	int			W = vk->width;
+	int			nin = t->sizes[0];
+	int			h1 = t->sizes[1];
+	int			widest = 1;
+	float	   *Wf;
+	float	   *P;
+	float	   *buf[2];
+
+	if (nin != MTMS_INPUT2(m) || W != m->npairs * d)
+		elog(ERROR, "fine-tune tower input of %d columns does not match the model's %d",
+			 nin, MTMS_INPUT2(m));
+	if (vk->nrows == 0)
+		return;
+	for (int l = 1; l <= t->nlayers; l++)
+		widest = Max(widest, t->sizes[l]);
+
+	/* first layer per key: P_f = J_f W1_f^T, field by field */
+	Wf = palloc(sizeof(float) * h1 * W);
+	P = palloc_extended(sizeof(float) * Max(vk->nkeys, 1) * h1, MCXT_ALLOC_HUGE);
+	for (int f = 0; f < F; f++)
+	{
+		int64		k0 = vk->field_start[f];
+		int64		nk = vk->field_start[f + 1] - k0;
+
+		if (nk == 0)
+			continue;
+		for (int o = 0; o < h1; o++)
+			for (int q = 0; q < m->npairs; q++)
+				memcpy(Wf + (Size) o * W + q * d,
+					   t->W[0] + (Size) o * nin + m->block_off[q * F + f],
+					   sizeof(float) * d);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) nk, h1, W,
+					1.0f, vk->J + k0 * W, W, Wf, W, 0.0f, P + k0 * h1, h1);
+	}
+
+	/* then per row: the sum of its keys' projections, and the other layers */
+	buf[0] = palloc(sizeof(float) * VK_BATCH * widest);
+	buf[1] = palloc(sizeof(float) * VK_BATCH * widest);
+	for (int64 b = 0; b < vk->nrows; b += VK_BATCH)
+	{
+		int			n = (int) Min(VK_BATCH, vk->nrows - b);
+		float	   *h = buf[0];
+		int			cur = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		for (int i = 0; i < n; i++)
+			sum_projections(h + (Size) i * h1, t->b[0], P, h1,
+							vk->row_keys + vk->row_start[b + i],
+							(int) (vk->row_start[b + i + 1] - vk->row_start[b + i]));
+		if (t->nlayers == 1)
+		{
+			memcpy(logits + b, h, sizeof(float) * n);
+			continue;
+		}
+		for (Size i = 0; i < (Size) n * h1; i++)
+			h[i] = h[i] > 0.0f ? h[i] : 0.0f;
+		for (int l = 1; l < t->nlayers; l++)
+		{
+			float	   *out = (l == t->nlayers - 1) ? logits + b : buf[1 - cur];
+
+			dense_layer(t, l, buf[cur], n, out);
+			cur = 1 - cur;
+		}
+	}
+	pfree(buf[0]);
+	pfree(buf[1]);
+	pfree(P);
+	pfree(Wf);
+}
+
+void
+mtms_valid_keys_free(MtmsValidKeys *vk)
+{
+	if (vk == NULL)
+		return;
+	pfree(vk->field_start);
+	pfree(vk->J);
+	pfree(vk->row_start);
+	pfree(vk->row_keys);
+	pfree(vk);
+}
