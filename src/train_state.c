@@ -181,7 +181,8 @@ scene_active(const MtmsTrainState *st, int scene)
  * combine weights, the work area, the shuffling generator.
  */
 static void checkpoint(MtmsTrainState *st);
-static void evaluate_validation(MtmsTrainState *st, const MtmsRowSet *vs);
+static void evaluate_validation(MtmsTrainState *st, const MtmsRowSet *vs,
+								bool with_auc);
 
 static void
 state_prepare(MtmsTrainState *st)
@@ -801,9 +802,13 @@ validation_logits(MtmsTrainState *st, int scene, const MtmsRowSet *vs,
 	}
 }
 
-/* Fill st->vloss / vauc / vn / vpos from the validation rows vs. */
+/*
+ * Fill st->vloss / vauc / vn / vpos from the validation rows vs.  Without
+ * with_auc the AUCs are left NaN: a checkpoint chooses by loss, and the
+ * sorts of the AUCs cost more than the rest of its metrics.
+ */
 static void
-evaluate_validation(MtmsTrainState *st, const MtmsRowSet *vs)
+evaluate_validation(MtmsTrainState *st, const MtmsRowSet *vs, bool with_auc)
 {
 	MtmsModel  *m = st->model;
 	int			ns = m->nscenes;
@@ -878,7 +883,8 @@ evaluate_validation(MtmsTrainState *st, const MtmsRowSet *vs)
 			st->vn[slot] = k[t];
 			st->vpos[slot] = pos;
 			st->vloss[slot] = k[t] > 0 ? lsum[t] / k[t] : NAN;
-			st->vauc[slot] = mtms_auc_compute(score[t], label[t], k[t]);
+			if (with_auc)
+				st->vauc[slot] = mtms_auc_compute(score[t], label[t], k[t]);
 			pfree(score[t]);
 			pfree(label[t]);
 		}
@@ -899,7 +905,7 @@ checkpoint(MtmsTrainState *st)
 
 	if (st->best2 == NULL)
 		return;
-	evaluate_validation(st, st->eval_rows);
+	evaluate_validation(st, st->eval_rows, false);
 	/* in the model's context: the kept towers become the model's */
 	old = MemoryContextSwitchTo(m->cxt);
 	for (int s = 0; s < m->nscenes; s++)
@@ -962,7 +968,7 @@ mtms_state_validate(MtmsTrainState *st)
 		st->work = mtms_batch_work_create(st->model, st->opts.batch_size);
 		MemoryContextSwitchTo(old);
 	}
-	evaluate_validation(st, &st->valid);
+	evaluate_validation(st, &st->valid, true);
 }
 
 /* ---------------------------------------------------------------------
@@ -1436,7 +1442,7 @@ mtms_train_finalfn(PG_FUNCTION_ARGS)
 	process_buffer(st);
 	restore_best(st);
 	vs = st->collect_valid ? &st->valid : &registry.base->valid;
-	evaluate_validation(st, vs);
+	evaluate_validation(st, vs, true);
 	MemoryContextSetParent(st->cxt, registry.owner);
 	registry.result = st;
 	PG_RETURN_INT64(st->rows_trained);
