@@ -233,9 +233,12 @@ mtms_emb_find_or_create(MtmsEmbStore *s, uint64 key, int32 field,
 		emb_too_many_rows();
 	}
 
-	e = mtms_embhash_insert(s->hash, key, &found);
-	if (found)
+	/* most keys exist: a plain lookup is cheaper than an insert */
+	e = mtms_embhash_lookup(s->hash, key);
+	if (likely(e != NULL))
 		return e->idx;
+	e = mtms_embhash_insert(s->hash, key, &found);
+	Assert(!found);
 
 	idx = emb_new_row(s, key, field);
 	e->idx = (uint32) idx;
@@ -246,6 +249,12 @@ mtms_emb_find_or_create(MtmsEmbStore *s, uint64 key, int32 field,
 	for (d = 0; d < s->dim; d++)
 		vec[d] = (float) ((2.0 * pg_prng_double(&rng) - 1.0) * MTMS_EMB_INIT_RANGE);
 	return idx;
+}
+
+void
+mtms_emb_prefetch(const MtmsEmbStore *s, uint64 key)
+{
+	mtms_prefetch(&s->hash->data[emb_hash_key(key) & s->hash->sizemask]);
 }
 
 int64
@@ -374,13 +383,21 @@ emb_batch_grow(MtmsEmbStore *s)
 	s->batch_cap = newcap;
 }
 
+/* g[0..dim) += grad[0..dim), vectorised (dim in a local: no reload) */
+static inline void
+emb_add_vec(float *restrict g, const float *restrict grad, int dim)
+{
+	for (int d = 0; d < dim; d++)
+		g[d] += grad[d];
+}
+
 void
 mtms_emb_add_grad(MtmsEmbStore *s, int64 idx, const float *grad)
 {
 	int64		mask;
 	int64		h;
 	int64		slot;
-	int			d;
+	int			dim = s->dim;
 
 	if (unlikely(idx < 0 || idx >= s->count))
 		elog(ERROR, "embedding row %lld out of range (%lld rows)",
@@ -396,10 +413,7 @@ mtms_emb_add_grad(MtmsEmbStore *s, int64 idx, const float *grad)
 	{
 		if (s->bmap_row[h] == idx)
 		{
-			float	   *g = s->bgrad + s->bmap_slot[h] * s->dim;
-
-			for (d = 0; d < s->dim; d++)
-				g[d] += grad[d];
+			emb_add_vec(s->bgrad + s->bmap_slot[h] * dim, grad, dim);
 			return;
 		}
 		h = (h + 1) & mask;
@@ -412,7 +426,7 @@ mtms_emb_add_grad(MtmsEmbStore *s, int64 idx, const float *grad)
 	s->bmap_slot[h] = slot;
 	s->brow[slot] = idx;
 	s->bpos[slot] = h;
-	memcpy(s->bgrad + slot * s->dim, grad, s->dim * sizeof(float));
+	memcpy(s->bgrad + slot * dim, grad, dim * sizeof(float));
 }
 
 void

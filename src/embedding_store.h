@@ -21,6 +21,13 @@
 
 typedef struct MtmsEmbStore MtmsEmbStore;
 
+/* a hint to fetch the cache line at p (no effect where unsupported) */
+#if defined(__GNUC__) || defined(__clang__)
+#define mtms_prefetch(p)	__builtin_prefetch(p)
+#else
+#define mtms_prefetch(p)	((void) (p))
+#endif
+
 /*
  * All memory of the store lives in a new child of the current context
  * (copy and deserialize too); free deletes that context.
@@ -43,6 +50,12 @@ extern int64 mtms_emb_find(const MtmsEmbStore *s, uint64 key);
  */
 extern int64 mtms_emb_find_or_create(MtmsEmbStore *s, uint64 key, int32 field,
 									 int64 max_rows);
+
+/*
+ * Start fetching the hash table slot where a lookup of key begins (a hint,
+ * for lookups a little later; changes nothing).
+ */
+extern void mtms_emb_prefetch(const MtmsEmbStore *s, uint64 key);
 
 /*
  * Insert a row with given contents (loading from storage).  ERROR if the

@@ -77,6 +77,11 @@ frozen_fields(const MtmsTrainState *st, int pair)
 	return st->frozen_fields ? st->frozen_fields[pair] : 0;
 }
 
+/* feature arrays of the row this many rows ahead are prefetched */
+#define GATHER_AHEAD_ROWS	4
+/* embedding vectors of the occurrence this many occurrences ahead too */
+#define GATHER_AHEAD_FEATS	16
+
 static void
 gather_train(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
 			 const int64 *rows, int n, float *x, int64 *ridx)
@@ -86,15 +91,35 @@ gather_train(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
 	int			d = m->dim;
 	Size		in1 = MTMS_INPUT1(m);
 	int64		k = 0;
+	int64		nocc;
 	int			frozen = frozen_fields(st, pair);
+	int64		max_features = st->opts.max_features;
 
-	memset(x, 0, sizeof(float) * in1 * n);
+	/*
+	 * Pass 1: the row of every feature occurrence, in order (so rows are
+	 * created in the same order as always).  The rows' feature arrays are
+	 * scattered over the whole row set: fetch them a few rows ahead.
+	 */
 	for (int i = 0; i < n; i++)
 	{
 		const MtmsFeature *f = rs->feats + rs->start[rows[i]];
 		int			nf = (int) (rs->start[rows[i] + 1] - rs->start[rows[i]]);
-		float	   *xi = x + in1 * i;
 
+		if (i + GATHER_AHEAD_ROWS < n)
+		{
+			int64		r = rows[i + GATHER_AHEAD_ROWS];
+			const MtmsFeature *fa = rs->feats + rs->start[r];
+
+			mtms_prefetch(fa);
+			mtms_prefetch(rs->feats + rs->start[r + 1] - 1);
+		}
+		if (i + GATHER_AHEAD_ROWS / 2 < n)
+		{
+			int64		r = rows[i + GATHER_AHEAD_ROWS / 2];
+
+			for (int64 q = rs->start[r]; q < rs->start[r + 1]; q++)
+				mtms_emb_prefetch(emb, rs->feats[q].hash);
+		}
 		for (int j = 0; j < nf; j++)
 		{
 			int64		idx;
@@ -104,8 +129,27 @@ gather_train(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
 				idx = mtms_emb_find(emb, f[j].hash);
 			else
 				idx = mtms_emb_find_or_create(emb, f[j].hash, f[j].field,
-											  st->opts.max_features);
+											  max_features);
 			ridx[k++] = idx;
+		}
+	}
+	nocc = k;
+
+	/* Pass 2: sum-pool the vectors, fetching them ahead. */
+	memset(x, 0, sizeof(float) * in1 * n);
+	k = 0;
+	for (int i = 0; i < n; i++)
+	{
+		const MtmsFeature *f = rs->feats + rs->start[rows[i]];
+		int			nf = (int) (rs->start[rows[i] + 1] - rs->start[rows[i]]);
+		float	   *xi = x + in1 * i;
+
+		for (int j = 0; j < nf; j++, k++)
+		{
+			int64		idx = ridx[k];
+
+			if (k + GATHER_AHEAD_FEATS < nocc && ridx[k + GATHER_AHEAD_FEATS] >= 0)
+				mtms_prefetch(mtms_emb_vector(emb, ridx[k + GATHER_AHEAD_FEATS]));
 			if (idx >= 0)
 			{
 				const float *v = mtms_emb_vector(emb, idx);
