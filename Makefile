@@ -23,7 +23,7 @@ OBJS = \
 	src/train_state.o \
 	src/phase_embedding.o \
 	src/phase_finetune.o \
-	src/finetune_validation.o \
+	src/joined_keys.o \
 	src/model_store.o \
 	src/samples.o \
 	src/train.o \
@@ -73,6 +73,6 @@ $(OBJS): $(wildcard src/*.h)
 sanitize:
 	bash test/sanitize.sh
 
-# The validation's per-row sums of projections: plain loops the compiler
+# The fine-tune's keyed rows: plain loops the compiler
 # vectorizes at -O3 (PGXS builds at -O2).
-src/finetune_validation.o: CFLAGS += -O3
+src/joined_keys.o: CFLAGS += -O3

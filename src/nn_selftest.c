@@ -21,7 +21,7 @@
 #include "utils/memutils.h"
 
 #include "embedding_store.h"
-#include "finetune_validation.h"
+#include "joined_keys.h"
 #include "optimizer.h"
 #include "tower.h"
 
@@ -1154,14 +1154,14 @@ check_emb_many_rows(double *detail)
 }
 
 /*
- * The fine-tune validation's per-key projections (finetune_validation.c)
+ * The fine-tune validation's per-key projections (joined_keys.c)
  * give the logits of the dense path (joined input, then the tower) on a
  * model whose joined layout is not the plain (pair, field) order (a scene
  * and a field born later), with keys missing from some pairs, repeated
  * keys and multi-valued fields.  Detail: the largest absolute difference.
  */
 static bool
-check_finetune_validation(double *detail)
+check_joined_keys(double *detail)
 {
 	MtmsModelMeta meta;
 	char	   *scenes[] = {"s0", "s1"};
@@ -1178,7 +1178,7 @@ check_finetune_validation(double *detail)
 	float	   *fast;
 	double		maxerr = 0;
 	int			nrows = 300;
-	MtmsValidKeys *vk;
+	MtmsJoinedKeys *vk;
 
 	memset(&meta, 0, sizeof(meta));
 	meta.nscenes = 2;
@@ -1238,13 +1238,13 @@ check_finetune_validation(double *detail)
 		rows[r] = r;
 	}
 
-	vk = mtms_valid_keys_build(m, &rs, rows, nrows);
+	vk = mtms_joined_keys_build(m, &rs, rows, nrows);
 	x = palloc(sizeof(float) * MTMS_INPUT2(m));
 	scratch = palloc(sizeof(float) * mtms_model_scratch_size(m));
 	fast = palloc(sizeof(float) * nrows);
 	for (int p = 0; p < m->npairs; p++)
 	{
-		mtms_valid_keys_logits(vk, m, m->tower2[p], fast);
+		mtms_joined_keys_logits(vk, m, m->tower2[p], fast);
 		for (int r = 0; r < nrows; r++)
 		{
 			mtms_input2(m, rs.feats + rs.start[r], (int) (rs.start[r + 1] - rs.start[r]), x);
@@ -1252,7 +1252,19 @@ check_finetune_validation(double *detail)
 			maxerr = Max(maxerr, fabs((double) dense - fast[r]));
 		}
 	}
-	mtms_valid_keys_free(vk);
+	/* the joined input of a row from the keys is the model's */
+	{
+		float	   *x2 = palloc(sizeof(float) * MTMS_INPUT2(m));
+
+		for (int r = 0; r < nrows; r++)
+		{
+			mtms_input2(m, rs.feats + rs.start[r], (int) (rs.start[r + 1] - rs.start[r]), x);
+			mtms_joined_keys_input2(vk, m, r, x2);
+			for (int i = 0; i < MTMS_INPUT2(m); i++)
+				maxerr = Max(maxerr, fabs((double) x[i] - x2[i]));
+		}
+	}
+	mtms_joined_keys_free(vk);
 	mtms_model_free(m);
 	*detail = maxerr;
 	return maxerr < 1e-4;
@@ -1280,7 +1292,7 @@ static const SelfTest selftests[] = {
 	{"emb_serialize_roundtrip", check_emb_serialize},
 	{"emb_truncated_state_rejected", check_emb_truncated},
 	{"emb_many_rows", check_emb_many_rows},
-	{"finetune_validation_matches_dense", check_finetune_validation},
+	{"joined_keys_match_dense", check_joined_keys},
 };
 
 /*

@@ -10,6 +10,7 @@
  * L = L_ctr + L_cvr (clicked rows) + L_ctcvr per scene.
  */
 #include "train_state.h"
+#include "joined_keys.h"
 
 #include "miscadmin.h"
 
@@ -32,10 +33,14 @@ mtms_step_finetune(MtmsTrainState *st, int scene, const MtmsRowSet *rs,
 		MemoryContextSwitchTo(old);
 	}
 
-	for (int i = 0; i < n; i++)
-		mtms_input2(m, rs->feats + rs->start[rows[i]],
-					(int) (rs->start[rows[i] + 1] - rs->start[rows[i]]),
-					w->xa + in2 * i);
+	if (st->buf_keys && rs == &st->buf)
+		for (int i = 0; i < n; i++)
+			mtms_joined_keys_input2(st->buf_keys, m, rows[i], w->xa + in2 * i);
+	else
+		for (int i = 0; i < n; i++)
+			mtms_input2(m, rs->feats + rs->start[rows[i]],
+						(int) (rs->start[rows[i] + 1] - rs->start[rows[i]]),
+						w->xa + in2 * i);
 	mtms_tower_forward(m->tower2[pc], w->w2a, w->xa, n, w->za);
 	mtms_tower_forward(m->tower2[pv], w->w2b, w->xa, n, w->zb);
 	mtms_joint_batch_grads(st, scene, rs, rows, n);

@@ -7,7 +7,7 @@
  * See train_state.h for the life of a pass.
  */
 #include "train_state.h"
-#include "finetune_validation.h"
+#include "joined_keys.h"
 
 #include <math.h>
 #include <sys/stat.h>
@@ -294,6 +294,10 @@ process_buffer(MtmsTrainState *st)
 		return;
 	old = MemoryContextSwitchTo(st->cxt);
 
+	/* fine-tune: the buffer's distinct keys, looked up once (joined_keys.h) */
+	if (st->stage == MTMS_STAGE_FINETUNE)
+		st->buf_keys = mtms_joined_keys_build(st->model, buf, NULL, n);
+
 	for (int64 i = 0; i < n; i++)
 		st->order[i] = i;
 	for (int64 i = n - 1; i > 0; i--)
@@ -329,6 +333,8 @@ process_buffer(MtmsTrainState *st)
 		run_step(st, u, st->pending[u], st->npending[u]);
 		st->npending[u] = 0;
 	}
+	mtms_joined_keys_free(st->buf_keys);
+	st->buf_keys = NULL;
 	rowset_clear(buf);
 	MemoryContextSwitchTo(old);
 	check_memory(st);
@@ -771,7 +777,7 @@ eval_batch(MtmsTrainState *st, int scene, const MtmsRowSet *vs,
 /*
  * CTR and CVR logits of scene's validation rows rows[0..nr) of vs, into
  * zc / zv.  The fine-tune stage goes through the per-key projections of
- * finetune_validation.c (built once per row set: the embeddings are
+ * joined_keys.c (built once per row set: the embeddings are
  * frozen), the phase-1 stages through the towers' batch forward.
  */
 static void
@@ -784,13 +790,13 @@ validation_logits(MtmsTrainState *st, int scene, const MtmsRowSet *vs,
 	{
 		if (st->vkeys == NULL || st->vkeys_of != vs)
 		{
-			st->vkeys = palloc0(sizeof(MtmsValidKeys *) * m->nscenes);
+			st->vkeys = palloc0(sizeof(MtmsJoinedKeys *) * m->nscenes);
 			st->vkeys_of = vs;
 		}
 		if (st->vkeys[scene] == NULL)
-			st->vkeys[scene] = mtms_valid_keys_build(m, vs, rows, nr);
-		mtms_valid_keys_logits(st->vkeys[scene], m, m->tower2[MTMS_PAIR(scene, MTMS_TASK_CTR)], zc);
-		mtms_valid_keys_logits(st->vkeys[scene], m, m->tower2[MTMS_PAIR(scene, MTMS_TASK_CVR)], zv);
+			st->vkeys[scene] = mtms_joined_keys_build(m, vs, rows, nr);
+		mtms_joined_keys_logits(st->vkeys[scene], m, m->tower2[MTMS_PAIR(scene, MTMS_TASK_CTR)], zc);
+		mtms_joined_keys_logits(st->vkeys[scene], m, m->tower2[MTMS_PAIR(scene, MTMS_TASK_CVR)], zv);
 		return;
 	}
 	for (int64 b = 0; b < nr; b += EVAL_BATCH)

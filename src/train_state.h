@@ -127,9 +127,9 @@ typedef struct MtmsTrainState
 
 	/*
 	 * Per scene, the validation rows' keys and frozen joined embeddings
-	 * (finetune_validation.h), built on first use for the row set vkeys_of.
+	 * (joined_keys.h), built on first use for the row set vkeys_of.
 	 */
-	struct MtmsValidKeys **vkeys;	/* [nscenes] or NULL */
+	struct MtmsJoinedKeys **vkeys;	/* [nscenes] or NULL */
 	const MtmsRowSet *vkeys_of;
 
 	int64		rows_in;		/* rows seen by this state */
@@ -138,6 +138,7 @@ typedef struct MtmsTrainState
 
 	/* process-local work area, never serialized */
 	MtmsRowSet	buf;			/* shuffle buffer */
+	struct MtmsJoinedKeys *buf_keys;	/* fine-tune: buf's keys, or NULL */
 	pg_prng_state prng;
 	MtmsBatchWork *work;
 	int64	   *order;			/* shuffle permutation */

@@ -1,7 +1,7 @@
 /*
- * finetune_validation.c
+ * joined_keys.c
  *    Validating fine-tune towers through per-key first-layer projections
- *    (see finetune_validation.h for why this is exact).
+ *    (see joined_keys.h for why this is exact).
  *
  * Layout: the distinct (feature hash, field) keys of the rows are numbered
  * field by field, so the keys of field f are [field_start[f],
@@ -11,7 +11,7 @@
  * scattered over the joined input by block_off) are gathered into one
  * nout x (npairs * dim) matrix, and P_f = J_f W1_f^T is one cblas_sgemm.
  */
-#include "finetune_validation.h"
+#include "joined_keys.h"
 
 #include <cblas.h>
 
@@ -50,23 +50,24 @@ vk_hash_key(VkKey k)
 #define SH_DEFINE
 #include "lib/simplehash.h"
 
-struct MtmsValidKeys
+struct MtmsJoinedKeys
 {
 	int32		nfields;
 	int32		width;			/* npairs * dim */
 	int64		nkeys;
 	int64	   *field_start;	/* [nfields + 1] */
+	int32	   *key_field;		/* [nkeys] */
 	float	   *J;				/* [nkeys * width] */
 	int64		nrows;
 	int64	   *row_start;		/* [nrows + 1] */
 	int32	   *row_keys;		/* key of every feature occurrence */
 };
 
-MtmsValidKeys *
-mtms_valid_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
+MtmsJoinedKeys *
+mtms_joined_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
 					  const int64 *rows, int64 nrows)
 {
-	MtmsValidKeys *vk = palloc0(sizeof(MtmsValidKeys));
+	MtmsJoinedKeys *vk = palloc0(sizeof(MtmsJoinedKeys));
 	int			F = m->nfields;
 	int			d = m->dim;
 	int64		nocc = 0;
@@ -79,8 +80,11 @@ mtms_valid_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
 	vk->nfields = F;
 	vk->width = m->npairs * d;
 	vk->nrows = nrows;
-	for (int64 i = 0; i < nrows; i++)
-		nocc += vs->start[rows[i] + 1] - vs->start[rows[i]];
+	if (rows == NULL)
+		nocc = vs->start[nrows] - vs->start[0];
+	else
+		for (int64 i = 0; i < nrows; i++)
+			nocc += vs->start[rows[i] + 1] - vs->start[rows[i]];
 	vk->row_start = palloc_extended(sizeof(int64) * (nrows + 1), MCXT_ALLOC_HUGE);
 	vk->row_keys = palloc_extended(sizeof(int32) * Max(nocc, 1), MCXT_ALLOC_HUGE);
 
@@ -90,7 +94,7 @@ mtms_valid_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
 	nocc = 0;
 	for (int64 i = 0; i < nrows; i++)
 	{
-		int64		r = rows[i];
+		int64		r = rows ? rows[i] : i;
 
 		if ((i & 4095) == 0)
 			CHECK_FOR_INTERRUPTS();
@@ -126,6 +130,7 @@ mtms_valid_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
 	memcpy(next, vk->field_start, sizeof(int64) * F);
 	remap = palloc_extended(sizeof(int32) * Max(nkeys, 1), MCXT_ALLOC_HUGE);
 	vk->J = palloc_extended(sizeof(float) * Max(nkeys, 1) * vk->width, MCXT_ALLOC_HUGE);
+	vk->key_field = palloc_extended(sizeof(int32) * Max(nkeys, 1), MCXT_ALLOC_HUGE);
 	for (int64 k = 0; k < nkeys; k++)
 	{
 		int64		id = next[keys[k].field]++;
@@ -134,6 +139,7 @@ mtms_valid_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
 		if ((k & 4095) == 0)
 			CHECK_FOR_INTERRUPTS();
 		remap[k] = (int32) id;
+		vk->key_field[id] = keys[k].field;
 		for (int q = 0; q < m->npairs; q++)
 		{
 			int64		idx = mtms_emb_find(m->emb[q], keys[k].hash);
@@ -198,7 +204,7 @@ dense_layer(const MtmsTower *t, int l, const float *in, int B, float *out)
 }
 
 void
-mtms_valid_keys_logits(const MtmsValidKeys *vk, const MtmsModel *m,
+mtms_joined_keys_logits(const MtmsJoinedKeys *vk, const MtmsModel *m,
 					   const MtmsTower *t, float *logits)
 {
 	int			F = vk->nfields;
@@ -274,11 +280,37 @@ mtms_valid_keys_logits(const MtmsValidKeys *vk, const MtmsModel *m,
 }
 
 void
-mtms_valid_keys_free(MtmsValidKeys *vk)
+mtms_joined_keys_input2(const MtmsJoinedKeys *vk, const MtmsModel *m, int64 i,
+						float *x)
+{
+	int			d = m->dim;
+	int			F = m->nfields;
+
+	memset(x, 0, sizeof(float) * MTMS_INPUT2(m));
+	for (int64 j = vk->row_start[i]; j < vk->row_start[i + 1]; j++)
+	{
+		int32		key = vk->row_keys[j];
+		const float *src = vk->J + (Size) key * vk->width;
+		const int32 *off = m->block_off + vk->key_field[key];
+
+		for (int q = 0; q < m->npairs; q++)
+		{
+			float	   *restrict dst = x + off[q * F];
+			const float *restrict v = src + q * d;
+
+			for (int k = 0; k < d; k++)
+				dst[k] += v[k];
+		}
+	}
+}
+
+void
+mtms_joined_keys_free(MtmsJoinedKeys *vk)
 {
 	if (vk == NULL)
 		return;
 	pfree(vk->field_start);
+	pfree(vk->key_field);
 	pfree(vk->J);
 	pfree(vk->row_start);
 	pfree(vk->row_keys);
