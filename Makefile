@@ -28,6 +28,7 @@ OBJS = \
 	src/samples.o \
 	src/train.o \
 	src/model_cache.o \
+	src/score_projection.o \
 	src/score.o \
 	src/evaluate.o
 

@@ -10,7 +10,8 @@
  * n, positives, exact AUC (ties one half; NULL when a class is absent),
  * logloss (mean BCE, probabilities clamped to [1e-7, 1 - 1e-7]), MAE (mean
  * |p - label|) and calibration (mean prediction / mean label; NULL without
- * positives).
+ * positives).  Rows are scored through the model's first-layer projection
+ * cache (score_projection.h), as mtms_score does.
  */
 #include "mtms.h"
 
@@ -108,8 +109,8 @@ mtms_evaluate(PG_FUNCTION_ARGS)
 	char	   *relname;
 	const MtmsModelMeta *meta;
 	const MtmsModel *m;
+	MtmsScorer *scorer;
 	Column	   *cols;
-	float	   *scratch;
 	MtmsFeature *feats = NULL;
 	int			featcap = 0;
 	Portal		portal;
@@ -127,12 +128,11 @@ mtms_evaluate(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	rsi = (ReturnSetInfo *) fcinfo->resultinfo;
 	relname = mtms_samples_check(relid);
-	m = mtms_cache_get(name, &meta);
+	scorer = mtms_cache_get_scorer(name, &meta, &m);
 
 	work = AllocSetContextCreate(CurrentMemoryContext, "mtms_evaluate", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(work);
 	cols = palloc0(sizeof(Column) * m->nscenes * 3);
-	scratch = palloc_extended(sizeof(float) * mtms_model_scratch_size(m), MCXT_ALLOC_HUGE);
 	MemoryContextSwitchTo(old);
 
 	SPI_connect();
@@ -191,8 +191,8 @@ mtms_evaluate(PG_FUNCTION_ARGS)
 			d = SPI_getbinval(tup, td, 4, &isnull);
 			conv = !isnull && DatumGetBool(d) && click;
 
-			pc = mtms_model_predict(m, s, MTMS_TASK_CTR, feats, nf, scratch);
-			pv = mtms_model_predict(m, s, MTMS_TASK_CVR, feats, nf, scratch);
+			pc = mtms_scorer_predict(scorer, s, MTMS_TASK_CTR, feats, nf);
+			pv = mtms_scorer_predict(scorer, s, MTMS_TASK_CVR, feats, nf);
 			old = MemoryContextSwitchTo(work);
 			column_add(&cols[s * 3 + 0], pc, click);
 			if (click)

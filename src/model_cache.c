@@ -12,6 +12,7 @@
 #include "executor/spi.h"
 #include "storage/proc.h"
 #include "model_store.h"
+#include "score_projection.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
@@ -36,6 +37,7 @@ typedef struct CacheEntry
 	MemoryContext cxt;			/* holds meta and model */
 	MtmsModelMeta *meta;
 	MtmsModel  *model;
+	MtmsScorer *scorer;			/* projection cache, in cxt; NULL until used */
 	struct CacheEntry *next;
 } CacheEntry;
 
@@ -43,6 +45,7 @@ static MemoryContext cache_cxt = NULL;
 static CacheEntry *entries = NULL;
 static uint64 generation = 1;
 static Oid	watched_relid = InvalidOid;
+static bool watched_valid = false;	/* no invalidation since it was resolved */
 static bool callback_registered = false;
 static char *default_name = NULL;
 static uint64 default_generation = 0;
@@ -51,7 +54,10 @@ static void
 relcache_callback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == watched_relid)
+	{
 		generation++;
+		watched_valid = false;
+	}
 }
 
 static void
@@ -65,7 +71,12 @@ cache_init(void)
 		CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
 		callback_registered = true;
 	}
-	/* the extension may have been dropped and recreated: re-resolve */
+	/*
+	 * The extension may have been dropped and recreated: re-resolve.  Only
+	 * needed after an invalidation of the watched table (its drop sends
+	 * one) or a cache reset, so scoring a row does no catalog lookup.
+	 */
+	if (!watched_valid)
 	{
 		Oid			relid = mtms_model_relid();
 
@@ -74,6 +85,7 @@ cache_init(void)
 			watched_relid = relid;
 			generation++;
 		}
+		watched_valid = true;
 	}
 }
 
@@ -126,8 +138,32 @@ check_read_privileges(CacheEntry *e)
 	e->checked_user = user;
 }
 
+static CacheEntry *cache_get_entry(const char *name);
+
 MtmsModel *
 mtms_cache_get(const char *name, const MtmsModelMeta **meta_out)
+{
+	CacheEntry *e = cache_get_entry(name);
+
+	*meta_out = e->meta;
+	return e->model;
+}
+
+MtmsScorer *
+mtms_cache_get_scorer(const char *name, const MtmsModelMeta **meta_out,
+					  const MtmsModel **model_out)
+{
+	CacheEntry *e = cache_get_entry(name);
+
+	if (e->scorer == NULL)
+		e->scorer = mtms_scorer_create(e->model, e->cxt);
+	*meta_out = e->meta;
+	*model_out = e->model;
+	return e->scorer;
+}
+
+static CacheEntry *
+cache_get_entry(const char *name)
 {
 	CacheEntry *e;
 	MtmsModelMeta *meta;
@@ -143,8 +179,7 @@ mtms_cache_get(const char *name, const MtmsModelMeta **meta_out)
 		(!e->xact_bound || e->lxid == MyProc->lxid))
 	{
 		check_read_privileges(e);
-		*meta_out = e->meta;
-		return e->model;
+		return e;
 	}
 
 	/* (re)check the catalog; load into a fresh context, swap on success */
@@ -181,8 +216,7 @@ mtms_cache_get(const char *name, const MtmsModelMeta **meta_out)
 		e->checked_user = GetUserId();	/* the lookup just read as this role */
 		e->xact_bound = IsolationUsesXactSnapshot();
 		e->lxid = MyProc->lxid;
-		*meta_out = e->meta;
-		return e->model;
+		return e;
 	}
 	if (e)
 		entry_forget(e);
@@ -201,8 +235,7 @@ mtms_cache_get(const char *name, const MtmsModelMeta **meta_out)
 	e->model = model;
 	e->next = entries;
 	entries = e;
-	*meta_out = meta;
-	return model;
+	return e;
 }
 
 const char *

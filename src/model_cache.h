@@ -14,9 +14,17 @@
 
 #include "catalog.h"
 #include "model.h"
+#include "score_projection.h"
 
 /* The active version of model name, loaded if needed. ERROR if untrained. */
 extern MtmsModel *mtms_cache_get(const char *name, const MtmsModelMeta **meta);
+
+/*
+ * The same, with the model's first-layer projection cache for one-row
+ * scoring (score_projection.h); it lives and dies with the loaded model.
+ */
+extern MtmsScorer *mtms_cache_get_scorer(const char *name, const MtmsModelMeta **meta,
+										 const MtmsModel **model);
 
 /* Name of the model the 3-argument mtms_score uses (mtms.model or the only one). */
 extern const char *mtms_cache_default_model(void);

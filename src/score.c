@@ -4,17 +4,23 @@
  *
  * The model comes from the per-backend cache (model_cache.c); per call site
  * we keep the parsed scene and the scratch buffers in fn_extra, so scoring
- * a million rows allocates nothing per row.
+ * a million rows allocates nothing per row.  Rows are scored through the
+ * model's first-layer projection cache (score_projection.h);
+ * mtms_score_reference() scores them the direct way (mtms_model_predict),
+ * for tests, and mtms_score_cache_stats() shows the cache.
  */
 #include "mtms.h"
 
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "model_cache.h"
+#include "funcapi.h"
 #include "utils/builtins.h"
 
 PG_FUNCTION_INFO_V1(mtms_score);
 PG_FUNCTION_INFO_V1(mtms_score_default);
+PG_FUNCTION_INFO_V1(mtms_score_reference);
+PG_FUNCTION_INFO_V1(mtms_score_cache_stats);
 
 #define TASK_CTCVR 2
 
@@ -24,6 +30,7 @@ typedef struct ScoreCallCache
 	Oid			user;			/* role the model was fetched for */
 	char	   *model_name;
 	const MtmsModel *model;
+	MtmsScorer *scorer;
 	const MtmsModelMeta *meta;
 	char	   *scene_name;		/* last scene looked up */
 	int			scene;
@@ -62,7 +69,8 @@ check_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 }
 
 static double
-score_common(FunctionCallInfo fcinfo, const char *model_name, int first)
+score_common(FunctionCallInfo fcinfo, const char *model_name, int first,
+			 bool reference)
 {
 	ScoreCallCache *cc = (ScoreCallCache *) fcinfo->flinfo->fn_extra;
 	text	   *scene_t;
@@ -86,7 +94,7 @@ score_common(FunctionCallInfo fcinfo, const char *model_name, int first)
 	{
 		const MtmsModelMeta *meta;
 
-		m = mtms_cache_get(model_name, &meta);
+		cc->scorer = mtms_cache_get_scorer(model_name, &meta, &m);
 		if (cc->model_name)
 			pfree(cc->model_name);
 		cc->model_name = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, model_name);
@@ -137,10 +145,17 @@ score_common(FunctionCallInfo fcinfo, const char *model_name, int first)
 		MemoryContextSwitchTo(old);
 	}
 
+	if (reference)
+	{
+		if (task == TASK_CTCVR)
+			return mtms_model_predict(m, cc->scene, MTMS_TASK_CTR, cc->feats, nfeats, cc->scratch) *
+				mtms_model_predict(m, cc->scene, MTMS_TASK_CVR, cc->feats, nfeats, cc->scratch);
+		return mtms_model_predict(m, cc->scene, task, cc->feats, nfeats, cc->scratch);
+	}
 	if (task == TASK_CTCVR)
-		return mtms_model_predict(m, cc->scene, MTMS_TASK_CTR, cc->feats, nfeats, cc->scratch) *
-			mtms_model_predict(m, cc->scene, MTMS_TASK_CVR, cc->feats, nfeats, cc->scratch);
-	return mtms_model_predict(m, cc->scene, task, cc->feats, nfeats, cc->scratch);
+		return mtms_scorer_predict(cc->scorer, cc->scene, MTMS_TASK_CTR, cc->feats, nfeats) *
+			mtms_scorer_predict(cc->scorer, cc->scene, MTMS_TASK_CVR, cc->feats, nfeats);
+	return mtms_scorer_predict(cc->scorer, cc->scene, task, cc->feats, nfeats);
 }
 
 /* mtms_score(model text, scene text, task text, features text[]) */
@@ -151,7 +166,7 @@ mtms_score(PG_FUNCTION_ARGS)
 
 	check_arg(fcinfo, 0, "model");
 	model = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	PG_RETURN_FLOAT8(score_common(fcinfo, model, 1));
+	PG_RETURN_FLOAT8(score_common(fcinfo, model, 1, false));
 }
 
 /* mtms_score(scene text, task text, features text[]): mtms.model or the only model */
@@ -162,5 +177,49 @@ mtms_score_default(PG_FUNCTION_ARGS)
 	check_arg(fcinfo, 0, "scene");
 	check_arg(fcinfo, 1, "task");
 	check_arg(fcinfo, 2, "features");
-	PG_RETURN_FLOAT8(score_common(fcinfo, mtms_cache_default_model(), 0));
+	PG_RETURN_FLOAT8(score_common(fcinfo, mtms_cache_default_model(), 0, false));
+}
+
+/*
+ * mtms_score_reference(model text, scene text, task text, features text[]):
+ * the same score computed directly (joined input, then the whole tower),
+ * without the projection cache: what the cached path must equal.
+ */
+Datum
+mtms_score_reference(PG_FUNCTION_ARGS)
+{
+	char	   *model;
+
+	check_arg(fcinfo, 0, "model");
+	model = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	PG_RETURN_FLOAT8(score_common(fcinfo, model, 1, true));
+}
+
+/*
+ * mtms_score_cache_stats(model text): this backend's projection cache of
+ * the model's active version (loading the model if needed).
+ */
+Datum
+mtms_score_cache_stats(PG_FUNCTION_ARGS)
+{
+	TupleDesc	td;
+	const MtmsModelMeta *meta;
+	const MtmsModel *m;
+	MtmsScorer *sc;
+	MtmsScorerStats st;
+	Datum		values[6];
+	bool		nulls[6] = {0};
+
+	check_arg(fcinfo, 0, "model");
+	if (get_call_result_type(fcinfo, NULL, &td) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	sc = mtms_cache_get_scorer(text_to_cstring(PG_GETARG_TEXT_PP(0)), &meta, &m);
+	mtms_scorer_stats(sc, &st);
+	values[0] = Int64GetDatum(st.keys);
+	values[1] = Int64GetDatum(st.zero_keys);
+	values[2] = Int64GetDatum(st.bytes);
+	values[3] = Int64GetDatum(st.cap_bytes);
+	values[4] = Int64GetDatum(st.computed);
+	values[5] = Int64GetDatum(st.uncached);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(td), values, nulls)));
 }

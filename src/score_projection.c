@@ -1,0 +1,374 @@
+/*
+ * score_projection.c
+ *    The first-layer projection cache (see score_projection.h).
+ *
+ * One table per tower (pair) in use, created on the pair's first row:
+ * a simplehash from the feature hash (the entry checks the field) to the
+ * index of the projection vector, -1 for a key no pair knows.  Vectors
+ * live in chunks of PROJ_CHUNK vectors, h1 floats padded to a multiple of
+ * 4 (zeros) so the per-row sums run on whole SSE registers; they never
+ * move.
+ */
+#include "score_projection.h"
+
+#include <cblas.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+#include "utils/memutils.h"
+
+#define PROJ_CHUNK		256		/* vectors per chunk (power of 2) */
+#define PROJ_CHUNK_SHIFT 8
+#define PROJ_INITIAL	16		/* keys a tower's table starts with */
+
+/*
+ * Keyed by the feature hash; the entry also records the field, and a key
+ * met with another field (a 64-bit hash collision across fields) is
+ * computed for that row without being kept.  16 bytes an entry.
+ */
+typedef struct ProjEntry
+{
+	uint64		hash;
+	int32		vec;			/* vector index, -1: projects to zero */
+	int16		field;
+	char		status;
+} ProjEntry;
+
+#define SH_PREFIX		projhash
+#define SH_ELEMENT_TYPE	ProjEntry
+#define SH_KEY_TYPE		uint64
+#define SH_KEY			hash
+#define SH_HASH_KEY(tb, k)	((uint32) ((k) ^ ((k) >> 32)))	/* already well mixed */
+#define SH_EQUAL(tb, a, b)	((a) == (b))
+#define SH_SCOPE		static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+typedef struct ProjTower
+{
+	const MtmsTower *tower;
+	bool		joined;			/* fine-tune tower (reads every pair) */
+	int			pair;
+	int			h1;				/* first layer outputs */
+	int			h1p;			/* h1 rounded up to 4: a vector's stride */
+	int			nread;			/* first-layer input columns read */
+	projhash_hash *ht;
+	float	  **chunks;
+	int			nchunks;
+	int			maxchunks;
+	int64		nvec;
+} ProjTower;
+
+struct MtmsScorer
+{
+	MemoryContext cxt;
+	const MtmsModel *m;
+	ProjTower **towers;			/* [npairs], NULL until used */
+	float	   *act[2];			/* activations, widest layer each */
+	float	   *miss;			/* a projection not kept */
+	Size		bytes;
+	Size		reserve;		/* the fixed part of the towers not yet used */
+	int64		keys;
+	int64		zero_keys;
+	int64		computed;
+	int64		uncached;
+};
+
+/*
+ * Memory of a tower's table before its first key: always allocated, even
+ * with the cap reached (a row needs the table to look up), so the inserts
+ * leave room for the towers not yet used.
+ */
+static Size
+tower_fixed_bytes(void)
+{
+	return sizeof(ProjTower) + sizeof(float *) * 16 +
+		sizeof(ProjEntry) * pg_nextpower2_32((uint32) (PROJ_INITIAL / 0.9) + 1);
+}
+
+Size
+mtms_scorer_cap_bytes(void)
+{
+	return (Size) mtms_max_memory_mb * 1024 * 1024 / 16;
+}
+
+MtmsScorer *
+mtms_scorer_create(const MtmsModel *m, MemoryContext parent)
+{
+	MemoryContext cxt = AllocSetContextCreate(parent, "mtms score projections",
+											  ALLOCSET_DEFAULT_SIZES);
+	MtmsScorer *sc = MemoryContextAllocZero(cxt, sizeof(MtmsScorer));
+	int			widest = 1;
+
+	sc->cxt = cxt;
+	sc->m = m;
+	sc->towers = MemoryContextAllocZero(cxt, sizeof(ProjTower *) * m->npairs);
+	sc->reserve = tower_fixed_bytes() * m->npairs;
+	for (int p = 0; p < m->npairs; p++)
+	{
+		const MtmsTower *t = m->tower2[p] ? m->tower2[p] : m->tower1[p];
+
+		for (int l = 1; l <= t->nlayers; l++)
+			widest = Max(widest, t->sizes[l]);
+	}
+	widest = (widest + 3) & ~3;
+	sc->act[0] = MemoryContextAlloc(cxt, sizeof(float) * widest);
+	sc->act[1] = MemoryContextAlloc(cxt, sizeof(float) * widest);
+	sc->miss = MemoryContextAlloc(cxt, sizeof(float) * widest);
+	return sc;
+}
+
+static ProjTower *
+tower_get(MtmsScorer *sc, int p)
+{
+	const MtmsModel *m = sc->m;
+	ProjTower  *pt = sc->towers[p];
+	const MtmsTower *t;
+
+	if (pt)
+		return pt;
+	t = m->tower2[p] ? m->tower2[p] : m->tower1[p];
+	pt = MemoryContextAllocZero(sc->cxt, sizeof(ProjTower));
+	pt->tower = t;
+	pt->joined = m->tower2[p] != NULL;
+	pt->pair = p;
+	pt->h1 = t->sizes[1];
+	pt->h1p = (pt->h1 + 3) & ~3;
+	pt->nread = t->nin_used > 0 ? t->nin_used : t->sizes[0];
+	pt->ht = projhash_create(sc->cxt, PROJ_INITIAL, NULL);
+	pt->maxchunks = 16;
+	pt->chunks = MemoryContextAlloc(sc->cxt, sizeof(float *) * pt->maxchunks);
+	sc->bytes += sizeof(ProjTower) + pt->ht->size * sizeof(ProjEntry) +
+		sizeof(float *) * pt->maxchunks;
+	sc->reserve -= Min(sc->reserve, tower_fixed_bytes());
+	sc->towers[p] = pt;
+	return pt;
+}
+
+/* out += W1[:, off .. off + dim) v, reading only the columns the tower reads */
+static inline void
+add_block(const ProjTower *pt, int off, int dim, const float *v, float *out)
+{
+	const MtmsTower *t = pt->tower;
+	int			ncols;
+
+	if (off >= pt->nread)
+		return;
+	ncols = Min(dim, pt->nread - off);
+	cblas_sgemv(CblasRowMajor, CblasNoTrans, pt->h1, ncols,
+				1.0f, t->W[0] + off, t->sizes[0], v, 1, 1.0f, out, 1);
+}
+
+/*
+ * P(f) into out (h1p floats, the padding zero); false when no pair knows
+ * the feature (out is then zero).
+ */
+static bool
+projection_compute(const MtmsScorer *sc, const ProjTower *pt, const MtmsFeature *f,
+				   float *out)
+{
+	const MtmsModel *m = sc->m;
+	bool		known = false;
+
+	memset(out, 0, sizeof(float) * pt->h1p);
+	if (pt->joined)
+	{
+		for (int q = 0; q < m->npairs; q++)
+		{
+			int64		idx = mtms_emb_find(m->emb[q], f->hash);
+
+			if (idx >= 0)
+			{
+				add_block(pt, m->block_off[q * m->nfields + f->field], m->dim,
+						  mtms_emb_vector(m->emb[q], idx), out);
+				known = true;
+			}
+		}
+	}
+	else
+	{
+		int64		idx = mtms_emb_find(m->emb[pt->pair], f->hash);
+
+		if (idx >= 0)
+		{
+			add_block(pt, f->field * m->dim, m->dim,
+					  mtms_emb_vector(m->emb[pt->pair], idx), out);
+			known = true;
+		}
+	}
+	return known;
+}
+
+static inline float *
+vec_ptr(const ProjTower *pt, int64 idx)
+{
+	return pt->chunks[idx >> PROJ_CHUNK_SHIFT] + (idx & (PROJ_CHUNK - 1)) * pt->h1p;
+}
+
+/*
+ * Keep the projection of f just computed into sc->miss (known: it has a
+ * vector) when the cap allows; returns the vector to add (NULL: zero).
+ */
+static const float *
+projection_insert(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f, bool known)
+{
+	Size		need = 0;
+	Size		chunk_bytes = sizeof(float) * (Size) PROJ_CHUNK * pt->h1p;
+	bool		new_chunk = known && (pt->nvec & (PROJ_CHUNK - 1)) == 0;
+	uint64		old_size = pt->ht->size;
+	ProjEntry  *e;
+	bool		found;
+
+	/*
+	 * The insert may double the table: at the fill threshold, or earlier
+	 * when a probe sequence gets too long (simplehash's SH_GROW_MAX_DIB).
+	 */
+	need += pt->ht->size * sizeof(ProjEntry);
+	if (new_chunk)
+	{
+		need += chunk_bytes;
+		if (pt->nchunks == pt->maxchunks)
+			need += sizeof(float *) * pt->maxchunks * 2;
+	}
+	if (sc->bytes + sc->reserve + need > mtms_scorer_cap_bytes() ||
+		pt->nvec >= PG_INT32_MAX - PROJ_CHUNK)
+	{
+		sc->uncached++;
+		return known ? sc->miss : NULL;
+	}
+
+	if (new_chunk)
+	{
+		if (pt->nchunks == pt->maxchunks)
+		{
+			pt->chunks = repalloc(pt->chunks, sizeof(float *) * pt->maxchunks * 2);
+			sc->bytes += sizeof(float *) * pt->maxchunks;
+			pt->maxchunks *= 2;
+		}
+		pt->chunks[pt->nchunks++] = MemoryContextAlloc(sc->cxt, chunk_bytes);
+		sc->bytes += chunk_bytes;
+	}
+	e = projhash_insert(pt->ht, f->hash, &found);
+	Assert(!found);
+	if (pt->ht->size != old_size)
+		sc->bytes += (pt->ht->size - old_size) * sizeof(ProjEntry);
+	e->field = (int16) f->field;
+	sc->keys++;
+	if (!known)
+	{
+		e->vec = -1;
+		sc->zero_keys++;
+		return NULL;
+	}
+	e->vec = (int32) pt->nvec++;
+	memcpy(vec_ptr(pt, e->vec), sc->miss, sizeof(float) * pt->h1p);
+	return vec_ptr(pt, e->vec);
+}
+
+/* The vector to add for feature f (NULL: zero), computing it on a miss. */
+static inline const float *
+projection_get(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f)
+{
+	ProjEntry  *e = projhash_lookup(pt->ht, f->hash);
+	bool		known;
+
+	if (likely(e != NULL && e->field == f->field))
+		return e->vec >= 0 ? vec_ptr(pt, e->vec) : NULL;
+	known = projection_compute(sc, pt, f, sc->miss);
+	sc->computed++;
+	if (e != NULL)
+	{
+		/* the same hash in another field: not kept */
+		sc->uncached++;
+		return known ? sc->miss : NULL;
+	}
+	return projection_insert(sc, pt, f, known);
+}
+
+/* dst[0..n) += src[0..n), n a multiple of 4 */
+static inline void
+vec_add(float *dst, const float *src, int n)
+{
+#ifdef __SSE2__
+	for (int j = 0; j < n; j += 4)
+		_mm_storeu_ps(dst + j, _mm_add_ps(_mm_loadu_ps(dst + j), _mm_loadu_ps(src + j)));
+#else
+	for (int j = 0; j < n; j++)
+		dst[j] += src[j];
+#endif
+}
+
+/* x = max(x, 0) as mtms_tower_predict1 (NaN and -0 give 0), n a multiple of 4 */
+static inline void
+vec_relu(float *x, int n)
+{
+#ifdef __SSE2__
+	__m128		zero = _mm_setzero_ps();
+
+	for (int j = 0; j < n; j += 4)
+		_mm_storeu_ps(x + j, _mm_max_ps(_mm_loadu_ps(x + j), zero));
+#else
+	for (int j = 0; j < n; j++)
+		x[j] = x[j] > 0.0f ? x[j] : 0.0f;
+#endif
+}
+
+static float
+tower_logit(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *feats, int nfeats)
+{
+	const MtmsTower *t = pt->tower;
+	float	   *h = sc->act[0];
+	const float *in;
+
+	memcpy(h, t->b[0], sizeof(float) * pt->h1);
+	memset(h + pt->h1, 0, sizeof(float) * (pt->h1p - pt->h1));
+	for (int i = 0; i < nfeats; i++)
+	{
+		const float *v = projection_get(sc, pt, &feats[i]);
+
+		if (v)
+			vec_add(h, v, pt->h1p);
+	}
+
+	/* the rest as mtms_tower_predict1: ReLU between layers, one logit */
+	if (t->nlayers > 1)
+		vec_relu(h, pt->h1p);
+	in = h;
+	for (int l = 1; l < t->nlayers; l++)
+	{
+		float	   *out = sc->act[l & 1];
+		int			nout = t->sizes[l + 1];
+
+		memcpy(out, t->b[l], sizeof(float) * nout);
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, nout, t->sizes[l],
+					1.0f, t->W[l], t->sizes[l], in, 1, 1.0f, out, 1);
+		if (l < t->nlayers - 1)
+			for (int j = 0; j < nout; j++)
+				out[j] = out[j] > 0.0f ? out[j] : 0.0f;
+		in = out;
+	}
+	return in[0];
+}
+
+double
+mtms_scorer_predict(MtmsScorer *sc, int scene, int task,
+					const MtmsFeature *feats, int nfeats)
+{
+	int			p = MTMS_PAIR(scene, task);
+
+	Assert(p >= 0 && p < sc->m->npairs);
+	return mtms_sigmoid(tower_logit(sc, tower_get(sc, p), feats, nfeats));
+}
+
+void
+mtms_scorer_stats(const MtmsScorer *sc, MtmsScorerStats *st)
+{
+	st->keys = sc->keys;
+	st->zero_keys = sc->zero_keys;
+	st->bytes = (int64) sc->bytes;
+	st->cap_bytes = (int64) mtms_scorer_cap_bytes();
+	st->computed = sc->computed;
+	st->uncached = sc->uncached;
+}

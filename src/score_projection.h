@@ -1,0 +1,60 @@
+/*
+ * score_projection.h
+ *    The first-layer projection cache of a loaded model, and one-row
+ *    prediction through it.
+ *
+ * A tower's first layer is linear in its input, and the input of a row is
+ * a sum over the row's features of that feature's embedding vectors, each
+ * in the columns of its field's block (of every pair for a fine-tune
+ * tower, of the tower's own pair for a phase-1 tower).  So
+ *
+ *     W1 x = sum over features k of P(k),
+ *     P(k) = sum over pairs q of W1[:, block(q, field(k))] e_q(k)
+ *
+ * (phase-1 tower of pair p: P(k) = W1[:, field(k) * dim ..] e_p(k)).
+ * P(k) has hidden[0] floats.  The cache keeps P(k) per tower and feature
+ * (hash, field), computed on the key's first use (a probe per pair and
+ * small matrix-vector products; a key no pair knows projects to zero and
+ * is kept without a vector), so a row costs one probe and one vector add
+ * per feature, then the bias, ReLU and the deeper layers.  Scores equal
+ * those of mtms_model_predict up to float summation order.
+ *
+ * Bounded: the cache stops inserting when it would grow past
+ * mtms_scorer_cap_bytes() (a sixteenth of mtms.max_memory); a miss is then
+ * computed for that row without being kept.  All memory lives in a child
+ * of the context given at creation (the loaded model's), so it goes when
+ * the model cache drops the model (new version, rollback, drop, another
+ * role).  Per backend, not thread safe, not for a model being trained.
+ */
+#ifndef MTMS_SCORE_PROJECTION_H
+#define MTMS_SCORE_PROJECTION_H
+
+#include "model.h"
+
+typedef struct MtmsScorer MtmsScorer;
+
+typedef struct MtmsScorerStats
+{
+	int64		keys;			/* cached (tower, feature) projections */
+	int64		zero_keys;		/* of those, keys no pair knows (no vector) */
+	int64		bytes;			/* memory held by the cache */
+	int64		cap_bytes;		/* current cap */
+	int64		computed;		/* projections computed (inserted or not) */
+	int64		uncached;		/* misses computed without being kept (cap reached) */
+} MtmsScorerStats;
+
+/* An empty cache for m, in a new child of parent.  m must outlive it. */
+extern MtmsScorer *mtms_scorer_create(const MtmsModel *m, MemoryContext parent);
+
+/*
+ * Probability of task (MTMS_TASK_CTR / CVR) for scene: the pair's
+ * fine-tune tower when it has one, else its phase-1 tower, as
+ * mtms_model_predict.
+ */
+extern double mtms_scorer_predict(MtmsScorer *sc, int scene, int task,
+								  const MtmsFeature *feats, int nfeats);
+
+extern Size mtms_scorer_cap_bytes(void);
+extern void mtms_scorer_stats(const MtmsScorer *sc, MtmsScorerStats *st);
+
+#endif							/* MTMS_SCORE_PROJECTION_H */
