@@ -21,6 +21,7 @@
 #define PROJ_CHUNK		256		/* vectors per chunk (power of 2) */
 #define PROJ_CHUNK_SHIFT 8
 #define PROJ_INITIAL	16		/* keys a tower's table starts with */
+#define PROJ_BATCH		32		/* features looked up before their vectors are added */
 
 /*
  * Keyed by the feature hash; the entry also records the field, and a key
@@ -39,7 +40,8 @@ typedef struct ProjEntry
 #define SH_ELEMENT_TYPE	ProjEntry
 #define SH_KEY_TYPE		uint64
 #define SH_KEY			hash
-#define SH_HASH_KEY(tb, k)	((uint32) ((k) ^ ((k) >> 32)))	/* already well mixed */
+#define PROJ_HASH(k)		((uint32) ((k) ^ ((k) >> 32)))	/* already well mixed */
+#define SH_HASH_KEY(tb, k)	PROJ_HASH(k)
 #define SH_EQUAL(tb, a, b)	((a) == (b))
 #define SH_SCOPE		static inline
 #define SH_DECLARE
@@ -67,7 +69,7 @@ struct MtmsScorer
 	const MtmsModel *m;
 	ProjTower **towers;			/* [npairs], NULL until used */
 	float	   *act[2];			/* activations, widest layer each */
-	float	   *miss;			/* a projection not kept */
+	float	   *miss;			/* projections not kept: PROJ_BATCH x widest */
 	Size		bytes;
 	Size		reserve;		/* the fixed part of the towers not yet used */
 	int64		keys;
@@ -116,7 +118,7 @@ mtms_scorer_create(const MtmsModel *m, MemoryContext parent)
 	widest = (widest + 3) & ~3;
 	sc->act[0] = MemoryContextAlloc(cxt, sizeof(float) * widest);
 	sc->act[1] = MemoryContextAlloc(cxt, sizeof(float) * widest);
-	sc->miss = MemoryContextAlloc(cxt, sizeof(float) * widest);
+	sc->miss = MemoryContextAlloc(cxt, sizeof(float) * widest * PROJ_BATCH);
 	return sc;
 }
 
@@ -208,11 +210,12 @@ vec_ptr(const ProjTower *pt, int64 idx)
 }
 
 /*
- * Keep the projection of f just computed into sc->miss (known: it has a
+ * Keep the projection of f just computed into missbuf (known: it has a
  * vector) when the cap allows; returns the vector to add (NULL: zero).
  */
 static const float *
-projection_insert(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f, bool known)
+projection_insert(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f, bool known,
+				  const float *missbuf)
 {
 	Size		need = 0;
 	Size		chunk_bytes = sizeof(float) * (Size) PROJ_CHUNK * pt->h1p;
@@ -236,7 +239,7 @@ projection_insert(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f, bool know
 		pt->nvec >= PG_INT32_MAX - PROJ_CHUNK)
 	{
 		sc->uncached++;
-		return known ? sc->miss : NULL;
+		return known ? missbuf : NULL;
 	}
 
 	if (new_chunk)
@@ -263,28 +266,31 @@ projection_insert(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f, bool know
 		return NULL;
 	}
 	e->vec = (int32) pt->nvec++;
-	memcpy(vec_ptr(pt, e->vec), sc->miss, sizeof(float) * pt->h1p);
+	memcpy(vec_ptr(pt, e->vec), missbuf, sizeof(float) * pt->h1p);
 	return vec_ptr(pt, e->vec);
 }
 
-/* The vector to add for feature f (NULL: zero), computing it on a miss. */
+/*
+ * The vector to add for feature f (NULL: zero), computing it on a miss
+ * into missbuf (h1p floats), which must stay untouched until it is added.
+ */
 static inline const float *
-projection_get(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f)
+projection_get(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f, float *missbuf)
 {
 	ProjEntry  *e = projhash_lookup(pt->ht, f->hash);
 	bool		known;
 
 	if (likely(e != NULL && e->field == f->field))
 		return e->vec >= 0 ? vec_ptr(pt, e->vec) : NULL;
-	known = projection_compute(sc, pt, f, sc->miss);
+	known = projection_compute(sc, pt, f, missbuf);
 	sc->computed++;
 	if (e != NULL)
 	{
 		/* the same hash in another field: not kept */
 		sc->uncached++;
-		return known ? sc->miss : NULL;
+		return known ? missbuf : NULL;
 	}
-	return projection_insert(sc, pt, f, known);
+	return projection_insert(sc, pt, f, known, missbuf);
 }
 
 /* dst[0..n) += src[0..n), n a multiple of 4 */
@@ -324,12 +330,31 @@ tower_logit(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *feats, int nfeats)
 
 	memcpy(h, t->b[0], sizeof(float) * pt->h1);
 	memset(h + pt->h1, 0, sizeof(float) * (pt->h1p - pt->h1));
-	for (int i = 0; i < nfeats; i++)
-	{
-		const float *v = projection_get(sc, pt, &feats[i]);
 
-		if (v)
-			vec_add(h, v, pt->h1p);
+	/*
+	 * In batches of features: prefetch the table buckets, then look up
+	 * (prefetching the vectors), then add in feature order, so that the
+	 * cache misses of a row overlap and the sum does not depend on which
+	 * keys were cached.
+	 */
+	for (int i0 = 0; i0 < nfeats; i0 += PROJ_BATCH)
+	{
+		int			n = Min(PROJ_BATCH, nfeats - i0);
+		const MtmsFeature *fb = feats + i0;
+		const float *v[PROJ_BATCH];
+
+		for (int i = 0; i < n; i++)
+			mtms_prefetch(&pt->ht->data[PROJ_HASH(fb[i].hash) & pt->ht->sizemask]);
+		for (int i = 0; i < n; i++)
+		{
+			v[i] = projection_get(sc, pt, &fb[i], sc->miss + (Size) i * pt->h1p);
+			if (v[i])
+				for (int j = 0; j < pt->h1p; j += 16)
+					mtms_prefetch(v[i] + j);
+		}
+		for (int i = 0; i < n; i++)
+			if (v[i])
+				vec_add(h, v[i], pt->h1p);
 	}
 
 	/* the rest as mtms_tower_predict1: ReLU between layers, one logit */
