@@ -143,7 +143,13 @@ mtms_state_create(const MtmsModel *model, const MtmsOptions *opts,
 	MtmsTrainState *st = state_alloc(CurrentMemoryContext);
 	MemoryContext old = MemoryContextSwitchTo(st->cxt);
 
-	st->model = mtms_model_copy(model);
+	/*
+	 * Borrowed, not copied: a base state only reads the model (to publish
+	 * it, as the start of every participant's copy and of the combine), and
+	 * the driver keeps it unchanged until the state is freed.  One model
+	 * copy less at the peak of every pass.
+	 */
+	st->model = unconstify(MtmsModel *, model);
 	st->opts = *opts;
 	st->stage = stage;
 	st->epoch = epoch;
@@ -151,9 +157,10 @@ mtms_state_create(const MtmsModel *model, const MtmsOptions *opts,
 	st->unit_active = palloc(sizeof(bool) * st->nunits);
 	memcpy(st->unit_active, unit_active, sizeof(bool) * st->nunits);
 	st->collect_valid = (valid == NULL);
+	/* the validation rows are borrowed too (read-only in a base state) */
 	mtms_rowset_init(&st->valid);
 	if (valid)
-		mtms_rowset_copy(&st->valid, valid);
+		st->valid = *valid;
 	alloc_stats(st);
 	MemoryContextSwitchTo(old);
 	return st;
@@ -981,9 +988,37 @@ mtms_state_validate(MtmsTrainState *st)
  * Combine, serialize, deserialize, final
  * --------------------------------------------------------------------- */
 
+/*
+ * Combine the towers of two participants that started the pass from
+ * base's: parameters become base + both participants' changes (each
+ * participant trained on its own share of the rows, so together they
+ * took the steps one process would have taken over all of them; an
+ * average would halve them and the stage would need twice the passes),
+ * the Adam moments the sample-weighted average.
+ */
+static void
+combine_towers(MtmsTower *a, double wa, const MtmsTower *b, double wb,
+			   const MtmsTower *base)
+{
+	float	   *sum;
+
+	if (base == NULL || base->nparams != a->nparams || base->nparams != b->nparams)
+	{
+		mtms_tower_average(a, wa, b, wb);
+		return;
+	}
+	sum = palloc(sizeof(float) * a->nparams);
+	for (int64 i = 0; i < a->nparams; i++)
+		sum[i] = a->mem[i] + (b->mem[i] - base->mem[i]);
+	mtms_tower_average(a, wa, b, wb);
+	memcpy(a->mem, sum, sizeof(float) * a->nparams);
+	pfree(sum);
+}
+
 static void
 combine_into(MtmsTrainState *a, MtmsTrainState *b)
 {
+	const MtmsModel *mbase = registry.base ? registry.base->model : NULL;
 	MtmsModel  *ma = a->model;
 	MtmsModel  *mb = b->model;
 	int			n = ma->nscenes * MTMS_NMETRICS;
@@ -1021,7 +1056,8 @@ combine_into(MtmsTrainState *a, MtmsTrainState *b)
 			na = ma->tower2[p]->nsamples;
 			nb = mb->tower2[p]->nsamples;
 			if (na + nb > 0)
-				mtms_tower_average(ma->tower2[p], (double) na, mb->tower2[p], (double) nb);
+				combine_towers(ma->tower2[p], (double) na, mb->tower2[p], (double) nb,
+							   mbase && mbase->npairs == ma->npairs ? mbase->tower2[p] : NULL);
 			ma->tower2[p]->nsamples = na + nb;
 		}
 	}

@@ -151,7 +151,11 @@ typedef struct MtmsTrainState
 
 /* ---- driver side (train.c) ---- */
 
-/* New base state for a pass; takes ownership of nothing (model is copied). */
+/*
+ * New base state for a pass (or for validating model).  It borrows model
+ * and valid, which must stay unchanged until the state is freed, and
+ * takes ownership of nothing.
+ */
 extern MtmsTrainState *mtms_state_create(const MtmsModel *model,
 										 const MtmsOptions *opts,
 										 MtmsStage stage, int epoch,
