@@ -366,9 +366,14 @@ tower_logit(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *feats, int nfeats)
 		float	   *out = sc->act[l & 1];
 		int			nout = t->sizes[l + 1];
 
-		memcpy(out, t->b[l], sizeof(float) * nout);
-		cblas_sgemv(CblasRowMajor, CblasNoTrans, nout, t->sizes[l],
-					1.0f, t->W[l], t->sizes[l], in, 1, 1.0f, out, 1);
+		if (nout == 1)			/* the logit: a dot product, cheaper to call */
+			out[0] = t->b[l][0] + cblas_sdot(t->sizes[l], t->W[l], 1, in, 1);
+		else
+		{
+			memcpy(out, t->b[l], sizeof(float) * nout);
+			cblas_sgemv(CblasRowMajor, CblasNoTrans, nout, t->sizes[l],
+						1.0f, t->W[l], t->sizes[l], in, 1, 1.0f, out, 1);
+		}
 		if (l < t->nlayers - 1)
 			for (int j = 0; j < nout; j++)
 				out[j] = out[j] > 0.0f ? out[j] : 0.0f;
