@@ -44,6 +44,14 @@ SELECT keys > 3000 AS keys_cached, zero_keys > 0 AS unseen_cached, bytes > 0 AS 
 SELECT max(abs(mtms_score('sp_m', scene, 'ctr', features) -
                mtms_score_reference('sp_m', scene, 'ctr', features))) < 1e-5 AS warm_close
   FROM sp_q;
+-- the order of the features does not matter, exactly (the sum runs in a
+-- canonical order), also with several values of one field
+SELECT count(*) FILTER (WHERE mtms_score('sp_m', scene, 'ctr', features) <>
+                              mtms_score('sp_m', scene, 'ctr', array(SELECT f FROM unnest(features) f
+                                                                     ORDER BY f DESC))) AS order_changes,
+       count(*) FILTER (WHERE mtms_score('sp_m', scene, 'ctr', features) <>
+                              mtms_score('sp_m', scene, 'ctr', features || features)) > 4000 AS repeats_count
+  FROM (SELECT scene, features || '{tag=1,tag=2,tag=3}'::text[] AS features FROM sp_q) q;
 CREATE TABLE sp_v1 AS
 SELECT q.id, t.task, mtms_score('sp_m', q.scene, t.task, q.features) AS p FROM sp_q q, sp_t t;
 

@@ -70,6 +70,8 @@ struct MtmsScorer
 	ProjTower **towers;			/* [npairs], NULL until used */
 	float	   *act[2];			/* activations, widest layer each */
 	float	   *miss;			/* projections not kept: PROJ_BATCH x widest */
+	MtmsFeature *sorted;		/* a row's features in canonical order */
+	int			sorted_cap;
 	Size		bytes;
 	Size		reserve;		/* the fixed part of the towers not yet used */
 	int64		keys;
@@ -321,6 +323,63 @@ vec_relu(float *x, int n)
 #endif
 }
 
+static inline bool
+feature_less(const MtmsFeature *a, const MtmsFeature *b)
+{
+	return a->hash < b->hash || (a->hash == b->hash && a->field < b->field);
+}
+
+static int
+feature_cmp(const void *a, const void *b)
+{
+	return feature_less(a, b) ? -1 : feature_less(b, a) ? 1 : 0;
+}
+
+/*
+ * The row's features sorted by (hash, field): the projections are summed
+ * in this order, so a score does not depend on the order of the features
+ * in the array (float addition is not associative).
+ */
+static const MtmsFeature *
+canonical_order(MtmsScorer *sc, const MtmsFeature *feats, int nfeats)
+{
+	MtmsFeature *out;
+
+	if (nfeats <= 1)
+		return feats;
+	if (nfeats > sc->sorted_cap)
+	{
+		int			cap = Max(nfeats, 64);
+
+		if (sc->sorted)
+			pfree(sc->sorted);
+		sc->sorted = MemoryContextAlloc(sc->cxt, sizeof(MtmsFeature) * cap);
+		sc->sorted_cap = cap;
+	}
+	out = sc->sorted;
+	if (nfeats <= 32)
+	{
+		for (int i = 0; i < nfeats; i++)
+		{
+			MtmsFeature f = feats[i];
+			int			j = i;
+
+			while (j > 0 && feature_less(&f, &out[j - 1]))
+			{
+				out[j] = out[j - 1];
+				j--;
+			}
+			out[j] = f;
+		}
+	}
+	else
+	{
+		memcpy(out, feats, sizeof(MtmsFeature) * nfeats);
+		qsort(out, nfeats, sizeof(MtmsFeature), feature_cmp);
+	}
+	return out;
+}
+
 static float
 tower_logit(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *feats, int nfeats)
 {
@@ -330,12 +389,13 @@ tower_logit(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *feats, int nfeats)
 
 	memcpy(h, t->b[0], sizeof(float) * pt->h1);
 	memset(h + pt->h1, 0, sizeof(float) * (pt->h1p - pt->h1));
+	feats = canonical_order(sc, feats, nfeats);
 
 	/*
 	 * In batches of features: prefetch the table buckets, then look up
-	 * (prefetching the vectors), then add in feature order, so that the
-	 * cache misses of a row overlap and the sum does not depend on which
-	 * keys were cached.
+	 * (prefetching the vectors), then add in (canonical) feature order, so
+	 * that the cache misses of a row overlap and the sum does not depend
+	 * on which keys were cached.
 	 */
 	for (int i0 = 0; i0 < nfeats; i0 += PROJ_BATCH)
 	{

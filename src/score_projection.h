@@ -17,7 +17,9 @@
  * small matrix-vector products; a key no pair knows projects to zero and
  * is kept without a vector), so a row costs one probe and one vector add
  * per feature, then the bias, ReLU and the deeper layers.  Scores equal
- * those of mtms_model_predict up to float summation order.
+ * those of mtms_model_predict up to float summation order; the vectors are
+ * summed in (hash, field) order, so a score does not depend on the order
+ * of the features in the row, nor on what was cached.
  *
  * Bounded: the cache stops inserting when it would grow past
  * mtms_scorer_cap_bytes() (a sixteenth of mtms.max_memory); a miss is then
