@@ -27,7 +27,7 @@
  *
  * The bias corrections are computed once in double precision.
  */
-void
+MTMS_VEC_CLONES void
 mtms_adam_update(float *w, const float *grad, float *m, float *v,
 				 int64 n, float lr, float l2, int64 step)
 {

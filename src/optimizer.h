@@ -23,6 +23,21 @@
 #define MTMS_ADAGRAD_EPS	1e-8f
 
 /*
+ * On the hot elementwise loops of training: an AVX2 build of the function
+ * next to the baseline one, picked at load time by the CPU (x86-64 with
+ * ifunc support only).  AVX2 without FMA: the same IEEE operations in the
+ * same order, so the same results on every machine.
+ */
+#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define MTMS_VEC_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+#ifndef MTMS_VEC_CLONES
+#define MTMS_VEC_CLONES
+#endif
+
+/*
  * One Adam step on n parameters: w -= lr * mhat / (sqrt(vhat) + eps),
  * with decoupled-from-nothing classic L2 (grad += l2 * w) when l2 > 0.
  * step is the 1-based step count used for bias correction.

@@ -82,7 +82,7 @@ frozen_fields(const MtmsTrainState *st, int pair)
 /* embedding vectors of the occurrence this many occurrences ahead too */
 #define GATHER_AHEAD_FEATS	16
 
-static void
+MTMS_VEC_CLONES static void
 gather_train(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
 			 const int64 *rows, int n, float *x, int64 *ridx)
 {

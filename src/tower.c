@@ -265,7 +265,7 @@ mtms_tower_work_free(MtmsTowerWork *w)
  * bias + dot product, the same sum the sgemm with beta 1 over a broadcast
  * bias computed.
  */
-static void
+MTMS_VEC_CLONES static void
 tower_bias_act(float *restrict out, const float *restrict bias, int B, int nout,
 			   bool relu)
 {
@@ -360,7 +360,7 @@ mtms_tower_forward_train(const MtmsTower *t, MtmsTowerWork *w,
 }
 
 /* gb[j] += sum over rows of delta[r][j], rows in order (vectorised on j) */
-static void
+MTMS_VEC_CLONES static void
 tower_bias_grad(float *restrict gb, const float *restrict delta, int B, int nout)
 {
 	int			r,
@@ -376,7 +376,7 @@ tower_bias_grad(float *restrict gb, const float *restrict delta, int B, int nout
 }
 
 /* d[i] = 0 where the post-ReLU activation a[i] is 0 (branchless) */
-static void
+MTMS_VEC_CLONES static void
 tower_relu_mask(float *restrict d, const float *restrict a, int64 n)
 {
 	int64		i;
