@@ -47,6 +47,15 @@ SELECT active_version, versions, embeddings_v1 > 0 AS has_v1, other_embeddings,
        other_towers, scores_unchanged, snapshot_files
   FROM pg_temp.tc_state();
 
+-- cancelled later in a serial plan, when its passes replay the training
+-- rows the first pass kept (mtms.keep_training_rows)
+SET statement_timeout = '1500ms';
+SELECT count(*) FROM mtms_train('tc_m', 'tc_big');
+RESET statement_timeout;
+SELECT active_version, versions, embeddings_v1 > 0 AS has_v1, other_embeddings,
+       other_towers, scores_unchanged, snapshot_files
+  FROM pg_temp.tc_state();
+
 -- cancelled later, in a parallel plan (workers read a snapshot file)
 SET parallel_setup_cost = 0;
 SET parallel_tuple_cost = 0;

@@ -17,6 +17,7 @@ PG_MODULE_MAGIC;
 
 char	   *mtms_default_model = NULL;
 int			mtms_max_memory_mb = 4096;
+bool		mtms_keep_training_rows = true;
 
 void		_PG_init(void);
 
@@ -63,6 +64,18 @@ _PG_init(void)
 							PGC_USERSET,
 							GUC_UNIT_MB,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("mtms.keep_training_rows",
+							 "Let serial training passes replay the training rows in memory.",
+							 "The first serial pass of a stage keeps its parsed training rows "
+							 "(within half of mtms.max_memory) and the serial passes after it "
+							 "train on them instead of scanning and parsing the sample relation "
+							 "again; the model is the same.  Off: every pass scans.",
+							 &mtms_keep_training_rows,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("mtms");
 }

@@ -36,6 +36,7 @@
 /* GUCs, defined in mtms.c */
 extern char *mtms_default_model;	/* mtms.model */
 extern int	mtms_max_memory_mb;		/* mtms.max_memory */
+extern bool mtms_keep_training_rows;	/* mtms.keep_training_rows */
 
 extern const char *mtms_task_name(int task);	/* "ctr" / "cvr" */
 

@@ -72,6 +72,18 @@ typedef struct TrainCtx
 	double	   *metric_loss;
 	double	   *metric_auc;
 	bool		finetuned;
+
+	/*
+	 * Training rows kept by a serial pass for the serial passes after it
+	 * (mtms.keep_training_rows): phase 1's window (the embedding and CTCVR
+	 * stages train on the same rows) and the fine-tune's, each with the
+	 * scenes it holds.
+	 */
+	MtmsRowSet *rows_p1;
+	bool	   *rows_p1_scenes;
+	MtmsRowSet *rows_ft;
+	bool	   *rows_ft_scenes;
+	MemoryContext rows_cxt;
 } TrainCtx;
 
 static const char *stage_names[] = {"embedding", "ctcvr", "finetune"};
@@ -275,6 +287,40 @@ emit_row(TrainCtx *cx, const char *phase, const char *scene, const char *task,
 	tuplestore_putvalues(cx->rsinfo->setResult, cx->rsinfo->setDesc, values, nulls);
 }
 
+/* Scenes with an active unit, palloc'd. */
+static bool *
+active_scenes(TrainCtx *cx, MtmsStage stage, const bool *active)
+{
+	bool	   *scenes = palloc0(sizeof(bool) * cx->model->nscenes);
+
+	for (int u = 0; u < mtms_stage_units(stage, cx->model->nscenes); u++)
+		if (active[u])
+			scenes[stage == MTMS_STAGE_EMBEDDING ? MTMS_PAIR_SCENE(u) : u] = true;
+	return scenes;
+}
+
+/* Memory of the training rows kept so far. */
+static double
+kept_bytes(TrainCtx *cx)
+{
+	return cx->rows_cxt ? (double) MemoryContextMemAllocated(cx->rows_cxt, true) : 0;
+}
+
+static void
+check_pass_result(TrainCtx *cx, const MtmsTrainState *res, bool collect_only)
+{
+	if (res == NULL || res->rows_in == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("sample relation %s has no rows", cx->relname)));
+	if (res->rows_trained == 0 && !collect_only)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("sample relation %s has no training rows for the scenes being trained",
+						cx->relname),
+				 errhint("Check the scene column, or lower validation_fraction.")));
+}
+
 /* Run one epoch's aggregate query; returns the trained state. */
 static MtmsTrainState *
 run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
@@ -355,6 +401,56 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 	 */
 	parallel = max_parallel_workers_per_gather > 0 &&
 		mtms_model_bytes(cx->model) < MAX_PARALLEL_MODEL_BYTES;
+	/*
+	 * A serial pass replays the training rows an earlier serial pass kept,
+	 * when they hold every scene this pass trains: no scan, no parsing, and
+	 * the same rows in the same order, so the same model as a scan.  The
+	 * first serial pass of a window keeps its rows, memory permitting.
+	 */
+	{
+		bool		ft = stage == MTMS_STAGE_FINETUNE;
+		MtmsRowSet *kept = ft ? cx->rows_ft : cx->rows_p1;
+		bool	   *kept_scenes = ft ? cx->rows_ft_scenes : cx->rows_p1_scenes;
+		bool	   *scenes = active_scenes(cx, stage, active);
+
+		if (!parallel && kept && !collect_only && cx->samples > 0 && cx->valid != NULL)
+		{
+			bool		covered = true;
+
+			for (int s = 0; s < cx->model->nscenes; s++)
+				if (scenes[s] && !kept_scenes[s])
+					covered = false;
+			if (covered)
+			{
+				elog(DEBUG1, "mtms_train: %s epoch %d replays %lld kept training rows",
+					 stage_names[stage], epoch, (long long) kept->nrows);
+				MemoryContextSwitchTo(cx->cxt);
+				res = mtms_state_run_rows(base, kept, cx->samples);
+				MemoryContextSwitchTo(old);
+				mtms_state_free(base);
+				pfree(scenes);
+				check_pass_result(cx, res, collect_only);
+				return res;
+			}
+		}
+		if (!parallel && kept == NULL && !collect_only && mtms_keep_training_rows)
+		{
+			/* at most half of mtms.max_memory beside three model copies */
+			double		room = (double) mtms_max_memory_mb * 1024 * 1024 / 2 -
+				3.0 * mtms_model_bytes(cx->model) - kept_bytes(cx);
+
+			if (room > 1024 * 1024)
+			{
+				base->train_limit = (Size) room;
+				if (cx->rows_cxt == NULL)
+					cx->rows_cxt = AllocSetContextCreate(cx->cxt, "mtms kept training rows",
+														 ALLOCSET_DEFAULT_SIZES);
+				base->collect_train = true;
+				base->train_cxt = cx->rows_cxt;
+			}
+		}
+		pfree(scenes);
+	}
 	token = mtms_state_publish(base, parallel);
 	sql = psprintf("SELECT %s.%s(%s, scene::text, features, click, conversion) FROM %s",
 				   cx->schema,
@@ -378,17 +474,28 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 
 	res = mtms_state_take_result(token);
 	mtms_state_unpublish();
+	if (base->collect_train && res != NULL && res->collect_train)
+	{
+		bool		ft = stage == MTMS_STAGE_FINETUNE;
+		MemoryContext old2 = MemoryContextSwitchTo(cx->rows_cxt);
+		MtmsRowSet *kept = palloc(sizeof(MtmsRowSet));
+
+		*kept = res->train_rows;	/* allocated in cx->rows_cxt */
+		mtms_rowset_init(&res->train_rows);
+		if (ft)
+		{
+			cx->rows_ft = kept;
+			cx->rows_ft_scenes = active_scenes(cx, stage, active);
+		}
+		else
+		{
+			cx->rows_p1 = kept;
+			cx->rows_p1_scenes = active_scenes(cx, stage, active);
+		}
+		MemoryContextSwitchTo(old2);
+	}
 	mtms_state_free(base);
-	if (res == NULL || res->rows_in == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("sample relation %s has no rows", cx->relname)));
-	if (res->rows_trained == 0 && !collect_only)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("sample relation %s has no training rows for the scenes being trained",
-						cx->relname),
-				 errhint("Check the scene column, or lower validation_fraction.")));
+	check_pass_result(cx, res, collect_only);
 	return res;
 }
 

@@ -188,6 +188,9 @@ scene_active(const MtmsTrainState *st, int scene)
  * combine weights, the work area, the shuffling generator.
  */
 static void checkpoint(MtmsTrainState *st);
+static void buffer_row(MtmsTrainState *st, int scene, uint8 label,
+					   const MtmsFeature *feats, int nfeats);
+static void restore_best(MtmsTrainState *st);
 static void evaluate_validation(MtmsTrainState *st, const MtmsRowSet *vs,
 								bool with_auc);
 
@@ -543,6 +546,10 @@ start_from_base(const MtmsTrainState *base, MemoryContext parent)
 	st->unit_active = palloc(sizeof(bool) * st->nunits);
 	memcpy(st->unit_active, base->unit_active, sizeof(bool) * st->nunits);
 	st->collect_valid = base->collect_valid;
+	st->collect_train = base->collect_train && base->train_cxt != NULL;
+	st->train_cxt = base->train_cxt;
+	st->train_limit = base->train_limit;
+	mtms_rowset_init(&st->train_rows);
 	st->expected_rows = base->expected_rows;
 	if (base->frozen_fields)
 	{
@@ -673,17 +680,62 @@ mtms_state_transition(FunctionCallInfo fcinfo, bool finetune)
 
 	if (!scene_active(st, scene) || u < st->train_lo || u >= st->train_hi)
 		PG_RETURN_POINTER(st);	/* not a training row of this pass */
+	if (st->collect_train)
 	{
-		MemoryContext old = MemoryContextSwitchTo(st->cxt);
+		MemoryContext old = MemoryContextSwitchTo(st->train_cxt);
 
-		mtms_rowset_add(&st->buf, scene, label, st->parse_buf, nfeats);
+		mtms_rowset_add(&st->train_rows, scene, label, st->parse_buf, nfeats);
 		MemoryContextSwitchTo(old);
+		if ((st->train_rows.nrows & 4095) == 0 &&
+			MemoryContextMemAllocated(st->train_cxt, true) > st->train_limit)
+		{
+			/* too many to keep: this pass keeps none */
+			st->collect_train = false;
+			mtms_rowset_init(&st->train_rows);
+			MemoryContextReset(st->train_cxt);
+		}
 	}
+	buffer_row(st, scene, label, st->parse_buf, nfeats);
+
+	PG_RETURN_POINTER(st);
+}
+
+/* A training row for this pass: into the shuffle buffer, train when full. */
+static void
+buffer_row(MtmsTrainState *st, int scene, uint8 label, const MtmsFeature *feats,
+		   int nfeats)
+{
+	MemoryContext old = MemoryContextSwitchTo(st->cxt);
+
+	mtms_rowset_add(&st->buf, scene, label, feats, nfeats);
+	MemoryContextSwitchTo(old);
 	st->rows_trained++;
 	if (st->buf.nrows >= st->opts.shuffle_buffer)
 		process_buffer(st);
+}
 
-	PG_RETURN_POINTER(st);
+MtmsTrainState *
+mtms_state_run_rows(const MtmsTrainState *base, const MtmsRowSet *rows, int64 rows_in)
+{
+	MtmsTrainState *st = start_from_base(base, CurrentMemoryContext);
+
+	state_prepare(st);
+	st->rows_in = rows_in;
+	for (int64 i = 0; i < rows->nrows; i++)
+	{
+		int			scene = rows->scene[i];
+
+		if ((i & 1023) == 0)
+			CHECK_FOR_INTERRUPTS();
+		if (!scene_active(st, scene))
+			continue;
+		buffer_row(st, scene, rows->label[i], rows->feats + rows->start[i],
+				   (int) (rows->start[i + 1] - rows->start[i]));
+	}
+	process_buffer(st);
+	restore_best(st);
+	evaluate_validation(st, &base->valid, true);
+	return st;
 }
 
 /* ---------------------------------------------------------------------

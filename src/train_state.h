@@ -132,6 +132,16 @@ typedef struct MtmsTrainState
 	struct MtmsJoinedKeys **vkeys;	/* [nscenes] or NULL */
 	const MtmsRowSet *vkeys_of;
 
+	/*
+	 * Serial passes keep their training rows for the passes after them
+	 * (see mtms_state_run_rows): with collect_train, every row of the
+	 * training window of an active scene is also appended here.
+	 */
+	bool		collect_train;
+	MtmsRowSet	train_rows;
+	MemoryContext train_cxt;	/* the driver's: train_rows outlive the pass */
+	Size		train_limit;	/* stop keeping rows beyond this many bytes */
+
 	int64		rows_in;		/* rows seen by this state */
 	int64		rows_trained;	/* rows that trained some unit */
 	int64		bad_conversions;	/* conversion without click: counted, CVR-skipped */
@@ -168,6 +178,15 @@ extern MtmsTrainState *mtms_state_create(const MtmsModel *model,
  * file is removed by mtms_state_unpublish or at the end of the transaction.
  */
 extern char *mtms_state_publish(MtmsTrainState *base, bool with_snapshot);
+
+/*
+ * Run a pass of base without a query, over training rows a serial pass
+ * kept (collect_train), in the order the scan gave them: the same buffers,
+ * shuffles and mini-batches as the aggregate, so the same model.  rows_in
+ * is what the relation holds.  Returns the trained, validated state.
+ */
+extern MtmsTrainState *mtms_state_run_rows(const MtmsTrainState *base,
+										   const MtmsRowSet *rows, int64 rows_in);
 
 /* Take the trained state the final function left for token; ERROR if none. */
 extern MtmsTrainState *mtms_state_take_result(const char *token);
