@@ -57,15 +57,19 @@ SELECT q.id, t.task, mtms_score('sp_m', q.scene, t.task, q.features) AS p FROM s
 
 -- ---------------------------------------------------------------------------
 -- Version 2: the fine-tune (joined towers), scored with a cap so small
--- (mtms.max_memory 16 MB: 1 MB) that the cache fills; the misses are
--- computed without being kept, the scores stay right.
+-- (mtms.score_cache = 1 MB) that the cache fills; the misses are computed
+-- without being kept, the scores stay right.  Without mtms.score_cache the
+-- cap is a sixteenth of mtms.max_memory.
 SELECT count(*) AS rows FROM mtms_train('sp_m', 'sp_s', phases => 'finetune');
-SET mtms.max_memory = 16;
+SET mtms.max_memory = 32;
+SELECT cap_bytes = 2 * 1024 * 1024 AS cap_from_max_memory FROM mtms_score_cache_stats('sp_m');
+RESET mtms.max_memory;
+SET mtms.score_cache = 1;
 SELECT * FROM sp_check();
 SELECT keys > 0 AS keys_cached, bytes <= cap_bytes AS within_cap, cap_bytes = 1024 * 1024 AS cap_1mb,
        uncached > 0 AS cap_reached
   FROM mtms_score_cache_stats('sp_m');
-RESET mtms.max_memory;
+RESET mtms.score_cache;
 -- the new version's scores, not version 1's
 SELECT count(*) FILTER (WHERE abs(v.p - mtms_score('sp_m', q.scene, v.task, q.features)) > 1e-4)
          > 0.5 * count(*) AS changed

@@ -18,6 +18,7 @@ PG_MODULE_MAGIC;
 char	   *mtms_default_model = NULL;
 int			mtms_max_memory_mb = 4096;
 bool		mtms_keep_training_rows = true;
+int			mtms_score_cache_mb = -1;
 
 void		_PG_init(void);
 
@@ -76,6 +77,17 @@ _PG_init(void)
 							 PGC_USERSET,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("mtms.score_cache",
+							"Largest memory of a backend's scoring projections per model, in megabytes.",
+							"mtms_score and mtms_evaluate cache each feature's first-layer projection "
+							"per tower; past this size they compute the others on every use.  "
+							"0 caches nothing; -1 (the default) means a sixteenth of mtms.max_memory.",
+							&mtms_score_cache_mb,
+							-1, -1, INT_MAX / 2,
+							PGC_USERSET,
+							GUC_UNIT_MB,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("mtms");
 }

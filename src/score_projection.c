@@ -95,6 +95,8 @@ tower_fixed_bytes(void)
 Size
 mtms_scorer_cap_bytes(void)
 {
+	if (mtms_score_cache_mb >= 0)
+		return (Size) mtms_score_cache_mb * 1024 * 1024;
 	return (Size) mtms_max_memory_mb * 1024 * 1024 / 16;
 }
 
