@@ -600,9 +600,12 @@ run_stage(TrainCtx *cx, MtmsStage stage, const bool *selected)
 		{
 			MemoryContext old = MemoryContextSwitchTo(cx->cxt);
 
-			mtms_model_free(cx->model);
-			MemoryContextSetParent(res->model->cxt, cx->cxt);
-			cx->model = res->model;
+			if (res->model != cx->model)	/* else trained in place */
+			{
+				mtms_model_free(cx->model);
+				MemoryContextSetParent(res->model->cxt, cx->cxt);
+				cx->model = res->model;
+			}
 			if (cx->valid == NULL)
 			{
 				cx->valid = palloc(sizeof(MtmsRowSet));

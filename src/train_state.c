@@ -533,12 +533,12 @@ load_snapshot(const char *token, MemoryContext parent)
 
 /* Deep copy of the published base for this process's aggregate. */
 static MtmsTrainState *
-start_from_base(const MtmsTrainState *base, MemoryContext parent)
+start_from_base(const MtmsTrainState *base, MemoryContext parent, bool share_model)
 {
 	MtmsTrainState *st = state_alloc(parent);
 	MemoryContext old = MemoryContextSwitchTo(st->cxt);
 
-	st->model = mtms_model_copy(base->model);
+	st->model = share_model ? base->model : mtms_model_copy(base->model);
 	st->opts = base->opts;
 	st->stage = base->stage;
 	st->epoch = base->epoch;
@@ -609,7 +609,7 @@ mtms_state_transition(FunctionCallInfo fcinfo, bool finetune)
 		token = text_to_cstring(PG_GETARG_TEXT_PP(1));
 		if (!IsParallelWorker() && registry.base != NULL &&
 			strcmp(token, registry.token) == 0)
-			st = start_from_base(registry.base, aggcxt);
+			st = start_from_base(registry.base, aggcxt, false);
 		else
 			st = load_snapshot(token, aggcxt);
 		if ((st->stage == MTMS_STAGE_FINETUNE) != finetune)
@@ -717,7 +717,7 @@ buffer_row(MtmsTrainState *st, int scene, uint8 label, const MtmsFeature *feats,
 MtmsTrainState *
 mtms_state_run_rows(const MtmsTrainState *base, const MtmsRowSet *rows, int64 rows_in)
 {
-	MtmsTrainState *st = start_from_base(base, CurrentMemoryContext);
+	MtmsTrainState *st = start_from_base(base, CurrentMemoryContext, true);
 
 	state_prepare(st);
 	st->rows_in = rows_in;

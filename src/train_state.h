@@ -183,7 +183,10 @@ extern char *mtms_state_publish(MtmsTrainState *base, bool with_snapshot);
  * Run a pass of base without a query, over training rows a serial pass
  * kept (collect_train), in the order the scan gave them: the same buffers,
  * shuffles and mini-batches as the aggregate, so the same model.  rows_in
- * is what the relation holds.  Returns the trained, validated state.
+ * is what the relation holds.  Returns the trained, validated state, whose
+ * model IS base's model, trained in place (no copy: the driver adopts the
+ * trained model after every pass anyway, and keeps its units' best epochs
+ * apart).
  */
 extern MtmsTrainState *mtms_state_run_rows(const MtmsTrainState *base,
 										   const MtmsRowSet *rows, int64 rows_in);
