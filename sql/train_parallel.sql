@@ -24,6 +24,9 @@ SET parallel_setup_cost = 0;
 SET parallel_tuple_cost = 0;
 SET min_parallel_table_scan_size = 0;
 SET max_parallel_workers_per_gather = 2;
+-- passes replay kept training rows in one process when they can; with
+-- mtms.keep_training_rows off every pass scans, here in a parallel plan
+SET mtms.keep_training_rows = off;
 -- the shape of mtms_train's per-epoch query gets a parallel plan
 EXPLAIN (COSTS OFF)
 SELECT mtms_embedding_update('token', scene::text, features, click, conversion) FROM tp_train;
@@ -42,6 +45,7 @@ SELECT scene, sum(mtms_score('tp_parallel', scene, 'ctr', features)) AS s,
 RESET parallel_setup_cost;
 RESET parallel_tuple_cost;
 RESET min_parallel_table_scan_size;
+RESET mtms.keep_training_rows;
 SET max_parallel_workers_per_gather = 0;
 
 SELECT p.scene, abs(p.s - q.s) < 1e-9 * q.s AS same_ctr_sum,
@@ -69,7 +73,34 @@ SELECT s.scene, s.task, s.auc > 0.55 AS serial_learned, p.auc > 0.55 AS parallel
  WHERE s.task = 'ctr' AND s.scene IN ('search', 'feeds')
  ORDER BY s.scene;
 
+-- With training rows kept (the default), the first pass of each window
+-- runs in one process to keep its rows and the others replay them, so a
+-- training allowed two workers gives the serial model, bit for bit.
+SELECT mtms_create_model('tp_kept', '{search,feeds,video}',
+       '{user,ad,advertiser,hour,device,tag}', 4, '{8}',
+       '{"max_epochs": 2, "batch_size": 64, "shuffle_buffer": 1024}');
+SET parallel_setup_cost = 0;
+SET parallel_tuple_cost = 0;
+SET min_parallel_table_scan_size = 0;
+SET max_parallel_workers_per_gather = 2;
+SELECT count(*) AS rows FROM mtms_train('tp_kept', 'tp_train');
+RESET parallel_setup_cost;
+RESET parallel_tuple_cost;
+RESET min_parallel_table_scan_size;
+SET max_parallel_workers_per_gather = 0;
+SELECT (SELECT md5(string_agg(e.vector::text || e.accum::text, ',' ORDER BY e.scene, e.task, e.feature))
+          FROM mtms_embedding e JOIN mtms_model m USING (model_id) WHERE m.name = 'tp_serial') =
+       (SELECT md5(string_agg(e.vector::text || e.accum::text, ',' ORDER BY e.scene, e.task, e.feature))
+          FROM mtms_embedding e JOIN mtms_model m USING (model_id) WHERE m.name = 'tp_kept')
+       AS kept_same_embeddings,
+       (SELECT md5(string_agg(t.weights::text || t.bias::text, ',' ORDER BY t.phase, t.scene, t.task, t.layer))
+          FROM mtms_tower t JOIN mtms_model m USING (model_id) WHERE m.name = 'tp_serial') =
+       (SELECT md5(string_agg(t.weights::text || t.bias::text, ',' ORDER BY t.phase, t.scene, t.task, t.layer))
+          FROM mtms_tower t JOIN mtms_model m USING (model_id) WHERE m.name = 'tp_kept')
+       AS kept_same_towers;
+
 SELECT mtms_drop_model('tp_serial');
 SELECT mtms_drop_model('tp_parallel');
+SELECT mtms_drop_model('tp_kept');
 DROP VIEW tp_train, tp_test;
 DROP TABLE tp_all;

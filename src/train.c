@@ -74,8 +74,8 @@ typedef struct TrainCtx
 	bool		finetuned;
 
 	/*
-	 * Training rows kept by a serial pass for the serial passes after it
-	 * (mtms.keep_training_rows): phase 1's window (the embedding and CTCVR
+	 * Training rows kept by the first pass of a window for the passes after
+	 * it (mtms.keep_training_rows): phase 1's window (the embedding and CTCVR
 	 * stages train on the same rows) and the fine-tune's, each with the
 	 * scenes it holds.
 	 */
@@ -83,6 +83,8 @@ typedef struct TrainCtx
 	bool	   *rows_p1_scenes;
 	MtmsRowSet *rows_ft;
 	bool	   *rows_ft_scenes;
+	bool		rows_p1_failed; /* the window's rows did not fit */
+	bool		rows_ft_failed;
 	MemoryContext rows_cxt;
 } TrainCtx;
 
@@ -402,18 +404,24 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 	parallel = max_parallel_workers_per_gather > 0 &&
 		mtms_model_bytes(cx->model) < MAX_PARALLEL_MODEL_BYTES;
 	/*
-	 * A serial pass replays the training rows an earlier serial pass kept,
-	 * when they hold every scene this pass trains: no scan, no parsing, and
-	 * the same rows in the same order, so the same model as a scan.  The
-	 * first serial pass of a window keeps its rows, memory permitting.
+	 * Kept training rows.  A pass replays the rows an earlier pass of the
+	 * same window kept, when they hold every scene this pass trains: no
+	 * scan, no parsing, the same rows in the same order, so the same model
+	 * as a serial scan.  The first pass of a window runs serially and keeps
+	 * its rows, memory permitting; only a window whose rows did not fit
+	 * scans again, in parallel when the plan allows.  Replaying in one
+	 * process beats scanning with workers: a parallel pass re-reads and
+	 * re-parses every row and its averaged partial models need more epochs
+	 * (bench/RESULTS.md, "Parallel").
 	 */
 	{
 		bool		ft = stage == MTMS_STAGE_FINETUNE;
 		MtmsRowSet *kept = ft ? cx->rows_ft : cx->rows_p1;
 		bool	   *kept_scenes = ft ? cx->rows_ft_scenes : cx->rows_p1_scenes;
+		bool		failed = ft ? cx->rows_ft_failed : cx->rows_p1_failed;
 		bool	   *scenes = active_scenes(cx, stage, active);
 
-		if (!parallel && kept && !collect_only && cx->samples > 0 && cx->valid != NULL)
+		if (kept && !collect_only && cx->samples > 0 && cx->valid != NULL)
 		{
 			bool		covered = true;
 
@@ -433,7 +441,7 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 				return res;
 			}
 		}
-		if (!parallel && kept == NULL && !collect_only && mtms_keep_training_rows)
+		if (kept == NULL && !failed && !collect_only && mtms_keep_training_rows)
 		{
 			/* at most half of mtms.max_memory beside three model copies */
 			double		room = (double) mtms_max_memory_mb * 1024 * 1024 / 2 -
@@ -447,6 +455,7 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 														 ALLOCSET_DEFAULT_SIZES);
 				base->collect_train = true;
 				base->train_cxt = cx->rows_cxt;
+				parallel = false;
 			}
 		}
 		pfree(scenes);
@@ -474,7 +483,15 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 
 	res = mtms_state_take_result(token);
 	mtms_state_unpublish();
-	if (base->collect_train && res != NULL && res->collect_train)
+	if (base->collect_train && (res == NULL || !res->collect_train))
+	{
+		/* too many rows to keep: this window scans on every pass */
+		if (stage == MTMS_STAGE_FINETUNE)
+			cx->rows_ft_failed = true;
+		else
+			cx->rows_p1_failed = true;
+	}
+	else if (base->collect_train)
 	{
 		bool		ft = stage == MTMS_STAGE_FINETUNE;
 		MemoryContext old2 = MemoryContextSwitchTo(cx->rows_cxt);

@@ -31,6 +31,8 @@ SET parallel_tuple_cost = 0;
 SET min_parallel_table_scan_size = 0;
 SET min_parallel_index_scan_size = 0;
 SET max_parallel_workers_per_gather = 2;
+-- every pass scans (kept rows would replay in the leader alone)
+SET mtms.keep_training_rows = off;
 \else
 \echo '== sanitize workload: serial plans'
 SET max_parallel_workers_per_gather = 0;
