@@ -211,9 +211,8 @@ mtms_emb_find(const MtmsEmbStore *s, uint64 key)
 	return e ? (int64) e->idx : -1;
 }
 
-int64
-mtms_emb_find_or_create(MtmsEmbStore *s, uint64 key, int32 field,
-						int64 max_rows)
+static pg_attribute_always_inline int64
+emb_find_or_create(MtmsEmbStore *s, uint64 key, int32 field, int64 max_rows)
 {
 	MtmsEmbEntry *e;
 	bool		found;
@@ -249,6 +248,35 @@ mtms_emb_find_or_create(MtmsEmbStore *s, uint64 key, int32 field,
 	for (d = 0; d < s->dim; d++)
 		vec[d] = (float) ((2.0 * pg_prng_double(&rng) - 1.0) * MTMS_EMB_INIT_RANGE);
 	return idx;
+}
+
+int64
+mtms_emb_find_or_create(MtmsEmbStore *s, uint64 key, int32 field,
+						int64 max_rows)
+{
+	return emb_find_or_create(s, key, field, max_rows);
+}
+
+void
+mtms_emb_resolve(MtmsEmbStore *s, const MtmsFeature *f, int nf, int32 frozen,
+				 int64 max_rows, int64 *ridx,
+				 const MtmsFeature *next, int nnext)
+{
+	int			j;
+
+	for (j = 0; j < nnext; j++)
+		mtms_prefetch(&s->hash->data[emb_hash_key(next[j].hash) & s->hash->sizemask]);
+	for (j = 0; j < nf; j++)
+	{
+		if (f[j].field < frozen)
+		{
+			MtmsEmbEntry *e = mtms_embhash_lookup(s->hash, f[j].hash);
+
+			ridx[j] = e ? (int64) e->idx : -1;
+		}
+		else
+			ridx[j] = emb_find_or_create(s, f[j].hash, f[j].field, max_rows);
+	}
 }
 
 void
@@ -391,8 +419,8 @@ emb_add_vec(float *restrict g, const float *restrict grad, int dim)
 		g[d] += grad[d];
 }
 
-void
-mtms_emb_add_grad(MtmsEmbStore *s, int64 idx, const float *grad)
+static pg_attribute_always_inline void
+emb_add_grad(MtmsEmbStore *s, int64 idx, const float *grad)
 {
 	int64		mask;
 	int64		h;
@@ -427,6 +455,23 @@ mtms_emb_add_grad(MtmsEmbStore *s, int64 idx, const float *grad)
 	s->brow[slot] = idx;
 	s->bpos[slot] = h;
 	memcpy(s->bgrad + slot * dim, grad, dim * sizeof(float));
+}
+
+void
+mtms_emb_add_grad(MtmsEmbStore *s, int64 idx, const float *grad)
+{
+	emb_add_grad(s, idx, grad);
+}
+
+void
+mtms_emb_add_grad_row(MtmsEmbStore *s, const MtmsFeature *f, int nf,
+					  const int64 *ridx, int32 frozen, const float *dx)
+{
+	int			dim = s->dim;
+
+	for (int j = 0; j < nf; j++)
+		if (ridx[j] >= 0 && f[j].field >= frozen)
+			emb_add_grad(s, ridx[j], dx + (Size) f[j].field * dim);
 }
 
 void

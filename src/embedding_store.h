@@ -17,6 +17,7 @@
 #define MTMS_EMBEDDING_STORE_H
 
 #include "mtms.h"
+#include "feature_parser.h"
 #include "lib/stringinfo.h"
 
 typedef struct MtmsEmbStore MtmsEmbStore;
@@ -52,6 +53,17 @@ extern int64 mtms_emb_find_or_create(MtmsEmbStore *s, uint64 key, int32 field,
 									 int64 max_rows);
 
 /*
+ * The rows of one sample's features, in order, as a training pass needs
+ * them: ridx[j] = mtms_emb_find (field < frozen: a frozen field's rows are
+ * only read) or mtms_emb_find_or_create(.., max_rows) of f[j].  Also starts
+ * fetching the hash slots of next[0..nnext), the features of a sample to
+ * be resolved a little later (next may be NULL when nnext is 0).
+ */
+extern void mtms_emb_resolve(MtmsEmbStore *s, const MtmsFeature *f, int nf,
+							 int32 frozen, int64 max_rows, int64 *ridx,
+							 const MtmsFeature *next, int nnext);
+
+/*
  * Start fetching the hash table slot where a lookup of key begins (a hint,
  * for lookups a little later; changes nothing).
  */
@@ -83,6 +95,16 @@ extern int64 mtms_emb_insert(MtmsEmbStore *s, uint64 key, int32 field,
  */
 extern void mtms_emb_add_grad(MtmsEmbStore *s, int64 idx, const float *grad);
 extern void mtms_emb_apply(MtmsEmbStore *s, float lr, float l2);
+
+/*
+ * add_grad for one sample's features as resolved by mtms_emb_resolve: for
+ * each j with ridx[j] >= 0 and f[j].field >= frozen, the gradient
+ * dx + f[j].field * dim (dx: the sample's input gradient, fields' blocks
+ * of dim floats).
+ */
+extern void mtms_emb_add_grad_row(MtmsEmbStore *s, const MtmsFeature *f, int nf,
+								  const int64 *ridx, int32 frozen,
+								  const float *dx);
 
 /*
  * Number of updates of row idx since the last reset_counts (inline:

@@ -117,21 +117,14 @@ gather_train(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
 		{
 			int64		r = rows[i + GATHER_AHEAD_ROWS / 2];
 
-			for (int64 q = rs->start[r]; q < rs->start[r + 1]; q++)
-				mtms_emb_prefetch(emb, rs->feats[q].hash);
+			mtms_emb_resolve(emb, f, nf, frozen, max_features, ridx + k,
+							 rs->feats + rs->start[r],
+							 (int) (rs->start[r + 1] - rs->start[r]));
 		}
-		for (int j = 0; j < nf; j++)
-		{
-			int64		idx;
-
-			/* a frozen field's rows are only read, and none is added */
-			if (f[j].field < frozen)
-				idx = mtms_emb_find(emb, f[j].hash);
-			else
-				idx = mtms_emb_find_or_create(emb, f[j].hash, f[j].field,
-											  max_features);
-			ridx[k++] = idx;
-		}
+		else
+			mtms_emb_resolve(emb, f, nf, frozen, max_features, ridx + k,
+							 NULL, 0);
+		k += nf;
 	}
 	nocc = k;
 
@@ -169,7 +162,6 @@ scatter_grads(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
 {
 	MtmsModel  *m = st->model;
 	MtmsEmbStore *emb = m->emb[pair];
-	int			d = m->dim;
 	Size		in1 = MTMS_INPUT1(m);
 	int64		k = 0;
 	int			frozen = frozen_fields(st, pair);
@@ -179,13 +171,8 @@ scatter_grads(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
 		const MtmsFeature *f = rs->feats + rs->start[rows[i]];
 		int			nf = (int) (rs->start[rows[i] + 1] - rs->start[rows[i]]);
 
-		for (int j = 0; j < nf; j++)
-		{
-			int64		idx = ridx[k++];
-
-			if (idx >= 0 && f[j].field >= frozen)
-				mtms_emb_add_grad(emb, idx, dx + in1 * i + (Size) f[j].field * d);
-		}
+		mtms_emb_add_grad_row(emb, f, nf, ridx + k, frozen, dx + in1 * i);
+		k += nf;
 	}
 	mtms_emb_apply(emb, (float) st->opts.lr_embedding, (float) st->opts.l2);
 }
