@@ -460,6 +460,8 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 		}
 		pfree(scenes);
 	}
+	/* no workers, no partial states to combine: train the model in place */
+	base->train_in_place = !parallel;
 	token = mtms_state_publish(base, parallel);
 	sql = psprintf("SELECT %s.%s(%s, scene::text, features, click, conversion) FROM %s",
 				   cx->schema,

@@ -609,7 +609,7 @@ mtms_state_transition(FunctionCallInfo fcinfo, bool finetune)
 		token = text_to_cstring(PG_GETARG_TEXT_PP(1));
 		if (!IsParallelWorker() && registry.base != NULL &&
 			strcmp(token, registry.token) == 0)
-			st = start_from_base(registry.base, aggcxt, false);
+			st = start_from_base(registry.base, aggcxt, registry.base->train_in_place);
 		else
 			st = load_snapshot(token, aggcxt);
 		if ((st->stage == MTMS_STAGE_FINETUNE) != finetune)

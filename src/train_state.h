@@ -139,6 +139,13 @@ typedef struct MtmsTrainState
 	 */
 	bool		collect_train;
 	MtmsRowSet	train_rows;
+
+	/*
+	 * Base only: the driver runs the pass in one process, so the leader's
+	 * aggregate may train the base's (the driver's) model itself instead of
+	 * a copy; nothing is combined.
+	 */
+	bool		train_in_place;
 	MemoryContext train_cxt;	/* the driver's: train_rows outlive the pass */
 	Size		train_limit;	/* stop keeping rows beyond this many bytes */
 
