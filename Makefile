@@ -24,6 +24,7 @@ OBJS = \
 	src/phase_embedding.o \
 	src/phase_finetune.o \
 	src/joined_keys.o \
+	src/kept_rows.o \
 	src/model_store.o \
 	src/samples.o \
 	src/train.o \

@@ -12,6 +12,7 @@
  * nout x (npairs * dim) matrix, and P_f = J_f W1_f^T is one cblas_sgemm.
  */
 #include "joined_keys.h"
+#include "feature_keys.h"
 
 #include <cblas.h>
 
@@ -19,36 +20,6 @@
 #include "miscadmin.h"
 
 #define VK_BATCH 512
-
-typedef struct VkKey
-{
-	uint64		hash;
-	int32		field;
-} VkKey;
-
-typedef struct VkEntry
-{
-	VkKey		key;
-	int32		id;				/* first-seen number */
-	char		status;
-} VkEntry;
-
-static inline uint32
-vk_hash_key(VkKey k)
-{
-	return (uint32) hash_combine64(k.hash, (uint64) k.field);
-}
-
-#define SH_PREFIX		vkhash
-#define SH_ELEMENT_TYPE	VkEntry
-#define SH_KEY_TYPE		VkKey
-#define SH_KEY			key
-#define SH_HASH_KEY(tb, k)	vk_hash_key(k)
-#define SH_EQUAL(tb, a, b)	((a).hash == (b).hash && (a).field == (b).field)
-#define SH_SCOPE		static inline
-#define SH_DECLARE
-#define SH_DEFINE
-#include "lib/simplehash.h"
 
 struct MtmsJoinedKeys
 {
@@ -72,8 +43,8 @@ mtms_joined_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
 	int			d = m->dim;
 	int64		nocc = 0;
 	int64		nkeys = 0;
-	vkhash_hash *tab;
-	VkKey	   *keys;
+	mtms_fkhash_hash *tab;
+	MtmsFeatureKey	   *keys;
 	int32	   *remap;
 	int64	   *next;
 
@@ -89,8 +60,8 @@ mtms_joined_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
 	vk->row_keys = palloc_extended(sizeof(int32) * Max(nocc, 1), MCXT_ALLOC_HUGE);
 
 	/* number the distinct keys in order of first sight */
-	tab = vkhash_create(CurrentMemoryContext, (uint32) Min(Max(nocc / 4, 64), PG_INT32_MAX / 2), NULL);
-	keys = palloc_extended(sizeof(VkKey) * Max(nocc, 1), MCXT_ALLOC_HUGE);
+	tab = mtms_fkhash_create(CurrentMemoryContext, (uint32) Min(Max(nocc / 4, 64), PG_INT32_MAX / 2), NULL);
+	keys = palloc_extended(sizeof(MtmsFeatureKey) * Max(nocc, 1), MCXT_ALLOC_HUGE);
 	nocc = 0;
 	for (int64 i = 0; i < nrows; i++)
 	{
@@ -101,13 +72,13 @@ mtms_joined_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
 		vk->row_start[i] = nocc;
 		for (int64 j = vs->start[r]; j < vs->start[r + 1]; j++)
 		{
-			VkKey		k;
-			VkEntry    *e;
+			MtmsFeatureKey		k;
+			MtmsFeatureKeyEntry    *e;
 			bool		found;
 
 			k.hash = vs->feats[j].hash;
 			k.field = vs->feats[j].field;
-			e = vkhash_insert(tab, k, &found);
+			e = mtms_fkhash_insert(tab, k, &found);
 			if (!found)
 			{
 				e->id = (int32) nkeys;
@@ -117,7 +88,7 @@ mtms_joined_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
 		}
 	}
 	vk->row_start[nrows] = nocc;
-	vkhash_destroy(tab);
+	mtms_fkhash_destroy(tab);
 
 	/* renumber field by field */
 	vk->nkeys = nkeys;

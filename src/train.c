@@ -29,6 +29,7 @@
 #include "miscadmin.h"
 #include "model_store.h"
 #include "optimizer/cost.h"
+#include "kept_rows.h"
 #include "samples.h"
 #include "train_state.h"
 #include "utils/builtins.h"
@@ -79,9 +80,9 @@ typedef struct TrainCtx
 	 * stages train on the same rows) and the fine-tune's, each with the
 	 * scenes it holds.
 	 */
-	MtmsRowSet *rows_p1;
+	MtmsKeptRows *rows_p1;
 	bool	   *rows_p1_scenes;
-	MtmsRowSet *rows_ft;
+	MtmsKeptRows *rows_ft;
 	bool	   *rows_ft_scenes;
 	bool		rows_p1_failed; /* the window's rows did not fit */
 	bool		rows_ft_failed;
@@ -416,7 +417,7 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 	 */
 	{
 		bool		ft = stage == MTMS_STAGE_FINETUNE;
-		MtmsRowSet *kept = ft ? cx->rows_ft : cx->rows_p1;
+		MtmsKeptRows *kept = ft ? cx->rows_ft : cx->rows_p1;
 		bool	   *kept_scenes = ft ? cx->rows_ft_scenes : cx->rows_p1_scenes;
 		bool		failed = ft ? cx->rows_ft_failed : cx->rows_p1_failed;
 		bool	   *scenes = active_scenes(cx, stage, active);
@@ -431,7 +432,7 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 			if (covered)
 			{
 				elog(DEBUG1, "mtms_train: %s epoch %d replays %lld kept training rows",
-					 stage_names[stage], epoch, (long long) kept->nrows);
+					 stage_names[stage], epoch, (long long) mtms_kept_rows_count(kept));
 				MemoryContextSwitchTo(cx->cxt);
 				res = mtms_state_run_rows(base, kept, cx->samples);
 				MemoryContextSwitchTo(old);
@@ -485,9 +486,10 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 
 	res = mtms_state_take_result(token);
 	mtms_state_unpublish();
-	if (base->collect_train && (res == NULL || !res->collect_train))
+	if (base->collect_train &&
+		(res == NULL || !res->collect_train || res->train_rows == NULL))
 	{
-		/* too many rows to keep: this window scans on every pass */
+		/* too many rows to keep (or none): this window scans on every pass */
 		if (stage == MTMS_STAGE_FINETUNE)
 			cx->rows_ft_failed = true;
 		else
@@ -497,10 +499,10 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 	{
 		bool		ft = stage == MTMS_STAGE_FINETUNE;
 		MemoryContext old2 = MemoryContextSwitchTo(cx->rows_cxt);
-		MtmsRowSet *kept = palloc(sizeof(MtmsRowSet));
+		MtmsKeptRows *kept = res->train_rows;	/* allocated in cx->rows_cxt */
 
-		*kept = res->train_rows;	/* allocated in cx->rows_cxt */
-		mtms_rowset_init(&res->train_rows);
+		res->train_rows = NULL;
+		mtms_kept_rows_finish(kept);
 		if (ft)
 		{
 			cx->rows_ft = kept;

@@ -8,6 +8,7 @@
  */
 #include "train_state.h"
 #include "joined_keys.h"
+#include "kept_rows.h"
 
 #include <math.h>
 #include <sys/stat.h>
@@ -549,7 +550,7 @@ start_from_base(const MtmsTrainState *base, MemoryContext parent, bool share_mod
 	st->collect_train = base->collect_train && base->train_cxt != NULL;
 	st->train_cxt = base->train_cxt;
 	st->train_limit = base->train_limit;
-	mtms_rowset_init(&st->train_rows);
+	st->train_rows = NULL;
 	st->expected_rows = base->expected_rows;
 	if (base->frozen_fields)
 	{
@@ -682,16 +683,15 @@ mtms_state_transition(FunctionCallInfo fcinfo, bool finetune)
 		PG_RETURN_POINTER(st);	/* not a training row of this pass */
 	if (st->collect_train)
 	{
-		MemoryContext old = MemoryContextSwitchTo(st->train_cxt);
-
-		mtms_rowset_add(&st->train_rows, scene, label, st->parse_buf, nfeats);
-		MemoryContextSwitchTo(old);
-		if ((st->train_rows.nrows & 4095) == 0 &&
+		if (st->train_rows == NULL)
+			st->train_rows = mtms_kept_rows_create(st->train_cxt);
+		mtms_kept_rows_add(st->train_rows, scene, label, st->parse_buf, nfeats);
+		if ((mtms_kept_rows_count(st->train_rows) & 4095) == 0 &&
 			MemoryContextMemAllocated(st->train_cxt, true) > st->train_limit)
 		{
 			/* too many to keep: this pass keeps none */
 			st->collect_train = false;
-			mtms_rowset_init(&st->train_rows);
+			st->train_rows = NULL;
 			MemoryContextReset(st->train_cxt);
 		}
 	}
@@ -715,22 +715,25 @@ buffer_row(MtmsTrainState *st, int scene, uint8 label, const MtmsFeature *feats,
 }
 
 MtmsTrainState *
-mtms_state_run_rows(const MtmsTrainState *base, const MtmsRowSet *rows, int64 rows_in)
+mtms_state_run_rows(const MtmsTrainState *base, const MtmsKeptRows *rows, int64 rows_in)
 {
 	MtmsTrainState *st = start_from_base(base, CurrentMemoryContext, true);
+	int64		n = mtms_kept_rows_count(rows);
 
 	state_prepare(st);
 	st->rows_in = rows_in;
-	for (int64 i = 0; i < rows->nrows; i++)
+	for (int64 i = 0; i < n; i++)
 	{
-		int			scene = rows->scene[i];
+		int32		scene;
+		uint8		label;
+		int			nfeats;
 
 		if ((i & 1023) == 0)
 			CHECK_FOR_INTERRUPTS();
+		nfeats = mtms_kept_rows_get(rows, i, &scene, &label, &st->parse_buf, &st->parse_cap);
 		if (!scene_active(st, scene))
 			continue;
-		buffer_row(st, scene, rows->label[i], rows->feats + rows->start[i],
-				   (int) (rows->start[i + 1] - rows->start[i]));
+		buffer_row(st, scene, label, st->parse_buf, nfeats);
 	}
 	process_buffer(st);
 	restore_best(st);

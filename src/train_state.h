@@ -138,7 +138,7 @@ typedef struct MtmsTrainState
 	 * training window of an active scene is also appended here.
 	 */
 	bool		collect_train;
-	MtmsRowSet	train_rows;
+	struct MtmsKeptRows *train_rows;	/* in train_cxt, NULL until a row */
 
 	/*
 	 * Base only: the driver runs the pass in one process, so the leader's
@@ -196,7 +196,8 @@ extern char *mtms_state_publish(MtmsTrainState *base, bool with_snapshot);
  * apart).
  */
 extern MtmsTrainState *mtms_state_run_rows(const MtmsTrainState *base,
-										   const MtmsRowSet *rows, int64 rows_in);
+										   const struct MtmsKeptRows *rows,
+										   int64 rows_in);
 
 /* Take the trained state the final function left for token; ERROR if none. */
 extern MtmsTrainState *mtms_state_take_result(const char *token);
