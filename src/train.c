@@ -503,6 +503,9 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 
 		res->train_rows = NULL;
 		mtms_kept_rows_finish(kept);
+		elog(DEBUG1, "mtms_train: %s keeps %lld training rows in %.1f MB",
+			 stage_names[stage], (long long) mtms_kept_rows_count(kept),
+			 kept_bytes(cx) / (1024.0 * 1024.0));
 		if (ft)
 		{
 			cx->rows_ft = kept;
