@@ -1043,37 +1043,9 @@ mtms_state_validate(MtmsTrainState *st)
  * Combine, serialize, deserialize, final
  * --------------------------------------------------------------------- */
 
-/*
- * Combine the towers of two participants that started the pass from
- * base's: parameters become base + both participants' changes (each
- * participant trained on its own share of the rows, so together they
- * took the steps one process would have taken over all of them; an
- * average would halve them and the stage would need twice the passes),
- * the Adam moments the sample-weighted average.
- */
-static void
-combine_towers(MtmsTower *a, double wa, const MtmsTower *b, double wb,
-			   const MtmsTower *base)
-{
-	float	   *sum;
-
-	if (base == NULL || base->nparams != a->nparams || base->nparams != b->nparams)
-	{
-		mtms_tower_average(a, wa, b, wb);
-		return;
-	}
-	sum = palloc(sizeof(float) * a->nparams);
-	for (int64 i = 0; i < a->nparams; i++)
-		sum[i] = a->mem[i] + (b->mem[i] - base->mem[i]);
-	mtms_tower_average(a, wa, b, wb);
-	memcpy(a->mem, sum, sizeof(float) * a->nparams);
-	pfree(sum);
-}
-
 static void
 combine_into(MtmsTrainState *a, MtmsTrainState *b)
 {
-	const MtmsModel *mbase = registry.base ? registry.base->model : NULL;
 	MtmsModel  *ma = a->model;
 	MtmsModel  *mb = b->model;
 	int			n = ma->nscenes * MTMS_NMETRICS;
@@ -1111,8 +1083,7 @@ combine_into(MtmsTrainState *a, MtmsTrainState *b)
 			na = ma->tower2[p]->nsamples;
 			nb = mb->tower2[p]->nsamples;
 			if (na + nb > 0)
-				combine_towers(ma->tower2[p], (double) na, mb->tower2[p], (double) nb,
-							   mbase && mbase->npairs == ma->npairs ? mbase->tower2[p] : NULL);
+				mtms_tower_average(ma->tower2[p], (double) na, mb->tower2[p], (double) nb);
 			ma->tower2[p]->nsamples = na + nb;
 		}
 	}
