@@ -31,7 +31,7 @@
 #include "optimizer.h"
 
 #define MTMS_EMB_MAGIC			0x4D45544D	/* "MTEM" little-endian */
-#define MTMS_EMB_VERSION		1
+#define MTMS_EMB_VERSION		2		/* 1: rows without accum0 */
 #define MTMS_EMB_INIT_RANGE		0.05
 #define MTMS_EMB_MAX_SHIFT		14		/* at most 16384 rows per chunk */
 #define MTMS_EMB_MIN_SHIFT		6		/* at least 64 rows per chunk */
@@ -39,9 +39,13 @@
 /* row indexes are stored as uint32 in the hash table */
 #define MTMS_EMB_MAX_ROWS		((int64) PG_UINT32_MAX)
 
-/* bytes of one serialized row: key, field, updates, accum, vector */
+/*
+ * bytes of one row, in a chunk and serialized: key, field, updates, accum,
+ * accum0, vector (version 1 states lack accum0)
+ */
 #define EMB_ROW_BYTES(dim)		(sizeof(uint64) + 2 * sizeof(int32) + \
-								 sizeof(float) + (Size) (dim) * sizeof(float))
+								 2 * sizeof(float) + (Size) (dim) * sizeof(float))
+#define EMB_ROW_BYTES_V1(dim)	(EMB_ROW_BYTES(dim) - sizeof(float))
 #define EMB_HEADER_BYTES		(2 * sizeof(uint32) + 2 * sizeof(int32) + \
 								 sizeof(uint64) + sizeof(int64))
 
@@ -169,6 +173,8 @@ emb_add_chunk(MtmsEmbStore *s)
 	mem += rows * s->dim * sizeof(float);
 	c->accum = (float *) mem;
 	mem += rows * sizeof(float);
+	c->accum0 = (float *) mem;
+	mem += rows * sizeof(float);
 	c->field = (int32 *) mem;
 	mem += rows * sizeof(int32);
 	c->updates = (int32 *) mem;
@@ -190,6 +196,7 @@ emb_new_row(MtmsEmbStore *s, uint64 key, int32 field)
 	c->field[r] = field;
 	c->updates[r] = 0;
 	c->accum[r] = 0.0f;
+	c->accum0[r] = 0.0f;
 	s->count++;
 	return idx;
 }
@@ -305,6 +312,7 @@ mtms_emb_insert(MtmsEmbStore *s, uint64 key, int32 field,
 	e->idx = (uint32) idx;
 	memcpy(mtms_emb_vector(s, idx), vec, s->dim * sizeof(float));
 	*mtms_emb_accum(s, idx) = accum;
+	s->chunks[idx >> s->chunk_shift].accum0[idx & s->chunk_mask] = accum;
 	return idx;
 }
 
@@ -485,6 +493,9 @@ mtms_emb_apply(MtmsEmbStore *s, float lr, float l2)
 		MtmsEmbChunk *c = &s->chunks[idx >> s->chunk_shift];
 		int64		r = idx & s->chunk_mask;
 
+		/* the accumulator before this pass's first update, for merges */
+		if (c->updates[r] == 0)
+			c->accum0[r] = c->accum[r];
 		mtms_rowwise_adagrad_update(c->vec + r * s->dim,
 									s->bgrad + slot * s->dim,
 									&c->accum[r], s->dim, lr, l2);
@@ -543,6 +554,8 @@ mtms_emb_merge(MtmsEmbStore *dst, const MtmsEmbStore *src)
 			e->idx = (uint32) idx;
 			memcpy(mtms_emb_vector(dst, idx), svec, dim * sizeof(float));
 			*mtms_emb_accum(dst, idx) = *mtms_emb_accum(src, i);
+			dst->chunks[idx >> dst->chunk_shift].accum0[idx & dst->chunk_mask] =
+				src->chunks[i >> src->chunk_shift].accum0[i & src->chunk_mask];
 			dst->chunks[idx >> dst->chunk_shift].updates[idx & dst->chunk_mask] = scount;
 		}
 		else
@@ -568,7 +581,29 @@ mtms_emb_merge(MtmsEmbStore *dst, const MtmsEmbStore *src)
 			}
 			for (d = 0; d < dim; d++)
 				dvec[d] = wd * dvec[d] + ws * svec[d];
-			c->accum[r] = wd * c->accum[r] + ws * *mtms_emb_accum(src, i);
+
+			/*
+			 * Adagrad accumulators add up: both sides started this pass
+			 * from the same value (accum0, kept at a row's first update),
+			 * so a row both updated gets dst's accumulator plus src's
+			 * increment, as if one worker had seen all of its gradients.
+			 * A row one side updated keeps that side's accumulator.
+			 */
+			if (scount > 0)
+			{
+				const MtmsEmbChunk *sc = &src->chunks[i >> src->chunk_shift];
+				int64		sr = i & src->chunk_mask;
+
+				if (dcount > 0)
+					c->accum[r] += sc->accum[sr] - sc->accum0[sr];
+				else
+				{
+					c->accum[r] = sc->accum[sr];
+					c->accum0[r] = sc->accum0[sr];
+				}
+			}
+			else if (dcount == 0)
+				c->accum[r] = wd * c->accum[r] + ws * *mtms_emb_accum(src, i);
 			sum = (int64) dcount + scount;
 			c->updates[r] = (int32) Min(sum, (int64) PG_INT32_MAX);
 		}
@@ -579,7 +614,8 @@ mtms_emb_merge(MtmsEmbStore *dst, const MtmsEmbStore *src)
  * Serialization
  *
  * header: magic u32, version u32, dim i32, zero i32, seed u64, count i64
- * rows (index order): key u64, field i32, updates i32, accum f32, vec f32[dim]
+ * rows (index order): key u64, field i32, updates i32, accum f32,
+ * accum0 f32 (not in version 1), vec f32[dim]
  * ---------------------------------------------------------------- */
 
 void
@@ -622,6 +658,7 @@ mtms_emb_serialize(StringInfo buf, const MtmsEmbStore *s)
 		EMB_PUT(&c->field[r], sizeof(int32));
 		EMB_PUT(&c->updates[r], sizeof(int32));
 		EMB_PUT(&c->accum[r], sizeof(float));
+		EMB_PUT(&c->accum0[r], sizeof(float));
 		EMB_PUT(c->vec + r * s->dim, s->dim * sizeof(float));
 	}
 #undef EMB_PUT
@@ -663,7 +700,7 @@ mtms_emb_deserialize(const char **p, const char *end)
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("corrupt embedding state: bad magic number %08x", magic)));
 	emb_read(p, end, &version, sizeof(version));
-	if (version != MTMS_EMB_VERSION)
+	if (version != MTMS_EMB_VERSION && version != 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("corrupt embedding state: unsupported version %u", version)));
@@ -675,7 +712,7 @@ mtms_emb_deserialize(const char **p, const char *end)
 	emb_read(p, end, &zero, sizeof(zero));
 	emb_read(p, end, &seed, sizeof(seed));
 	emb_read(p, end, &count, sizeof(count));
-	rowbytes = EMB_ROW_BYTES(dim);
+	rowbytes = (version == 1) ? EMB_ROW_BYTES_V1(dim) : EMB_ROW_BYTES(dim);
 	if (count < 0 || count > MTMS_EMB_MAX_ROWS)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
@@ -725,6 +762,13 @@ mtms_emb_deserialize(const char **p, const char *end)
 		c->updates[r] = updates;
 		memcpy(&c->accum[r], in, sizeof(float));
 		in += sizeof(float);
+		if (version == 1)
+			c->accum0[r] = c->accum[r];
+		else
+		{
+			memcpy(&c->accum0[r], in, sizeof(float));
+			in += sizeof(float);
+		}
 		memcpy(c->vec + r * dim, in, dim * sizeof(float));
 		in += dim * sizeof(float);
 	}

@@ -114,9 +114,13 @@ extern void mtms_emb_reset_counts(MtmsEmbStore *s);
 
 /*
  * Combine two partial states that started from the same snapshot: for each
- * row of src, if dst lacks it, insert it; if both have it, average vector
- * and accumulator weighted by their update counts (equal weights when both
- * are 0) and sum the counts.  Rows of src are visited in index order, so
+ * row of src, if dst lacks it, insert it; if both have it, average the
+ * vectors weighted by their update counts (equal weights when both are 0),
+ * ADD the accumulators' increments of this pass (accum = accum0 + (dst's
+ * accum - accum0) + (src's accum - accum0), where accum0 is the row's
+ * accumulator before its first update since reset_counts: the merged row
+ * anneals as if one worker had seen all its gradients; with no updates on
+ * either side, the weighted mean) and sum the counts.  Rows of src are visited in index order, so
  * the result is deterministic.  ERROR if the dims differ.
  */
 extern void mtms_emb_merge(MtmsEmbStore *dst, const MtmsEmbStore *src);
@@ -138,6 +142,8 @@ typedef struct MtmsEmbChunk
 {
 	float	   *vec;			/* chunk rows * dim */
 	float	   *accum;			/* chunk rows */
+	float	   *accum0;			/* accum before the first update since
+								 * reset_counts (valid where updates > 0) */
 	uint64	   *key;
 	int32	   *field;
 	int32	   *updates;

@@ -902,8 +902,9 @@ check_emb_apply_touched(double *detail)
 }
 
 /*
- * merge: rows only in src are inserted as they are; shared rows are
- * averaged weighted by update counts (equally when both are 0), counts
+ * merge: rows only in src are inserted as they are; shared rows'
+ * vectors are averaged weighted by update counts (equally when both are
+ * 0), their Adagrad accumulators get both sides' increments, counts
  * summed; rows only in dst are untouched.
  */
 static bool
@@ -967,9 +968,11 @@ check_emb_merge(double *detail)
 
 		maxerr = Max(maxerr, fabs(mtms_emb_vector(dst, b)[j] - want));
 	}
+	/* b's accumulator: base + both increments (src's base = base's) */
 	maxerr = Max(maxerr, fabs(*mtms_emb_accum(dst, b) -
-							  (3.0 * *mtms_emb_accum(dst0, b) +
-							   *mtms_emb_accum(src, mtms_emb_find(src, kb))) / 4.0));
+							  (*mtms_emb_accum(dst0, b) +
+							   *mtms_emb_accum(src, mtms_emb_find(src, kb)) -
+							   *mtms_emb_accum(base, mtms_emb_find(base, kb)))));
 	ok = ok && mtms_emb_updates(dst, b) == 4;
 	/* e: both 0 updates -> mean, count 0 */
 	for (j = 0; j < 4; j++)
@@ -1067,7 +1070,7 @@ check_emb_truncated(double *detail)
 	int			len;
 	int			rejected = 0;
 	bool		ok;
-	Size		rowbytes = sizeof(uint64) + 3 * sizeof(int32) + 4 * sizeof(float);
+	Size		rowbytes = sizeof(uint64) + 2 * sizeof(int32) + 6 * sizeof(float);
 	Size		header = 32;
 
 	(void) mtms_emb_find_or_create(s, 1, 0, 0);
