@@ -155,11 +155,14 @@ def raw_bytes(cur, model):
 NOTICE_RE = re.compile(r'mtms_train (\w+) epoch (\d+):.*?, ([0-9.]+) samples/s')
 
 
-def mtms_train(model, rel, workers, options='{}', phases='all', poll=True, scenes=None, fields=None):
-    """Train a fresh model; per-stage figures from the result rows."""
+def mtms_train(model, rel, workers, options='{}', phases='all', poll=True, scenes=None, fields=None,
+               keep=True):
+    """Train a fresh model; per-stage figures from the result rows.  keep=False: every pass scans
+    (mtms.keep_training_rows off), the only way passes run as parallel plans."""
     c = connect()
     cur = c.cursor()
     cur.execute('SET max_parallel_workers_per_gather = %d' % workers)
+    cur.execute('SET mtms.keep_training_rows = %s' % ('on' if keep else 'off'))
     one(cur, 'SELECT count(mtms_drop_model(name)) FROM mtms_model WHERE name = %s', (model,))
     cur.execute('SELECT mtms_create_model(%s, %s, %s, options => %s)',
                 (model, '{' + ','.join(scenes or SCENES) + '}',
@@ -562,9 +565,16 @@ def report(R):
         add('(mtms, PyTorch: seed 42; s%d: both retrained with seed %d, 1 thread; diff of means: mean of '
             'the two mtms AUCs - mean of the two PyTorch AUCs)' % (s2, s2))
     add('')
-    m0, m2 = R['mtms']['1'], R['mtms'].get('2')
-    if m2:
-        add('Parallel scaling of mtms: max_parallel_workers_per_gather 0 against 2 (plan: %s)' % m2['plan'])
+    for label, k0, k2, a0, a2 in (
+            ('default (training rows kept: after the first pass of each window, passes replay them '
+             'in one process)', '1', '2', 'mtms_0', 'mtms_2'),
+            ('mtms.keep_training_rows off (every pass scans; with workers, as a parallel plan)',
+             'scan_0', 'scan_2', 'mtms_scan_0', 'mtms_scan_2')):
+        m0, m2 = R['mtms'].get(k0), R['mtms'].get(k2)
+        if not (m0 and m2):
+            continue
+        add('Parallel scaling of mtms, %s: max_parallel_workers_per_gather 0 against 2 (plan: %s)'
+            % (label, m2['plan']))
         rows = []
         for st in STAGES:
             a, b = m0['stages'].get(st), m2['stages'].get(st)
@@ -575,12 +585,13 @@ def report(R):
                      None, None])
         add(table(['stage', 'serial s', '2 workers s', 'serial samples/s', '2w samples/s', 'speed-up',
                    'epochs 0', 'epochs 2'], rows))
-        diffs = [R['auc']['mtms_2'][sc][t] - R['auc']['mtms_0'][sc][t]
+        diffs = [R['auc'][a2][sc][t] - R['auc'][a0][sc][t]
                  for sc in SCENES for t in TASKS
-                 if R['auc']['mtms_2'].get(sc, {}).get(t) is not None and R['auc']['mtms_0'].get(sc, {}).get(t) is not None]
+                 if R['auc'][a2].get(sc, {}).get(t) is not None and R['auc'][a0].get(sc, {}).get(t) is not None]
         add('AUC difference (2 workers - serial): min %+.4f, max %+.4f, mean %+.4f'
             % (min(diffs), max(diffs), sum(diffs) / len(diffs)))
         add('')
+    m0, m2 = R['mtms'].get('1'), R['mtms'].get('2')
     if 'scoring' in R:
         S = R['scoring']
         n = S['mtms']['workers_0']['rows']
@@ -773,6 +784,14 @@ def main():
         R['mtms'][str(th)] = mtms_train('sp_w%d' % w, 'sp_train', w)
         R['auc']['mtms_%d' % w] = mtms_evaluate('sp_w%d' % w, 'sp_test')
         log('  %.1f s' % R['mtms'][str(th)]['wall'])
+
+    if 2 in threads:
+        # the parallel passes themselves: with no rows kept every pass scans, as a parallel plan
+        for w in (0, 2):
+            log('mtms_train, mtms.keep_training_rows off, max_parallel_workers_per_gather = %d' % w)
+            R['mtms']['scan_%d' % w] = mtms_train('sp_s%d' % w, 'sp_train', w, keep=False)
+            R['auc']['mtms_scan_%d' % w] = mtms_evaluate('sp_s%d' % w, 'sp_test')
+            log('  %.1f s' % R['mtms']['scan_%d' % w]['wall'])
 
     samples = os.path.join(WORK, 'samples.tsv')
     log('exporting the samples for PyTorch')
