@@ -26,6 +26,12 @@ SELECT count(mtms_drop_model(name)) AS dropped FROM mtms_model WHERE name IN ('p
 SELECT mtms_create_model('pb_0', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}');
 SELECT mtms_create_model('pb_2', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}');
 
+-- Both runs scan the samples on every pass: with the training rows kept
+-- (mtms.keep_training_rows, the default) the passes after the first run in
+-- one process whatever max_parallel_workers_per_gather says, and the two
+-- runs would be the same training.
+SET mtms.keep_training_rows = off;
+
 \echo serial (max_parallel_workers_per_gather = 0)
 SET max_parallel_workers_per_gather = 0;
 SELECT clock_timestamp() AS t0 \gset
