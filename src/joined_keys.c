@@ -287,3 +287,265 @@ mtms_joined_keys_free(MtmsJoinedKeys *vk)
 	pfree(vk->row_keys);
 	pfree(vk);
 }
+
+/* ----------------------------------------------------------------
+ * Training batches
+ * ---------------------------------------------------------------- */
+
+struct MtmsKeyBatch
+{
+	MemoryContext cxt;
+	const MtmsJoinedKeys *vk;	/* mark[] is sized for it */
+	int32	   *mark;			/* vk key -> local key, or -1 */
+	int64		markcap;
+	int			n;				/* rows of the batch */
+	int			nloc;			/* distinct keys */
+	int			loccap;
+	int32	   *loc;			/* local key -> vk key, grouped by field */
+	int32	   *fstart;			/* [nfields + 1] local keys of each field */
+	int32	   *rstart;			/* [n + 1] */
+	int32	   *rkeys;			/* local key of every occurrence */
+	int64		occcap;
+	int			rowcap;
+	int			W;				/* npairs * dim */
+	float	   *Jb;				/* nloc x W */
+	float	   *Wf;				/* h1 x W */
+	float	   *PD;				/* nloc x h1: projections, then gradients */
+	int64		pdcap;
+	float	   *G;				/* h1 x W */
+	int			h1cap;
+};
+
+MtmsKeyBatch *
+mtms_key_batch_create(void)
+{
+	MtmsKeyBatch *kb = palloc0(sizeof(MtmsKeyBatch));
+
+	kb->cxt = CurrentMemoryContext;
+	return kb;
+}
+
+void
+mtms_key_batch_prepare(MtmsKeyBatch *kb, const MtmsJoinedKeys *vk,
+					   const MtmsModel *m, const int64 *rows, int n)
+{
+	MemoryContext old = MemoryContextSwitchTo(kb->cxt);
+	int			F = vk->nfields;
+	int64		nocc = 0;
+	int			nloc = 0;
+
+	if (kb->fstart == NULL || kb->W != vk->width)
+	{
+		kb->fstart = kb->fstart ? repalloc(kb->fstart, sizeof(int32) * (F + 1)) :
+			palloc(sizeof(int32) * (F + 1));
+		kb->W = vk->width;
+		kb->h1cap = 0;
+	}
+	if (kb->markcap < vk->nkeys)
+	{
+		if (kb->mark)
+			pfree(kb->mark);
+		kb->markcap = Max(vk->nkeys, 1024);
+		kb->mark = palloc_extended(sizeof(int32) * kb->markcap, MCXT_ALLOC_HUGE);
+		memset(kb->mark, 0xff, sizeof(int32) * kb->markcap);	/* -1 */
+	}
+	kb->vk = vk;
+	for (int i = 0; i < n; i++)
+		nocc += vk->row_start[rows[i] + 1] - vk->row_start[rows[i]];
+	if (kb->rowcap < n + 1)
+	{
+		kb->rowcap = n + 1;
+		kb->rstart = kb->rstart ? repalloc(kb->rstart, sizeof(int32) * kb->rowcap) :
+			palloc(sizeof(int32) * kb->rowcap);
+	}
+	if (kb->occcap < nocc)
+	{
+		kb->occcap = Max(nocc, 4096);
+		kb->rkeys = kb->rkeys ? repalloc(kb->rkeys, sizeof(int32) * kb->occcap) :
+			palloc(sizeof(int32) * kb->occcap);
+		kb->loccap = (int) kb->occcap;
+		kb->loc = kb->loc ? repalloc(kb->loc, sizeof(int32) * kb->loccap) :
+			palloc(sizeof(int32) * kb->loccap);
+	}
+
+	/* distinct keys, counted per field (mark = 1 while collecting) */
+	memset(kb->fstart, 0, sizeof(int32) * (F + 1));
+	for (int i = 0; i < n; i++)
+		for (int64 j = vk->row_start[rows[i]]; j < vk->row_start[rows[i] + 1]; j++)
+		{
+			int32		k = vk->row_keys[j];
+
+			if (kb->mark[k] < 0)
+			{
+				kb->mark[k] = 1;
+				kb->loc[nloc++] = k;
+				kb->fstart[vk->key_field[k] + 1]++;
+			}
+		}
+	for (int f = 0; f < F; f++)
+		kb->fstart[f + 1] += kb->fstart[f];
+
+	/* local numbers grouped by field; rkeys[] in local numbers */
+	{
+		int32	   *next = palloc(sizeof(int32) * F);
+		int32	   *tmp = palloc(sizeof(int32) * Max(nloc, 1));
+
+		memcpy(next, kb->fstart, sizeof(int32) * F);
+		for (int i = 0; i < nloc; i++)
+		{
+			int32		k = kb->loc[i];
+			int32		pos = next[vk->key_field[k]]++;
+
+			tmp[pos] = k;
+			kb->mark[k] = pos;
+		}
+		memcpy(kb->loc, tmp, sizeof(int32) * nloc);
+		pfree(tmp);
+		pfree(next);
+	}
+	nocc = 0;
+	for (int i = 0; i < n; i++)
+	{
+		kb->rstart[i] = (int32) nocc;
+		for (int64 j = vk->row_start[rows[i]]; j < vk->row_start[rows[i] + 1]; j++)
+			kb->rkeys[nocc++] = kb->mark[vk->row_keys[j]];
+	}
+	kb->rstart[n] = (int32) nocc;
+	for (int i = 0; i < nloc; i++)
+		kb->mark[kb->loc[i]] = -1;
+	kb->n = n;
+	kb->nloc = nloc;
+
+	/* the keys' joined embeddings, contiguous */
+	if (kb->pdcap < (int64) nloc)
+	{
+		kb->pdcap = Max(nloc, 1024);
+		if (kb->Jb)
+			pfree(kb->Jb);
+		kb->Jb = palloc_extended(sizeof(float) * kb->pdcap * kb->W, MCXT_ALLOC_HUGE);
+		if (kb->PD)
+			pfree(kb->PD);
+		kb->PD = NULL;			/* sized with h1 on first use */
+		kb->h1cap = 0;
+	}
+	for (int i = 0; i < nloc; i++)
+		memcpy(kb->Jb + (Size) i * kb->W, vk->J + (Size) kb->loc[i] * vk->width,
+			   sizeof(float) * kb->W);
+	MemoryContextSwitchTo(old);
+	(void) m;
+}
+
+/* Scratch sized for first layers of h1 units. */
+static void
+key_batch_reserve(MtmsKeyBatch *kb, int h1)
+{
+	MemoryContext old;
+
+	if (kb->h1cap >= h1 && kb->PD != NULL)
+		return;
+	old = MemoryContextSwitchTo(kb->cxt);
+	if (kb->PD)
+		pfree(kb->PD);
+	if (kb->Wf)
+		pfree(kb->Wf);
+	if (kb->G)
+		pfree(kb->G);
+	kb->h1cap = h1;
+	kb->PD = palloc_extended(sizeof(float) * Max(kb->pdcap, 1) * h1, MCXT_ALLOC_HUGE);
+	kb->Wf = palloc(sizeof(float) * h1 * kb->W);
+	kb->G = palloc(sizeof(float) * h1 * kb->W);
+	MemoryContextSwitchTo(old);
+}
+
+void
+mtms_key_batch_forward(MtmsKeyBatch *kb, const MtmsModel *m, const MtmsTower *t,
+					   float *H1)
+{
+	int			F = m->nfields;
+	int			d = m->dim;
+	int			W = kb->W;
+	int			nin = t->sizes[0];
+	int			h1 = t->sizes[1];
+
+	if (nin != MTMS_INPUT2(m) || W != m->npairs * d)
+		elog(ERROR, "fine-tune tower input of %d columns does not match the model's %d",
+			 nin, MTMS_INPUT2(m));
+	key_batch_reserve(kb, h1);
+	for (int f = 0; f < F; f++)
+	{
+		int			k0 = kb->fstart[f];
+		int			nk = kb->fstart[f + 1] - k0;
+
+		if (nk == 0)
+			continue;
+		for (int o = 0; o < h1; o++)
+			for (int q = 0; q < m->npairs; q++)
+				memcpy(kb->Wf + (Size) o * W + q * d,
+					   t->W[0] + (Size) o * nin + m->block_off[q * F + f],
+					   sizeof(float) * d);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nk, h1, W,
+					1.0f, kb->Jb + (Size) k0 * W, W, kb->Wf, W,
+					0.0f, kb->PD + (Size) k0 * h1, h1);
+	}
+	for (int i = 0; i < kb->n; i++)
+	{
+		float	   *restrict h = H1 + (Size) i * h1;
+
+		memset(h, 0, sizeof(float) * h1);
+		for (int32 j = kb->rstart[i]; j < kb->rstart[i + 1]; j++)
+		{
+			const float *restrict p = kb->PD + (Size) kb->rkeys[j] * h1;
+
+			for (int o = 0; o < h1; o++)
+				h[o] += p[o];
+		}
+	}
+}
+
+void
+mtms_key_batch_weight_grad(MtmsKeyBatch *kb, const MtmsModel *m, MtmsTower *t,
+						   const float *delta1)
+{
+	int			F = m->nfields;
+	int			d = m->dim;
+	int			W = kb->W;
+	int			nin = t->sizes[0];
+	int			h1 = t->sizes[1];
+
+	key_batch_reserve(kb, h1);
+	/* per key, the sum of the output gradients of the rows holding it */
+	memset(kb->PD, 0, sizeof(float) * (Size) kb->nloc * h1);
+	for (int i = 0; i < kb->n; i++)
+	{
+		const float *restrict g = delta1 + (Size) i * h1;
+
+		for (int32 j = kb->rstart[i]; j < kb->rstart[i + 1]; j++)
+		{
+			float	   *restrict D = kb->PD + (Size) kb->rkeys[j] * h1;
+
+			for (int o = 0; o < h1; o++)
+				D[o] += g[o];
+		}
+	}
+	for (int f = 0; f < F; f++)
+	{
+		int			k0 = kb->fstart[f];
+		int			nk = kb->fstart[f + 1] - k0;
+
+		if (nk == 0)
+			continue;
+		/* G (h1 x W) = D_f^T J_f, then into the field's columns of gW[0] */
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, h1, W, nk,
+					1.0f, kb->PD + (Size) k0 * h1, h1, kb->Jb + (Size) k0 * W, W,
+					0.0f, kb->G, W);
+		for (int o = 0; o < h1; o++)
+			for (int q = 0; q < m->npairs; q++)
+			{
+				float	   *restrict dst = t->gW[0] + (Size) o * nin + m->block_off[q * F + f];
+				const float *restrict src = kb->G + (Size) o * W + q * d;
+
+				for (int k = 0; k < d; k++)
+					dst[k] += src[k];
+			}
+	}
+}

@@ -47,4 +47,28 @@ extern void mtms_joined_keys_input2(const MtmsJoinedKeys *vk, const MtmsModel *m
 
 extern void mtms_joined_keys_free(MtmsJoinedKeys *vk);
 
+/*
+ * The first tower layer of a training batch through the same keys: a
+ * batch of n rows of vk has far fewer distinct features than n x fields
+ * field blocks (hours, devices, advertisers repeat), so its first-layer
+ * products and weight gradient go per distinct key (one sgemm per field)
+ * instead of per row.  Equal to the dense X W^T and delta^T X to float
+ * rounding.  A MtmsKeyBatch is scratch space, reused from batch to batch.
+ */
+typedef struct MtmsKeyBatch MtmsKeyBatch;
+
+extern MtmsKeyBatch *mtms_key_batch_create(void);
+
+/* Number the distinct keys of vk's rows rows[0..n). */
+extern void mtms_key_batch_prepare(MtmsKeyBatch *kb, const MtmsJoinedKeys *vk,
+								   const MtmsModel *m, const int64 *rows, int n);
+
+/* H1 (n x sizes[1]) = X W[0]^T of the prepared batch for fine-tune tower t. */
+extern void mtms_key_batch_forward(MtmsKeyBatch *kb, const MtmsModel *m,
+								   const MtmsTower *t, float *H1);
+
+/* t->gW[0] += delta1^T X for the prepared batch (delta1: n x sizes[1]). */
+extern void mtms_key_batch_weight_grad(MtmsKeyBatch *kb, const MtmsModel *m,
+									   MtmsTower *t, const float *delta1);
+
 #endif							/* MTMS_JOINED_KEYS_H */

@@ -1267,6 +1267,60 @@ check_joined_keys(double *detail)
 				maxerr = Max(maxerr, fabs((double) x[i] - x2[i]));
 		}
 	}
+	/*
+	 * A training step's first layer through the batch's keys: the same
+	 * logits and gradients as the dense forward and backward.
+	 */
+	{
+		int			B = 64;
+		int64	   *brows = palloc(sizeof(int64) * B);
+		float	   *X = palloc(sizeof(float) * (Size) B * MTMS_INPUT2(m));
+		float	   *H1;
+		float		z1[64],
+					z2[64],
+					dl[64];
+		MtmsTower  *td = mtms_tower_copy(m->tower2[1]);
+		MtmsTower  *tk = mtms_tower_copy(m->tower2[1]);
+		MtmsTowerWork *wd = mtms_tower_work_create(td, B);
+		MtmsTowerWork *wk = mtms_tower_work_create(tk, B);
+		MtmsKeyBatch *kb = mtms_key_batch_create();
+
+		H1 = palloc(sizeof(float) * B * tk->sizes[1]);
+		for (int i = 0; i < B; i++)
+		{
+			brows[i] = (i * 7) % nrows;		/* repeats rows, so keys too */
+			mtms_input2(m, rs.feats + rs.start[brows[i]],
+						(int) (rs.start[brows[i] + 1] - rs.start[brows[i]]),
+						X + (Size) i * MTMS_INPUT2(m));
+			dl[i] = (float) ((i % 5) - 2) / B;
+		}
+		mtms_tower_forward_train(td, wd, X, B, z1);
+		mtms_tower_backward(td, wd, dl, NULL);
+		mtms_key_batch_prepare(kb, vk, m, brows, B);
+		mtms_key_batch_forward(kb, m, tk, H1);
+		mtms_tower_forward_hidden(tk, wk, H1, B, z2);
+		mtms_key_batch_weight_grad(kb, m, tk, mtms_tower_backward_hidden(tk, wk, dl));
+		for (int i = 0; i < B; i++)
+			maxerr = Max(maxerr, fabs((double) z1[i] - z2[i]));
+		for (int l = 0; l < td->nlayers; l++)
+		{
+			for (int64 i = 0; i < (int64) td->sizes[l] * td->sizes[l + 1]; i++)
+				maxerr = Max(maxerr, fabs((double) td->gW[l][i] - tk->gW[l][i]));
+			for (int i = 0; i < td->sizes[l + 1]; i++)
+				maxerr = Max(maxerr, fabs((double) td->gb[l][i] - tk->gb[l][i]));
+		}
+		/* and the gradients are not all zero */
+		{
+			double		norm = 0;
+
+			for (int64 i = 0; i < (int64) td->sizes[0] * td->sizes[1]; i++)
+				norm += fabs(td->gW[0][i]);
+			if (norm < 1e-3)
+				maxerr = 1;
+		}
+		mtms_tower_free(td);
+		mtms_tower_free(tk);
+	}
 	mtms_joined_keys_free(vk);
 	mtms_model_free(m);
 	*detail = maxerr;

@@ -298,13 +298,13 @@ tower_bias_act(float *restrict out, const float *restrict bias, int B, int nout,
 	}
 }
 
-/* The layers of a forward pass; act[0] has been set to the input. */
+/* The layers l0.. of a forward pass; their input has been set. */
 static void
-tower_forward_layers(const MtmsTower *t, MtmsTowerWork *w, int B, float *logits)
+tower_forward_from(const MtmsTower *t, MtmsTowerWork *w, int l0, int B, float *logits)
 {
 	int			l;
 
-	for (l = 0; l < t->nlayers; l++)
+	for (l = l0; l < t->nlayers; l++)
 	{
 		int			nin = t->sizes[l];
 		int			nout = t->sizes[l + 1];
@@ -324,6 +324,13 @@ tower_forward_layers(const MtmsTower *t, MtmsTowerWork *w, int B, float *logits)
 	}
 
 	memcpy(logits, w->act[t->nlayers], B * sizeof(float));
+}
+
+/* The layers of a forward pass; in0 has been set to the input. */
+static void
+tower_forward_layers(const MtmsTower *t, MtmsTowerWork *w, int B, float *logits)
+{
+	tower_forward_from(t, w, 0, B, logits);
 }
 
 static void
@@ -386,8 +393,26 @@ tower_relu_mask(float *restrict d, const float *restrict a, int64 n)
 }
 
 void
-mtms_tower_backward(MtmsTower *t, MtmsTowerWork *w,
-					const float *dlogits, float *dX)
+mtms_tower_forward_hidden(const MtmsTower *t, MtmsTowerWork *w,
+						  const float *H1, int B, float *logits)
+{
+	tower_check_batch(w, B);
+	w->batch = B;
+	w->in0 = NULL;
+	if (B == 0)
+		return;
+	memcpy(w->act[1], H1, (Size) B * t->sizes[1] * sizeof(float));
+	tower_bias_act(w->act[1], t->b[0], B, t->sizes[1], t->nlayers > 1);
+	tower_forward_from(t, w, 1, B, logits);
+}
+
+/*
+ * The backward pass down to layer l_stop (0: all; 1: all but the first
+ * layer's weights and input gradient).
+ */
+static void
+tower_backward_to(MtmsTower *t, MtmsTowerWork *w, const float *dlogits,
+				  float *dX, int l_stop)
 {
 	int			B = w->batch;
 	int			l;
@@ -397,7 +422,7 @@ mtms_tower_backward(MtmsTower *t, MtmsTowerWork *w,
 
 	memcpy(w->delta[t->nlayers], dlogits, B * sizeof(float));
 
-	for (l = t->nlayers - 1; l >= 0; l--)
+	for (l = t->nlayers - 1; l >= l_stop; l--)
 	{
 		int			nin = t->sizes[l];
 		int			nout = t->sizes[l + 1];
@@ -449,6 +474,29 @@ mtms_tower_backward(MtmsTower *t, MtmsTowerWork *w,
 				tower_relu_mask(dprev, act, (int64) B * nin);
 		}
 	}
+}
+
+void
+mtms_tower_backward(MtmsTower *t, MtmsTowerWork *w,
+					const float *dlogits, float *dX)
+{
+	tower_backward_to(t, w, dlogits, dX, 0);
+}
+
+const float *
+mtms_tower_backward_hidden(MtmsTower *t, MtmsTowerWork *w, const float *dlogits)
+{
+	int			B = w->batch;
+
+	if (B == 0)
+		return w->delta[1];
+	if (t->nlayers == 1)
+		memcpy(w->delta[1], dlogits, B * sizeof(float));
+	else
+		tower_backward_to(t, w, dlogits, NULL, 1);
+	/* gb[0] += column sums of the first layer's output gradient */
+	tower_bias_grad(t->gb[0], w->delta[1], B, t->sizes[1]);
+	return w->delta[1];
 }
 
 void

@@ -111,6 +111,24 @@ extern void mtms_tower_forward_train(const MtmsTower *t, MtmsTowerWork *w,
 extern void mtms_tower_backward(MtmsTower *t, MtmsTowerWork *w,
 								const float *dlogits, float *dX);
 
+/*
+ * A forward pass whose first layer the caller computed some other way:
+ * H1 (B x sizes[1]) holds the batch's X W[0]^T.  Adds b[0], applies the
+ * ReLU and runs the other layers, like mtms_tower_forward_train.
+ */
+extern void mtms_tower_forward_hidden(const MtmsTower *t, MtmsTowerWork *w,
+									  const float *H1, int B, float *logits);
+
+/*
+ * Backward of a mtms_tower_forward_hidden: accumulates the gradients of
+ * every parameter but the first layer's weights (gb[0] included) and
+ * returns the B x sizes[1] gradient with respect to the first layer's
+ * output before its ReLU (in w, valid until the next call), from which the
+ * caller accumulates gW[0] (= that gradient^T X).
+ */
+extern const float *mtms_tower_backward_hidden(MtmsTower *t, MtmsTowerWork *w,
+											   const float *dlogits);
+
 /* Adam step with the accumulated gradients, then zero them. */
 extern void mtms_tower_step(MtmsTower *t, float lr, float l2);
 

@@ -192,8 +192,11 @@ static void checkpoint(MtmsTrainState *st);
 static void buffer_row(MtmsTrainState *st, int scene, uint8 label,
 					   const MtmsFeature *feats, int nfeats);
 static void restore_best(MtmsTrainState *st);
+static void final_validation(MtmsTrainState *st, const MtmsRowSet *vs);
 static void evaluate_validation(MtmsTrainState *st, const MtmsRowSet *vs,
 								bool with_auc);
+static void evaluate_validation_ext(MtmsTrainState *st, const MtmsRowSet *vs,
+									bool with_auc, const double *auc_below);
 
 static void
 state_prepare(MtmsTrainState *st)
@@ -231,11 +234,20 @@ state_prepare(MtmsTrainState *st)
 
 	if (st->stage == MTMS_STAGE_FINETUNE && st->eval_rows && st->eval_rows->nrows > 0)
 	{
+		int			nm = m->nscenes * MTMS_NMETRICS;
+
 		old = MemoryContextSwitchTo(st->cxt);
 		st->best2 = palloc0(sizeof(MtmsTower *) * m->npairs);
 		st->best_crit = palloc(sizeof(double) * m->nscenes);
 		for (int s = 0; s < m->nscenes; s++)
 			st->best_crit[s] = INFINITY;
+		st->best_vloss = palloc(sizeof(double) * nm);
+		st->best_vauc = palloc(sizeof(double) * nm);
+		st->best_vn = palloc0(sizeof(int64) * nm);
+		st->best_vpos = palloc0(sizeof(int64) * nm);
+		for (int i = 0; i < nm; i++)
+			st->best_vloss[i] = st->best_vauc[i] = NAN;
+		st->checked_at = -1;
 		MemoryContextSwitchTo(old);
 		st->next_eval = st->expected_rows > 0 ?
 			Max(st->expected_rows / Max(st->opts.evals_per_epoch, 1), 1) : PG_INT64_MAX;
@@ -737,7 +749,7 @@ mtms_state_run_rows(const MtmsTrainState *base, const MtmsKeptRows *rows, int64 
 	}
 	process_buffer(st);
 	restore_best(st);
-	evaluate_validation(st, &base->valid, true);
+	final_validation(st, &base->valid);
 	return st;
 }
 
@@ -878,6 +890,14 @@ validation_logits(MtmsTrainState *st, int scene, const MtmsRowSet *vs,
 static void
 evaluate_validation(MtmsTrainState *st, const MtmsRowSet *vs, bool with_auc)
 {
+	evaluate_validation_ext(st, vs, with_auc, NULL);
+}
+
+/* ... and with auc_below, the AUCs of the scenes whose criterion is below it */
+static void
+evaluate_validation_ext(MtmsTrainState *st, const MtmsRowSet *vs, bool with_auc,
+						const double *auc_below)
+{
 	MtmsModel  *m = st->model;
 	int			ns = m->nscenes;
 	int64	   *rows;
@@ -941,6 +961,16 @@ evaluate_validation(MtmsTrainState *st, const MtmsRowSet *vs, bool with_auc)
 			label[MTMS_M_CTCVR][k[MTMS_M_CTCVR]++] = click && conv;
 			lsum[MTMS_M_CTCVR] += mtms_bce(pc * pv, click && conv);
 		}
+		if (auc_below)
+		{
+			/* the checkpoint criterion: the sum of the scene's losses */
+			double		crit = 0;
+
+			for (int t = 0; t < MTMS_NMETRICS; t++)
+				if (k[t] > 0)
+					crit += lsum[t] / k[t];
+			with_auc = k[MTMS_M_CTR] > 0 && crit < auc_below[s];
+		}
 		for (int t = 0; t < MTMS_NMETRICS; t++)
 		{
 			int			slot = s * MTMS_NMETRICS + t;
@@ -973,7 +1003,11 @@ checkpoint(MtmsTrainState *st)
 
 	if (st->best2 == NULL)
 		return;
-	evaluate_validation(st, st->eval_rows, false);
+	/* the towers have not moved since the last checkpoint: nothing to learn */
+	if (st->checked_at == st->rows_trained)
+		return;
+	st->checked_at = st->rows_trained;
+	evaluate_validation_ext(st, st->eval_rows, false, st->best_crit);
 	/* in the model's context: the kept towers become the model's */
 	old = MemoryContextSwitchTo(m->cxt);
 	for (int s = 0; s < m->nscenes; s++)
@@ -989,6 +1023,13 @@ checkpoint(MtmsTrainState *st)
 		if (crit < st->best_crit[s])
 		{
 			st->best_crit[s] = crit;
+			for (int t = 0; t < MTMS_NMETRICS; t++)
+			{
+				st->best_vloss[base + t] = st->vloss[base + t];
+				st->best_vauc[base + t] = st->vauc[base + t];
+				st->best_vn[base + t] = st->vn[base + t];
+				st->best_vpos[base + t] = st->vpos[base + t];
+			}
 			for (int task = 0; task < MTMS_NTASKS; task++)
 			{
 				int			p = MTMS_PAIR(s, task);
@@ -1024,6 +1065,28 @@ restore_best(MtmsTrainState *st)
 		}
 	}
 	st->best2 = NULL;
+}
+
+/*
+ * The metrics a pass reports, after restore_best: those of each scene's
+ * best checkpoint when this state trained alone (the restored towers are
+ * the ones that checkpoint validated; same numbers, one validation less),
+ * else a validation of vs.
+ */
+static void
+final_validation(MtmsTrainState *st, const MtmsRowSet *vs)
+{
+	int			nm = st->model->nscenes * MTMS_NMETRICS;
+
+	if (st->best_vloss == NULL || st->combined)
+	{
+		evaluate_validation(st, vs, true);
+		return;
+	}
+	memcpy(st->vloss, st->best_vloss, sizeof(double) * nm);
+	memcpy(st->vauc, st->best_vauc, sizeof(double) * nm);
+	memcpy(st->vn, st->best_vn, sizeof(int64) * nm);
+	memcpy(st->vpos, st->best_vpos, sizeof(int64) * nm);
 }
 
 void
@@ -1092,6 +1155,7 @@ combine_into(MtmsTrainState *a, MtmsTrainState *b)
 		a->loss_sum[i] += b->loss_sum[i];
 		a->loss_n[i] += b->loss_n[i];
 	}
+	a->combined = true;
 	a->rows_in += b->rows_in;
 	a->rows_trained += b->rows_trained;
 	a->bad_conversions += b->bad_conversions;
@@ -1510,7 +1574,7 @@ mtms_train_finalfn(PG_FUNCTION_ARGS)
 	process_buffer(st);
 	restore_best(st);
 	vs = st->collect_valid ? &st->valid : &registry.base->valid;
-	evaluate_validation(st, vs, true);
+	final_validation(st, vs);
 	MemoryContextSetParent(st->cxt, registry.owner);
 	registry.result = st;
 	PG_RETURN_INT64(st->rows_trained);

@@ -69,6 +69,9 @@ typedef struct MtmsBatchWork
 	MtmsTowerWork *w1b;
 	MtmsTowerWork *w2a;			/* fine-tune tower activations (lazy) */
 	MtmsTowerWork *w2b;
+	struct MtmsKeyBatch *kb;	/* fine-tune: keyed first layers (lazy) */
+	float	   *h1a;			/* B x first hidden layer */
+	float	   *h1b;
 	int64	   *ridx_a;			/* embedding row of each feature occurrence */
 	int64	   *ridx_b;
 	int64		ridx_cap;
@@ -124,6 +127,19 @@ typedef struct MtmsTrainState
 	MtmsTower **best2;			/* [npairs] best fine-tune towers this pass */
 	double	   *best_crit;		/* [nscenes] */
 	int64		next_eval;		/* rows_trained at the next checkpoint */
+	int64		checked_at;		/* rows_trained at the last checkpoint, or -1 */
+
+	/*
+	 * The validation metrics of each scene's best checkpoint (slots as
+	 * vloss ...), AUCs included: in a state that was not combined with
+	 * another, the end of the pass reports them instead of validating the
+	 * restored towers again.
+	 */
+	double	   *best_vloss;
+	double	   *best_vauc;
+	int64	   *best_vn;
+	int64	   *best_vpos;
+	bool		combined;		/* partial states were merged into this one */
 
 	/*
 	 * Per scene, the validation rows' keys and frozen joined embeddings
