@@ -26,9 +26,10 @@
  * On the hot elementwise loops of training: an AVX2 build of the function
  * next to the baseline one, picked at load time by the CPU (x86-64 with
  * ifunc support only).  AVX2 without FMA: the same IEEE operations in the
- * same order, so the same results on every machine.
+ * same order, so the same results on every machine.  GCC only: clang
+ * (the fuzzing build) does not emit the resolver of an extern clone.
  */
-#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute)
+#if defined(__x86_64__) && defined(__linux__) && defined(__has_attribute) && !defined(__clang__)
 #if __has_attribute(target_clones)
 #define MTMS_VEC_CLONES __attribute__((target_clones("avx2", "default")))
 #endif

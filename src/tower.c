@@ -803,6 +803,11 @@ mtms_tower_deserialize(const char **p, const char *end)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("corrupt tower state: negative step or sample count")));
+	/* far above any real count, and low enough that sums cannot overflow */
+	if (step > ((int64) 1 << 53) || nsamples > ((int64) 1 << 53))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("corrupt tower state: step or sample count out of range")));
 
 	/* check the remaining length before allocating anything */
 	nbytes = (Size) (4 * nparams) * sizeof(float);

@@ -51,7 +51,7 @@ declare -A SRCS=(
   [fuzz_tower]="tower optimizer"
   [fuzz_embedding]="embedding_store optimizer"
   [fuzz_auc]="auc"
-  [fuzz_train_state]="train_state model tower embedding_store optimizer phase_embedding phase_finetune feature_parser auc"
+  [fuzz_train_state]="train_state model tower embedding_store optimizer phase_embedding phase_finetune joined_keys kept_rows feature_parser auc"
   [fuzz_model_load]="model_store model tower embedding_store optimizer"
 )
 # extra harness-side files per target
@@ -107,7 +107,7 @@ done
 # the seed generator: every src file the seeds need, no libFuzzer
 echo "building gen_seeds"
 gobjs=""
-for s in train_state model tower embedding_store optimizer phase_embedding phase_finetune feature_parser auc; do
+for s in train_state model tower embedding_store optimizer phase_embedding phase_finetune joined_keys kept_rows feature_parser auc; do
     compile "$ROOT/src/$s.c" "$OUT/obj/s_$s.o" "-fsanitize=fuzzer-no-link"
     gobjs="$gobjs $OUT/obj/s_$s.o"
 done
