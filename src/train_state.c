@@ -297,6 +297,10 @@ check_memory(MtmsTrainState *st)
 	Size		used = MemoryContextMemAllocated(st->cxt, true);
 	Size		limit = (Size) mtms_max_memory_mb * 1024 * 1024;
 
+	/* a model trained in place lives outside the state: count it too */
+	if (st->model_shared)
+		used += MemoryContextMemAllocated(st->model->cxt, true);
+
 	if (used > limit)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -552,6 +556,7 @@ start_from_base(const MtmsTrainState *base, MemoryContext parent, bool share_mod
 	MemoryContext old = MemoryContextSwitchTo(st->cxt);
 
 	st->model = share_model ? base->model : mtms_model_copy(base->model);
+	st->model_shared = share_model;
 	st->opts = base->opts;
 	st->stage = base->stage;
 	st->epoch = base->epoch;

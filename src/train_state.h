@@ -162,6 +162,7 @@ typedef struct MtmsTrainState
 	 * a copy; nothing is combined.
 	 */
 	bool		train_in_place;
+	bool		model_shared;	/* model is the driver's, not in cxt */
 	MemoryContext train_cxt;	/* the driver's: train_rows outlive the pass */
 	Size		train_limit;	/* stop keeping rows beyond this many bytes */
 
