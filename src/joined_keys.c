@@ -1,25 +1,126 @@
 /*
  * joined_keys.c
- *    Validating fine-tune towers through per-key first-layer projections
- *    (see joined_keys.h for why this is exact).
+ *    Fine-tune rows as distinct keys with frozen joined embeddings, and the
+ *    first tower layer through per-key projections (see joined_keys.h for
+ *    why this is exact).
  *
- * Layout: the distinct (feature hash, field) keys of the rows are numbered
- * field by field, so the keys of field f are [field_start[f],
- * field_start[f+1]) and their joined embeddings J (npairs * dim floats per
- * key, pair q's vector in columns q*dim ..) form one matrix per field.  For
- * a tower, the first-layer columns of field f (dim columns per pair,
+ * Layout: the distinct (feature hash, field) keys of a set of rows are
+ * numbered field by field, so the keys of field f are [fstart[f],
+ * fstart[f+1]) and their joined embeddings J (npairs * dim floats per key,
+ * pair q's vector in columns q*dim ..) form one matrix per field.  For a
+ * tower, the first-layer columns of field f (dim columns per pair,
  * scattered over the joined input by block_off) are gathered into one
- * nout x (npairs * dim) matrix, and P_f = J_f W1_f^T is one cblas_sgemm.
+ * h1 x (npairs * dim) matrix Wf, and P_f = J_f Wf^T is one cblas_sgemm;
+ * a row's first-layer products are the sum of its keys' rows of P.  The
+ * validation rows (MtmsJoinedKeys) and a training batch (MtmsKeyBatch,
+ * numbering the batch's keys among the shuffle buffer's) share this.
  */
 #include "joined_keys.h"
 #include "feature_keys.h"
 
 #include <cblas.h>
 
-#include "common/hashfn.h"
 #include "miscadmin.h"
 
 #define VK_BATCH 512
+
+/*
+ * Number n items field by field: fstart[0..F] (zeroed here) gets the first
+ * number of each field, pos[i] the number of item i (of field field[i]),
+ * items of one field keeping their order.
+ */
+static void
+group_by_field(const int32 *field, int64 n, int F, int64 *fstart, int32 *pos)
+{
+	int64	   *next = palloc(sizeof(int64) * Max(F, 1));
+
+	memset(fstart, 0, sizeof(int64) * (F + 1));
+	for (int64 i = 0; i < n; i++)
+		fstart[field[i] + 1]++;
+	for (int f = 0; f < F; f++)
+		fstart[f + 1] += fstart[f];
+	memcpy(next, fstart, sizeof(int64) * F);
+	for (int64 i = 0; i < n; i++)
+		pos[i] = (int32) next[field[i]]++;
+	pfree(next);
+}
+
+static void
+check_joined_tower(const MtmsModel *m, const MtmsTower *t, int W)
+{
+	if (t->sizes[0] != MTMS_INPUT2(m) || W != m->npairs * m->dim)
+		elog(ERROR, "fine-tune tower input of %d columns does not match the model's %d",
+			 t->sizes[0], MTMS_INPUT2(m));
+}
+
+/* Wf (h1 x W) = tower t's first-layer columns of field f, pair by pair. */
+static void
+gather_field_columns(const MtmsModel *m, const MtmsTower *t, int f, float *Wf)
+{
+	int			F = m->nfields;
+	int			d = m->dim;
+	int			W = m->npairs * d;
+	int			nin = t->sizes[0];
+
+	for (int o = 0; o < t->sizes[1]; o++)
+		for (int q = 0; q < m->npairs; q++)
+			memcpy(Wf + (Size) o * W + q * d,
+				   t->W[0] + (Size) o * nin + m->block_off[q * F + f],
+				   sizeof(float) * d);
+}
+
+/*
+ * P (keys x h1) = each key's first-layer products for tower t: the keys'
+ * joined embeddings J (W floats each) are grouped by field as fstart says;
+ * Wf is scratch of h1 x W floats.
+ */
+static void
+project_keys(const MtmsModel *m, const MtmsTower *t, const float *J,
+			 const int64 *fstart, float *Wf, float *P)
+{
+	int			W = m->npairs * m->dim;
+	int			h1 = t->sizes[1];
+
+	for (int f = 0; f < m->nfields; f++)
+	{
+		int64		k0 = fstart[f];
+		int64		nk = fstart[f + 1] - k0;
+
+		if (nk == 0)
+			continue;
+		gather_field_columns(m, t, f, Wf);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) nk, h1, W,
+					1.0f, J + k0 * W, W, Wf, W, 0.0f, P + k0 * h1, h1);
+	}
+}
+
+/*
+ * H (n x h1) = per row the sum of its keys' projections P (row i's keys are
+ * keys[start[i] .. start[i+1])): the hot loop, written so that the
+ * compiler vectorizes it (restrict, no aliasing between H and P).
+ */
+static void
+sum_projections(float *restrict H, const float *restrict P, int h1,
+				const int64 *start, const int32 *keys, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		float	   *restrict h = H + (Size) i * h1;
+
+		memset(h, 0, sizeof(float) * h1);
+		for (int64 j = start[i]; j < start[i + 1]; j++)
+		{
+			const float *restrict p = P + (Size) keys[j] * h1;
+
+			for (int o = 0; o < h1; o++)
+				h[o] += p[o];
+		}
+	}
+}
+
+/* ----------------------------------------------------------------
+ * Row sets (validation rows, shuffle buffers)
+ * ---------------------------------------------------------------- */
 
 struct MtmsJoinedKeys
 {
@@ -36,7 +137,7 @@ struct MtmsJoinedKeys
 
 MtmsJoinedKeys *
 mtms_joined_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
-					  const int64 *rows, int64 nrows)
+					   const int64 *rows, int64 nrows)
 {
 	MtmsJoinedKeys *vk = palloc0(sizeof(MtmsJoinedKeys));
 	int			F = m->nfields;
@@ -44,9 +145,9 @@ mtms_joined_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
 	int64		nocc = 0;
 	int64		nkeys = 0;
 	mtms_fkhash_hash *tab;
-	MtmsFeatureKey	   *keys;
+	MtmsFeatureKey *keys;
+	int32	   *fields;
 	int32	   *remap;
-	int64	   *next;
 
 	vk->nfields = F;
 	vk->width = m->npairs * d;
@@ -72,8 +173,8 @@ mtms_joined_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
 		vk->row_start[i] = nocc;
 		for (int64 j = vs->start[r]; j < vs->start[r + 1]; j++)
 		{
-			MtmsFeatureKey		k;
-			MtmsFeatureKeyEntry    *e;
+			MtmsFeatureKey k;
+			MtmsFeatureKeyEntry *e;
 			bool		found;
 
 			k.hash = vs->feats[j].hash;
@@ -90,27 +191,23 @@ mtms_joined_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
 	vk->row_start[nrows] = nocc;
 	mtms_fkhash_destroy(tab);
 
-	/* renumber field by field */
+	/* renumber field by field, and look each key up once */
 	vk->nkeys = nkeys;
-	vk->field_start = palloc0(sizeof(int64) * (F + 1));
-	for (int64 k = 0; k < nkeys; k++)
-		vk->field_start[keys[k].field + 1]++;
-	for (int f = 0; f < F; f++)
-		vk->field_start[f + 1] += vk->field_start[f];
-	next = palloc(sizeof(int64) * F);
-	memcpy(next, vk->field_start, sizeof(int64) * F);
+	vk->field_start = palloc(sizeof(int64) * (F + 1));
+	fields = palloc_extended(sizeof(int32) * Max(nkeys, 1), MCXT_ALLOC_HUGE);
 	remap = palloc_extended(sizeof(int32) * Max(nkeys, 1), MCXT_ALLOC_HUGE);
+	for (int64 k = 0; k < nkeys; k++)
+		fields[k] = keys[k].field;
+	group_by_field(fields, nkeys, F, vk->field_start, remap);
 	vk->J = palloc_extended(sizeof(float) * Max(nkeys, 1) * vk->width, MCXT_ALLOC_HUGE);
 	vk->key_field = palloc_extended(sizeof(int32) * Max(nkeys, 1), MCXT_ALLOC_HUGE);
 	for (int64 k = 0; k < nkeys; k++)
 	{
-		int64		id = next[keys[k].field]++;
-		float	   *dst = vk->J + id * vk->width;
+		float	   *dst = vk->J + (Size) remap[k] * vk->width;
 
 		if ((k & 4095) == 0)
 			CHECK_FOR_INTERRUPTS();
-		remap[k] = (int32) id;
-		vk->key_field[id] = keys[k].field;
+		vk->key_field[remap[k]] = keys[k].field;
 		for (int q = 0; q < m->npairs; q++)
 		{
 			int64		idx = mtms_emb_find(m->emb[q], keys[k].hash);
@@ -123,156 +220,45 @@ mtms_joined_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
 	}
 	for (int64 j = 0; j < nocc; j++)
 		vk->row_keys[j] = remap[vk->row_keys[j]];
-	pfree(next);
+	pfree(fields);
 	pfree(remap);
 	pfree(keys);
 	return vk;
 }
 
-/*
- * h = bias + the sum of the projections of keys[0..nkeys): the hot loop of
- * a checkpoint, written so that the compiler vectorizes it (restrict, no
- * aliasing between h and P).
- */
-static void
-sum_projections(float *restrict h, const float *restrict bias,
-				const float *restrict P, int h1, const int32 *keys, int nkeys)
-{
-	memcpy(h, bias, sizeof(float) * h1);
-	for (int j = 0; j < nkeys; j++)
-	{
-		const float *restrict p = P + (Size) keys[j] * h1;
-
-		for (int o = 0; o < h1; o++)
-			h[o] += p[o];
-	}
-}
-
-/* out = act(in W^T + b) for B rows, the layer's activation ReLU unless last */
-static void
-dense_layer(const MtmsTower *t, int l, const float *in, int B, float *out)
-{
-	int			nin = t->sizes[l];
-	int			nout = t->sizes[l + 1];
-
-	if (nout == 1)
-	{
-		for (int r = 0; r < B; r++)
-			out[r] = t->b[l][0];
-		cblas_sgemv(CblasRowMajor, CblasNoTrans, B, nin, 1.0f, in, nin,
-					t->W[l], 1, 1.0f, out, 1);
-	}
-	else
-	{
-		for (int r = 0; r < B; r++)
-			memcpy(out + (Size) r * nout, t->b[l], sizeof(float) * nout);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, nout, nin,
-					1.0f, in, nin, t->W[l], nin, 1.0f, out, nout);
-	}
-	if (l < t->nlayers - 1)
-		for (Size i = 0; i < (Size) B * nout; i++)
-			out[i] = out[i] > 0.0f ? out[i] : 0.0f;
-}
-
 void
 mtms_joined_keys_logits(const MtmsJoinedKeys *vk, const MtmsModel *m,
-					   const MtmsTower *t, float *logits)
+						const MtmsTower *t, float *logits)
 {
-	int			F = vk->nfields;
-	int			d = m->dim;
-	int			W = vk->width;
-	int			nin = t->sizes[0];
 	int			h1 = t->sizes[1];
-	int			widest = 1;
 	float	   *Wf;
 	float	   *P;
-	float	   *buf[2];
+	float	   *H;
+	MtmsTowerWork *w;
 
-	if (nin != MTMS_INPUT2(m) || W != m->npairs * d)
-		elog(ERROR, "fine-tune tower input of %d columns does not match the model's %d",
-			 nin, MTMS_INPUT2(m));
+	check_joined_tower(m, t, vk->width);
 	if (vk->nrows == 0)
 		return;
-	for (int l = 1; l <= t->nlayers; l++)
-		widest = Max(widest, t->sizes[l]);
 
-	/* first layer per key: P_f = J_f W1_f^T, field by field */
-	Wf = palloc(sizeof(float) * h1 * W);
+	Wf = palloc(sizeof(float) * h1 * vk->width);
 	P = palloc_extended(sizeof(float) * Max(vk->nkeys, 1) * h1, MCXT_ALLOC_HUGE);
-	for (int f = 0; f < F; f++)
-	{
-		int64		k0 = vk->field_start[f];
-		int64		nk = vk->field_start[f + 1] - k0;
+	project_keys(m, t, vk->J, vk->field_start, Wf, P);
 
-		if (nk == 0)
-			continue;
-		for (int o = 0; o < h1; o++)
-			for (int q = 0; q < m->npairs; q++)
-				memcpy(Wf + (Size) o * W + q * d,
-					   t->W[0] + (Size) o * nin + m->block_off[q * F + f],
-					   sizeof(float) * d);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) nk, h1, W,
-					1.0f, vk->J + k0 * W, W, Wf, W, 0.0f, P + k0 * h1, h1);
-	}
-
-	/* then per row: the sum of its keys' projections, and the other layers */
-	buf[0] = palloc(sizeof(float) * VK_BATCH * widest);
-	buf[1] = palloc(sizeof(float) * VK_BATCH * widest);
+	/* per row the sum of its keys' projections, then the other layers */
+	H = palloc(sizeof(float) * VK_BATCH * h1);
+	w = mtms_tower_work_create(t, VK_BATCH);
 	for (int64 b = 0; b < vk->nrows; b += VK_BATCH)
 	{
 		int			n = (int) Min(VK_BATCH, vk->nrows - b);
-		float	   *h = buf[0];
-		int			cur = 0;
 
 		CHECK_FOR_INTERRUPTS();
-		for (int i = 0; i < n; i++)
-			sum_projections(h + (Size) i * h1, t->b[0], P, h1,
-							vk->row_keys + vk->row_start[b + i],
-							(int) (vk->row_start[b + i + 1] - vk->row_start[b + i]));
-		if (t->nlayers == 1)
-		{
-			memcpy(logits + b, h, sizeof(float) * n);
-			continue;
-		}
-		for (Size i = 0; i < (Size) n * h1; i++)
-			h[i] = h[i] > 0.0f ? h[i] : 0.0f;
-		for (int l = 1; l < t->nlayers; l++)
-		{
-			float	   *out = (l == t->nlayers - 1) ? logits + b : buf[1 - cur];
-
-			dense_layer(t, l, buf[cur], n, out);
-			cur = 1 - cur;
-		}
+		sum_projections(H, P, h1, vk->row_start + b, vk->row_keys, n);
+		mtms_tower_forward_hidden(t, w, H, n, logits + b);
 	}
-	pfree(buf[0]);
-	pfree(buf[1]);
+	mtms_tower_work_free(w);
+	pfree(H);
 	pfree(P);
 	pfree(Wf);
-}
-
-void
-mtms_joined_keys_input2(const MtmsJoinedKeys *vk, const MtmsModel *m, int64 i,
-						float *x)
-{
-	int			d = m->dim;
-	int			F = m->nfields;
-
-	memset(x, 0, sizeof(float) * MTMS_INPUT2(m));
-	for (int64 j = vk->row_start[i]; j < vk->row_start[i + 1]; j++)
-	{
-		int32		key = vk->row_keys[j];
-		const float *src = vk->J + (Size) key * vk->width;
-		const int32 *off = m->block_off + vk->key_field[key];
-
-		for (int q = 0; q < m->npairs; q++)
-		{
-			float	   *restrict dst = x + off[q * F];
-			const float *restrict v = src + q * d;
-
-			for (int k = 0; k < d; k++)
-				dst[k] += v[k];
-		}
-	}
 }
 
 void
@@ -295,15 +281,15 @@ mtms_joined_keys_free(MtmsJoinedKeys *vk)
 struct MtmsKeyBatch
 {
 	MemoryContext cxt;
-	const MtmsJoinedKeys *vk;	/* mark[] is sized for it */
-	int32	   *mark;			/* vk key -> local key, or -1 */
+	int32	   *mark;			/* buffer key -> local key, or -1 */
 	int64		markcap;
 	int			n;				/* rows of the batch */
 	int			nloc;			/* distinct keys */
-	int			loccap;
-	int32	   *loc;			/* local key -> vk key, grouped by field */
-	int32	   *fstart;			/* [nfields + 1] local keys of each field */
-	int32	   *rstart;			/* [n + 1] */
+	int32	   *loc;			/* local key -> buffer key, grouped by field */
+	int32	   *locfield;		/* field of loc[i] while numbering */
+	int32	   *locpos;			/* its local number */
+	int64	   *fstart;			/* [nfields + 1] local keys of each field */
+	int64	   *rstart;			/* [n + 1] */
 	int32	   *rkeys;			/* local key of every occurrence */
 	int64		occcap;
 	int			rowcap;
@@ -327,7 +313,7 @@ mtms_key_batch_create(void)
 
 void
 mtms_key_batch_prepare(MtmsKeyBatch *kb, const MtmsJoinedKeys *vk,
-					   const MtmsModel *m, const int64 *rows, int n)
+					   const int64 *rows, int n)
 {
 	MemoryContext old = MemoryContextSwitchTo(kb->cxt);
 	int			F = vk->nfields;
@@ -336,8 +322,8 @@ mtms_key_batch_prepare(MtmsKeyBatch *kb, const MtmsJoinedKeys *vk,
 
 	if (kb->fstart == NULL || kb->W != vk->width)
 	{
-		kb->fstart = kb->fstart ? repalloc(kb->fstart, sizeof(int32) * (F + 1)) :
-			palloc(sizeof(int32) * (F + 1));
+		kb->fstart = kb->fstart ? repalloc(kb->fstart, sizeof(int64) * (F + 1)) :
+			palloc(sizeof(int64) * (F + 1));
 		kb->W = vk->width;
 		kb->h1cap = 0;
 	}
@@ -349,27 +335,32 @@ mtms_key_batch_prepare(MtmsKeyBatch *kb, const MtmsJoinedKeys *vk,
 		kb->mark = palloc_extended(sizeof(int32) * kb->markcap, MCXT_ALLOC_HUGE);
 		memset(kb->mark, 0xff, sizeof(int32) * kb->markcap);	/* -1 */
 	}
-	kb->vk = vk;
 	for (int i = 0; i < n; i++)
 		nocc += vk->row_start[rows[i] + 1] - vk->row_start[rows[i]];
 	if (kb->rowcap < n + 1)
 	{
 		kb->rowcap = n + 1;
-		kb->rstart = kb->rstart ? repalloc(kb->rstart, sizeof(int32) * kb->rowcap) :
-			palloc(sizeof(int32) * kb->rowcap);
+		kb->rstart = kb->rstart ? repalloc(kb->rstart, sizeof(int64) * kb->rowcap) :
+			palloc(sizeof(int64) * kb->rowcap);
 	}
 	if (kb->occcap < nocc)
 	{
+		/* a batch has at most as many distinct keys as occurrences */
 		kb->occcap = Max(nocc, 4096);
-		kb->rkeys = kb->rkeys ? repalloc(kb->rkeys, sizeof(int32) * kb->occcap) :
-			palloc(sizeof(int32) * kb->occcap);
-		kb->loccap = (int) kb->occcap;
-		kb->loc = kb->loc ? repalloc(kb->loc, sizeof(int32) * kb->loccap) :
-			palloc(sizeof(int32) * kb->loccap);
+		if (kb->rkeys)
+		{
+			pfree(kb->rkeys);
+			pfree(kb->loc);
+			pfree(kb->locfield);
+			pfree(kb->locpos);
+		}
+		kb->rkeys = palloc(sizeof(int32) * kb->occcap);
+		kb->loc = palloc(sizeof(int32) * kb->occcap);
+		kb->locfield = palloc(sizeof(int32) * kb->occcap);
+		kb->locpos = palloc(sizeof(int32) * kb->occcap);
 	}
 
-	/* distinct keys, counted per field (mark = 1 while collecting) */
-	memset(kb->fstart, 0, sizeof(int32) * (F + 1));
+	/* the distinct keys in order of first sight (mark = 1 meanwhile) */
 	for (int i = 0; i < n; i++)
 		for (int64 j = vk->row_start[rows[i]]; j < vk->row_start[rows[i] + 1]; j++)
 		{
@@ -378,39 +369,26 @@ mtms_key_batch_prepare(MtmsKeyBatch *kb, const MtmsJoinedKeys *vk,
 			if (kb->mark[k] < 0)
 			{
 				kb->mark[k] = 1;
+				kb->locfield[nloc] = vk->key_field[k];
 				kb->loc[nloc++] = k;
-				kb->fstart[vk->key_field[k] + 1]++;
 			}
 		}
-	for (int f = 0; f < F; f++)
-		kb->fstart[f + 1] += kb->fstart[f];
 
 	/* local numbers grouped by field; rkeys[] in local numbers */
-	{
-		int32	   *next = palloc(sizeof(int32) * F);
-		int32	   *tmp = palloc(sizeof(int32) * Max(nloc, 1));
-
-		memcpy(next, kb->fstart, sizeof(int32) * F);
-		for (int i = 0; i < nloc; i++)
-		{
-			int32		k = kb->loc[i];
-			int32		pos = next[vk->key_field[k]]++;
-
-			tmp[pos] = k;
-			kb->mark[k] = pos;
-		}
-		memcpy(kb->loc, tmp, sizeof(int32) * nloc);
-		pfree(tmp);
-		pfree(next);
-	}
+	group_by_field(kb->locfield, nloc, F, kb->fstart, kb->locpos);
+	for (int i = 0; i < nloc; i++)
+		kb->mark[kb->loc[i]] = kb->locpos[i];
+	for (int i = 0; i < nloc; i++)
+		kb->locfield[kb->locpos[i]] = kb->loc[i];	/* reused: keys by number */
+	memcpy(kb->loc, kb->locfield, sizeof(int32) * nloc);
 	nocc = 0;
 	for (int i = 0; i < n; i++)
 	{
-		kb->rstart[i] = (int32) nocc;
+		kb->rstart[i] = nocc;
 		for (int64 j = vk->row_start[rows[i]]; j < vk->row_start[rows[i] + 1]; j++)
 			kb->rkeys[nocc++] = kb->mark[vk->row_keys[j]];
 	}
-	kb->rstart[n] = (int32) nocc;
+	kb->rstart[n] = nocc;
 	for (int i = 0; i < nloc; i++)
 		kb->mark[kb->loc[i]] = -1;
 	kb->n = n;
@@ -432,7 +410,6 @@ mtms_key_batch_prepare(MtmsKeyBatch *kb, const MtmsJoinedKeys *vk,
 		memcpy(kb->Jb + (Size) i * kb->W, vk->J + (Size) kb->loc[i] * vk->width,
 			   sizeof(float) * kb->W);
 	MemoryContextSwitchTo(old);
-	(void) m;
 }
 
 /* Scratch sized for first layers of h1 units. */
@@ -461,45 +438,10 @@ void
 mtms_key_batch_forward(MtmsKeyBatch *kb, const MtmsModel *m, const MtmsTower *t,
 					   float *H1)
 {
-	int			F = m->nfields;
-	int			d = m->dim;
-	int			W = kb->W;
-	int			nin = t->sizes[0];
-	int			h1 = t->sizes[1];
-
-	if (nin != MTMS_INPUT2(m) || W != m->npairs * d)
-		elog(ERROR, "fine-tune tower input of %d columns does not match the model's %d",
-			 nin, MTMS_INPUT2(m));
-	key_batch_reserve(kb, h1);
-	for (int f = 0; f < F; f++)
-	{
-		int			k0 = kb->fstart[f];
-		int			nk = kb->fstart[f + 1] - k0;
-
-		if (nk == 0)
-			continue;
-		for (int o = 0; o < h1; o++)
-			for (int q = 0; q < m->npairs; q++)
-				memcpy(kb->Wf + (Size) o * W + q * d,
-					   t->W[0] + (Size) o * nin + m->block_off[q * F + f],
-					   sizeof(float) * d);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nk, h1, W,
-					1.0f, kb->Jb + (Size) k0 * W, W, kb->Wf, W,
-					0.0f, kb->PD + (Size) k0 * h1, h1);
-	}
-	for (int i = 0; i < kb->n; i++)
-	{
-		float	   *restrict h = H1 + (Size) i * h1;
-
-		memset(h, 0, sizeof(float) * h1);
-		for (int32 j = kb->rstart[i]; j < kb->rstart[i + 1]; j++)
-		{
-			const float *restrict p = kb->PD + (Size) kb->rkeys[j] * h1;
-
-			for (int o = 0; o < h1; o++)
-				h[o] += p[o];
-		}
-	}
+	check_joined_tower(m, t, kb->W);
+	key_batch_reserve(kb, t->sizes[1]);
+	project_keys(m, t, kb->Jb, kb->fstart, kb->Wf, kb->PD);
+	sum_projections(H1, kb->PD, t->sizes[1], kb->rstart, kb->rkeys, kb->n);
 }
 
 void
@@ -519,7 +461,7 @@ mtms_key_batch_weight_grad(MtmsKeyBatch *kb, const MtmsModel *m, MtmsTower *t,
 	{
 		const float *restrict g = delta1 + (Size) i * h1;
 
-		for (int32 j = kb->rstart[i]; j < kb->rstart[i + 1]; j++)
+		for (int64 j = kb->rstart[i]; j < kb->rstart[i + 1]; j++)
 		{
 			float	   *restrict D = kb->PD + (Size) kb->rkeys[j] * h1;
 
@@ -529,13 +471,13 @@ mtms_key_batch_weight_grad(MtmsKeyBatch *kb, const MtmsModel *m, MtmsTower *t,
 	}
 	for (int f = 0; f < F; f++)
 	{
-		int			k0 = kb->fstart[f];
-		int			nk = kb->fstart[f + 1] - k0;
+		int64		k0 = kb->fstart[f];
+		int64		nk = kb->fstart[f + 1] - k0;
 
 		if (nk == 0)
 			continue;
 		/* G (h1 x W) = D_f^T J_f, then into the field's columns of gW[0] */
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, h1, W, nk,
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, h1, W, (int) nk,
 					1.0f, kb->PD + (Size) k0 * h1, h1, kb->Jb + (Size) k0 * W, W,
 					0.0f, kb->G, W);
 		for (int o = 0; o < h1; o++)

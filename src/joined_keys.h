@@ -8,16 +8,13 @@
  * (k's embeddings in every pair) placed in the blocks of k's field.  A row
  * set numbers its distinct (hash, field) keys once and looks each key up
  * in the npairs embedding tables once, instead of npairs probes per
- * feature occurrence.  Two uses:
- *
- *  - the joined input of a row (training batches of a shuffle buffer);
- *  - validation logits: the first layer is linear, so
- *    W1 x = sum_k W1[:, blocks(field k)] J(k): one small product per
- *    DISTINCT key instead of a full-width product per row, then a few
- *    additions per row.  Validation rows repeat keys a lot (hours,
- *    devices, advertisers, popular users and ads), which makes a
- *    checkpoint several times cheaper; the result equals the dense
- *    forward pass up to float rounding.
+ * feature occurrence.  The first layer is linear, so
+ * W1 x = sum_k W1[:, blocks(field k)] J(k): one small product per DISTINCT
+ * key instead of a full-width product per row, then a few additions per
+ * row.  Rows repeat keys a lot (hours, devices, advertisers, popular users
+ * and ads), which makes validation checkpoints (the logits below) and
+ * training batches (MtmsKeyBatch) several times cheaper; the results equal
+ * the dense forward and backward passes up to float rounding.
  */
 #ifndef MTMS_JOINED_KEYS_H
 #define MTMS_JOINED_KEYS_H
@@ -41,10 +38,6 @@ extern MtmsJoinedKeys *mtms_joined_keys_build(const MtmsModel *m, const MtmsRowS
 extern void mtms_joined_keys_logits(const MtmsJoinedKeys *vk, const MtmsModel *m,
 								   const MtmsTower *t, float *logits);
 
-/* The joined input (MTMS_INPUT2(m) floats, zeroed here) of vk's row i. */
-extern void mtms_joined_keys_input2(const MtmsJoinedKeys *vk, const MtmsModel *m,
-									int64 i, float *x);
-
 extern void mtms_joined_keys_free(MtmsJoinedKeys *vk);
 
 /*
@@ -61,7 +54,7 @@ extern MtmsKeyBatch *mtms_key_batch_create(void);
 
 /* Number the distinct keys of vk's rows rows[0..n). */
 extern void mtms_key_batch_prepare(MtmsKeyBatch *kb, const MtmsJoinedKeys *vk,
-								   const MtmsModel *m, const int64 *rows, int n);
+								   const int64 *rows, int n);
 
 /* H1 (n x sizes[1]) = X W[0]^T of the prepared batch for fine-tune tower t. */
 extern void mtms_key_batch_forward(MtmsKeyBatch *kb, const MtmsModel *m,

@@ -1255,18 +1255,6 @@ check_joined_keys(double *detail)
 			maxerr = Max(maxerr, fabs((double) dense - fast[r]));
 		}
 	}
-	/* the joined input of a row from the keys is the model's */
-	{
-		float	   *x2 = palloc(sizeof(float) * MTMS_INPUT2(m));
-
-		for (int r = 0; r < nrows; r++)
-		{
-			mtms_input2(m, rs.feats + rs.start[r], (int) (rs.start[r + 1] - rs.start[r]), x);
-			mtms_joined_keys_input2(vk, m, r, x2);
-			for (int i = 0; i < MTMS_INPUT2(m); i++)
-				maxerr = Max(maxerr, fabs((double) x[i] - x2[i]));
-		}
-	}
 	/*
 	 * A training step's first layer through the batch's keys: the same
 	 * logits and gradients as the dense forward and backward.
@@ -1296,7 +1284,7 @@ check_joined_keys(double *detail)
 		}
 		mtms_tower_forward_train(td, wd, X, B, z1);
 		mtms_tower_backward(td, wd, dl, NULL);
-		mtms_key_batch_prepare(kb, vk, m, brows, B);
+		mtms_key_batch_prepare(kb, vk, brows, B);
 		mtms_key_batch_forward(kb, m, tk, H1);
 		mtms_tower_forward_hidden(tk, wk, H1, B, z2);
 		mtms_key_batch_weight_grad(kb, m, tk, mtms_tower_backward_hidden(tk, wk, dl));

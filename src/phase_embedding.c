@@ -30,13 +30,9 @@ mtms_batch_work_create(const MtmsModel *m, int batch_size)
 	MtmsBatchWork *w = palloc0(sizeof(MtmsBatchWork));
 	int			B = Max(batch_size, MIN_WORK_BATCH);
 	Size		in1 = MTMS_INPUT1(m);
-	Size		in2 = MTMS_INPUT2(m);
-	Size		widest = Max(in1, in2);
 
 	w->max_batch = B;
-	w->input1 = (int32) in1;
-	w->input2 = (int32) in2;
-	w->xa = palloc_extended(sizeof(float) * B * widest, MCXT_ALLOC_HUGE);
+	w->xa = palloc_extended(sizeof(float) * B * in1, MCXT_ALLOC_HUGE);
 	w->xb = palloc_extended(sizeof(float) * B * in1, MCXT_ALLOC_HUGE);
 	w->dx = palloc_extended(sizeof(float) * B * in1, MCXT_ALLOC_HUGE);
 	w->za = palloc(sizeof(float) * B);

@@ -22,7 +22,6 @@ mtms_step_finetune(MtmsTrainState *st, int scene, const MtmsRowSet *rs,
 	MtmsBatchWork *w = st->work;
 	int			pc = MTMS_PAIR(scene, MTMS_TASK_CTR);
 	int			pv = MTMS_PAIR(scene, MTMS_TASK_CVR);
-	Size		in2 = MTMS_INPUT2(m);
 
 	if (w->w2a == NULL)
 	{
@@ -33,44 +32,33 @@ mtms_step_finetune(MtmsTrainState *st, int scene, const MtmsRowSet *rs,
 		MemoryContextSwitchTo(old);
 	}
 
-	if (st->buf_keys && rs == &st->buf)
+	/*
+	 * The batch's rows come from the shuffle buffer, whose keys and frozen
+	 * joined embeddings process_buffer numbered (joined_keys.h): the first
+	 * layers go per distinct feature of the batch, the other layers as
+	 * usual.
+	 */
+	if (st->buf_keys == NULL || rs != &st->buf)
+		elog(ERROR, "mtms fine-tune step outside a keyed shuffle buffer");
+	if (w->kb == NULL)
 	{
-		/*
-		 * Rows of the shuffle buffer: the first layers per distinct feature
-		 * of the batch (joined_keys.h), the other layers as usual.
-		 */
-		if (w->kb == NULL)
-		{
-			MemoryContext old = MemoryContextSwitchTo(st->cxt);
+		MemoryContext old = MemoryContextSwitchTo(st->cxt);
 
-			w->kb = mtms_key_batch_create();
-			w->h1a = palloc(sizeof(float) * w->max_batch * m->tower2[pc]->sizes[1]);
-			w->h1b = palloc(sizeof(float) * w->max_batch * m->tower2[pv]->sizes[1]);
-			MemoryContextSwitchTo(old);
-		}
-		mtms_key_batch_prepare(w->kb, st->buf_keys, m, rows, n);
-		mtms_key_batch_forward(w->kb, m, m->tower2[pc], w->h1a);
-		mtms_key_batch_forward(w->kb, m, m->tower2[pv], w->h1b);
-		mtms_tower_forward_hidden(m->tower2[pc], w->w2a, w->h1a, n, w->za);
-		mtms_tower_forward_hidden(m->tower2[pv], w->w2b, w->h1b, n, w->zb);
-		mtms_joint_batch_grads(st, scene, rs, rows, n);
-		mtms_key_batch_weight_grad(w->kb, m, m->tower2[pc],
-								   mtms_tower_backward_hidden(m->tower2[pc], w->w2a, w->da));
-		mtms_key_batch_weight_grad(w->kb, m, m->tower2[pv],
-								   mtms_tower_backward_hidden(m->tower2[pv], w->w2b, w->db));
+		w->kb = mtms_key_batch_create();
+		w->h1a = palloc(sizeof(float) * w->max_batch * m->tower2[pc]->sizes[1]);
+		w->h1b = palloc(sizeof(float) * w->max_batch * m->tower2[pv]->sizes[1]);
+		MemoryContextSwitchTo(old);
 	}
-	else
-	{
-		for (int i = 0; i < n; i++)
-			mtms_input2(m, rs->feats + rs->start[rows[i]],
-						(int) (rs->start[rows[i] + 1] - rs->start[rows[i]]),
-						w->xa + in2 * i);
-		mtms_tower_forward(m->tower2[pc], w->w2a, w->xa, n, w->za);
-		mtms_tower_forward(m->tower2[pv], w->w2b, w->xa, n, w->zb);
-		mtms_joint_batch_grads(st, scene, rs, rows, n);
-		mtms_tower_backward(m->tower2[pc], w->w2a, w->da, NULL);
-		mtms_tower_backward(m->tower2[pv], w->w2b, w->db, NULL);
-	}
+	mtms_key_batch_prepare(w->kb, st->buf_keys, rows, n);
+	mtms_key_batch_forward(w->kb, m, m->tower2[pc], w->h1a);
+	mtms_key_batch_forward(w->kb, m, m->tower2[pv], w->h1b);
+	mtms_tower_forward_hidden(m->tower2[pc], w->w2a, w->h1a, n, w->za);
+	mtms_tower_forward_hidden(m->tower2[pv], w->w2b, w->h1b, n, w->zb);
+	mtms_joint_batch_grads(st, scene, rs, rows, n);
+	mtms_key_batch_weight_grad(w->kb, m, m->tower2[pc],
+							   mtms_tower_backward_hidden(m->tower2[pc], w->w2a, w->da));
+	mtms_key_batch_weight_grad(w->kb, m, m->tower2[pv],
+							   mtms_tower_backward_hidden(m->tower2[pv], w->w2b, w->db));
 	mtms_tower_step(m->tower2[pc], (float) st->opts.lr_tower, (float) st->opts.l2);
 	mtms_tower_step(m->tower2[pv], (float) st->opts.lr_tower, (float) st->opts.l2);
 	m->tower2[pc]->nsamples += n;

@@ -58,7 +58,7 @@ typedef struct MtmsRowSet
 typedef struct MtmsBatchWork
 {
 	int32		max_batch;
-	float	   *xa;				/* B x input (CTR side / the pair) */
+	float	   *xa;				/* B x input1 (CTR side / the pair) */
 	float	   *xb;				/* B x input (CVR side) */
 	float	   *dx;				/* B x input1 */
 	float	   *za;				/* B logits */
@@ -75,8 +75,6 @@ typedef struct MtmsBatchWork
 	int64	   *ridx_a;			/* embedding row of each feature occurrence */
 	int64	   *ridx_b;
 	int64		ridx_cap;
-	int32		input1;			/* widths the buffers were sized for */
-	int32		input2;
 } MtmsBatchWork;
 
 typedef struct MtmsTrainState
