@@ -26,10 +26,10 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "kept_rows.h"
 #include "miscadmin.h"
 #include "model_store.h"
 #include "optimizer/cost.h"
-#include "kept_rows.h"
 #include "samples.h"
 #include "train_state.h"
 #include "utils/builtins.h"
@@ -56,6 +56,13 @@ typedef struct UnitResult
 	double		m_auc[MTMS_NMETRICS];
 } UnitResult;
 
+typedef struct KeptWindow
+{
+	MtmsKeptRows *rows;			/* NULL until a pass kept them */
+	bool	   *scenes;			/* [nscenes] scenes the rows hold */
+	bool		failed;			/* the window's rows did not fit */
+} KeptWindow;
+
 typedef struct TrainCtx
 {
 	MemoryContext cxt;
@@ -76,18 +83,15 @@ typedef struct TrainCtx
 
 	/*
 	 * Training rows kept by the first pass of a window for the passes after
-	 * it (mtms.keep_training_rows): phase 1's window (the embedding and CTCVR
-	 * stages train on the same rows) and the fine-tune's, each with the
-	 * scenes it holds.
+	 * it (mtms.keep_training_rows): [0] phase 1's window (the embedding and
+	 * CTCVR stages train on the same rows), [1] the fine-tune's.
 	 */
-	MtmsKeptRows *rows_p1;
-	bool	   *rows_p1_scenes;
-	MtmsKeptRows *rows_ft;
-	bool	   *rows_ft_scenes;
-	bool		rows_p1_failed; /* the window's rows did not fit */
-	bool		rows_ft_failed;
-	MemoryContext rows_cxt;
+	KeptWindow	kept[2];
+	MemoryContext rows_cxt;		/* holds every window's rows */
 } TrainCtx;
+
+/* the kept-rows window of a stage */
+#define KEPT_WINDOW(cx, stage)	(&(cx)->kept[(stage) == MTMS_STAGE_FINETUNE])
 
 static const char *stage_names[] = {"embedding", "ctcvr", "finetune"};
 
@@ -416,25 +420,22 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 	 * (bench/RESULTS.md, "Parallel").
 	 */
 	{
-		bool		ft = stage == MTMS_STAGE_FINETUNE;
-		MtmsKeptRows *kept = ft ? cx->rows_ft : cx->rows_p1;
-		bool	   *kept_scenes = ft ? cx->rows_ft_scenes : cx->rows_p1_scenes;
-		bool		failed = ft ? cx->rows_ft_failed : cx->rows_p1_failed;
+		KeptWindow *kw = KEPT_WINDOW(cx, stage);
 		bool	   *scenes = active_scenes(cx, stage, active);
 
-		if (kept && !collect_only && cx->samples > 0 && cx->valid != NULL)
+		if (kw->rows && !collect_only && cx->samples > 0 && cx->valid != NULL)
 		{
 			bool		covered = true;
 
 			for (int s = 0; s < cx->model->nscenes; s++)
-				if (scenes[s] && !kept_scenes[s])
+				if (scenes[s] && !kw->scenes[s])
 					covered = false;
 			if (covered)
 			{
 				elog(DEBUG1, "mtms_train: %s epoch %d replays %lld kept training rows",
-					 stage_names[stage], epoch, (long long) mtms_kept_rows_count(kept));
+					 stage_names[stage], epoch, (long long) mtms_kept_rows_count(kw->rows));
 				MemoryContextSwitchTo(cx->cxt);
-				res = mtms_state_run_rows(base, kept, cx->samples);
+				res = mtms_state_run_rows(base, kw->rows, cx->samples);
 				MemoryContextSwitchTo(old);
 				mtms_state_free(base);
 				pfree(scenes);
@@ -442,7 +443,7 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 				return res;
 			}
 		}
-		if (kept == NULL && !failed && !collect_only && mtms_keep_training_rows)
+		if (kw->rows == NULL && !kw->failed && !collect_only && mtms_keep_training_rows)
 		{
 			/* at most half of mtms.max_memory beside three model copies */
 			double		room = (double) mtms_max_memory_mb * 1024 * 1024 / 2 -
@@ -486,37 +487,25 @@ run_pass(TrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 
 	res = mtms_state_take_result(token);
 	mtms_state_unpublish();
-	if (base->collect_train &&
-		(res == NULL || !res->collect_train || res->train_rows == NULL))
+	if (base->collect_train)
 	{
-		/* too many rows to keep (or none): this window scans on every pass */
-		if (stage == MTMS_STAGE_FINETUNE)
-			cx->rows_ft_failed = true;
-		else
-			cx->rows_p1_failed = true;
-	}
-	else if (base->collect_train)
-	{
-		bool		ft = stage == MTMS_STAGE_FINETUNE;
-		MemoryContext old2 = MemoryContextSwitchTo(cx->rows_cxt);
-		MtmsKeptRows *kept = res->train_rows;	/* allocated in cx->rows_cxt */
+		KeptWindow *kw = KEPT_WINDOW(cx, stage);
 
-		res->train_rows = NULL;
-		mtms_kept_rows_finish(kept);
-		elog(DEBUG1, "mtms_train: %s keeps %lld training rows in %.1f MB",
-			 stage_names[stage], (long long) mtms_kept_rows_count(kept),
-			 kept_bytes(cx) / (1024.0 * 1024.0));
-		if (ft)
-		{
-			cx->rows_ft = kept;
-			cx->rows_ft_scenes = active_scenes(cx, stage, active);
-		}
+		if (res == NULL || !res->collect_train || res->train_rows == NULL)
+			kw->failed = true;	/* too many rows to keep (or none): scan */
 		else
 		{
-			cx->rows_p1 = kept;
-			cx->rows_p1_scenes = active_scenes(cx, stage, active);
+			MemoryContext old2 = MemoryContextSwitchTo(cx->rows_cxt);
+
+			kw->rows = res->train_rows; /* allocated in cx->rows_cxt */
+			res->train_rows = NULL;
+			mtms_kept_rows_finish(kw->rows);
+			kw->scenes = active_scenes(cx, stage, active);
+			elog(DEBUG1, "mtms_train: %s keeps %lld training rows in %.1f MB",
+				 stage_names[stage], (long long) mtms_kept_rows_count(kw->rows),
+				 kept_bytes(cx) / (1024.0 * 1024.0));
+			MemoryContextSwitchTo(old2);
 		}
-		MemoryContextSwitchTo(old2);
 	}
 	mtms_state_free(base);
 	check_pass_result(cx, res, collect_only);
