@@ -193,10 +193,9 @@ static void buffer_row(MtmsTrainState *st, int scene, uint8 label,
 					   const MtmsFeature *feats, int nfeats);
 static void restore_best(MtmsTrainState *st);
 static void final_validation(MtmsTrainState *st, const MtmsRowSet *vs);
+static void finish_pass(MtmsTrainState *st, const MtmsRowSet *vs);
 static void evaluate_validation(MtmsTrainState *st, const MtmsRowSet *vs,
-								bool with_auc);
-static void evaluate_validation_ext(MtmsTrainState *st, const MtmsRowSet *vs,
-									bool with_auc, const double *auc_below);
+								const double *auc_below);
 
 static void
 state_prepare(MtmsTrainState *st)
@@ -752,9 +751,7 @@ mtms_state_run_rows(const MtmsTrainState *base, const MtmsKeptRows *rows, int64 
 			continue;
 		buffer_row(st, scene, label, st->parse_buf, nfeats);
 	}
-	process_buffer(st);
-	restore_best(st);
-	final_validation(st, &base->valid);
+	finish_pass(st, &base->valid);
 	return st;
 }
 
@@ -888,20 +885,14 @@ validation_logits(MtmsTrainState *st, int scene, const MtmsRowSet *vs,
 }
 
 /*
- * Fill st->vloss / vauc / vn / vpos from the validation rows vs.  Without
- * with_auc the AUCs are left NaN: a checkpoint chooses by loss, and the
- * sorts of the AUCs cost more than the rest of its metrics.
+ * Fill st->vloss / vauc / vn / vpos from the validation rows vs.  With
+ * auc_below, only the scenes whose criterion (the sum of their losses) is
+ * below auc_below[scene] get AUCs, the others NaN: a checkpoint chooses by
+ * loss and needs the AUCs of the scenes it keeps, and the sorts of the AUCs
+ * cost more than the rest of its metrics.
  */
 static void
-evaluate_validation(MtmsTrainState *st, const MtmsRowSet *vs, bool with_auc)
-{
-	evaluate_validation_ext(st, vs, with_auc, NULL);
-}
-
-/* ... and with auc_below, the AUCs of the scenes whose criterion is below it */
-static void
-evaluate_validation_ext(MtmsTrainState *st, const MtmsRowSet *vs, bool with_auc,
-						const double *auc_below)
+evaluate_validation(MtmsTrainState *st, const MtmsRowSet *vs, const double *auc_below)
 {
 	MtmsModel  *m = st->model;
 	int			ns = m->nscenes;
@@ -929,6 +920,7 @@ evaluate_validation_ext(MtmsTrainState *st, const MtmsRowSet *vs, bool with_auc,
 		int64		nr = 0;
 		int64		k[MTMS_NMETRICS] = {0, 0, 0};
 		double		lsum[MTMS_NMETRICS] = {0, 0, 0};
+		bool		with_auc;
 
 		if (!scene_active(st, s) || count[s] == 0)
 			continue;
@@ -966,6 +958,7 @@ evaluate_validation_ext(MtmsTrainState *st, const MtmsRowSet *vs, bool with_auc,
 			label[MTMS_M_CTCVR][k[MTMS_M_CTCVR]++] = click && conv;
 			lsum[MTMS_M_CTCVR] += mtms_bce(pc * pv, click && conv);
 		}
+		with_auc = true;
 		if (auc_below)
 		{
 			/* the checkpoint criterion: the sum of the scene's losses */
@@ -1012,7 +1005,7 @@ checkpoint(MtmsTrainState *st)
 	if (st->checked_at == st->rows_trained)
 		return;
 	st->checked_at = st->rows_trained;
-	evaluate_validation_ext(st, st->eval_rows, false, st->best_crit);
+	evaluate_validation(st, st->eval_rows, st->best_crit);
 	/* in the model's context: the kept towers become the model's */
 	old = MemoryContextSwitchTo(m->cxt);
 	for (int s = 0; s < m->nscenes; s++)
@@ -1073,6 +1066,18 @@ restore_best(MtmsTrainState *st)
 }
 
 /*
+ * The end of a pass: train on what is still buffered, put each scene's best
+ * fine-tune towers in place, and fill the metrics the pass reports.
+ */
+static void
+finish_pass(MtmsTrainState *st, const MtmsRowSet *vs)
+{
+	process_buffer(st);
+	restore_best(st);
+	final_validation(st, vs);
+}
+
+/*
  * The metrics a pass reports, after restore_best: those of each scene's
  * best checkpoint when this state trained alone (the restored towers are
  * the ones that checkpoint validated; same numbers, one validation less),
@@ -1085,7 +1090,7 @@ final_validation(MtmsTrainState *st, const MtmsRowSet *vs)
 
 	if (st->best_vloss == NULL || st->combined)
 	{
-		evaluate_validation(st, vs, true);
+		evaluate_validation(st, vs, NULL);
 		return;
 	}
 	memcpy(st->vloss, st->best_vloss, sizeof(double) * nm);
@@ -1104,7 +1109,7 @@ mtms_state_validate(MtmsTrainState *st)
 		st->work = mtms_batch_work_create(st->model, st->opts.batch_size);
 		MemoryContextSwitchTo(old);
 	}
-	evaluate_validation(st, &st->valid, true);
+	evaluate_validation(st, &st->valid, NULL);
 }
 
 /* ---------------------------------------------------------------------
@@ -1560,7 +1565,6 @@ Datum
 mtms_train_finalfn(PG_FUNCTION_ARGS)
 {
 	MtmsTrainState *st;
-	const MtmsRowSet *vs;
 
 	if (!AggCheckCallContext(fcinfo, NULL))
 		elog(ERROR, "mtms_train_finalfn called in non-aggregate context");
@@ -1576,10 +1580,7 @@ mtms_train_finalfn(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("mtms training aggregates can only run inside mtms_train()")));
 	}
-	process_buffer(st);
-	restore_best(st);
-	vs = st->collect_valid ? &st->valid : &registry.base->valid;
-	final_validation(st, vs);
+	finish_pass(st, st->collect_valid ? &st->valid : &registry.base->valid);
 	MemoryContextSetParent(st->cxt, registry.owner);
 	registry.result = st;
 	PG_RETURN_INT64(st->rows_trained);
