@@ -310,21 +310,6 @@ vec_add(float *dst, const float *src, int n)
 #endif
 }
 
-/* x = max(x, 0) as mtms_tower_predict1 (NaN and -0 give 0), n a multiple of 4 */
-static inline void
-vec_relu(float *x, int n)
-{
-#ifdef __SSE2__
-	__m128		zero = _mm_setzero_ps();
-
-	for (int j = 0; j < n; j += 4)
-		_mm_storeu_ps(x + j, _mm_max_ps(_mm_loadu_ps(x + j), zero));
-#else
-	for (int j = 0; j < n; j++)
-		x[j] = x[j] > 0.0f ? x[j] : 0.0f;
-#endif
-}
-
 static inline bool
 feature_less(const MtmsFeature *a, const MtmsFeature *b)
 {
@@ -387,7 +372,6 @@ tower_logit(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *feats, int nfeats)
 {
 	const MtmsTower *t = pt->tower;
 	float	   *h = sc->act[0];
-	const float *in;
 
 	memcpy(h, t->b[0], sizeof(float) * pt->h1);
 	memset(h + pt->h1, 0, sizeof(float) * (pt->h1p - pt->h1));
@@ -419,29 +403,8 @@ tower_logit(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *feats, int nfeats)
 				vec_add(h, v[i], pt->h1p);
 	}
 
-	/* the rest as mtms_tower_predict1: ReLU between layers, one logit */
-	if (t->nlayers > 1)
-		vec_relu(h, pt->h1p);
-	in = h;
-	for (int l = 1; l < t->nlayers; l++)
-	{
-		float	   *out = sc->act[l & 1];
-		int			nout = t->sizes[l + 1];
-
-		if (nout == 1)			/* the logit: a dot product, cheaper to call */
-			out[0] = t->b[l][0] + cblas_sdot(t->sizes[l], t->W[l], 1, in, 1);
-		else
-		{
-			memcpy(out, t->b[l], sizeof(float) * nout);
-			cblas_sgemv(CblasRowMajor, CblasNoTrans, nout, t->sizes[l],
-						1.0f, t->W[l], t->sizes[l], in, 1, 1.0f, out, 1);
-		}
-		if (l < t->nlayers - 1)
-			for (int j = 0; j < nout; j++)
-				out[j] = out[j] > 0.0f ? out[j] : 0.0f;
-		in = out;
-	}
-	return in[0];
+	/* the rest as mtms_tower_predict1 */
+	return mtms_tower_predict1_hidden(t, h, sc->act[1]);
 }
 
 double

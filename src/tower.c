@@ -541,32 +541,46 @@ float
 mtms_tower_predict1(const MtmsTower *t, const float *x, float *scratch)
 {
 	int			maxsize = 0;
-	const float *in = x;
-	float	   *bufs[2];
-	int			l;
+	int			nin = t->sizes[0];
+	int			nread = t->nin_used > 0 ? t->nin_used : nin;
+	float	   *h = scratch;
 
-	for (l = 0; l <= t->nlayers; l++)
+	for (int l = 0; l <= t->nlayers; l++)
 		maxsize = Max(maxsize, t->sizes[l]);
-	bufs[0] = scratch;
-	bufs[1] = scratch + maxsize;
 
-	for (l = 0; l < t->nlayers; l++)
+	/* the first layer reads the columns that carry weights (nin_used) */
+	memcpy(h, t->b[0], t->sizes[1] * sizeof(float));
+	cblas_sgemv(CblasRowMajor, CblasNoTrans, t->sizes[1], nread,
+				1.0f, t->W[0], nin, x, 1, 1.0f, h, 1);
+	return mtms_tower_predict1_hidden(t, h, scratch + maxsize);
+}
+
+float
+mtms_tower_predict1_hidden(const MtmsTower *t, float *h, float *other)
+{
+	float	   *bufs[2] = {h, other};
+	const float *in = h;
+
+	if (t->nlayers == 1)
+		return h[0];
+	for (int i = 0; i < t->sizes[1]; i++)
+		h[i] = h[i] > 0.0f ? h[i] : 0.0f;
+	for (int l = 1; l < t->nlayers; l++)
 	{
-		int			nin = t->sizes[l];
 		int			nout = t->sizes[l + 1];
-		int			nread = (l == 0 && t->nin_used > 0) ? t->nin_used : nin;
 		float	   *out = bufs[l & 1];
 
-		memcpy(out, t->b[l], nout * sizeof(float));
-		cblas_sgemv(CblasRowMajor, CblasNoTrans, nout, nread,
-					1.0f, t->W[l], nin, in, 1, 1.0f, out, 1);
-		if (l < t->nlayers - 1)
+		if (nout == 1)			/* the logit: a dot product, cheaper to call */
+			out[0] = t->b[l][0] + cblas_sdot(t->sizes[l], t->W[l], 1, in, 1);
+		else
 		{
-			int			i;
-
-			for (i = 0; i < nout; i++)
-				out[i] = out[i] > 0.0f ? out[i] : 0.0f;
+			memcpy(out, t->b[l], nout * sizeof(float));
+			cblas_sgemv(CblasRowMajor, CblasNoTrans, nout, t->sizes[l],
+						1.0f, t->W[l], t->sizes[l], in, 1, 1.0f, out, 1);
 		}
+		if (l < t->nlayers - 1)
+			for (int i = 0; i < nout; i++)
+				out[i] = out[i] > 0.0f ? out[i] : 0.0f;
 		in = out;
 	}
 	return in[0];

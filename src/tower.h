@@ -149,6 +149,14 @@ extern void mtms_tower_trim_input(MtmsTower *t);
 extern float mtms_tower_predict1(const MtmsTower *t, const float *x, float *scratch);
 
 /*
+ * The rest of a one-row prediction whose first layer the caller computed:
+ * h holds x W[0]^T + b[0] (sizes[1] floats, before the ReLU).  Layers
+ * write alternately to other and back to h (each of max(sizes) floats), so
+ * both are clobbered.  Returns the logit.
+ */
+extern float mtms_tower_predict1_hidden(const MtmsTower *t, float *h, float *other);
+
+/*
  * dst = (wdst * dst + wsrc * src) / (wdst + wsrc), weights and Adam moments
  * alike (equal weights when both are 0; gradient accumulators untouched).
  * Shapes must match (elog ERROR otherwise).  Step = max, nsamples = sum.
