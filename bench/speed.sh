@@ -21,31 +21,5 @@
 # cores.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-PACKAGES=(python3-torch python3-psycopg2 python3-numpy gcc pkg-config libopenblas-serial-dev)
-if [ "$(id -u)" -eq 0 ]; then
-    SUDO=()
-else
-    SUDO=(sudo)
-fi
-missing=()
-for p in "${PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
-        missing+=("$p")
-    fi
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "speed.sh: installing ${missing[*]}"
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
-fi
-
-if [ -n "${MTMS_DB:-}" ]; then
-    PGDATABASE="$MTMS_DB" exec /usr/bin/python3 bench/speed_run.py "$@"
-fi
-bash test/setup.sh
-export LC_ALL=C.UTF-8
-pg_virtualenv -t -v 15 -o shared_buffers=1GB \
-    bash -c 'psql -X -q -c "CREATE EXTENSION mtms" && /usr/bin/python3 bench/speed_run.py "$@"' \
-    mtms-speed "$@" </dev/null
+# gcc, pkg-config and the serial OpenBLAS build the sgemm probe (speed_sgemm.c)
+BENCH_PACKAGES="gcc pkg-config libopenblas-serial-dev" exec bash bench/run-python.sh speed_run.py "$@"

@@ -24,29 +24,11 @@ PACKAGES=(
     gcc
 )
 
+bash test/install-packages.sh "${PACKAGES[@]}"
 if [ "$(id -u)" -eq 0 ]; then
     SUDO=()
-elif command -v sudo >/dev/null 2>&1; then
+else
     SUDO=(sudo)
-else
-    echo "setup.sh: run as root, or install sudo for this user" >&2
-    exit 1
-fi
-
-missing=()
-for p in "${PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
-        missing+=("$p")
-    fi
-done
-
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "setup.sh: installing ${missing[*]}"
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
-else
-    echo "setup.sh: all Debian packages present"
 fi
 
 echo "setup.sh: building mtms (make COPT=-Werror)"
