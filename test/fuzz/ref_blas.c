@@ -1,7 +1,7 @@
 /*
  * ref_blas.c
  *    Plain C cblas_sgemm / cblas_sgemv (row-major only, the layout tower.c
- *    uses) for the fuzz targets.
+ *    uses) and cblas_sdot for the fuzz targets.
  *
  * OpenBLAS is not compiled with AddressSanitizer, so an operand that is
  * too short for the shape passed to it (a work area sized for another
@@ -92,4 +92,15 @@ cblas_sgemv(OPENBLAS_CONST enum CBLAS_ORDER order,
 		else
 			y[i * incy] = alpha * sum + beta * y[i * incy];
 	}
+}
+
+float
+cblas_sdot(OPENBLAS_CONST blasint n, OPENBLAS_CONST float *x, OPENBLAS_CONST blasint incx,
+		   OPENBLAS_CONST float *y, OPENBLAS_CONST blasint incy)
+{
+	float		s = 0.0f;
+
+	for (blasint i = 0; i < n; i++)
+		s += x[(size_t) i * incx] * y[(size_t) i * incy];
+	return s;
 }
