@@ -2,8 +2,10 @@
 #
 # OpenBLAS: we link Debian's *serial* OpenBLAS (libopenblas-serial-dev) so a
 # backend never starts BLAS threads; PostgreSQL's parallel workers give the
-# parallelism.  pkg-config finds it in its own directory; the rpath makes the
-# loader pick the serial library at run time whatever the system alternative is.
+# parallelism.  pkg-config finds it in its own directory (whatever the
+# architecture's multiarch name: /usr/lib/<triplet>/openblas-serial); the rpath
+# makes the loader pick the serial library at run time whatever the system
+# alternative is.  BLAS_PC_DIR=... points at another openblas.pc.
 
 EXTENSION = mtms
 MODULE_big = mtms
@@ -42,7 +44,7 @@ REGRESS_OPTS = --load-extension=mtms
 ISOLATION = $(sort $(basename $(notdir $(wildcard specs/*.spec))))
 ISOLATION_OPTS = --load-extension=mtms
 
-BLAS_PC_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-serial/pkgconfig
+BLAS_PC_DIR ?= $(firstword $(wildcard /usr/lib/*/openblas-serial/pkgconfig /usr/lib/openblas-serial/pkgconfig))
 BLAS_CFLAGS := $(shell PKG_CONFIG_PATH=$(BLAS_PC_DIR) pkg-config --cflags openblas)
 BLAS_LIBS := $(shell PKG_CONFIG_PATH=$(BLAS_PC_DIR) pkg-config --libs openblas)
 BLAS_LIBDIR := $(shell PKG_CONFIG_PATH=$(BLAS_PC_DIR) pkg-config --variable=libdir openblas)

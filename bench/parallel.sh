@@ -9,6 +9,8 @@ if [ -n "${MTMS_DB:-}" ]; then
     exec psql -X -d "$MTMS_DB" "$@" -f bench/parallel.sql
 fi
 bash test/setup.sh
+# shellcheck source=test/pg-env.sh
+. test/pg-env.sh
 export LC_ALL=C.UTF-8
-pg_virtualenv -t -v 15 -o shared_buffers=1GB \
+pg_virtualenv -t -v "$MTMS_PG" -o shared_buffers=1GB \
     bash -c 'psql -X -q -c "CREATE EXTENSION mtms" && psql -X "$@" -f bench/parallel.sql' mtms-bench "$@" </dev/null

@@ -23,7 +23,9 @@ if [ -n "${MTMS_DB:-}" ]; then
     PGDATABASE="$MTMS_DB" exec /usr/bin/python3 "bench/$driver" "$@"
 fi
 bash test/setup.sh
+# shellcheck source=test/pg-env.sh
+. test/pg-env.sh
 export LC_ALL=C.UTF-8
-pg_virtualenv -t -v 15 -o shared_buffers=1GB \
+pg_virtualenv -t -v "$MTMS_PG" -o shared_buffers=1GB \
     bash -c 'driver=$1; shift; psql -X -q -c "CREATE EXTENSION mtms" && /usr/bin/python3 "bench/$driver" "$@"' \
     mtms-bench "$driver" "$@" </dev/null

@@ -26,6 +26,9 @@
 #include "utils/builtins.h"
 #include "utils/float.h"
 #include "utils/memutils.h"
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"			/* VARDATA and friends left postgres.h in 16 */
+#endif
 
 #include "auc.h"
 

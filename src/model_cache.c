@@ -17,6 +17,13 @@
 #include "utils/inval.h"
 #include "utils/memutils.h"
 
+/* This backend's local transaction id (PGPROC grew a vxid struct in 17). */
+#if PG_VERSION_NUM >= 170000
+#define MY_LXID (MyProc->vxid.lxid)
+#else
+#define MY_LXID (MyProc->lxid)
+#endif
+
 typedef struct CacheEntry
 {
 	char	   *name;
@@ -176,7 +183,7 @@ cache_get_entry(const char *name)
 		if (strcmp(e->name, name) == 0)
 			break;
 	if (e && e->generation == generation &&
-		(!e->xact_bound || e->lxid == MyProc->lxid))
+		(!e->xact_bound || e->lxid == MY_LXID))
 	{
 		check_read_privileges(e);
 		return e;
@@ -215,7 +222,7 @@ cache_get_entry(const char *name)
 		e->generation = generation;
 		e->checked_user = GetUserId();	/* the lookup just read as this role */
 		e->xact_bound = IsolationUsesXactSnapshot();
-		e->lxid = MyProc->lxid;
+		e->lxid = MY_LXID;
 		return e;
 	}
 	if (e)
@@ -228,7 +235,7 @@ cache_get_entry(const char *name)
 	e->nfields = meta->nfields;
 	e->generation = generation;
 	e->xact_bound = IsolationUsesXactSnapshot();
-	e->lxid = MyProc->lxid;
+	e->lxid = MY_LXID;
 	e->checked_user = GetUserId();
 	e->cxt = cxt;
 	e->meta = meta;

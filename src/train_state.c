@@ -21,6 +21,9 @@
 #include "storage/fd.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
+#if PG_VERSION_NUM >= 160000
+#include "common/file_utils.h"	/* PG_TEMP_FILES_DIR moved here in 16 */
+#endif
 
 #define STATE_MAGIC		0x6d747331	/* "mts1" */
 #define SNAPSHOT_DIR	"base/" PG_TEMP_FILES_DIR

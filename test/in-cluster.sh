@@ -6,7 +6,8 @@ set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+# shellcheck source=test/pg-env.sh
+. test/pg-env.sh
 passed=0
 failed=0
 log=$(mktemp -t mtms-installcheck.XXXXXX)

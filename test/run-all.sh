@@ -2,7 +2,8 @@
 # test/run-all.sh: the whole mtms test suite on a throwaway cluster.
 #
 # Runs test/setup.sh (packages, build, install), then starts a throwaway
-# PostgreSQL 15 cluster with pg_virtualenv and runs test/in-cluster.sh in
+# PostgreSQL cluster (the version test/pg-env.sh picks) with pg_virtualenv
+# and runs test/in-cluster.sh in
 # it: pg_regress (make installcheck, isolation tests too once the Makefile
 # sets ISOLATION) and every pgTAP file test/*_test.sql through pg_prove.
 # The last line is "N passed, N failed"; the exit status is non-zero when
@@ -12,6 +13,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash test/setup.sh
+# shellcheck source=test/pg-env.sh
+. test/pg-env.sh
 
 # The same locale and encoding whatever the caller's environment (a CI
 # container often has no LANG at all, which would give SQL_ASCII).
@@ -30,7 +33,7 @@ chmod 666 "$counts"
 # purpose: pg_virtualenv prints the log's tail when a test fails, and that
 # should show crashes, not expected errors.
 status=0
-MTMS_COUNTS_FILE="$counts" pg_virtualenv -t -v 15 \
+MTMS_COUNTS_FILE="$counts" pg_virtualenv -t -v "$MTMS_PG" \
     -o log_min_messages=log -o log_min_error_statement=panic \
     bash test/in-cluster.sh </dev/null || status=$?
 

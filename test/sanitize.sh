@@ -8,8 +8,8 @@
 #
 # Touches neither the system's PostgreSQL nor its installed mtms.so nor any
 # running cluster:
-#  1. copies the PostgreSQL 15 installation (/usr/lib/postgresql/15 and
-#     /usr/share/postgresql/15) into a temporary directory; the binaries find
+#  1. copies the PostgreSQL installation (/usr/lib/postgresql/$MTMS_PG and
+#     /usr/share/postgresql/$MTMS_PG, test/pg-env.sh) into a temporary directory; the binaries find
 #     their share and lib directories relative to themselves, so the copy's
 #     pg_config, server and "make install" all stay inside it;
 #  2. copies the working tree (without .git and build products) and builds
@@ -44,7 +44,9 @@ shopt -s nullglob
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SRC=$(pwd)
 
-PG_MAJOR=15
+# shellcheck source=test/pg-env.sh
+. test/pg-env.sh
+PG_MAJOR=$MTMS_PG
 SYS_LIB=/usr/lib/postgresql/$PG_MAJOR
 SYS_SHARE=/usr/share/postgresql/$PG_MAJOR
 PORT=${PORT:-54390}
