@@ -35,9 +35,11 @@ OBJS = \
 	src/score.o \
 	src/evaluate.o
 
-# The install script is assembled from one SQL file per module.
-DATA_built = mtms--0.1.sql
-SQL_PARTS = $(sort $(wildcard src/sql/*.sql))
+# The extension's scripts, the way PostgreSQL's contrib ships them: the
+# released install script mtms--0.1.sql stays as it was released, and every
+# later change is an upgrade script mtms--A--B.sql.  CREATE EXTENSION runs
+# the install script and then the upgrade chain up to default_version.
+DATA = $(wildcard src/sql/mtms--*.sql)
 
 REGRESS = $(sort $(basename $(notdir $(wildcard sql/*.sql))))
 REGRESS_OPTS = --load-extension=mtms
@@ -52,14 +54,11 @@ BLAS_LIBDIR := $(shell PKG_CONFIG_PATH=$(BLAS_PC_DIR) pkg-config --variable=libd
 PG_CPPFLAGS = -I$(srcdir)/src $(BLAS_CFLAGS)
 SHLIB_LINK = $(BLAS_LIBS) -Wl,-rpath,$(BLAS_LIBDIR) -lm
 
-EXTRA_CLEAN = mtms--0.1.sql results regression.diffs regression.out
+EXTRA_CLEAN = results regression.diffs regression.out
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
-
-mtms--0.1.sql: $(SQL_PARTS)
-	cat $^ > $@
 
 # The hot phase-1 training loops (tower bias/ReLU passes, pooling, Adam,
 # Adagrad) are plain C loops written for the vectoriser: -O3 vectorises them

@@ -1,7 +1,7 @@
 -- pgTAP: the model catalog (create, add scene, add field, drop, rollback,
 -- the owner check and the SQLSTATE of each kind of error).
 BEGIN;
-SELECT plan(48);
+SELECT plan(49);
 
 -- The functions of API.md exist with their argument types.
 SELECT has_function('mtms_create_model',
@@ -27,9 +27,12 @@ SELECT is((SELECT options FROM mtms_model WHERE name = 'tap_m'),
             "ctcvr": true, "shuffle_buffer": 65536, "evals_per_epoch": 4,
             "keep_versions": 2, "max_features": 0}'::jsonb,
           'every option is stored with its default');
-SELECT is((SELECT owner FROM mtms_model WHERE name = 'tap_m'),
-          (SELECT oid FROM pg_roles WHERE rolname = current_user),
+SELECT is((SELECT owner::text FROM mtms_model WHERE name = 'tap_m'),
+          current_user::text,
           'the creating role owns the model');
+SELECT is((SELECT owner::oid FROM mtms_model WHERE name = 'tap_m'),
+          (SELECT oid FROM pg_roles WHERE rolname = current_user),
+          'the owner column holds the role (a regrole: its oid, shown as its name)');
 SELECT lives_ok($$SELECT mtms_create_model('tap_m2', '{a}', '{b}', 4, '{16,8,4}',
                                              '{"patience": 5, "ctcvr": false}')$$,
                 'create a model with explicit sizes and options');

@@ -39,12 +39,14 @@ MTMS_COUNTS_FILE="$counts" pg_virtualenv -t -v "$MTMS_PG" \
 
 passed=0
 failed=0
+what=""
 if [ -s "$counts" ]; then
-    read -r passed failed <"$counts"
+    read -r passed failed what <"$counts"
 fi
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
     # the harness itself failed before or after counting
     failed=1
 fi
+[ -z "$what" ] || echo "ran: $what"
 echo "$passed passed, $failed failed"
 [ "$status" -eq 0 ] && [ "$failed" -eq 0 ]

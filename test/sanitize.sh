@@ -647,6 +647,11 @@ else
     failed=$((failed + 1))
 fi
 
+echo "=== shell tests (prove test/*_test.sh)"
+for f in "$BUILD"/test/*_test.sh; do
+    step "shell/$(basename "$f")" prove --exec bash "$f"
+done
+
 echo "=== heavier training (test/sanitize_workload.sql)"
 wait_ready
 createdb mtms_sanitize || failed=$((failed + 1))
