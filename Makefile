@@ -12,7 +12,11 @@ MODULE_big = mtms
 
 OBJS = \
 	src/mtms.o \
+	src/catalog_tables.o \
+	src/access.o \
 	src/catalog.o \
+	src/catalog_guard.o \
+	src/grants.o \
 	src/options.o \
 	src/feature_parser.o \
 	src/synthetic.o \

@@ -291,6 +291,9 @@ CREATE TABLE bi_secret AS SELECT scene, features, click, conversion FROM bi_s;
 REVOKE ALL ON bi_secret FROM PUBLIC;
 CREATE VIEW bi_secret_view AS SELECT * FROM bi_secret;
 GRANT SELECT ON bi_secret_view TO regress_mtms_badinput;
+-- (evaluating another role's model needs its 'score' grant)
+SELECT mtms_grant('bi_m', 'regress_mtms_badinput', 'score');
+UPDATE bi_base SET state = pg_temp.bi_state('bi_m');  -- the grant wrote the model's row
 DELETE FROM bi_case;
 INSERT INTO bi_case (what, stmt) VALUES
   ('train, unreadable table', $$SELECT count(*) FROM mtms_train('bi_theirs', 'bi_secret')$$),

@@ -40,6 +40,7 @@
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
+#include "access.h"
 #include "catalog.h"
 #include "options.h"
 
@@ -49,10 +50,6 @@
 #define NAME_RULES_HINT \
 	"Names are 1 to 63 bytes: a letter, digit or underscore, followed by " \
 	"letters, digits, underscores, hyphens or dots (ASCII only)."
-
-/* Per-backend cache of mtms_model's OID and its namespace. */
-static Oid	cached_model_relid = InvalidOid;
-static Oid	cached_model_nsp = InvalidOid;
 
 /* ---------------------------------------------------------------------
  * Small helpers
@@ -70,94 +67,6 @@ shown(const char *s)
 	return psprintf("%.*s...", pg_mbcliplen(s, len, MAX_SHOWN_NAME), s);
 }
 
-/* Namespace of an extension (commands/extension.c keeps its own static). */
-static Oid
-extension_schema(Oid ext_oid)
-{
-	Relation	rel;
-	SysScanDesc scan;
-	ScanKeyData key;
-	HeapTuple	tup;
-	Oid			nsp = InvalidOid;
-
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber,
-				F_OIDEQ, ObjectIdGetDatum(ext_oid));
-	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
-	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
-		nsp = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return nsp;
-}
-
-Oid
-mtms_model_relid(void)
-{
-	Oid			ext_oid;
-	Oid			nsp;
-	Oid			relid;
-
-	/*
-	 * The cached OID is still right if a relation with that OID is named
-	 * mtms_model and lives in the extension's namespace.  After DROP and
-	 * CREATE EXTENSION the old table is gone, so we look it up again.
-	 */
-	if (OidIsValid(cached_model_relid))
-	{
-		HeapTuple	tup = SearchSysCache1(RELOID,
-										  ObjectIdGetDatum(cached_model_relid));
-
-		if (HeapTupleIsValid(tup))
-		{
-			Form_pg_class c = (Form_pg_class) GETSTRUCT(tup);
-			bool		ok = (c->relnamespace == cached_model_nsp &&
-							  strcmp(NameStr(c->relname), "mtms_model") == 0);
-
-			ReleaseSysCache(tup);
-			if (ok)
-				return cached_model_relid;
-		}
-		cached_model_relid = InvalidOid;
-	}
-
-	ext_oid = get_extension_oid("mtms", true);
-	if (!OidIsValid(ext_oid))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("extension \"mtms\" is not installed in this database"),
-				 errhint("Run CREATE EXTENSION mtms.")));
-	nsp = extension_schema(ext_oid);
-	relid = OidIsValid(nsp) ? get_relname_relid("mtms_model", nsp) : InvalidOid;
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("table mtms_model of extension \"mtms\" is missing"),
-				 errhint("Reinstall the extension (DROP EXTENSION mtms; CREATE EXTENSION mtms).")));
-
-	cached_model_nsp = nsp;
-	cached_model_relid = relid;
-	return relid;
-}
-
-char *
-mtms_schema_quoted(void)
-{
-	Oid			relid = mtms_model_relid();
-	char	   *nspname = get_namespace_name(get_rel_namespace(relid));
-
-	if (nspname == NULL)
-		elog(ERROR, "schema of relation %u not found", relid);
-	return pstrdup(quote_identifier(nspname));
-}
-
-void
-mtms_catalog_changed(void)
-{
-	CacheInvalidateRelcacheByRelid(mtms_model_relid());
-}
-
 /* Run one parameterized statement through SPI (caller is connected). */
 static void
 spi_exec(const char *sql, int nargs, Oid *types, Datum *values,
@@ -171,12 +80,18 @@ spi_exec(const char *sql, int nargs, Oid *types, Datum *values,
 			 SPI_result_code_string(rc), sql);
 }
 
-/* search_path guard level of the current spi_connect (they do not nest here) */
+/*
+ * The search_path guard and the catalog scope of the current spi_connect
+ * (they do not nest here).  Every statement runs as the catalog's owner
+ * (catalog_tables.h): the caller's rights were checked in C before.
+ */
 static int	spi_guard_level = 0;
+static MtmsCatalogScope spi_scope;
 
 static void
-spi_connect(void)
+spi_connect(bool writes)
 {
+	mtms_catalog_scope_begin(&spi_scope, writes);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	spi_guard_level = mtms_guard_search_path();
@@ -189,6 +104,7 @@ spi_finish(void)
 	spi_guard_level = 0;
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
+	mtms_catalog_scope_end(&spi_scope);
 }
 
 /* ---------------------------------------------------------------------
@@ -386,6 +302,23 @@ check_embedding_dim(int32 dim)
 						MTMS_MAX_DIM, dim)));
 }
 
+/*
+ * Creating models is for the roles the database administrator allowed:
+ * those with INSERT on mtms_model (the model itself is then written as the
+ * catalog's owner, and its owner is the caller).
+ */
+static void
+check_may_create(void)
+{
+	if (pg_class_aclcheck(mtms_model_relid(), GetUserId(), ACL_INSERT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table mtms_model"),
+				 errdetail("Creating a model needs INSERT on mtms_model."),
+				 errhint("A database administrator can allow it: GRANT INSERT ON mtms_model TO %s.",
+						 quote_identifier(GetUserNameFromId(GetUserId(), false)))));
+}
+
 static ArrayType *
 make_text_array(char **names, int n)
 {
@@ -455,14 +388,17 @@ mtms_model_lookup(const char *name, bool missing_ok, bool lock)
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		values[1];
 	bool		read_only;
+	bool		has_acl;
 	int			rc;
 
 	if (name == NULL)
 		elog(ERROR, "mtms_model_lookup: NULL model name");
 
+	has_acl = mtms_catalog_has_acl();
 	sql = psprintf("SELECT model_id, name, owner, scenes, fields, embedding_dim,"
-				   " hidden, options, active_version, scene_birth, field_birth"
+				   " hidden, options, active_version, scene_birth, field_birth, %s"
 				   " FROM %s.mtms_model WHERE name = $1%s",
+				   has_acl ? "acl, params_revision" : "NULL::pg_catalog.aclitem[], 0::int8",
 				   mtms_schema_quoted(), lock ? " FOR UPDATE" : "");
 	values[0] = CStringGetTextDatum(name);
 
@@ -473,7 +409,7 @@ mtms_model_lookup(const char *name, bool missing_ok, bool lock)
 	 */
 	read_only = !lock && IsInParallelMode();
 
-	spi_connect();
+	spi_connect(false);
 	rc = SPI_execute_with_args(sql, 1, argtypes, values, NULL, read_only, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_with_args failed (%s): %s",
@@ -523,6 +459,17 @@ mtms_model_lookup(const char *name, bool missing_ok, bool lock)
 										callercxt, m->nscenes, m->name);
 		m->field_birth = copy_int_array(SPI_getbinval(tup, desc, 11, &isnull),
 										callercxt, m->nfields, m->name);
+
+		m->has_acl = has_acl;
+		d = SPI_getbinval(tup, desc, 12, &isnull);
+		if (!isnull)
+		{
+			MemoryContext old = MemoryContextSwitchTo(callercxt);
+
+			m->acl = DatumGetAclPCopy(d);
+			MemoryContextSwitchTo(old);
+		}
+		m->params_revision = DatumGetInt64(SPI_getbinval(tup, desc, 13, &isnull));
 	}
 	spi_finish();
 
@@ -552,21 +499,6 @@ mtms_field_index(const MtmsModelMeta *m, const char *field)
 	return -1;
 }
 
-void
-mtms_check_owner(const MtmsModelMeta *m)
-{
-	if (!has_privs_of_role(GetUserId(), m->owner))
-	{
-		char	   *owner = GetUserNameFromId(m->owner, true);
-
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("must be owner of model \"%s\"", m->name),
-				 owner ? errdetail("Model \"%s\" is owned by role \"%s\".",
-								   m->name, owner) : 0));
-	}
-}
-
 static char *
 name_list(char **names, int n)
 {
@@ -591,18 +523,19 @@ mtms_field_list(const MtmsModelMeta *m)
 }
 
 /*
- * Look a model up for a change: the owner check comes before the row lock,
- * so that a role without UPDATE on mtms_model gets "must be owner" rather
- * than a table permission error.  The second read locks the row.
+ * The privilege check comes before the row lock, so that a role without
+ * the right never waits for a training of the model; the second read
+ * locks the row and checks again (the owner or the grants may have changed
+ * while we waited).
  */
-static MtmsModelMeta *
-lookup_for_change(const char *name)
+MtmsModelMeta *
+mtms_model_lookup_for_change(const char *name, MtmsPrivilege privilege)
 {
 	MtmsModelMeta *m = mtms_model_lookup(name, false, false);
 
-	mtms_check_owner(m);
+	mtms_check_privilege(m, privilege);
 	m = mtms_model_lookup(name, false, true);
-	mtms_check_owner(m);
+	mtms_check_privilege(m, privilege);
 	return m;
 }
 
@@ -665,7 +598,8 @@ mtms_create_model(PG_FUNCTION_ARGS)
 				   " ON CONFLICT (name) DO NOTHING",
 				   mtms_schema_quoted(), nscenes, nfields);
 
-	spi_connect();
+	check_may_create();
+	spi_connect(true);
 	spi_exec(sql, 7, argtypes, values, SPI_OK_INSERT);
 	if (SPI_processed != 1)
 		ereport(ERROR,
@@ -683,14 +617,14 @@ Datum
 mtms_drop_model(PG_FUNCTION_ARGS)
 {
 	char	   *name = check_text_arg(fcinfo, 0, "model");
-	MtmsModelMeta *m = lookup_for_change(name);
+	MtmsModelMeta *m = mtms_model_lookup_for_change(name, MTMS_PRIV_OWNER);
 	Oid			argtypes[1] = {INT4OID};
 	Datum		values[1];
 
 	values[0] = Int32GetDatum(m->model_id);
 
 	/* versions, embeddings and towers go with it (ON DELETE CASCADE) */
-	spi_connect();
+	spi_connect(true);
 	spi_exec(psprintf("DELETE FROM %s.mtms_model WHERE model_id = $1",
 					  mtms_schema_quoted()),
 			 1, argtypes, values, SPI_OK_DELETE);
@@ -712,7 +646,7 @@ add_name(const char *model, const char *newname, const char *what,
 	Datum		values[2];
 
 	mtms_check_name(newname, what);
-	m = lookup_for_change(model);
+	m = mtms_model_lookup_for_change(model, MTMS_PRIV_OWNER);
 
 	if (strcmp(what, "scene") == 0)
 	{
@@ -742,7 +676,7 @@ add_name(const char *model, const char *newname, const char *what,
 	values[0] = Int32GetDatum(m->model_id);
 	values[1] = CStringGetTextDatum(newname);
 
-	spi_connect();
+	spi_connect(true);
 	/* the new name is born after everything the model has */
 	spi_exec(psprintf("UPDATE %s.mtms_model SET %s = pg_catalog.array_append(%s, $2),"
 					  " %s = pg_catalog.array_append(%s, 1 + GREATEST("
@@ -794,13 +728,13 @@ mtms_rollback(PG_FUNCTION_ARGS)
 
 	check_not_null(fcinfo, 1, "version");
 	version = PG_GETARG_INT32(1);
-	m = lookup_for_change(model);
+	m = mtms_model_lookup_for_change(model, MTMS_PRIV_TRAIN);
 
 	values[0] = Int32GetDatum(m->model_id);
 	values[1] = Int32GetDatum(version);
 	initStringInfo(&kept);
 
-	spi_connect();
+	spi_connect(true);
 	spi_exec(psprintf("SELECT version FROM %s.mtms_version"
 					  " WHERE model_id = $1 ORDER BY version",
 					  mtms_schema_quoted()),
@@ -848,5 +782,6 @@ mtms_model_id(PG_FUNCTION_ARGS)
 	char	   *model = check_text_arg(fcinfo, 0, "model");
 	MtmsModelMeta *m = mtms_model_lookup(model, false, false);
 
+	mtms_check_privilege(m, MTMS_PRIV_SCORE);
 	PG_RETURN_INT32(m->model_id);
 }

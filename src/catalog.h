@@ -8,7 +8,17 @@
 #define MTMS_CATALOG_H
 
 #include "mtms.h"
+#include "catalog_tables.h"
 #include "options.h"
+#include "utils/acl.h"
+
+/* What a role may do with a model (access.h checks it). */
+typedef enum MtmsPrivilege
+{
+	MTMS_PRIV_SCORE,			/* score, evaluate, read versions and rows */
+	MTMS_PRIV_TRAIN,			/* train a new version, roll back */
+	MTMS_PRIV_OWNER				/* drop, add scenes and fields, grant, change the owner */
+} MtmsPrivilege;
 
 typedef struct MtmsModelMeta
 {
@@ -26,6 +36,9 @@ typedef struct MtmsModelMeta
 	int32		hidden[MTMS_MAX_HIDDEN_LAYERS];
 	MtmsOptions opts;
 	int32		active_version; /* 0 when the model was never trained */
+	bool		has_acl;		/* the schema has acl and params_revision (0.2+) */
+	Acl		   *acl;			/* grants; NULL when none (or no column) */
+	int64		params_revision;	/* bumped by edits of its rows by plain SQL */
 } MtmsModelMeta;
 
 /*
@@ -33,16 +46,22 @@ typedef struct MtmsModelMeta
  * Result is palloc'd in CurrentMemoryContext.  With missing_ok false an
  * unknown name raises undefined_object listing nothing (hint: mtms_create_model).
  * With lock true the model row is locked FOR UPDATE (training, lifecycle).
+ * The row is read as the catalog's owner, whatever row security would show
+ * the caller: check the caller's privilege (access.h) before using it.
  */
 extern MtmsModelMeta *mtms_model_lookup(const char *name, bool missing_ok,
 										bool lock);
 
+/*
+ * Look a model up for a change that needs privilege, and lock its row: the
+ * privilege is checked before waiting for the lock, and again after it.
+ */
+extern MtmsModelMeta *mtms_model_lookup_for_change(const char *name,
+												   MtmsPrivilege privilege);
+
 /* Index of a scene / field in the model, or -1. */
 extern int	mtms_scene_index(const MtmsModelMeta *m, const char *scene);
 extern int	mtms_field_index(const MtmsModelMeta *m, const char *field);
-
-/* Error unless the current role owns the model or is superuser. */
-extern void mtms_check_owner(const MtmsModelMeta *m);
 
 /* "a, b, c" list of a model's scenes / fields, for error hints. */
 extern char *mtms_scene_list(const MtmsModelMeta *m);
@@ -53,25 +72,5 @@ extern char *mtms_field_list(const MtmsModelMeta *m);
  * ("model", "scene", "field").  For "field" a '=' gets its own message.
  */
 extern void mtms_check_name(const char *name, const char *what);
-
-/*
- * OID of @extschema@.mtms_model.  Cached per backend and revalidated with a
- * syscache lookup, so it stays right across DROP/CREATE EXTENSION.  Scoring
- * caches register a relcache callback on it.  It reads catalogs: call it
- * from ordinary code, never from inside an invalidation callback.
- */
-extern Oid	mtms_model_relid(void);
-
-/*
- * The extension's schema name, already quoted for SQL text
- * (e.g. "public" or "my schema" in double quotes).  palloc'd.
- */
-extern char *mtms_schema_quoted(void);
-
-/*
- * Tell every backend that a model changed (drop, add scene/field, rollback,
- * new version): a relcache invalidation of mtms_model, sent at commit.
- */
-extern void mtms_catalog_changed(void);
 
 #endif							/* MTMS_CATALOG_H */

@@ -30,6 +30,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
+#include "access.h"
 #include "catalog.h"
 #include "feature_parser.h"
 
@@ -404,6 +405,7 @@ mtms_parse_features_sql(PG_FUNCTION_ARGS)
 	arr = PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1);
 
 	meta = mtms_model_lookup(model, false, false);
+	mtms_check_privilege(meta, MTMS_PRIV_SCORE);
 	n = mtms_parse_features(arr, meta->nfields, meta->fields, &feats, &cap, NULL);
 
 	InitMaterializedSRF(fcinfo, 0);

@@ -11,6 +11,7 @@
 #include "utils/lsyscache.h"
 #include "executor/spi.h"
 #include "storage/proc.h"
+#include "access.h"
 #include "model_store.h"
 #include "score_projection.h"
 #include "utils/builtins.h"
@@ -31,6 +32,7 @@ typedef struct CacheEntry
 	int32		version;
 	int32		nscenes;
 	int32		nfields;
+	int64		params_revision;
 	uint64		generation;
 
 	/*
@@ -40,8 +42,9 @@ typedef struct CacheEntry
 	 */
 	bool		xact_bound;
 	LocalTransactionId lxid;
-	Oid			checked_user;	/* role whose read privileges were checked */
-	MemoryContext cxt;			/* holds meta and model */
+	Oid			checked_user;	/* role whose 'score' privilege was checked */
+	MemoryContext cxt;			/* holds the entry and model */
+	MemoryContext meta_cxt;		/* holds meta, replaced at each re-check */
 	MtmsModelMeta *meta;
 	MtmsModel  *model;
 	MtmsScorer *scorer;			/* projection cache, in cxt; NULL until used */
@@ -50,22 +53,9 @@ typedef struct CacheEntry
 
 static MemoryContext cache_cxt = NULL;
 static CacheEntry *entries = NULL;
-static uint64 generation = 1;
-static Oid	watched_relid = InvalidOid;
-static bool watched_valid = false;	/* no invalidation since it was resolved */
-static bool callback_registered = false;
 static char *default_name = NULL;
 static uint64 default_generation = 0;
-
-static void
-relcache_callback(Datum arg, Oid relid)
-{
-	if (relid == InvalidOid || relid == watched_relid)
-	{
-		generation++;
-		watched_valid = false;
-	}
-}
+static Oid	default_user = InvalidOid;
 
 static void
 cache_init(void)
@@ -73,34 +63,12 @@ cache_init(void)
 	if (cache_cxt == NULL)
 		cache_cxt = AllocSetContextCreate(TopMemoryContext, "mtms model cache",
 										  ALLOCSET_DEFAULT_SIZES);
-	if (!callback_registered)
-	{
-		CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
-		callback_registered = true;
-	}
-	/*
-	 * The extension may have been dropped and recreated: re-resolve.  Only
-	 * needed after an invalidation of the watched table (its drop sends
-	 * one) or a cache reset, so scoring a row does no catalog lookup.
-	 */
-	if (!watched_valid)
-	{
-		Oid			relid = mtms_model_relid();
-
-		if (relid != watched_relid)
-		{
-			watched_relid = relid;
-			generation++;
-		}
-		watched_valid = true;
-	}
 }
 
 uint64
 mtms_cache_generation(void)
 {
-	cache_init();
-	return generation;
+	return mtms_catalog_generation();
 }
 
 static void
@@ -118,30 +86,17 @@ entry_forget(CacheEntry *e)
 /*
  * A cached model must not outlive the privileges it was read with: when
  * another role (SET ROLE, a pooler switching roles) uses it, check that
- * this role may read the parameter tables, as loading them would.
+ * this role may score with it.  A grant or revoke changes the catalog, so
+ * the entry is re-checked at the next statement anyway.
  */
 static void
-check_read_privileges(CacheEntry *e)
+check_score_privilege(CacheEntry *e)
 {
-	static const char *const tables[] = {"mtms_model", "mtms_version",
-	"mtms_embedding", "mtms_tower"};
 	Oid			user = GetUserId();
-	Oid			nsp;
 
 	if (e->checked_user == user)
 		return;
-	nsp = get_rel_namespace(mtms_model_relid());
-	for (int i = 0; i < (int) lengthof(tables); i++)
-	{
-		Oid			relid = get_relname_relid(tables[i], nsp);
-		AclResult	r;
-
-		if (!OidIsValid(relid))
-			elog(ERROR, "mtms table %s is missing", tables[i]);
-		r = pg_class_aclcheck(relid, user, ACL_SELECT);
-		if (r != ACLCHECK_OK)
-			aclcheck_error(r, OBJECT_TABLE, tables[i]);
-	}
+	mtms_check_privilege(e->meta, MTMS_PRIV_SCORE);
 	e->checked_user = user;
 }
 
@@ -174,74 +129,107 @@ cache_get_entry(const char *name)
 {
 	CacheEntry *e;
 	MtmsModelMeta *meta;
-	MemoryContext cxt;
+	MemoryContext meta_cxt;
 	MemoryContext old;
-	MtmsModel  *model;
+	uint64		gen;
 
 	cache_init();
+	gen = mtms_catalog_generation();
 	for (e = entries; e; e = e->next)
 		if (strcmp(e->name, name) == 0)
 			break;
-	if (e && e->generation == generation &&
+	if (e && e->generation == gen &&
 		(!e->xact_bound || e->lxid == MY_LXID))
 	{
-		check_read_privileges(e);
+		check_score_privilege(e);
 		return e;
 	}
 
-	/* (re)check the catalog; load into a fresh context, swap on success */
-	cxt = AllocSetContextCreate(cache_cxt, "mtms cached model", ALLOCSET_DEFAULT_SIZES);
-	old = CurrentMemoryContext;
+	/* (re)read the catalog and check the caller's right first */
+	meta_cxt = AllocSetContextCreate(cache_cxt, "mtms cached model meta",
+									 ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(meta_cxt);
 	PG_TRY();
 	{
-		MemoryContextSwitchTo(cxt);
 		meta = mtms_model_lookup(name, false, false);
+		mtms_check_privilege(meta, MTMS_PRIV_SCORE);
 		if (meta->active_version <= 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("model \"%s\" has not been trained", name),
 					 errhint("Train it with mtms_train('%s', samples).", name)));
-		if (e && e->model_id == meta->model_id && e->version == meta->active_version &&
-			e->nscenes == meta->nscenes && e->nfields == meta->nfields)
-			model = NULL;		/* unchanged: keep the loaded one */
-		else
-			model = mtms_model_load(meta, meta->active_version);
-		MemoryContextSwitchTo(old);
 	}
 	PG_CATCH();
 	{
 		MemoryContextSwitchTo(old);
-		MemoryContextDelete(cxt);
+		MemoryContextDelete(meta_cxt);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	MemoryContextSwitchTo(old);
 
-	if (model == NULL)
+	if (e && e->model_id == meta->model_id && e->version == meta->active_version &&
+		e->nscenes == meta->nscenes && e->nfields == meta->nfields &&
+		e->params_revision == meta->params_revision)
 	{
-		MemoryContextDelete(cxt);
-		e->generation = generation;
-		e->checked_user = GetUserId();	/* the lookup just read as this role */
-		e->xact_bound = IsolationUsesXactSnapshot();
-		e->lxid = MY_LXID;
-		return e;
+		/*
+		 * Unchanged: keep the loaded model and its declaration (callers may
+		 * hold pointers into it), taking what may change without a reload:
+		 * the owner, the grants and the options.
+		 */
+		e->meta->owner = meta->owner;
+		e->meta->opts = meta->opts;
+		if (e->meta->acl)
+			pfree(e->meta->acl);
+		e->meta->acl = NULL;
+		if (meta->acl)
+			e->meta->acl = (Acl *) MemoryContextAlloc(e->meta_cxt, ACL_SIZE(meta->acl));
+		if (meta->acl)
+			memcpy(e->meta->acl, meta->acl, ACL_SIZE(meta->acl));
+		MemoryContextDelete(meta_cxt);
 	}
-	if (e)
-		entry_forget(e);
-	e = MemoryContextAllocZero(cxt, sizeof(CacheEntry));
-	e->name = MemoryContextStrdup(cxt, name);
-	e->model_id = meta->model_id;
-	e->version = meta->active_version;
-	e->nscenes = meta->nscenes;
-	e->nfields = meta->nfields;
-	e->generation = generation;
+	else
+	{
+		MemoryContext cxt = AllocSetContextCreate(cache_cxt, "mtms cached model",
+												  ALLOCSET_DEFAULT_SIZES);
+		MtmsModel  *model;
+
+		PG_TRY();
+		{
+			MemoryContextSwitchTo(cxt);
+			model = mtms_model_load(meta, meta->active_version);
+			MemoryContextSwitchTo(old);
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(old);
+			MemoryContextDelete(cxt);
+			MemoryContextDelete(meta_cxt);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+
+		if (e)
+			entry_forget(e);
+		MemoryContextSetParent(meta_cxt, cxt);
+		e = MemoryContextAllocZero(cxt, sizeof(CacheEntry));
+		e->name = MemoryContextStrdup(cxt, name);
+		e->model_id = meta->model_id;
+		e->version = meta->active_version;
+		e->nscenes = meta->nscenes;
+		e->nfields = meta->nfields;
+		e->params_revision = meta->params_revision;
+		e->cxt = cxt;
+		e->meta_cxt = meta_cxt;
+		e->meta = meta;
+		e->model = model;
+		e->next = entries;
+		entries = e;
+	}
+	e->generation = gen;
 	e->xact_bound = IsolationUsesXactSnapshot();
 	e->lxid = MY_LXID;
-	e->checked_user = GetUserId();
-	e->cxt = cxt;
-	e->meta = meta;
-	e->model = model;
-	e->next = entries;
-	entries = e;
+	e->checked_user = GetUserId();	/* checked above */
 	return e;
 }
 
@@ -249,12 +237,20 @@ const char *
 mtms_cache_default_model(void)
 {
 	int			guard;
+	uint64		generation;
 
 	cache_init();
 	if (mtms_default_model && mtms_default_model[0] != '\0')
 		return mtms_default_model;
-	if (default_name && default_generation == generation)
+	generation = mtms_catalog_generation();
+	if (default_name && default_generation == generation && default_user == GetUserId())
 		return default_name;
+
+	/*
+	 * As the caller: with row security (0.2 and later) a role lists only
+	 * the models it may read, so "the only model" is the only one it can
+	 * use.
+	 */
 
 	SPI_connect();
 	guard = mtms_guard_search_path();
@@ -281,5 +277,6 @@ mtms_cache_default_model(void)
 	mtms_unguard_search_path(guard);
 	SPI_finish();
 	default_generation = generation;
+	default_user = GetUserId();
 	return default_name;
 }

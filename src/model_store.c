@@ -6,6 +6,8 @@
  *
  * Everything read back from the tables is validated (lengths, shapes, NaN
  * or infinite values), so a hand-edited row gives an error, not a crash.
+ * Both directions run as the catalog's owner (catalog_tables.h): callers
+ * check the user's privilege on the model first.
  */
 #include "model_store.h"
 
@@ -116,6 +118,7 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 	Portal		portal;
 	SPIPlanPtr	plan;
 	float	   *vec;
+	MtmsCatalogScope scope;
 
 	args[0] = Int32GetDatum(meta->model_id);
 	args[1] = Int32GetDatum(version);
@@ -129,6 +132,7 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 	pushed = !IsInParallelMode();
 	if (pushed)
 		PushActiveSnapshot(GetLatestSnapshot());
+	mtms_catalog_scope_begin(&scope, false);
 	SPI_connect();
 	guard = mtms_guard_search_path();
 
@@ -322,6 +326,7 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 	}
 	mtms_unguard_search_path(guard);
 	SPI_finish();
+	mtms_catalog_scope_end(&scope);
 	if (pushed)
 		PopActiveSnapshot();
 
@@ -367,7 +372,9 @@ mtms_model_save(const MtmsModelMeta *meta, const MtmsModel *m, int32 version)
 	Datum		fields_arr;
 	int			d = m->dim;
 	int			guard;
+	MtmsCatalogScope scope;
 
+	mtms_catalog_scope_begin(&scope, true);
 	SPI_connect();
 	guard = mtms_guard_search_path();
 	emb_plan = SPI_prepare(psprintf(
@@ -471,4 +478,5 @@ mtms_model_save(const MtmsModelMeta *meta, const MtmsModel *m, int32 version)
 	}
 	mtms_unguard_search_path(guard);
 	SPI_finish();
+	mtms_catalog_scope_end(&scope);
 }

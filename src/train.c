@@ -820,7 +820,10 @@ commit_version(TrainCtx *cx, const char *relname_plain)
 	bool		isnull;
 	Oid			t1[1] = {INT4OID};
 	Datum		a1[1];
+	MtmsCatalogScope scope;
 
+	/* the caller may train the model (checked at the start): write as mtms */
+	mtms_catalog_scope_begin(&scope, true);
 	a1[0] = Int32GetDatum(meta->model_id);
 	if (SPI_execute_with_args(psprintf("SELECT COALESCE(max(version), 0) + 1 FROM %s.mtms_version "
 									   "WHERE model_id = $1", cx->schema),
@@ -872,6 +875,7 @@ commit_version(TrainCtx *cx, const char *relname_plain)
 								  3, t3, a3, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "could not prune old versions");
 	}
+	mtms_catalog_scope_end(&scope);
 	mtms_catalog_changed();
 	return version;
 }
@@ -912,9 +916,7 @@ mtms_train(PG_FUNCTION_ARGS)
 	old = MemoryContextSwitchTo(cx.cxt);
 
 	/* the model, locked against concurrent training and lifecycle changes */
-	cx.meta = mtms_model_lookup(name, false, false);
-	mtms_check_owner(cx.meta);	/* before waiting on, or needing UPDATE for, the lock */
-	cx.meta = mtms_model_lookup(name, false, true);
+	cx.meta = mtms_model_lookup_for_change(name, MTMS_PRIV_TRAIN);
 	nscenes = cx.meta->nscenes;
 
 	cx.relname = mtms_samples_check(relid);

@@ -20,6 +20,7 @@ DST=mtms_dump_dst
 DST2=mtms_dump_dst2
 OWNER=mtms_dump_owner
 OTHER=mtms_dump_other
+DBA=mtms_dump_dba
 tmp=$(mktemp -d -t mtms-dump.XXXXXX)
 chmod 755 "$tmp"
 
@@ -27,14 +28,14 @@ cleanup() {
     for db in $SRC $DST $DST2; do
         "$PG_BINDIR/dropdb" --if-exists "$db" 2>/dev/null
     done
-    q postgres "DROP ROLE IF EXISTS $OWNER" "DROP ROLE IF EXISTS $OTHER" >/dev/null
+    q postgres "DROP ROLE IF EXISTS $OWNER" "DROP ROLE IF EXISTS $OTHER" "DROP ROLE IF EXISTS $DBA" >/dev/null
     rm -rf "$tmp"
 }
 trap cleanup EXIT
 cleanup
 mkdir -p "$tmp"
 
-plan 28
+plan 33
 
 # --- the source database ------------------------------------------------
 "$PG_BINDIR/createdb" "$SRC"
@@ -51,6 +52,7 @@ setup=$(q "$SRC" \
     "SELECT mtms_create_model('owned', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}', options => '{\"max_epochs\": 2}')" \
     "SELECT count(*) FROM mtms_train('owned', 'day1')" \
     "SELECT count(*) FROM mtms_train('owned', 'day2')" \
+    "SELECT mtms_grant('owned', '$OTHER', 'score')" \
     "RESET ROLE" \
     "SELECT mtms_create_model('super', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}', embedding_dim => 4, hidden => '{8}', options => '{\"max_epochs\": 1}')" \
     "SELECT count(*) FROM mtms_train('super', 'samples')" 2>&1)
@@ -92,6 +94,8 @@ check_restored() {
         "$how: the model's owner is the same role"
     is "$(q "$db" "SET ROLE $OTHER" "SELECT mtms_drop_model('owned')")" "ERROR 42501" \
         "$how: another role still may not drop the model"
+    is "$(q "$db" "SET ROLE $OTHER" "SELECT count(*) FROM mtms_versions('owned')")" "2" \
+        "$how: but scores it with the grant it had"
     is "$(q "$db" "SET ROLE $OWNER" \
         "SELECT count(*) FROM mtms_train('owned', 'day1', phases => 'embedding')" \
         "SELECT max(version) FROM mtms_versions('owned')" | tail -n 1)" "3" \
@@ -104,8 +108,8 @@ check_restored() {
         "SELECT mtms_create_model('fresh', '{search}', '{user,ad}', embedding_dim => 4, hidden => '{8}')" \
         "SELECT model_id > (SELECT max(model_id) FROM mtms_model WHERE name <> 'fresh') FROM mtms_model WHERE name = 'fresh'" |
         tail -n 1)" "t" "$how: a new model gets a new model_id (the identity sequence was restored)"
-    is "$(q "$db" "SET ROLE $OWNER" "SELECT mtms_drop_model('owned')" "SELECT mtms_drop_model('fresh')" \
-        "SELECT count(*) FROM mtms_model" | tail -n 1)" "1" "$how: the owner drops the models"
+    q "$db" "SET ROLE $OWNER" "SELECT mtms_drop_model('owned')" "SELECT mtms_drop_model('fresh')" >/dev/null
+    is "$(q "$db" "SELECT string_agg(name, ',') FROM mtms_model")" "super" "$how: the owner drops its models"
     is "$(q "$db" "SELECT count(*) FROM mtms_version WHERE model_id NOT IN (SELECT model_id FROM mtms_model)")" "0" \
         "$how: nothing of the dropped models is left"
 }
@@ -122,13 +126,30 @@ ok $? "pg_restore into a new database, without errors"
 [ -z "$out" ] || diag "$out"
 check_restored "$DST" "whole dump"
 
-# --- 2. schema-only, then data-only ----------------------------------------
+# --- 2. the database owner (not a superuser) dumps every model ---------------
+# Row security applies to it: pg_dump's default row_security = off makes
+# the dump fail rather than silently leave rows out; with
+# --enable-row-security the policies let the database owner read every
+# model.  (The samples are the superuser's tables: not the owner's to dump.)
+q postgres "CREATE ROLE $DBA" "ALTER DATABASE $SRC OWNER TO $DBA" >/dev/null
+out=$(PGOPTIONS="-c role=$DBA" "$PG_BINDIR/pg_dump" -Fc -T samples -T day1 -T day2 -f "$tmp/dba.dump" "$SRC" 2>&1)
+status=$?
+ok $([ $status -ne 0 ] && printf '%s' "$out" | grep -q 'row-level security'; echo $?) \
+    "the database owner's pg_dump without --enable-row-security stops at row security"
+PGOPTIONS="-c role=$DBA" "$PG_BINDIR/pg_dump" -Fc --enable-row-security -T samples -T day1 -T day2 \
+    -f "$tmp/dba.dump" "$SRC"
+ok $? "with --enable-row-security it dumps"
+is "$("$PG_BINDIR/pg_restore" -f - --data-only -t mtms_tower "$tmp/dba.dump" | grep -c '^[0-9]')" \
+    "$(q "$SRC" "SELECT count(*) FROM mtms_tower")" "every model's tower rows are in the database owner's dump"
+
+# --- 3. schema-only, then data-only ----------------------------------------
 "$PG_BINDIR/pg_dump" --schema-only -f "$tmp/schema.sql" "$SRC" &&
     "$PG_BINDIR/pg_dump" --data-only -f "$tmp/data.sql" "$SRC"
 ok $? "pg_dump --schema-only and --data-only"
 "$PG_BINDIR/createdb" "$DST2"
-out=$("$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -d "$DST2" -f "$tmp/schema.sql" 2>&1 &&
-    "$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -d "$DST2" -f "$tmp/data.sql" 2>&1)
+# (errors and warnings only: the scripts' SELECTs print their results)
+out=$("$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -d "$DST2" -f "$tmp/schema.sql" 2>&1 >/dev/null &&
+    "$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -d "$DST2" -f "$tmp/data.sql" 2>&1 >/dev/null)
 ok $? "restore the schema, then the data, without errors"
 [ -z "$out" ] || diag "$out"
 check_restored "$DST2" "schema + data"

@@ -1,25 +1,26 @@
--- pgTAP: privileges and a hostile search_path (issue 6, item 4).
+-- pgTAP: privileges and a hostile search_path (issue 6, item 4; issue 17).
 --
 -- A model belongs to the role that created it.  Only that role, a member
--- of it, or a superuser may train it, add scenes or fields, roll it back or
--- drop it; any other role gets insufficient_privilege (42501) "must be
--- owner of model", whatever table privileges it has.
+-- of it, or a superuser may add scenes or fields, grant, give the model
+-- away or drop it ("must be owner of model", 42501); training and rolling
+-- back need the owner's 'train' grant, scoring, evaluating and listing
+-- versions its 'score' grant ("permission denied to ... model", 42501),
+-- whatever table privileges a role has.
 --
--- The grants (the functions run with the caller's rights, SECURITY INVOKER):
+-- The grants (see the README's security section):
 --   * to score and evaluate (mtms_score, mtms_evaluate, mtms_versions):
---       GRANT USAGE ON SCHEMA <extension schema> TO r;
---       GRANT SELECT ON mtms_model, mtms_version, mtms_embedding, mtms_tower TO r;
---     plus SELECT on the sample relation for mtms_evaluate;
---   * to create and train models of its own, in addition:
---       GRANT INSERT, UPDATE, DELETE ON mtms_model, mtms_version, mtms_embedding, mtms_tower TO r;
---   * without SELECT on the tables even scoring is refused (42501).
+--       SELECT mtms_grant('model', 'r', 'score');   -- by the model's owner
+--     plus SELECT on the sample relation for mtms_evaluate; no grant on the
+--     catalog tables (SELECT is PUBLIC, row security shows a role only the
+--     models it owns or was granted);
+--   * to create models of its own: GRANT INSERT ON mtms_model TO r.
 --
 -- Every function of the extension is SECURITY INVOKER, and none of them
 -- calls a function or operator found through the caller's search_path: a
 -- schema put before pg_catalog with look-alikes of what the extension uses
 -- (=, <>, +, cardinality, generate_series, max, count, ...) is never called.
 BEGIN;
-SELECT plan(46);
+SELECT plan(47);
 
 SET LOCAL client_min_messages = warning;
 SET LOCAL max_parallel_workers_per_gather = 0;
@@ -93,22 +94,29 @@ CREATE TEMP TABLE pv_before AS SELECT pg_temp.fingerprint('pv_m') AS fp;
 -- Another role with the same table privileges may not change it.
 SET LOCAL ROLE mtms_priv_other;
 SELECT is(pg_temp.try($$SELECT * FROM mtms_train('pv_m', 'pv_s')$$),
-          '42501: must be owner of model "pv_m"', 'another role cannot train the model');
+          '42501: permission denied to train model "pv_m"', 'another role cannot train the model');
 SELECT is(pg_temp.try($$SELECT * FROM mtms_train('pv_m', 'pv_s', phases => 'finetune')$$),
-          '42501: must be owner of model "pv_m"', 'nor fine-tune it');
+          '42501: permission denied to train model "pv_m"', 'nor fine-tune it');
 SELECT is(pg_temp.try($$SELECT mtms_add_scene('pv_m', 'shopping')$$),
           '42501: must be owner of model "pv_m"', 'nor add a scene');
 SELECT is(pg_temp.try($$SELECT mtms_add_field('pv_m', 'age')$$),
           '42501: must be owner of model "pv_m"', 'nor add a field');
 SELECT is(pg_temp.try($$SELECT mtms_rollback('pv_m', 1)$$),
-          '42501: must be owner of model "pv_m"', 'nor roll it back');
+          '42501: permission denied to train model "pv_m"', 'nor roll it back');
 SELECT is(pg_temp.try($$SELECT mtms_drop_model('pv_m')$$),
           '42501: must be owner of model "pv_m"', 'nor drop it');
 SELECT is(pg_temp.try($$SELECT mtms_create_model('pv_m', '{s}', '{f}')$$),
           '42710: model "pv_m" already exists', 'nor take its name');
--- but it can score, evaluate and list versions
+-- nor score with it, until the owner grants 'score'
+SELECT is(pg_temp.try($$SELECT mtms_score('pv_m', 'search', 'ctr', '{user=1}')$$),
+          '42501: permission denied to score with model "pv_m"', 'another role cannot score without a grant');
+RESET ROLE;
+SET LOCAL ROLE mtms_priv_owner;
+SELECT mtms_grant('pv_m', r, 'score') FROM unnest('{mtms_priv_other,mtms_priv_reader}'::regrole[]) r;
+SET LOCAL ROLE mtms_priv_other;
+-- then it scores, evaluates and lists versions
 SELECT is((SELECT count(*)::int FROM pv_scores s WHERE mtms_score('pv_m', s.scene, s.task, s.features) = s.p), 60,
-          'another role scores with the owner''s model, the same scores');
+          'another role granted score scores with the owner''s model, the same scores');
 SELECT is((SELECT count(*)::int FROM mtms_evaluate('pv_m', 'pv_s')), 9, 'and evaluates it');
 SELECT results_eq($$SELECT version, active FROM mtms_versions('pv_m')$$, $$VALUES (1, false), (2, true)$$,
                   'and lists its versions');
@@ -127,23 +135,23 @@ SELECT is((SELECT count(*)::int FROM pv_scores s WHERE mtms_score(s.scene, s.tas
 RESET mtms.model;
 SELECT is((SELECT count(*)::int FROM mtms_evaluate('pv_m', 'pv_s')), 9, 'a reader evaluates');
 SELECT is(pg_temp.try($$SELECT * FROM mtms_train('pv_m', 'pv_s')$$),
-          '42501: must be owner of model "pv_m"', 'a reader cannot train (and is told why)');
+          '42501: permission denied to train model "pv_m"', 'a reader cannot train (and is told why)');
 SELECT is(pg_temp.try($$SELECT mtms_add_scene('pv_m', 'shopping')$$),
           '42501: must be owner of model "pv_m"', 'nor add a scene');
 SELECT is(pg_temp.try($$SELECT mtms_rollback('pv_m', 1)$$),
-          '42501: must be owner of model "pv_m"', 'nor roll back');
+          '42501: permission denied to train model "pv_m"', 'nor roll back');
 SELECT is(pg_temp.try($$SELECT mtms_drop_model('pv_m')$$),
           '42501: must be owner of model "pv_m"', 'nor drop');
 SELECT is(pg_temp.try($$SELECT mtms_create_model('pv_r', '{s}', '{f}')$$),
           '42501: permission denied for table mtms_model', 'nor create a model (no INSERT)');
 RESET ROLE;
 
--- A role without SELECT on the tables cannot even score: PostgreSQL's error.
+-- A role without a grant on the model cannot score or evaluate.
 SET LOCAL ROLE mtms_priv_nogrant;
 SELECT is(pg_temp.try($$SELECT mtms_score('pv_m', 'search', 'ctr', '{user=1}')$$),
-          '42501: permission denied for table mtms_model', 'without SELECT on mtms_model no scoring');
+          '42501: permission denied to score with model "pv_m"', 'without the score grant no scoring');
 SELECT is(pg_temp.try($$SELECT * FROM mtms_evaluate('pv_m', 'pv_s')$$),
-          '42501: permission denied for table mtms_model', 'nor evaluation');
+          '42501: permission denied to score with model "pv_m"', 'nor evaluation');
 RESET ROLE;
 SELECT is(pg_temp.fingerprint('pv_m'), (SELECT fp FROM pv_before), 'the model is still unchanged');
 

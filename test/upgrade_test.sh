@@ -93,7 +93,8 @@ objects() {
                AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'mtms')"
 }
 is "$(objects "$DB")" "$(objects "$FRESH")" "the upgraded database has the objects of a fresh install"
-# Definitions of the extension's members, as the catalogs hold them.
+# Definitions of the extension's members, as the catalogs hold them (ACLs
+# as sorted sets: grants made before and after the update differ in order).
 definitions() {
     q "$1" "WITH ext AS (SELECT oid, extconfig, extcondition FROM pg_extension WHERE extname = 'mtms'),
                  member AS (SELECT classid, objid FROM pg_depend, ext
@@ -102,7 +103,7 @@ definitions() {
             SELECT string_agg(d, E'\n' ORDER BY d) FROM (
               SELECT 'function ' || p.oid::regprocedure::text || ' ' || p.prokind::text || ' ' ||
                      CASE WHEN p.prokind = 'a' THEN '' ELSE pg_get_functiondef(p.oid) END ||
-                     coalesce(' acl ' || p.proacl::text, '') ||
+                     coalesce(' acl ' || (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(p.proacl) a)::text, '') ||
                      coalesce(' comment ' || obj_description(p.oid, 'pg_proc'), '') AS d
                 FROM member m JOIN pg_proc p ON m.classid = 'pg_proc'::regclass AND p.oid = m.objid
               UNION ALL
@@ -111,7 +112,7 @@ definitions() {
                 FROM member m JOIN pg_aggregate a ON m.classid = 'pg_proc'::regclass AND a.aggfnoid = m.objid
               UNION ALL
               SELECT 'relation ' || c.oid::regclass::text || ' ' || c.relkind::text || ' rls ' || c.relrowsecurity::text ||
-                     ' force ' || c.relforcerowsecurity::text || coalesce(' acl ' || c.relacl::text, '') ||
+                     ' force ' || c.relforcerowsecurity::text || coalesce(' acl ' || (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(c.relacl) a)::text, '') ||
                      coalesce(' options ' || c.reloptions::text, '') ||
                      coalesce(' comment ' || obj_description(c.oid, 'pg_class'), '')
                 FROM member m JOIN pg_class c ON m.classid = 'pg_class'::regclass AND c.oid = m.objid

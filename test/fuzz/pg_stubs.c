@@ -1309,6 +1309,13 @@ mtms_model_lookup(const char *name, bool missing_ok, bool lock)
 	stub_trap("mtms_model_lookup");
 }
 
+/* access.c */
+void
+mtms_check_privilege(const MtmsModelMeta *m, MtmsPrivilege privilege)
+{
+	stub_trap("mtms_check_privilege");
+}
+
 int
 OpenTransientFile(const char *fileName, int fileFlags)
 {
