@@ -1,17 +1,20 @@
 # mtms: PGXS build.
 #
-# OpenBLAS: we link Debian's *serial* OpenBLAS (libopenblas-serial-dev) so a
+# OpenBLAS: we use Debian's *serial* OpenBLAS (libopenblas-serial-dev) so a
 # backend never starts BLAS threads; PostgreSQL's parallel workers give the
 # parallelism.  pkg-config finds it in its own directory (whatever the
-# architecture's multiarch name: /usr/lib/<triplet>/openblas-serial); the rpath
-# makes the loader pick the serial library at run time whatever the system
-# alternative is.  BLAS_PC_DIR=... points at another openblas.pc.
+# architecture's multiarch name: /usr/lib/<triplet>/openblas-serial).  mtms.so
+# does not link it: _PG_init loads that very file with dlopen, after choosing
+# its kernel set (src/blas.c), so its path is compiled in.  BLAS_PC_DIR=...
+# points at another openblas.pc.
 
 EXTENSION = mtms
 MODULE_big = mtms
 
 OBJS = \
 	src/mtms.o \
+	src/blas.o \
+	src/blas_info.o \
 	src/catalog_tables.o \
 	src/access.o \
 	src/catalog.o \
@@ -55,8 +58,9 @@ BLAS_CFLAGS := $(shell PKG_CONFIG_PATH=$(BLAS_PC_DIR) pkg-config --cflags openbl
 BLAS_LIBS := $(shell PKG_CONFIG_PATH=$(BLAS_PC_DIR) pkg-config --libs openblas)
 BLAS_LIBDIR := $(shell PKG_CONFIG_PATH=$(BLAS_PC_DIR) pkg-config --variable=libdir openblas)
 
-PG_CPPFLAGS = -I$(srcdir)/src $(BLAS_CFLAGS)
-SHLIB_LINK = $(BLAS_LIBS) -Wl,-rpath,$(BLAS_LIBDIR) -lm
+PG_CPPFLAGS = -I$(srcdir)/src $(BLAS_CFLAGS) \
+	-DMTMS_OPENBLAS_LIB='"$(patsubst %/,%,$(BLAS_LIBDIR))/libopenblas.so.0"'
+SHLIB_LINK = -ldl -lm
 
 EXTRA_CLEAN = results regression.diffs regression.out
 

@@ -32,7 +32,10 @@
 SET client_min_messages = warning;
 SET max_parallel_workers_per_gather = 0;
 
-DROP TABLE IF EXISTS dl_all, dl_result CASCADE;
+\echo The BLAS of this run (src/blas.c): its kernels, how they were chosen, sgemm GFLOP/s at the tower shapes
+SELECT version AS openblas, kernels, kernels_source, round(gflops::numeric, 1) AS gflops FROM mtms_blas_info();
+
+DROP TABLE IF EXISTS dl_all, dl_result, dl_stages CASCADE;
 SELECT count(mtms_drop_model(name)) AS dropped FROM mtms_model WHERE name LIKE 'dl\_%';
 CREATE TABLE dl_all AS
   SELECT * FROM mtms_synthetic_samples(:rows, 1, jsonb_build_object('slots', :slots));
@@ -43,6 +46,8 @@ CREATE VIEW dl_train_sf AS SELECT * FROM dl_train WHERE scene <> 'video';
 CREATE VIEW dl_test_sf AS SELECT * FROM dl_all WHERE slot = :slots AND scene <> 'video';
 CREATE TABLE dl_result (variant text, test_day int, scene text, task text, auc float8,
                         logloss float8, n bigint, positives bigint, seconds float8);
+CREATE TABLE dl_stages (variant text, test_day int, phase text, scene text, task text, epochs int,
+                        seconds float8);
 -- Standard error of an AUC (Hanley & McNeil 1982).
 CREATE FUNCTION pg_temp.auc_se(a float8, n bigint, p bigint) RETURNS float8 LANGUAGE sql IMMUTABLE AS $$
   SELECT sqrt((a * (1 - a) + (p - 1) * (a / (2 - a) - a * a)
@@ -64,7 +69,9 @@ BEGIN
   END IF;
   IF p_train IS NOT NULL THEN
     t0 := clock_timestamp();
-    PERFORM count(*) FROM mtms_train(p_model, p_train::regclass, p_only, p_phases);
+    INSERT INTO dl_stages
+    SELECT p_variant, p_test_day, phase, scene, task, epochs, seconds
+      FROM mtms_train(p_model, p_train::regclass, p_only, p_phases);
     secs := extract(epoch FROM clock_timestamp() - t0);
   END IF;
   INSERT INTO dl_result
@@ -177,3 +184,10 @@ SELECT v.version, v.samples_relation, s.key AS scene,
 \echo Training seconds
 SELECT variant, round(max(seconds)::numeric, 1) AS seconds FROM dl_result
  WHERE variant IN ('before', 'video phase 1', 'fine-tune', 'one call') GROUP BY 1 ORDER BY min(seconds) DESC;
+
+\echo
+\echo Epochs (the most any unit ran) and seconds per stage, summed over the warm days
+SELECT phase, sum(epochs) AS epochs, round(sum(seconds)::numeric, 1) AS seconds
+  FROM (SELECT test_day, phase, max(epochs) AS epochs, max(seconds) AS seconds
+          FROM dl_stages WHERE variant = 'warm' GROUP BY 1, 2) d
+ GROUP BY phase ORDER BY min(CASE phase WHEN 'embedding' THEN 1 WHEN 'ctcvr' THEN 2 ELSE 3 END);

@@ -106,6 +106,8 @@ def report(R):
     add = out.append
     add('Machine: %s; %s; torch %s; mtms %s' % (R['env']['cpu'], R['env']['pg'], R['env']['torch'],
                                                 R['env']['commit']))
+    if 'blas' in R['env']:
+        out.extend(S.blas_report(R['env']['blas']))
     add('KuaiRand-Pure: %s log rows; scenes, train days 1-11 and test days 12-14:' % S.fmt(R['log_rows']))
     add(R['scenes_table'].rstrip())
     add('')

@@ -40,10 +40,14 @@ Subcommands (the data files are written by bench/speed_run.py):
   roundtrip fetch rows from PostgreSQL with psycopg2, score them, write the
             scores back with COPY (what a PyTorch user does)
   rank      latency of scoring 1,000 candidates and taking the top 10
+  blas      the BLAS torch's dense products run on (the OpenBLAS library in
+            this process: version, kernel set, threads) and its GFLOP/s at
+            the towers' shapes, the products mtms_blas_info() measures
 """
 import argparse
 import copy
 import json
+import os
 import math
 import resource
 import sys
@@ -777,6 +781,53 @@ def cmd_rank(a):
                       'p99_ms': float(np.percentile(lat, 99)), 'threads': torch.get_num_threads()}))
 
 
+def cmd_blas(a):
+    import ctypes
+    torch.set_num_threads(a.threads)
+    x = torch.randn(256, 48)
+    torch.mm(x, torch.randn(48, 64))      # the BLAS is loaded by now
+    path = None
+    with open('/proc/self/maps') as f:
+        for line in f:
+            name = line.split()[-1]
+            if 'libopenblas' in name and '.so' in name:
+                path = name
+                break
+    info = {'path': path, 'library': 'OpenBLAS' if path else 'unknown (torch %s)' % torch.__version__}
+    if path:
+        lib = ctypes.CDLL(path)
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        lib.openblas_get_config.restype = ctypes.c_char_p
+        info['kernels'] = lib.openblas_get_corename().decode()
+        info['config'] = lib.openblas_get_config().decode()
+        info['version'] = info['config'].split()[1] if info['config'].startswith('OpenBLAS ') else '?'
+        info['threads'] = lib.openblas_get_num_threads()
+        info['environment_coretype'] = os.environ.get('OPENBLAS_CORETYPE')
+    # the three products of a dense layer on 256-row batches, over the
+    # towers' layers (as src/blas_info.c measures them)
+    flops = secs = 0.0
+    for nin, nout in [(48, 64), (64, 32), (32, 1), (288, 64)]:
+        xb = torch.rand(256, nin) - 0.5
+        w = torch.rand(nout, nin) - 0.5
+        gw = torch.zeros(nout, nin)
+        reps = 0
+        t0 = time.perf_counter()
+        while True:
+            for _ in range(8):
+                y = torch.mm(xb, w.t())
+                gw.addmm_(y.t(), xb)
+                torch.mm(y, w)
+            reps += 8
+            t = time.perf_counter() - t0
+            if t >= 0.04:
+                break
+        flops += 3 * 2.0 * 256 * nin * nout * reps
+        secs += t
+    info['gflops'] = flops / secs / 1e9
+    info['torch_threads'] = torch.get_num_threads()
+    print(json.dumps(info))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     sub = ap.add_subparsers(dest='cmd', required=True)
@@ -806,6 +857,9 @@ def main():
     t.add_argument('--requests', required=True)
     t.add_argument('--threads', type=int, default=1)
     t.set_defaults(fn=cmd_rank)
+    t = sub.add_parser('blas')
+    t.add_argument('--threads', type=int, default=1)
+    t.set_defaults(fn=cmd_blas)
     a = ap.parse_args()
     a.fn(a)
 

@@ -24,6 +24,9 @@
 SET client_min_messages = warning;
 SET max_parallel_workers_per_gather = 0;
 
+\echo The BLAS of this run (src/blas.c): its kernels, how they were chosen, sgemm GFLOP/s at the tower shapes
+SELECT version AS openblas, kernels, kernels_source, round(gflops::numeric, 1) AS gflops FROM mtms_blas_info();
+
 DROP TABLE IF EXISTS qb_all, qb_result CASCADE;
 CREATE TABLE qb_all AS
   SELECT * FROM mtms_synthetic_samples(:rows, 1, jsonb_build_object('slots', :slots));
@@ -57,9 +60,10 @@ SELECT max(seconds) FILTER (WHERE phase = 'embedding') + max(seconds) FILTER (WH
 INSERT INTO qb_result SELECT 'p1+ctcvr', scene, task, auc, logloss, :p1_s, n, positives FROM mtms_evaluate('qb_p1', 'qb_test');
 
 \echo training mtms (both phases; phase 1 leaves finetune_fraction of the rows to the fine-tune)
+CREATE TEMP TABLE qb_stages AS SELECT * FROM mtms_train('qb_mtms', 'qb_train');
 SELECT max(seconds) FILTER (WHERE phase = 'embedding') + max(seconds) FILTER (WHERE phase = 'ctcvr')
        + max(seconds) FILTER (WHERE phase = 'finetune') AS s
-  FROM mtms_train('qb_mtms', 'qb_train') \gset ft_
+  FROM qb_stages \gset ft_
 INSERT INTO qb_result SELECT 'mtms', scene, task, auc, logloss, :ft_s, n, positives FROM mtms_evaluate('qb_mtms', 'qb_test');
 
 INSERT INTO qb_result
@@ -83,6 +87,11 @@ SELECT r.scene || ' [' || (SELECT count(*) FROM qb_train t WHERE t.scene = r.sce
   FROM qb_result r
  GROUP BY r.scene, r.task
  ORDER BY (SELECT count(*) FROM qb_train t WHERE t.scene = r.scene) DESC, array_position('{ctr,cvr,ctcvr}'::text[], r.task);
+
+\echo mtms: epochs per stage (the most any unit ran) and the stage's seconds
+SELECT phase, max(epochs) AS epochs, string_agg(scene || '/' || task || ' ' || epochs, ', ' ORDER BY scene, task) AS units,
+       round(max(seconds)::numeric, 1) AS seconds
+  FROM qb_stages GROUP BY phase ORDER BY min(CASE phase WHEN 'embedding' THEN 1 WHEN 'ctcvr' THEN 2 ELSE 3 END);
 
 \echo Training wall time in seconds
 SELECT variant, round(max(seconds)::numeric, 1) AS seconds FROM qb_result WHERE variant <> 'oracle' GROUP BY variant ORDER BY 2;

@@ -499,6 +499,9 @@ def report(R):
     add('Data: %s rows of mtms_synthetic_samples(n, 1, \'{"slots": 5}\'); train days 1-4 (%s rows), '
         'test day 5 (%s rows)' % (fmt(R['rows']), fmt(R['train_rows']), fmt(R['test_rows'])))
     add('')
+    if 'blas' in R['env']:
+        out.extend(blas_report(R['env']['blas']))
+        add('')
     add('Training throughput per stage (training samples per second = sample-epochs / stage '
         'seconds, validation included)')
     rows = []
@@ -734,7 +737,33 @@ def env_info():
     torch_v = subprocess.run([PY, '-c', 'import torch; print(torch.__version__)'], stdout=subprocess.PIPE,
                              universal_newlines=True).stdout.strip()
     return {'cpu': '%d x %s' % (os.cpu_count(), cpu), 'pg': pg, 'commit': commit, 'torch': torch_v,
-            'load_before': open('/proc/loadavg').read().split()[:3]}
+            'load_before': open('/proc/loadavg').read().split()[:3], 'blas': blas_sides()}
+
+
+def blas_sides():
+    """The BLAS each side's dense products run on, and its rate at the towers' shapes."""
+    c = connect()
+    cur = c.cursor()
+    cur.execute('SELECT version, kernels, kernels_source, openblas_choice, threads, cpu_class, gflops '
+                'FROM mtms_blas_info()')
+    r = cur.fetchone()
+    c.close()
+    mtms = dict(zip(['version', 'kernels', 'source', 'openblas_choice', 'threads', 'cpu_class', 'gflops'], r))
+    torch_side = run_torch(['blas'], 1, 'torch_blas.log')
+    return {'mtms': mtms, 'torch': torch_side}
+
+
+def blas_report(B):
+    """Lines: both sides' BLAS, kernels named, and the ratio of their sgemm rates."""
+    m, t = B['mtms'], B['torch']
+    rows = [['mtms (server)', 'OpenBLAS %s' % m['version'], m['kernels'], m['source'], m['threads'], m['gflops']],
+            ['PyTorch', '%s %s' % (t.get('library'), t.get('version', '')), t.get('kernels', '?'),
+             'OPENBLAS_CORETYPE=%s' % t['environment_coretype'] if t.get('environment_coretype')
+             else "OpenBLAS's choice", t.get('threads', '?'), t['gflops']]]
+    return ['BLAS of each side (GFLOP/s: a dense layer\'s three products on 256-row batches at the '
+            'towers\' shapes, one thread):',
+            table(['side', 'library', 'kernels', 'chosen by', 'threads', 'GFLOP/s'], rows),
+            'mtms/PyTorch sgemm rate: %.2f' % (m['gflops'] / t['gflops'])]
 
 
 WORK = None

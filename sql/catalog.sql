@@ -95,6 +95,8 @@ SELECT mtms_create_model('cat_x', '{s}', '{f}', options => '{"shuffle_buffer": 1
 SELECT mtms_create_model('cat_x', '{s}', '{f}', options => '{"evals_per_epoch": [4]}');
 SELECT mtms_create_model('cat_x', '{s}', '{f}', options => '{"keep_versions": 0}');
 SELECT mtms_create_model('cat_x', '{s}', '{f}', options => '{"max_features": -1}');
+SELECT mtms_create_model('cat_x', '{s}', '{f}', options => '{"min_delta": 0.5}');
+SELECT mtms_create_model('cat_x', '{s}', '{f}', options => '{"min_delta": -0.001}');
 SELECT mtms_create_model('cat_x', '{s}', '{f}', options => '{"lr_tower": 1e400}');
 
 -- NULL arguments name the argument.

@@ -20,7 +20,9 @@ SELECT check_name, detail < bound AS within_bound
                ('tower_average', 1e-6),
                ('tower_remap_input', 1e-5),
                ('emb_merge', 1e-7),
-               ('joined_keys_match_dense', 1e-4)) AS b(check_name, bound) USING (check_name)
+               ('joined_keys_match_dense', 1e-4),
+               ('blas_kernels_match_reference', 1e-5),    -- max relative error
+               ('blas_check_rejects_wrong_product', 1)) AS b(check_name, bound) USING (check_name)
  ORDER BY check_name;
 
 -- counts: rows created, rows changed by one batch, prefixes rejected

@@ -27,6 +27,9 @@ SET max_parallel_workers_per_gather = 2;
 -- passes replay kept training rows in one process when they can; with
 -- mtms.keep_training_rows off every pass scans, here in a parallel plan
 SET mtms.keep_training_rows = off;
+-- the workers scan every row (a leader that also scans can finish the
+-- 50k rows before they start, on a busy machine, and train alone)
+SET parallel_leader_participation = off;
 -- the shape of mtms_train's per-epoch query gets a parallel plan
 EXPLAIN (COSTS OFF)
 SELECT mtms_embedding_update('token', scene::text, features, click, conversion) FROM tp_train;
@@ -46,6 +49,7 @@ RESET parallel_setup_cost;
 RESET parallel_tuple_cost;
 RESET min_parallel_table_scan_size;
 RESET mtms.keep_training_rows;
+RESET parallel_leader_participation;
 SET max_parallel_workers_per_gather = 0;
 
 SELECT p.scene, abs(p.s - q.s) < 1e-9 * q.s AS same_ctr_sum,

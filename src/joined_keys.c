@@ -18,7 +18,7 @@
 #include "joined_keys.h"
 #include "feature_keys.h"
 
-#include <cblas.h>
+#include "blas.h"
 
 #include "miscadmin.h"
 

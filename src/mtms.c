@@ -7,11 +7,12 @@
 #include <limits.h>
 #include <unistd.h>
 
-#include <cblas.h>
-
 #include "access/xact.h"
 #include "fmgr.h"
 #include "utils/guc.h"
+
+#include "blas.h"
+#include "blas_state.h"
 
 PG_MODULE_MAGIC;
 
@@ -39,13 +40,6 @@ default_max_memory_mb(void)
 void
 _PG_init(void)
 {
-	/*
-	 * We link the serial OpenBLAS; should another build sneak in, keep it to
-	 * one thread anyway: parallelism comes from PostgreSQL's workers, and no
-	 * BLAS thread may ever call back into PostgreSQL.
-	 */
-	openblas_set_num_threads(1);
-
 	DefineCustomStringVariable("mtms.model",
 							   "Model used by the 3-argument mtms_score().",
 							   "Empty means: the database's only model.",
@@ -89,7 +83,21 @@ _PG_init(void)
 							GUC_UNIT_MB,
 							NULL, NULL, NULL);
 
+	DefineCustomStringVariable("mtms.blas_test_hook",
+							   "Test hook: how mtms loads OpenBLAS (read when the library loads).",
+							   "unknown_cpu: as if OpenBLAS did not know this CPU; user_prescott: as if "
+							   "OPENBLAS_CORETYPE=Prescott were set; fail_check: mtms's choice of kernels "
+							   "fails its check.  For tests only.",
+							   &mtms_blas_test_hook,
+							   "",
+							   PGC_SUSET,
+							   GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("mtms");
+
+	/* after the settings: the test hook steers it */
+	mtms_blas_load();
 }
 
 int

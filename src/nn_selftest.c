@@ -23,6 +23,7 @@
 #include "embedding_store.h"
 #include "joined_keys.h"
 #include "optimizer.h"
+#include "blas_state.h"
 #include "tower.h"
 
 PG_FUNCTION_INFO_V1(mtms_nn_selftest);
@@ -1315,6 +1316,38 @@ check_joined_keys(double *detail)
 	return maxerr < 1e-4;
 }
 
+/*
+ * The BLAS: the kernels in use agree with a plain double product (the check
+ * src/blas.c runs when it loads OpenBLAS), and that check fails for an
+ * sgemm that is off in one element by 1e-3 relative.
+ */
+static bool
+check_blas_in_use(double *detail)
+{
+	return mtms_blas_check(&mtms_blas, detail);
+}
+
+static void
+wrong_sgemm(const enum CBLAS_ORDER order, const enum CBLAS_TRANSPOSE ta,
+			const enum CBLAS_TRANSPOSE tb, const blasint m, const blasint n,
+			const blasint k, const float alpha, const float *a, const blasint lda,
+			const float *b, const blasint ldb, const float beta, float *c,
+			const blasint ldc)
+{
+	mtms_blas.sgemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+	if (m > 0 && n > 0)
+		c[(m / 2) * ldc + n / 2] += 1e-3f * (1.0f + fabsf(c[(m / 2) * ldc + n / 2]));
+}
+
+static bool
+check_blas_rejects_wrong(double *detail)
+{
+	MtmsBlas	wrong = mtms_blas;
+
+	wrong.sgemm = wrong_sgemm;
+	return !mtms_blas_check(&wrong, detail);
+}
+
 static const SelfTest selftests[] = {
 	{"adam_matches_reference", check_adam_reference},
 	{"adagrad_matches_reference", check_adagrad_reference},
@@ -1338,6 +1371,8 @@ static const SelfTest selftests[] = {
 	{"emb_truncated_state_rejected", check_emb_truncated},
 	{"emb_many_rows", check_emb_many_rows},
 	{"joined_keys_match_dense", check_joined_keys},
+	{"blas_kernels_match_reference", check_blas_in_use},
+	{"blas_check_rejects_wrong_product", check_blas_rejects_wrong},
 };
 
 /*

@@ -85,6 +85,8 @@ static const MtmsOptionDesc option_table[] = {
 			"an integer between 1 and 1000"),
 	INT_OPT("max_features", max_features, 0, PG_INT64_MAX,
 			"an integer >= 0 (0 means unlimited)"),
+	NUM_OPT("min_delta", min_delta, 0.0, false, 0.1,
+			"a number between 0 and 0.1"),
 };
 
 #define NUM_OPTIONS lengthof(option_table)
@@ -110,6 +112,7 @@ mtms_options_default(MtmsOptions *o)
 	o->evals_per_epoch = 4;
 	o->keep_versions = 2;
 	o->max_features = 0;
+	o->min_delta = 0.001;
 }
 
 /* "lr_embedding, lr_tower, ..." for hints. */

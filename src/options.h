@@ -25,7 +25,26 @@ typedef struct MtmsOptions
 	int32		evals_per_epoch;	/* fine-tune validation points per pass */
 	int32		keep_versions;	/* versions kept per model */
 	int64		max_features;	/* per embedding table; 0 = unlimited */
+	double		min_delta;		/* relative drop of validation loss that counts */
 } MtmsOptions;
+
+/*
+ * Whether a validation loss crit improves on best: it must drop by more than
+ * min_delta of best (and by more than rounding noise), so that a unit on a
+ * plateau stops instead of "improving" in the fifth decimal.
+ */
+static inline bool
+mtms_improved(double crit, double best, double min_delta)
+{
+	double		need;
+
+	if (crit != crit)			/* NaN: nothing to compare */
+		return false;
+	if (best != best || best > 1e300)	/* nothing kept yet */
+		return true;
+	need = Max(1e-7, min_delta * (best < 0 ? -best : best));
+	return crit < best - need;
+}
 
 /* Fill defaults. */
 extern void mtms_options_default(MtmsOptions *o);

@@ -11,7 +11,7 @@
  */
 #include "score_projection.h"
 
-#include <cblas.h>
+#include "blas.h"
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif

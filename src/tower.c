@@ -24,7 +24,7 @@
 
 #include <math.h>
 
-#include <cblas.h>
+#include "blas.h"
 
 #include "common/pg_prng.h"
 #include "miscadmin.h"

@@ -22,6 +22,7 @@
 
 #include <math.h>
 
+#include "blas.h"
 #include "catalog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -655,7 +656,7 @@ run_stage(TrainCtx *cx, MtmsStage stage, const bool *selected)
 			if (!isnan(r.valid_auc))
 				va += r.valid_auc, na++;
 
-			if (!isnan(r.crit) && r.crit < best[u].crit - 1e-7)
+			if (!isnan(r.crit) && mtms_improved(r.crit, best[u].crit, o->min_delta))
 			{
 				MemoryContext old = MemoryContextSwitchTo(cx->cxt);
 
@@ -993,6 +994,11 @@ mtms_train(PG_FUNCTION_ARGS)
 				 errhint("Run mtms_train with phases => 'embedding' or 'all' first.")));
 	else
 		cx.model = mtms_model_create(cx.meta);
+
+	/* what runs the dense products: a user compares speeds by this */
+	ereport(NOTICE,
+			(errmsg("mtms_train: model \"%s\" on %s, %s", name, relname_plain,
+					mtms_blas_summary())));
 
 	SPI_connect();
 	guard = mtms_guard_search_path();

@@ -1021,7 +1021,7 @@ checkpoint(MtmsTrainState *st)
 		for (int t = 0; t < MTMS_NMETRICS; t++)
 			if (!isnan(st->vloss[base + t]))
 				crit += st->vloss[base + t];
-		if (crit < st->best_crit[s])
+		if (mtms_improved(crit, st->best_crit[s], st->opts.min_delta))
 		{
 			st->best_crit[s] = crit;
 			for (int t = 0; t < MTMS_NMETRICS; t++)

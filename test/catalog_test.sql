@@ -25,7 +25,7 @@ SELECT is((SELECT options FROM mtms_model WHERE name = 'tap_m'),
             "max_epochs": 10, "patience": 2, "validation_fraction": 0.1,
             "finetune_fraction": 0.2, "seed": 42,
             "ctcvr": true, "shuffle_buffer": 65536, "evals_per_epoch": 4,
-            "keep_versions": 2, "max_features": 0}'::jsonb,
+            "keep_versions": 2, "max_features": 0, "min_delta": 0.001}'::jsonb,
           'every option is stored with its default');
 SELECT is((SELECT owner::text FROM mtms_model WHERE name = 'tap_m'),
           current_user::text,

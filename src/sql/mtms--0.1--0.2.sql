@@ -181,3 +181,17 @@ CREATE TRIGGER mtms_tower_guard BEFORE INSERT OR UPDATE OR DELETE ON @extschema@
     FOR EACH ROW EXECUTE FUNCTION @extschema@.mtms_catalog_row_trigger();
 CREATE TRIGGER mtms_tower_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.mtms_tower
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.mtms_catalog_statement_trigger();
+
+-- ---------------------------------------------------------------------
+-- The BLAS in use (src/blas.c, src/blas_info.c).
+-- ---------------------------------------------------------------------
+CREATE FUNCTION @extschema@.mtms_blas_info()
+RETURNS TABLE(library text, version text, config text, path text,
+              kernels text, kernels_source text, openblas_choice text,
+              rejected_kernels text, environment_coretype text,
+              cpu text, cpu_family int, cpu_model int, cpu_class text, cpu_features text[],
+              threads int, check_passed boolean, check_max_error float8, gflops float8)
+AS 'MODULE_PATHNAME', 'mtms_blas_info'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.mtms_blas_info() IS
+  'the BLAS this backend uses: OpenBLAS version and build, its kernel set and how it was chosen (OpenBLAS, mtms, OPENBLAS_CORETYPE), the CPU and its vector class, threads, the kernels'' check against a plain product, and the sgemm GFLOP/s at the towers'' shapes (measured on the first call)';

@@ -86,6 +86,7 @@ compile() {
 # only in how the harness decodes them do not bloat the corpus.
 compile "$FUZZ_DIR/pg_stubs.c" "$OUT/obj/h_pg_stubs.o"
 compile "$FUZZ_DIR/ref_blas.c" "$OUT/obj/h_ref_blas.o"
+compile "$FUZZ_DIR/blas_table.c" "$OUT/obj/h_blas_table.o"
 
 for t in $TARGETS; do
     [ -n "${SRCS[$t]+x}" ] || { echo "build.sh: unknown target $t" >&2; exit 1; }
@@ -101,7 +102,7 @@ for t in $TARGETS; do
     done
     compile "$FUZZ_DIR/$t.c" "$OUT/obj/h_$t.o"
     $CC $CFLAGS $SAN -fsanitize=fuzzer -o "$OUT/$t" "$OUT/obj/h_$t.o" $objs \
-        "$OUT/obj/h_pg_stubs.o" $BLAS_OBJ "$PGCOMMON" "$PGPORT" $BLAS_LINK -lm
+        "$OUT/obj/h_pg_stubs.o" "$OUT/obj/h_blas_table.o" $BLAS_OBJ "$PGCOMMON" "$PGPORT" $BLAS_LINK -lm
 done
 
 # the seed generator: every src file the seeds need, no libFuzzer
@@ -113,10 +114,10 @@ for s in train_state model tower embedding_store optimizer phase_embedding phase
 done
 compile "$FUZZ_DIR/gen_seeds.c" "$OUT/obj/h_gen_seeds.o"
 $CC $CFLAGS $SAN -fsanitize=fuzzer-no-link -o "$OUT/gen_seeds" "$OUT/obj/h_gen_seeds.o" $gobjs \
-    "$OUT/obj/h_pg_stubs.o" "$OUT/obj/h_ref_blas.o" "$PGCOMMON" "$PGPORT" -lm
+    "$OUT/obj/h_pg_stubs.o" "$OUT/obj/h_blas_table.o" "$OUT/obj/h_ref_blas.o" "$PGCOMMON" "$PGPORT" -lm
 # the hand-made training-state reproducers (findings/)
 compile "$FUZZ_DIR/findings/craft_train_states.c" "$OUT/obj/h_craft_train_states.o"
 $CC $CFLAGS $SAN -fsanitize=fuzzer-no-link -o "$OUT/craft_train_states" \
     "$OUT/obj/h_craft_train_states.o" $gobjs \
-    "$OUT/obj/h_pg_stubs.o" "$OUT/obj/h_ref_blas.o" "$PGCOMMON" "$PGPORT" -lm
+    "$OUT/obj/h_pg_stubs.o" "$OUT/obj/h_blas_table.o" "$OUT/obj/h_ref_blas.o" "$PGCOMMON" "$PGPORT" -lm
 echo "built: $TARGETS gen_seeds craft_train_states (in $OUT)"
