@@ -29,13 +29,23 @@ OBJS = \
 	src/embedding_store.o \
 	src/nn_selftest.o \
 	src/model.o \
+	src/train_rowset.o \
+	src/train_loss.o \
+	src/train_batch.o \
 	src/train_state.o \
+	src/train_validate.o \
+	src/train_snapshot.o \
+	src/train_serialize.o \
+	src/train_aggregate.o \
 	src/phase_embedding.o \
 	src/phase_finetune.o \
 	src/joined_keys.o \
 	src/kept_rows.o \
 	src/model_store.o \
 	src/samples.o \
+	src/train_unit.o \
+	src/train_pass.o \
+	src/train_stage.o \
 	src/train.o \
 	src/model_cache.o \
 	src/score_projection.o \

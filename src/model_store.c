@@ -101,27 +101,244 @@ name_array(char **names, int n)
 	return PointerGetDatum(construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
+/* What a load reads with: the version, its SQL arguments, the schema. */
+typedef struct LoadCtx
+{
+	const MtmsModelMeta *meta;
+	int32		version;
+	char	   *schema;
+	Datum		args[2];		/* model_id, version */
+} LoadCtx;
+
+static Oid load_argtypes[2] = {INT4OID, INT4OID};
+
+/*
+ * The shape the version was trained with (its scenes and fields, a prefix
+ * of the model's), as an empty model of that shape in cxt.
+ */
+static MtmsModel *
+load_shape(LoadCtx *lc, MemoryContext cxt)
+{
+	const MtmsModelMeta *meta = lc->meta;
+	MtmsModelMeta vmeta = *meta;
+	char	   *sql;
+	MtmsModel  *m;
+	MemoryContext old;
+	bool		isnull;
+
+	sql = psprintf("SELECT scenes, fields FROM %s.mtms_version "
+				   "WHERE model_id = $1 AND version = $2", lc->schema);
+	if (SPI_execute_with_args(sql, 2, load_argtypes, lc->args, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("version %d of model \"%s\" does not exist", lc->version, meta->name)));
+	old = MemoryContextSwitchTo(cxt);
+	vmeta.scenes = text_array_names(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull),
+									&vmeta.nscenes);
+	vmeta.fields = text_array_names(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull),
+									&vmeta.nfields);
+	MemoryContextSwitchTo(old);
+	if (vmeta.nscenes < 1 || vmeta.nscenes > meta->nscenes ||
+		vmeta.nfields < 1 || vmeta.nfields > meta->nfields)
+		corrupt(meta, lc->version, "its scenes or fields do not match the model");
+	for (int s = 0; s < vmeta.nscenes; s++)
+		if (strcmp(vmeta.scenes[s], meta->scenes[s]) != 0)
+			corrupt(meta, lc->version, "its scenes do not match the model");
+	for (int f = 0; f < vmeta.nfields; f++)
+		if (strcmp(vmeta.fields[f], meta->fields[f]) != 0)
+			corrupt(meta, lc->version, "its fields do not match the model");
+	old = MemoryContextSwitchTo(cxt);
+	m = mtms_model_create(&vmeta);
+	MemoryContextSwitchTo(old);
+	return m;
+}
+
+/* One embedding row of the cursor into m, validated. */
+static void
+load_embedding_row(LoadCtx *lc, MtmsModel *m, HeapTuple tup, TupleDesc td, float *vec)
+{
+	bool		sn,
+				tn,
+				fn,
+				isnull;
+	int			s = DatumGetInt32(SPI_getbinval(tup, td, 1, &sn)) - 1;
+	int			t = DatumGetInt32(SPI_getbinval(tup, td, 2, &tn));
+	int			f = DatumGetInt32(SPI_getbinval(tup, td, 3, &fn)) - 1;
+	int64		feature = DatumGetInt64(SPI_getbinval(tup, td, 4, &isnull));
+	Datum		vd = SPI_getbinval(tup, td, 5, &isnull);
+	float		accum = DatumGetFloat4(SPI_getbinval(tup, td, 6, &isnull));
+	MtmsEmbStore *emb;
+
+	if (sn || tn || fn)
+		corrupt(lc->meta, lc->version,
+				psprintf("embedding row (%s, %s, %s) names an unknown scene, task or field",
+						 SPI_getvalue(tup, td, 7), SPI_getvalue(tup, td, 8),
+						 SPI_getvalue(tup, td, 9)));
+	if (!read_floats(vd, m->dim, vec) || !isfinite(accum) || accum < 0)
+		corrupt(lc->meta, lc->version,
+				psprintf("embedding row (%s, %s, " INT64_FORMAT ") has a bad vector or accumulator",
+						 SPI_getvalue(tup, td, 7), SPI_getvalue(tup, td, 8), feature));
+	emb = m->emb[MTMS_PAIR(s, t)];
+	if (mtms_emb_find(emb, (uint64) feature) >= 0)
+		corrupt(lc->meta, lc->version, "an embedding row is duplicated");
+	mtms_emb_insert(emb, (uint64) feature, f, vec, accum);
+}
+
+/*
+ * The version's embedding rows, streamed through a cursor; scene, task
+ * and field come back as indexes (NULL when unknown).
+ */
+static void
+load_embeddings(LoadCtx *lc, MtmsModel *m)
+{
+	Oid			types[4] = {INT4OID, INT4OID, TEXTARRAYOID, TEXTARRAYOID};
+	Datum		args[4];
+	float	   *vec = palloc(sizeof(float) * m->dim);
+	SPIPlanPtr	plan;
+	Portal		portal;
+	char	   *sql;
+
+	sql = psprintf("SELECT pg_catalog.array_position($3, scene), "
+				   "CASE task WHEN 'ctr' THEN %d WHEN 'cvr' THEN %d END, "
+				   "pg_catalog.array_position($4, field), feature, vector, accum, "
+				   "scene, task, field FROM %s.mtms_embedding "
+				   "WHERE model_id = $1 AND version = $2",
+				   MTMS_TASK_CTR, MTMS_TASK_CVR, lc->schema);
+	plan = SPI_prepare(sql, 4, types);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	args[0] = lc->args[0];
+	args[1] = lc->args[1];
+	args[2] = name_array(m->scenes, m->nscenes);
+	args[3] = name_array(m->fields, m->nfields);
+	portal = SPI_cursor_open(NULL, plan, args, NULL, true);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, LOAD_BATCH);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+			load_embedding_row(lc, m, SPI_tuptable->vals[i], SPI_tuptable->tupdesc, vec);
+		SPI_freetuptable(SPI_tuptable);
+		CHECK_FOR_INTERRUPTS();
+	}
+	SPI_cursor_close(portal);
+	pfree(vec);
+}
+
+/*
+ * A pair has a fine-tune tower once phase 2 ran for its scene (a scene
+ * added later scores with its phase-1 towers until then): create the ones
+ * the version's tower rows name.
+ */
+static bool *
+create_finetune_towers(MtmsModel *m)
+{
+	bool	   *has2 = palloc0(sizeof(bool) * m->npairs);
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		char	   *phase = TextDatumGetCString(SPI_getbinval(tup, td, 1, &isnull));
+		int			s = name_index(m->scenes, m->nscenes,
+								   TextDatumGetCString(SPI_getbinval(tup, td, 2, &isnull)));
+		int			t = task_index(TextDatumGetCString(SPI_getbinval(tup, td, 3, &isnull)));
+
+		if (strcmp(phase, "finetune") == 0 && s >= 0 && t >= 0 && !has2[MTMS_PAIR(s, t)])
+		{
+			MemoryContext old = MemoryContextSwitchTo(m->cxt);
+
+			has2[MTMS_PAIR(s, t)] = true;
+			m->tower2[MTMS_PAIR(s, t)] =
+				mtms_tower_create(MTMS_INPUT2(m), m->nhidden, m->hidden, 0);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	return has2;
+}
+
+/* One tower layer row into m's tower, validated; marks it in seen1 / seen2. */
+static void
+load_tower_row(LoadCtx *lc, MtmsModel *m, HeapTuple tup, TupleDesc td,
+			   bool *seen1, bool *seen2)
+{
+	bool		isnull;
+	char	   *phase = TextDatumGetCString(SPI_getbinval(tup, td, 1, &isnull));
+	char	   *scene = TextDatumGetCString(SPI_getbinval(tup, td, 2, &isnull));
+	char	   *task = TextDatumGetCString(SPI_getbinval(tup, td, 3, &isnull));
+	int			layer = DatumGetInt32(SPI_getbinval(tup, td, 4, &isnull));
+	int			n_in = DatumGetInt32(SPI_getbinval(tup, td, 5, &isnull));
+	int			n_out = DatumGetInt32(SPI_getbinval(tup, td, 6, &isnull));
+	int			s = name_index(m->scenes, m->nscenes, scene);
+	int			t = task_index(task);
+	bool		fine = strcmp(phase, "finetune") == 0;
+	MtmsTower  *tw;
+
+	if (s < 0 || t < 0 || (!fine && strcmp(phase, "embedding") != 0) ||
+		layer < 0 || layer >= m->nhidden + 1)
+		corrupt(lc->meta, lc->version,
+				psprintf("tower row (%s, %s, %s, %d) is not part of the model",
+						 phase, scene, task, layer));
+	tw = fine ? m->tower2[MTMS_PAIR(s, t)] : m->tower1[MTMS_PAIR(s, t)];
+	if (tw == NULL)
+		corrupt(lc->meta, lc->version, "a fine-tune tower row has no pair");
+	if (n_in != tw->sizes[layer] || n_out != tw->sizes[layer + 1])
+		corrupt(lc->meta, lc->version,
+				psprintf("tower layer (%s, %s, %s, %d) is %d x %d, expected %d x %d",
+						 phase, scene, task, layer, n_out, n_in,
+						 tw->sizes[layer + 1], tw->sizes[layer]));
+	if (!read_floats(SPI_getbinval(tup, td, 7, &isnull), n_in * n_out, tw->W[layer]) ||
+		!read_floats(SPI_getbinval(tup, td, 8, &isnull), n_out, tw->b[layer]))
+		corrupt(lc->meta, lc->version,
+				psprintf("tower layer (%s, %s, %s, %d) has bad weights",
+						 phase, scene, task, layer));
+	(fine ? seen2 : seen1)[MTMS_PAIR(s, t) * MTMS_TOWER_MAX_LAYERS + layer] = true;
+}
+
+/* The version's tower rows: every layer of every tower, exactly once. */
+static void
+load_towers(LoadCtx *lc, MtmsModel *m)
+{
+	char	   *sql;
+	bool	   *seen1 = palloc0(sizeof(bool) * m->npairs * MTMS_TOWER_MAX_LAYERS);
+	bool	   *seen2 = palloc0(sizeof(bool) * m->npairs * MTMS_TOWER_MAX_LAYERS);
+	bool	   *has2;
+
+	sql = psprintf("SELECT phase, scene, task, layer, n_in, n_out, weights, bias "
+				   "FROM %s.mtms_tower WHERE model_id = $1 AND version = $2 "
+				   "ORDER BY phase, scene, task, layer", lc->schema);
+	if (SPI_execute_with_args(sql, 2, load_argtypes, lc->args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read towers");
+	has2 = create_finetune_towers(m);
+	for (uint64 i = 0; i < SPI_processed; i++)
+		load_tower_row(lc, m, SPI_tuptable->vals[i], SPI_tuptable->tupdesc, seen1, seen2);
+	for (int p = 0; p < m->npairs; p++)
+		for (int l = 0; l < m->nhidden + 1; l++)
+			if (!seen1[p * MTMS_TOWER_MAX_LAYERS + l] ||
+				(has2[p] && !seen2[p * MTMS_TOWER_MAX_LAYERS + l]))
+				corrupt(lc->meta, lc->version,
+						psprintf("a layer of a tower of scene \"%s\" is missing",
+								 m->scenes[MTMS_PAIR_SCENE(p)]));
+}
+
 MtmsModel *
 mtms_model_load(const MtmsModelMeta *meta, int32 version)
 {
 	MemoryContext caller = CurrentMemoryContext;
-	MtmsModelMeta vmeta = *meta;
+	LoadCtx		lc;
 	MtmsModel  *m;
-	char	   *schema = mtms_schema_quoted();
-	char	   *sql;
-	Oid			argtypes[2] = {INT4OID, INT4OID};
-	Datum		args[2];
 	bool		pushed;
 	int			guard;
-	Oid			load_types[4] = {INT4OID, INT4OID, TEXTARRAYOID, TEXTARRAYOID};
-	Datum		load_args[4];
-	Portal		portal;
-	SPIPlanPtr	plan;
-	float	   *vec;
 	MtmsCatalogScope scope;
 
-	args[0] = Int32GetDatum(meta->model_id);
-	args[1] = Int32GetDatum(version);
+	lc.meta = meta;
+	lc.version = version;
+	lc.schema = mtms_schema_quoted();
+	lc.args[0] = Int32GetDatum(meta->model_id);
+	lc.args[1] = Int32GetDatum(version);
 
 	/*
 	 * Read the version with a snapshot at least as new as the one that
@@ -144,186 +361,9 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 	if (guard > 0)
 		(void) set_config_option("enable_indexscan", "off", PGC_USERSET,
 								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-
-	/* the shape the version was trained with */
-	sql = psprintf("SELECT scenes, fields FROM %s.mtms_version "
-				   "WHERE model_id = $1 AND version = $2", schema);
-	if (SPI_execute_with_args(sql, 2, argtypes, args, NULL, true, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("version %d of model \"%s\" does not exist", version, meta->name)));
-	{
-		bool		isnull;
-		MemoryContext old = MemoryContextSwitchTo(caller);
-		Datum		ds = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		Datum		df = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-
-		vmeta.scenes = text_array_names(ds, &vmeta.nscenes);
-		vmeta.fields = text_array_names(df, &vmeta.nfields);
-		MemoryContextSwitchTo(old);
-	}
-	if (vmeta.nscenes < 1 || vmeta.nscenes > meta->nscenes ||
-		vmeta.nfields < 1 || vmeta.nfields > meta->nfields)
-		corrupt(meta, version, "its scenes or fields do not match the model");
-	for (int s = 0; s < vmeta.nscenes; s++)
-		if (strcmp(vmeta.scenes[s], meta->scenes[s]) != 0)
-			corrupt(meta, version, "its scenes do not match the model");
-	for (int f = 0; f < vmeta.nfields; f++)
-		if (strcmp(vmeta.fields[f], meta->fields[f]) != 0)
-			corrupt(meta, version, "its fields do not match the model");
-
-	{
-		MemoryContext old = MemoryContextSwitchTo(caller);
-
-		m = mtms_model_create(&vmeta);
-		MemoryContextSwitchTo(old);
-	}
-	vec = palloc(sizeof(float) * m->dim);
-
-	/* embeddings, streamed through a cursor */
-	/* scene, task and field come back as indexes (NULL when unknown) */
-	sql = psprintf("SELECT pg_catalog.array_position($3, scene), "
-				   "CASE task WHEN 'ctr' THEN %d WHEN 'cvr' THEN %d END, "
-				   "pg_catalog.array_position($4, field), feature, vector, accum, "
-				   "scene, task, field FROM %s.mtms_embedding "
-				   "WHERE model_id = $1 AND version = $2",
-				   MTMS_TASK_CTR, MTMS_TASK_CVR, schema);
-	plan = SPI_prepare(sql, 4, load_types);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	load_args[0] = args[0];
-	load_args[1] = args[1];
-	load_args[2] = name_array(m->scenes, m->nscenes);
-	load_args[3] = name_array(m->fields, m->nfields);
-	portal = SPI_cursor_open(NULL, plan, load_args, NULL, true);
-	for (;;)
-	{
-		SPI_cursor_fetch(portal, true, LOAD_BATCH);
-		if (SPI_processed == 0)
-			break;
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	td = SPI_tuptable->tupdesc;
-			bool		sn,
-						tn,
-						fn,
-						isnull;
-			int			s = DatumGetInt32(SPI_getbinval(tup, td, 1, &sn)) - 1;
-			int			t = DatumGetInt32(SPI_getbinval(tup, td, 2, &tn));
-			int			f = DatumGetInt32(SPI_getbinval(tup, td, 3, &fn)) - 1;
-			int64		feature = DatumGetInt64(SPI_getbinval(tup, td, 4, &isnull));
-			Datum		vd = SPI_getbinval(tup, td, 5, &isnull);
-			float		accum = DatumGetFloat4(SPI_getbinval(tup, td, 6, &isnull));
-
-			if (sn || tn || fn)
-				corrupt(meta, version,
-						psprintf("embedding row (%s, %s, %s) names an unknown scene, task or field",
-								 SPI_getvalue(tup, td, 7), SPI_getvalue(tup, td, 8),
-								 SPI_getvalue(tup, td, 9)));
-			if (!read_floats(vd, m->dim, vec) || !isfinite(accum) || accum < 0)
-				corrupt(meta, version,
-						psprintf("embedding row (%s, %s, " INT64_FORMAT ") has a bad vector or accumulator",
-								 SPI_getvalue(tup, td, 7), SPI_getvalue(tup, td, 8), feature));
-			{
-				MtmsEmbStore *emb = m->emb[MTMS_PAIR(s, t)];
-
-				if (mtms_emb_find(emb, (uint64) feature) >= 0)
-					corrupt(meta, version, "an embedding row is duplicated");
-				mtms_emb_insert(emb, (uint64) feature, f, vec, accum);
-			}
-		}
-		SPI_freetuptable(SPI_tuptable);
-		CHECK_FOR_INTERRUPTS();
-	}
-	SPI_cursor_close(portal);
-
-	/* towers */
-	sql = psprintf("SELECT phase, scene, task, layer, n_in, n_out, weights, bias "
-				   "FROM %s.mtms_tower WHERE model_id = $1 AND version = $2 "
-				   "ORDER BY phase, scene, task, layer", schema);
-	if (SPI_execute_with_args(sql, 2, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read towers");
-	{
-		int			ntup = (int) SPI_processed;
-		bool	   *seen1 = palloc0(sizeof(bool) * m->npairs * MTMS_TOWER_MAX_LAYERS);
-		bool	   *seen2 = palloc0(sizeof(bool) * m->npairs * MTMS_TOWER_MAX_LAYERS);
-		bool	   *has2 = palloc0(sizeof(bool) * m->npairs);
-		int			nlayers = m->nhidden + 1;
-
-		/*
-		 * A pair has a fine-tune tower once phase 2 ran for its scene: a
-		 * scene added later scores with its phase-1 towers until then.
-		 */
-		for (int i = 0; i < ntup; i++)
-		{
-			bool		isnull;
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	td = SPI_tuptable->tupdesc;
-			char	   *phase = TextDatumGetCString(SPI_getbinval(tup, td, 1, &isnull));
-			char	   *scene = TextDatumGetCString(SPI_getbinval(tup, td, 2, &isnull));
-			char	   *task = TextDatumGetCString(SPI_getbinval(tup, td, 3, &isnull));
-			int			s = name_index(m->scenes, m->nscenes, scene);
-			int			t = task_index(task);
-
-			if (strcmp(phase, "finetune") == 0 && s >= 0 && t >= 0 &&
-				!has2[MTMS_PAIR(s, t)])
-			{
-				MemoryContext old = MemoryContextSwitchTo(m->cxt);
-
-				has2[MTMS_PAIR(s, t)] = true;
-				m->tower2[MTMS_PAIR(s, t)] =
-					mtms_tower_create(MTMS_INPUT2(m), m->nhidden, m->hidden, 0);
-				MemoryContextSwitchTo(old);
-			}
-		}
-		for (int i = 0; i < ntup; i++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			TupleDesc	td = SPI_tuptable->tupdesc;
-			bool		isnull;
-			char	   *phase = TextDatumGetCString(SPI_getbinval(tup, td, 1, &isnull));
-			char	   *scene = TextDatumGetCString(SPI_getbinval(tup, td, 2, &isnull));
-			char	   *task = TextDatumGetCString(SPI_getbinval(tup, td, 3, &isnull));
-			int			layer = DatumGetInt32(SPI_getbinval(tup, td, 4, &isnull));
-			int			n_in = DatumGetInt32(SPI_getbinval(tup, td, 5, &isnull));
-			int			n_out = DatumGetInt32(SPI_getbinval(tup, td, 6, &isnull));
-			int			s = name_index(m->scenes, m->nscenes, scene);
-			int			t = task_index(task);
-			bool		fine = strcmp(phase, "finetune") == 0;
-			MtmsTower  *tw;
-			bool	   *seen;
-
-			if (s < 0 || t < 0 || (!fine && strcmp(phase, "embedding") != 0) ||
-				layer < 0 || layer >= nlayers)
-				corrupt(meta, version,
-						psprintf("tower row (%s, %s, %s, %d) is not part of the model",
-								 phase, scene, task, layer));
-			tw = fine ? m->tower2[MTMS_PAIR(s, t)] : m->tower1[MTMS_PAIR(s, t)];
-			if (tw == NULL)
-				corrupt(meta, version, "a fine-tune tower row has no pair");
-			seen = (fine ? seen2 : seen1) + MTMS_PAIR(s, t) * MTMS_TOWER_MAX_LAYERS;
-			if (n_in != tw->sizes[layer] || n_out != tw->sizes[layer + 1])
-				corrupt(meta, version,
-						psprintf("tower layer (%s, %s, %s, %d) is %d x %d, expected %d x %d",
-								 phase, scene, task, layer, n_out, n_in,
-								 tw->sizes[layer + 1], tw->sizes[layer]));
-			if (!read_floats(SPI_getbinval(tup, td, 7, &isnull), n_in * n_out, tw->W[layer]) ||
-				!read_floats(SPI_getbinval(tup, td, 8, &isnull), n_out, tw->b[layer]))
-				corrupt(meta, version,
-						psprintf("tower layer (%s, %s, %s, %d) has bad weights",
-								 phase, scene, task, layer));
-			seen[layer] = true;
-		}
-		for (int p = 0; p < m->npairs; p++)
-			for (int l = 0; l < nlayers; l++)
-				if (!seen1[p * MTMS_TOWER_MAX_LAYERS + l] ||
-					(has2[p] && !seen2[p * MTMS_TOWER_MAX_LAYERS + l]))
-					corrupt(meta, version,
-							psprintf("a layer of a tower of scene \"%s\" is missing",
-									 m->scenes[MTMS_PAIR_SCENE(p)]));
-	}
+	m = load_shape(&lc, caller);
+	load_embeddings(&lc, m);
+	load_towers(&lc, m);
 	mtms_unguard_search_path(guard);
 	SPI_finish();
 	mtms_catalog_scope_end(&scope);

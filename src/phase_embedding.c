@@ -16,59 +16,18 @@
  * Embedding rows are created on first sight (up to max_features per pair)
  * and updated with row-wise Adagrad; towers with Adam.
  */
-#include "train_state.h"
+#include "train_step.h"
+#include "train_stages.h"
 
 #include "miscadmin.h"
 #include "optimizer.h"
-
-/* validation is evaluated in batches this large, whatever batch_size is */
-#define MIN_WORK_BATCH 512
-
-MtmsBatchWork *
-mtms_batch_work_create(const MtmsModel *m, int batch_size)
-{
-	MtmsBatchWork *w = palloc0(sizeof(MtmsBatchWork));
-	int			B = Max(batch_size, MIN_WORK_BATCH);
-	Size		in1 = MTMS_INPUT1(m);
-
-	w->max_batch = B;
-	w->xa = palloc_extended(sizeof(float) * B * in1, MCXT_ALLOC_HUGE);
-	w->xb = palloc_extended(sizeof(float) * B * in1, MCXT_ALLOC_HUGE);
-	w->dx = palloc_extended(sizeof(float) * B * in1, MCXT_ALLOC_HUGE);
-	w->za = palloc(sizeof(float) * B);
-	w->zb = palloc(sizeof(float) * B);
-	w->da = palloc(sizeof(float) * B);
-	w->db = palloc(sizeof(float) * B);
-	w->w1a = mtms_tower_work_create(m->tower1[0], B);
-	w->w1b = mtms_tower_work_create(m->tower1[0], B);
-	w->w2a = NULL;
-	w->w2b = NULL;
-	w->ridx_cap = 0;
-	return w;
-}
-
-static void
-ensure_ridx(MtmsBatchWork *w, int64 need)
-{
-	if (need <= w->ridx_cap)
-		return;
-	need = Max(need, w->ridx_cap * 2);
-	if (w->ridx_a)
-	{
-		pfree(w->ridx_a);
-		pfree(w->ridx_b);
-	}
-	w->ridx_a = palloc_extended(sizeof(int64) * need, MCXT_ALLOC_HUGE);
-	w->ridx_b = palloc_extended(sizeof(int64) * need, MCXT_ALLOC_HUGE);
-	w->ridx_cap = need;
-}
 
 /*
  * Sum-pool rows' features from emb into x (n x in1), creating unseen rows;
  * ridx records the row of every feature occurrence for the backward pass.
  */
 static inline int
-frozen_fields(const MtmsTrainState *st, int pair)
+frozen_fields(const MtmsStepCtx *st, int pair)
 {
 	return st->frozen_fields ? st->frozen_fields[pair] : 0;
 }
@@ -79,7 +38,7 @@ frozen_fields(const MtmsTrainState *st, int pair)
 #define GATHER_AHEAD_FEATS	16
 
 MTMS_VEC_CLONES static void
-gather_train(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
+gather_train(MtmsStepCtx *st, int pair, const MtmsRowSet *rs,
 			 const int64 *rows, int n, float *x, int64 *ridx)
 {
 	MtmsModel  *m = st->model;
@@ -89,7 +48,7 @@ gather_train(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
 	int64		k = 0;
 	int64		nocc;
 	int			frozen = frozen_fields(st, pair);
-	int64		max_features = st->opts.max_features;
+	int64		max_features = st->opts->max_features;
 
 	/*
 	 * Pass 1: the row of every feature occurrence, in order (so rows are
@@ -153,7 +112,7 @@ gather_train(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
 
 /* Route input gradients dx (n x in1) to the embedding rows in ridx. */
 static void
-scatter_grads(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
+scatter_grads(MtmsStepCtx *st, int pair, const MtmsRowSet *rs,
 			  const int64 *rows, int n, const float *dx, const int64 *ridx)
 {
 	MtmsModel  *m = st->model;
@@ -170,7 +129,7 @@ scatter_grads(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
 		mtms_emb_add_grad_row(emb, f, nf, ridx + k, frozen, dx + in1 * i);
 		k += nf;
 	}
-	mtms_emb_apply(emb, (float) st->opts.lr_embedding, (float) st->opts.l2);
+	mtms_emb_apply(emb, (float) st->opts->lr_embedding, (float) st->opts->l2);
 }
 
 static int64
@@ -185,20 +144,20 @@ batch_features(const MtmsRowSet *rs, const int64 *rows, int n)
 
 /* Adam step of pair's phase-1 tower: whole, or only its new columns. */
 static void
-tower_step(MtmsTrainState *st, int pair)
+tower_step(MtmsStepCtx *st, int pair)
 {
 	MtmsTower  *t = st->model->tower1[pair];
 	int			frozen = frozen_fields(st, pair);
 
 	if (frozen > 0)
-		mtms_tower_step_columns(t, (float) st->opts.lr_tower, (float) st->opts.l2,
+		mtms_tower_step_columns(t, (float) st->opts->lr_tower, (float) st->opts->l2,
 								frozen * st->model->dim);
 	else
-		mtms_tower_step(t, (float) st->opts.lr_tower, (float) st->opts.l2);
+		mtms_tower_step(t, (float) st->opts->lr_tower, (float) st->opts->l2);
 }
 
-void
-mtms_step_pair(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
+static void
+mtms_step_pair(MtmsStepCtx *st, int pair, const MtmsRowSet *rs,
 			   const int64 *rows, int n)
 {
 	MtmsModel  *m = st->model;
@@ -210,7 +169,7 @@ mtms_step_pair(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
 	uint8		bit = task == MTMS_TASK_CTR ? MTMS_LABEL_CLICK : MTMS_LABEL_CONV;
 	double		loss = 0;
 
-	ensure_ridx(w, batch_features(rs, rows, n));
+	mtms_batch_work_ridx(w, batch_features(rs, rows, n));
 	gather_train(st, pair, rs, rows, n, w->xa, w->ridx_a);
 	mtms_tower_forward_train(tower, w->w1a, w->xa, n, w->za);
 	for (int i = 0; i < n; i++)
@@ -230,8 +189,8 @@ mtms_step_pair(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
 	tower->nsamples += n;
 }
 
-void
-mtms_step_ctcvr(MtmsTrainState *st, int scene, const MtmsRowSet *rs,
+static void
+mtms_step_ctcvr(MtmsStepCtx *st, int scene, const MtmsRowSet *rs,
 				const int64 *rows, int n)
 {
 	MtmsModel  *m = st->model;
@@ -239,12 +198,14 @@ mtms_step_ctcvr(MtmsTrainState *st, int scene, const MtmsRowSet *rs,
 	int			pc = MTMS_PAIR(scene, MTMS_TASK_CTR);
 	int			pv = MTMS_PAIR(scene, MTMS_TASK_CVR);
 
-	ensure_ridx(w, batch_features(rs, rows, n));
+	mtms_batch_work_ridx(w, batch_features(rs, rows, n));
 	gather_train(st, pc, rs, rows, n, w->xa, w->ridx_a);
 	gather_train(st, pv, rs, rows, n, w->xb, w->ridx_b);
 	mtms_tower_forward_train(m->tower1[pc], w->w1a, w->xa, n, w->za);
 	mtms_tower_forward_train(m->tower1[pv], w->w1b, w->xb, n, w->zb);
-	mtms_joint_batch_grads(st, scene, rs, rows, n);
+	mtms_joint_loss_grads(rs, rows, n, w->za, w->zb, w->da, w->db,
+						  st->loss_sum + scene * MTMS_NMETRICS,
+						  st->loss_n + scene * MTMS_NMETRICS);
 
 	mtms_tower_backward(m->tower1[pc], w->w1a, w->da, w->dx);
 	scatter_grads(st, pc, rs, rows, n, w->dx, w->ridx_a);
@@ -256,9 +217,88 @@ mtms_step_ctcvr(MtmsTrainState *st, int scene, const MtmsRowSet *rs,
 	m->tower1[pv]->nsamples += n;
 }
 
-PG_FUNCTION_INFO_V1(mtms_embedding_update_transfn);
-Datum
-mtms_embedding_update_transfn(PG_FUNCTION_ARGS)
+/* validation logits are computed in batches this large */
+#define EVAL_BATCH 512
+
+/* Phase-1 logits of CTR and CVR for rows[0..n) of vs. */
+static void
+eval_batch(MtmsStepCtx *ctx, int scene, const MtmsRowSet *vs,
+		   const int64 *rows, int n, float *zc, float *zv)
 {
-	return mtms_state_transition(fcinfo, false);
+	MtmsModel  *m = ctx->model;
+	MtmsBatchWork *w = ctx->work;
+	int			pc = MTMS_PAIR(scene, MTMS_TASK_CTR);
+	int			pv = MTMS_PAIR(scene, MTMS_TASK_CVR);
+	int			in1 = MTMS_INPUT1(m);
+
+	for (int i = 0; i < n; i++)
+	{
+		const MtmsFeature *f = vs->feats + vs->start[rows[i]];
+		int			nf = (int) (vs->start[rows[i] + 1] - vs->start[rows[i]]);
+
+		mtms_input1(m, pc, f, nf, w->xa + (Size) i * in1);
+		mtms_input1(m, pv, f, nf, w->xb + (Size) i * in1);
+	}
+	mtms_tower_forward(m->tower1[pc], w->w1a, w->xa, n, zc);
+	mtms_tower_forward(m->tower1[pv], w->w1b, w->xb, n, zv);
 }
+
+/* Validation logits of both phase-1 stages: the towers' batch forward. */
+static void
+phase1_validation_logits(MtmsStepCtx *ctx, int scene, const MtmsRowSet *vs,
+						 const int64 *rows, int64 nr, float *zc, float *zv,
+						 struct MtmsJoinedKeys **keys)
+{
+	for (int64 b = 0; b < nr; b += EVAL_BATCH)
+	{
+		int			n = (int) Min(EVAL_BATCH, nr - b);
+
+		CHECK_FOR_INTERRUPTS();
+		eval_batch(ctx, scene, vs, rows + b, n, zc + b, zv + b);
+	}
+}
+
+static bool
+pair_takes_row(int pair, uint8 label)
+{
+	/* CTR: every impression of the scene; CVR: the clicked ones */
+	return MTMS_PAIR_TASK(pair) == MTMS_TASK_CTR || (label & MTMS_LABEL_CLICK) != 0;
+}
+
+static bool
+scene_takes_row(int scene, uint8 label)
+{
+	return true;
+}
+
+const MtmsStageInfo mtms_stage_embedding_info = {
+	.stage = MTMS_STAGE_EMBEDDING,
+	.name = "embedding",
+	.aggregate = "mtms_embedding_update",
+	.unit_is_pair = true,
+	.trains_embeddings = true,
+	.keyed_rows = false,
+	.window = 0,
+	.validates_start = false,
+	.reports_per_task = false,
+	.checkpoints = false,
+	.step = mtms_step_pair,
+	.takes_row = pair_takes_row,
+	.validation_logits = phase1_validation_logits,
+};
+
+const MtmsStageInfo mtms_stage_ctcvr_info = {
+	.stage = MTMS_STAGE_CTCVR,
+	.name = "ctcvr",
+	.aggregate = "mtms_embedding_update",
+	.unit_is_pair = false,
+	.trains_embeddings = true,
+	.keyed_rows = false,
+	.window = 0,
+	.validates_start = false,
+	.reports_per_task = false,
+	.checkpoints = false,
+	.step = mtms_step_ctcvr,
+	.takes_row = scene_takes_row,
+	.validation_logits = phase1_validation_logits,
+};

@@ -22,60 +22,13 @@
 #include "mtms.h"
 #include "common/pg_prng.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "model.h"
 #include "options.h"
-
-typedef enum MtmsStage
-{
-	MTMS_STAGE_EMBEDDING = 0,	/* phase 1: every pair on its own samples */
-	MTMS_STAGE_CTCVR = 1,		/* phase 1: pCTR x pCVR per scene */
-	MTMS_STAGE_FINETUNE = 2		/* phase 2: towers on the joined embeddings */
-} MtmsStage;
-
-/* Per-scene metric slots: CTR, CVR (clicked rows), CTCVR. */
-#define MTMS_NMETRICS	3
-#define MTMS_M_CTR		0
-#define MTMS_M_CVR		1
-#define MTMS_M_CTCVR	2
-
-#define MTMS_LABEL_CLICK	0x01
-#define MTMS_LABEL_CONV		0x02
-
-/* Parsed sample rows: scene, labels and features, in flat arrays. */
-typedef struct MtmsRowSet
-{
-	int64		nrows;
-	int64		cap;
-	int32	   *scene;
-	uint8	   *label;
-	int64	   *start;			/* row i's features: feats[start[i] .. start[i+1]) */
-	MtmsFeature *feats;
-	int64		nfeats;
-	int64		featcap;
-} MtmsRowSet;
-
-/* Scratch buffers of the training steps, sized for one mini-batch. */
-typedef struct MtmsBatchWork
-{
-	int32		max_batch;
-	float	   *xa;				/* B x input1 (CTR side / the pair) */
-	float	   *xb;				/* B x input (CVR side) */
-	float	   *dx;				/* B x input1 */
-	float	   *za;				/* B logits */
-	float	   *zb;
-	float	   *da;				/* B dLoss/dlogit */
-	float	   *db;
-	MtmsTowerWork *w1a;			/* phase-1 tower activations */
-	MtmsTowerWork *w1b;
-	MtmsTowerWork *w2a;			/* fine-tune tower activations (lazy) */
-	MtmsTowerWork *w2b;
-	struct MtmsKeyBatch *kb;	/* fine-tune: keyed first layers (lazy) */
-	float	   *h1a;			/* B x first hidden layer */
-	float	   *h1b;
-	int64	   *ridx_a;			/* embedding row of each feature occurrence */
-	int64	   *ridx_b;
-	int64		ridx_cap;
-} MtmsBatchWork;
+#include "train_loss.h"
+#include "train_rowset.h"
+#include "train_step.h"
+#include "train_stages.h"
 
 typedef struct MtmsTrainState
 {
@@ -222,50 +175,64 @@ extern void mtms_state_free(MtmsTrainState *s);
 /* Validate st's model on st's validation rows, in this process (vloss ...). */
 extern void mtms_state_validate(MtmsTrainState *st);
 
-/* ---- aggregate side ---- */
+/* ---- inside the training core (train_*.c) ---- */
 
-/* Transition body shared by both aggregates: stage family is checked. */
-extern Datum mtms_state_transition(FunctionCallInfo fcinfo, bool finetune);
+/* train_state.c: a state's life, the shuffle buffer, the steps */
+extern MtmsTrainState *mtms_state_alloc(MemoryContext parent);
+extern void mtms_state_alloc_stats(MtmsTrainState *st);
+extern MtmsTrainState *mtms_state_start_from_base(const MtmsTrainState *base,
+												  MemoryContext parent, bool share_model);
+extern void mtms_state_prepare(MtmsTrainState *st);
+extern void mtms_state_buffer_row(MtmsTrainState *st, int scene, uint8 label,
+								  const MtmsFeature *feats, int nfeats);
+extern void mtms_state_process_buffer(MtmsTrainState *st);
+extern void mtms_state_finish_pass(MtmsTrainState *st, const MtmsRowSet *vs);
 
-/* unit index of a row's pair / scene */
-static inline int
-mtms_stage_units(MtmsStage stage, int nscenes)
+/* The step context of a state: its model, scratch and statistics. */
+static inline void
+mtms_state_step_ctx(MtmsTrainState *st, MtmsStepCtx *ctx)
 {
-	return stage == MTMS_STAGE_EMBEDDING ? nscenes * MTMS_NTASKS : nscenes;
+	ctx->model = st->model;
+	ctx->opts = &st->opts;
+	ctx->cxt = st->cxt;
+	ctx->work = st->work;
+	ctx->frozen_fields = st->frozen_fields;
+	ctx->loss_sum = st->loss_sum;
+	ctx->loss_n = st->loss_n;
+	ctx->keys = st->buf_keys;
 }
 
-/* Row-set helpers. */
-extern void mtms_rowset_init(MtmsRowSet *rs);
-extern void mtms_rowset_add(MtmsRowSet *rs, int32 scene, uint8 label,
-							const MtmsFeature *feats, int nfeats);
-extern void mtms_rowset_append(MtmsRowSet *dst, const MtmsRowSet *src);
-extern void mtms_rowset_copy(MtmsRowSet *dst, const MtmsRowSet *src);
+/* Is any unit of this scene still training? */
+static inline bool
+mtms_state_scene_active(const MtmsTrainState *st, int scene)
+{
+	int			units[MTMS_NTASKS];
+	int			n = mtms_scene_units(mtms_stage_info(st->stage), scene, units);
 
-/* ---- training steps (phase_embedding.c, phase_finetune.c) ---- */
+	for (int k = 0; k < n; k++)
+		if (st->unit_active[units[k]])
+			return true;
+	return false;
+}
 
-extern MtmsBatchWork *mtms_batch_work_create(const MtmsModel *m, int batch_size);
+/* train_validate.c */
+extern void mtms_state_evaluate(MtmsTrainState *st, const MtmsRowSet *vs,
+								const double *auc_below);
+extern void mtms_state_checkpoint(MtmsTrainState *st);
+extern void mtms_state_restore_best(MtmsTrainState *st);
+extern void mtms_state_final_validation(MtmsTrainState *st, const MtmsRowSet *vs);
 
-/* one mini-batch of pair p on rows[0..n) of rs */
-extern void mtms_step_pair(MtmsTrainState *st, int pair, const MtmsRowSet *rs,
-						   const int64 *rows, int n);
-/* one mini-batch of scene s, CTCVR stage */
-extern void mtms_step_ctcvr(MtmsTrainState *st, int scene, const MtmsRowSet *rs,
-							const int64 *rows, int n);
-/* one mini-batch of scene s, fine-tune stage */
-extern void mtms_step_finetune(MtmsTrainState *st, int scene,
-							   const MtmsRowSet *rs, const int64 *rows, int n);
+/* train_serialize.c */
+extern void mtms_state_serialize(StringInfo buf, const MtmsTrainState *st, bool with_valid);
+extern MtmsTrainState *mtms_state_deserialize(const char *data, Size len,
+											  MemoryContext parent);
+extern void mtms_state_combine(MtmsTrainState *a, MtmsTrainState *b);
 
-/*
- * For a mini-batch of scene's rows whose CTR and CVR logits are in
- * st->work->za / zb: the gradients (batch means) of the per-scene loss
- * L = BCE(pctr, click) + [click] BCE(pcvr, conv) + BCE(pctr * pcvr, click AND conv)
- * with respect to both logits, into st->work->da / db, and the three
- * losses added to the scene's training statistics.
- */
-extern void mtms_joint_batch_grads(MtmsTrainState *st, int scene,
-								   const MtmsRowSet *rs, const int64 *rows, int n);
-
-/* BCE of probability p against label y, clamped */
-extern double mtms_bce(double p, bool y);
+/* train_snapshot.c: the registry of the published base */
+extern MtmsTrainState *mtms_state_load_snapshot(const char *token, MemoryContext parent);
+extern MtmsTrainState *mtms_registry_base(const char *token);
+extern bool mtms_registry_active(void);
+extern const MtmsRowSet *mtms_registry_valid(void);
+extern void mtms_registry_set_result(MtmsTrainState *st);
 
 #endif							/* MTMS_TRAIN_STATE_H */

@@ -1,0 +1,103 @@
+/*
+ * train_driver.h
+ *    What mtms_train's driver layer shares (train.c, train_stage.c,
+ *    train_pass.c, train_unit.c): the context of one training, the results
+ *    of its units, and the steps the files offer each other.
+ *
+ * A training runs stages (embedding, ctcvr, finetune: train_stages.h);
+ * a stage trains units (pairs or scenes) to convergence, each keeping the
+ * parameters of its best validation.  train_stage.c drives a stage epoch by
+ * epoch, each epoch one pass (train_pass.c): an aggregate query over the
+ * samples, or a replay of the rows a first pass kept.
+ */
+#ifndef MTMS_TRAIN_DRIVER_H
+#define MTMS_TRAIN_DRIVER_H
+
+#include "mtms.h"
+#include "catalog.h"
+#include "funcapi.h"
+#include "kept_rows.h"
+#include "model.h"
+#include "train_stages.h"
+#include "train_state.h"
+
+/* What a unit reports after a pass (and of its best pass). */
+typedef struct MtmsUnitResult
+{
+	bool		trained;
+	int32		epochs;
+	int64		samples;
+	double		train_loss;
+	double		valid_loss;
+	double		valid_auc;
+	double		crit;			/* the early-stopping criterion */
+	/* per metric slot (CTR, CVR, CTCVR) of the unit's scene */
+	int64		m_n[MTMS_NMETRICS];
+	double		m_train[MTMS_NMETRICS];
+	double		m_loss[MTMS_NMETRICS];
+	double		m_auc[MTMS_NMETRICS];
+} MtmsUnitResult;
+
+/* The parameters of a unit, kept from its best validation. */
+typedef struct MtmsUnitSnapshot
+{
+	int			npairs;
+	int			pairs[2];
+	MtmsEmbStore *emb[2];
+	MtmsTower  *tower[2];
+} MtmsUnitSnapshot;
+
+/* Training rows a first pass kept for the passes after it. */
+typedef struct MtmsKeptWindow
+{
+	MtmsKeptRows *rows;			/* NULL until a pass kept them */
+	bool	   *scenes;			/* [nscenes] scenes the rows hold */
+	bool		failed;			/* the window's rows did not fit */
+} MtmsKeptWindow;
+
+typedef struct MtmsTrainCtx
+{
+	MemoryContext cxt;
+	MtmsModelMeta *meta;
+	MtmsModel  *model;
+	MtmsRowSet *valid;			/* validation rows, after the first pass */
+	char	   *relname;		/* quoted, qualified */
+	char	   *schema;
+	int64		samples;		/* rows of the relation */
+	int32		stored_npairs;	/* pairs of the version training started from */
+	int32	   *frozen_fields;	/* [npairs] growth: see train_step.h; or NULL */
+	int64		bad_conversions;
+	ReturnSetInfo *rsinfo;
+	/* per (scene, metric) validation results of the stages run */
+	double	   *metric_loss;
+	double	   *metric_auc;
+
+	/*
+	 * Training rows kept by the first pass of a window for the passes after
+	 * it (mtms.keep_training_rows): [0] phase 1's window (the embedding and
+	 * CTCVR stages train on the same rows), [1] the fine-tune's.
+	 */
+	MtmsKeptWindow kept[2];
+	MemoryContext rows_cxt;		/* holds every window's rows */
+} MtmsTrainCtx;
+
+/* train_pass.c: one epoch of a stage for the active units */
+extern MtmsTrainState *mtms_run_pass(MtmsTrainCtx *cx, MtmsStage stage, int epoch,
+									 const bool *active);
+
+/* train_stage.c: a stage, epoch by epoch, for the selected scenes */
+extern void mtms_run_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected);
+
+/* train_unit.c: units' snapshots, figures and result rows */
+extern void mtms_unit_snapshot_take(MtmsUnitSnapshot *s, const MtmsModel *m,
+									const MtmsStageInfo *si, int unit);
+extern void mtms_unit_snapshot_restore(MtmsUnitSnapshot *s, MtmsModel *m,
+									   const MtmsStageInfo *si);
+extern void mtms_unit_snapshot_free(MtmsUnitSnapshot *s);
+extern void mtms_unit_figures(const MtmsTrainState *res, const MtmsStageInfo *si,
+							  int unit, MtmsUnitResult *r);
+extern void mtms_unit_report(MtmsTrainCtx *cx, const MtmsStageInfo *si, int unit,
+							 const MtmsUnitResult *best, double seconds);
+extern char *mtms_unit_name(const MtmsModel *m, const MtmsStageInfo *si, int unit);
+
+#endif							/* MTMS_TRAIN_DRIVER_H */

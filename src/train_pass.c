@@ -1,0 +1,274 @@
+/*
+ * train_pass.c
+ *    One pass of a training stage for its active units: which rows train,
+ *    whether the planned memory fits, and how the pass runs:
+ *
+ *  - a replay of the training rows an earlier pass of the same window kept
+ *    (no scan, no parsing; the same rows in the same order, so the same
+ *    model as a serial scan);
+ *  - or the stage's aggregate query over the samples, serial (keeping its
+ *    rows for the passes after it, memory permitting) or as a parallel plan
+ *    whose workers start from a snapshot file.
+ */
+#include "train_driver.h"
+
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "optimizer/cost.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+/* serialized training states are single values: stay well below 1 GB */
+#define MAX_PARALLEL_MODEL_BYTES ((Size) 600 * 1024 * 1024)
+
+/* Scenes with an active unit, palloc'd. */
+static bool *
+active_scenes(MtmsTrainCtx *cx, const MtmsStageInfo *si, const bool *active)
+{
+	bool	   *scenes = palloc0(sizeof(bool) * cx->model->nscenes);
+
+	for (int u = 0; u < mtms_stage_nunits(si, cx->model->nscenes); u++)
+		if (active[u])
+			scenes[mtms_unit_scene(si, u)] = true;
+	return scenes;
+}
+
+/* Memory of the training rows kept so far. */
+static double
+kept_bytes(MtmsTrainCtx *cx)
+{
+	return cx->rows_cxt ? (double) MemoryContextMemAllocated(cx->rows_cxt, true) : 0;
+}
+
+static void
+check_pass_result(MtmsTrainCtx *cx, const MtmsTrainState *res, bool collect_only)
+{
+	if (res == NULL || res->rows_in == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("sample relation %s has no rows", cx->relname)));
+	if (res->rows_trained == 0 && !collect_only)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("sample relation %s has no training rows for the scenes being trained",
+						cx->relname),
+				 errhint("Check the scene column, or lower validation_fraction.")));
+}
+
+/*
+ * The base state of a pass: the model as it stands, the active units and
+ * which rows train.  The fine-tune must learn how the frozen embeddings
+ * behave on rows they were not trained on (on their own training rows the
+ * embeddings have memorized the labels, and a tower fitted there overfits
+ * at once), so phase 1 always leaves the rows of finetune_fraction to phase
+ * 2, whether the phases run in one call or in two calls on the same samples.
+ */
+static MtmsTrainState *
+pass_base(MtmsTrainCtx *cx, const MtmsStageInfo *si, int epoch, const bool *active)
+{
+	MtmsTrainState *base = mtms_state_create(cx->model, &cx->meta->opts, si->stage, epoch,
+											 active, cx->valid);
+	double		vf = cx->meta->opts.validation_fraction;
+	double		ff = cx->meta->opts.finetune_fraction;
+
+	if (cx->frozen_fields && si->trains_embeddings)
+	{
+		MemoryContext old = MemoryContextSwitchTo(base->cxt);
+
+		base->frozen_fields = palloc(sizeof(int32) * cx->model->npairs);
+		memcpy(base->frozen_fields, cx->frozen_fields, sizeof(int32) * cx->model->npairs);
+		MemoryContextSwitchTo(old);
+	}
+	if (si->window == 1)
+	{
+		base->train_lo = vf;
+		base->train_hi = ff > 0 ? vf + ff : 1.0;
+	}
+	else
+	{
+		base->train_lo = vf + ff;
+		base->train_hi = 1.0;
+	}
+	base->expected_rows = (int64) (cx->samples * (base->train_hi - base->train_lo));
+	return base;
+}
+
+/*
+ * Refuse a pass whose planned memory is over mtms.max_memory: the driver's
+ * model, the best epoch's snapshots (at most one more model), one model
+ * copy per participant of the pass, their shuffle buffers and the
+ * validation rows.
+ */
+static void
+check_pass_memory(MtmsTrainCtx *cx)
+{
+	int			participants = 1 + Max(max_parallel_workers_per_gather, 0);
+	Size		model = mtms_model_bytes(cx->model);
+	Size		rows = (Size) cx->meta->opts.shuffle_buffer * 160;
+	Size		valid = cx->valid ? (Size) cx->valid->nrows * 160 : 0;
+	double		est = (double) model * (2 + participants) + (double) rows * participants + valid;
+
+	if (est > (double) mtms_max_memory_mb * 1024 * 1024)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("mtms_train would need about %.0f MB, more than mtms.max_memory (%d MB)",
+						est / (1024 * 1024), mtms_max_memory_mb),
+				 errdetail("The model holds %.0f MB of parameters and optimizer state; %d processes train it.",
+						   (double) model / (1024 * 1024), participants),
+				 errhint("Raise mtms.max_memory, lower max_parallel_workers_per_gather, or cap the embedding tables with the max_features option.")));
+}
+
+/*
+ * Replay the rows an earlier pass of the window kept, when they hold every
+ * scene this pass trains; NULL when it cannot.
+ */
+static MtmsTrainState *
+replay_kept_rows(MtmsTrainCtx *cx, MtmsTrainState *base, const MtmsStageInfo *si,
+				 int epoch, const bool *scenes)
+{
+	MtmsKeptWindow *kw = &cx->kept[si->window];
+	MtmsTrainState *res;
+	MemoryContext old;
+
+	if (kw->rows == NULL || cx->samples == 0 || cx->valid == NULL)
+		return NULL;
+	for (int s = 0; s < cx->model->nscenes; s++)
+		if (scenes[s] && !kw->scenes[s])
+			return NULL;
+	elog(DEBUG1, "mtms_train: %s epoch %d replays %lld kept training rows",
+		 si->name, epoch, (long long) mtms_kept_rows_count(kw->rows));
+	old = MemoryContextSwitchTo(cx->cxt);
+	res = mtms_state_run_rows(base, kw->rows, cx->samples);
+	MemoryContextSwitchTo(old);
+	return res;
+}
+
+/*
+ * The first pass of a window runs serially and keeps its training rows for
+ * the passes after it, within half of mtms.max_memory beside three model
+ * copies; a window whose rows did not fit scans every pass.  Replaying in
+ * one process beats scanning with workers: a parallel pass re-reads and
+ * re-parses every row and its averaged partial models need more epochs
+ * (bench/RESULTS.md, "Parallel").  Returns whether this pass keeps rows.
+ */
+static bool
+plan_keep_rows(MtmsTrainCtx *cx, MtmsTrainState *base, const MtmsStageInfo *si)
+{
+	MtmsKeptWindow *kw = &cx->kept[si->window];
+	double		room;
+
+	if (kw->rows != NULL || kw->failed || !mtms_keep_training_rows)
+		return false;
+	room = (double) mtms_max_memory_mb * 1024 * 1024 / 2 -
+		3.0 * mtms_model_bytes(cx->model) - kept_bytes(cx);
+	if (room <= 1024 * 1024)
+		return false;
+	base->train_limit = (Size) room;
+	if (cx->rows_cxt == NULL)
+		cx->rows_cxt = AllocSetContextCreate(cx->cxt, "mtms kept training rows",
+											 ALLOCSET_DEFAULT_SIZES);
+	base->collect_train = true;
+	base->train_cxt = cx->rows_cxt;
+	return true;
+}
+
+/* The pass as the stage's aggregate query over the samples. */
+static MtmsTrainState *
+run_query(MtmsTrainCtx *cx, MtmsTrainState *base, const MtmsStageInfo *si, bool parallel)
+{
+	MtmsTrainState *res;
+	char	   *token;
+	char	   *sql;
+	int			guc_level = 0;
+	int			rc;
+
+	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
+
+	/* no workers, no partial states to combine: train the model in place */
+	base->train_in_place = !parallel;
+	token = mtms_state_publish(base, parallel);
+	sql = psprintf("SELECT %s.%s(%s, scene::text, features, click, conversion) FROM %s",
+				   cx->schema, si->aggregate, quote_literal_cstr(token), cx->relname);
+	MemoryContextSwitchTo(old);
+	if (!parallel && max_parallel_workers_per_gather > 0)
+	{
+		/* like a function's SET clause: undone right after the query */
+		guc_level = NewGUCNestLevel();
+		(void) set_config_option("max_parallel_workers_per_gather", "0",
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+								 true, 0, false);
+	}
+	rc = SPI_execute(sql, true, 0);
+	if (guc_level > 0)
+		AtEOXact_GUC(true, guc_level);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "mtms_train: training query failed: %s", SPI_result_code_string(rc));
+	res = mtms_state_take_result(token);
+	mtms_state_unpublish();
+	return res;
+}
+
+/* Adopt the rows a keeping pass kept (or note that they did not fit). */
+static void
+adopt_kept_rows(MtmsTrainCtx *cx, MtmsTrainState *res, const MtmsStageInfo *si,
+				const bool *active)
+{
+	MtmsKeptWindow *kw = &cx->kept[si->window];
+	MemoryContext old;
+
+	if (res == NULL || !res->collect_train || res->train_rows == NULL)
+	{
+		kw->failed = true;		/* too many rows to keep (or none): scan */
+		return;
+	}
+	old = MemoryContextSwitchTo(cx->rows_cxt);
+	kw->rows = res->train_rows; /* allocated in cx->rows_cxt */
+	res->train_rows = NULL;
+	mtms_kept_rows_finish(kw->rows);
+	kw->scenes = active_scenes(cx, si, active);
+	elog(DEBUG1, "mtms_train: %s keeps %lld training rows in %.1f MB",
+		 si->name, (long long) mtms_kept_rows_count(kw->rows),
+		 kept_bytes(cx) / (1024.0 * 1024.0));
+	MemoryContextSwitchTo(old);
+}
+
+MtmsTrainState *
+mtms_run_pass(MtmsTrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
+{
+	const MtmsStageInfo *si = mtms_stage_info(stage);
+	bool		collect_only = true;
+	bool		parallel;
+	bool		keeps;
+	bool	   *scenes;
+	MtmsTrainState *base;
+	MtmsTrainState *res;
+	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
+
+	for (int u = 0; u < mtms_stage_nunits(si, cx->model->nscenes); u++)
+		if (active[u])
+			collect_only = false;
+	base = pass_base(cx, si, epoch, active);
+	check_pass_memory(cx);
+	scenes = active_scenes(cx, si, active);
+	res = collect_only ? NULL : replay_kept_rows(cx, base, si, epoch, scenes);
+	pfree(scenes);
+	if (res == NULL)
+	{
+		/*
+		 * Parallel workers start from a snapshot file; a model whose
+		 * snapshot would pass the 1 GB limit of one value trains serially.
+		 */
+		parallel = max_parallel_workers_per_gather > 0 &&
+			mtms_model_bytes(cx->model) < MAX_PARALLEL_MODEL_BYTES;
+		keeps = !collect_only && plan_keep_rows(cx, base, si);
+		MemoryContextSwitchTo(old);
+		res = run_query(cx, base, si, parallel && !keeps);
+		if (keeps)
+			adopt_kept_rows(cx, res, si, active);
+	}
+	MemoryContextSwitchTo(old);
+	mtms_state_free(base);
+	check_pass_result(cx, res, collect_only);
+	return res;
+}

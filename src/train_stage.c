@@ -1,0 +1,266 @@
+/*
+ * train_stage.c
+ *    One training stage, epoch by epoch (see train_driver.h): every active
+ *    unit validates after each pass, keeps the parameters of its best
+ *    validation, and stops after patience passes without improving by
+ *    more than min_delta.  One NOTICE per epoch; the units' results at the
+ *    end.
+ */
+#include "train_driver.h"
+
+#include <math.h>
+
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+/* A stage in progress. */
+typedef struct StageRun
+{
+	const MtmsStageInfo *si;
+	int			nunits;
+	bool	   *active;			/* [nunits] still training */
+	int		   *bad;			/* passes without improvement */
+	MtmsUnitResult *best;		/* the best pass (or the start) */
+	MtmsUnitSnapshot *snap;		/* its parameters */
+	int			any;			/* active units */
+} StageRun;
+
+static void
+stage_run_init(MtmsTrainCtx *cx, StageRun *run, MtmsStage stage, const bool *selected)
+{
+	run->si = mtms_stage_info(stage);
+	run->nunits = mtms_stage_nunits(run->si, cx->model->nscenes);
+	run->active = palloc0(sizeof(bool) * run->nunits);
+	run->bad = palloc0(sizeof(int) * run->nunits);
+	run->best = palloc0(sizeof(MtmsUnitResult) * run->nunits);
+	run->snap = palloc0(sizeof(MtmsUnitSnapshot) * run->nunits);
+	run->any = 0;
+	for (int u = 0; u < run->nunits; u++)
+	{
+		run->active[u] = selected[mtms_unit_scene(run->si, u)];
+		run->best[u].crit = INFINITY;
+		run->best[u].valid_loss = run->best[u].valid_auc = run->best[u].train_loss = NAN;
+		run->any += run->active[u];
+	}
+}
+
+/* A pass that only collects the validation rows (and counts the samples). */
+static void
+collect_validation_rows(MtmsTrainCtx *cx, StageRun *run)
+{
+	bool	   *none = palloc0(sizeof(bool) * run->nunits);
+	MtmsTrainState *res = mtms_run_pass(cx, run->si->stage, 0, none);
+	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
+
+	cx->valid = palloc(sizeof(MtmsRowSet));
+	mtms_rowset_copy(cx->valid, &res->valid);
+	cx->samples = res->rows_in;
+	MemoryContextSwitchTo(old);
+	mtms_state_free(res);
+	pfree(none);
+}
+
+/*
+ * Start from what the model already knows: the phase-1 stages of a model
+ * trained before (a new day, a new scene or field) and the fine-tune
+ * validate their starting parameters first, and a unit keeps them unless a
+ * pass does better on validation, so retraining never leaves a pair's
+ * phase-1 model or a scene's fine-tune towers worse on validation than
+ * they were.  On a model's first training the CTCVR stage always trains at
+ * least one epoch: it exists to add the pCTR x pCVR objective, which its
+ * starting point (the converged separate sub-models) lacks even when their
+ * losses are lower.
+ */
+static void
+validate_start(MtmsTrainCtx *cx, StageRun *run)
+{
+	MtmsTrainState *st;
+
+	if (cx->valid == NULL)
+		collect_validation_rows(cx, run);
+	st = mtms_state_create(cx->model, &cx->meta->opts, run->si->stage, 0, run->active,
+						   cx->valid);
+	mtms_state_validate(st);
+	for (int u = 0; u < run->nunits; u++)
+	{
+		MtmsUnitResult r;
+		int			pairs[2];
+
+		if (!run->active[u])
+			continue;
+		/* a scene added since the stored version has nothing to keep */
+		mtms_unit_pairs(run->si, u, pairs);
+		if (run->si->trains_embeddings && pairs[0] >= cx->stored_npairs)
+			continue;
+		mtms_unit_figures(st, run->si, u, &r);
+		if (isnan(r.crit))
+			continue;
+		r.train_loss = NAN;
+		r.samples = 0;
+		r.epochs = 0;
+		run->best[u] = r;
+		{
+			MemoryContext old = MemoryContextSwitchTo(cx->cxt);
+
+			mtms_unit_snapshot_take(&run->snap[u], cx->model, run->si, u);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	mtms_state_free(st);
+}
+
+/* Take a pass's trained model and, once, its validation rows. */
+static void
+adopt_pass(MtmsTrainCtx *cx, MtmsTrainState *res)
+{
+	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
+
+	if (res->model != cx->model)	/* else trained in place */
+	{
+		mtms_model_free(cx->model);
+		MemoryContextSetParent(res->model->cxt, cx->cxt);
+		cx->model = res->model;
+	}
+	if (cx->valid == NULL)
+	{
+		cx->valid = palloc(sizeof(MtmsRowSet));
+		mtms_rowset_copy(cx->valid, &res->valid);
+	}
+	if (cx->samples == 0)
+		cx->samples = res->rows_in;
+	cx->bad_conversions = Max(cx->bad_conversions, res->bad_conversions);
+	MemoryContextSwitchTo(old);
+}
+
+/* A unit after a pass: keep the pass if it improved, count it if not. */
+static void
+unit_after_pass(MtmsTrainCtx *cx, StageRun *run, int u, const MtmsUnitResult *r, int epoch)
+{
+	MtmsUnitResult *best = &run->best[u];
+
+	if (!isnan(r->crit) && mtms_improved(r->crit, best->crit, cx->meta->opts.min_delta))
+	{
+		MemoryContext old = MemoryContextSwitchTo(cx->cxt);
+
+		*best = *r;
+		run->bad[u] = 0;
+		mtms_unit_snapshot_take(&run->snap[u], cx->model, run->si, u);
+		MemoryContextSwitchTo(old);
+	}
+	else
+	{
+		run->bad[u]++;
+		/* samples: rows per epoch, whichever epoch is kept */
+		best->samples = r->samples;
+		memcpy(best->m_n, r->m_n, sizeof(r->m_n));
+		/* the starting point was kept: report the loss training reached */
+		if (isnan(best->train_loss))
+		{
+			best->train_loss = r->train_loss;
+			memcpy(best->m_train, r->m_train, sizeof(r->m_train));
+		}
+		if (isnan(r->crit) && run->snap[u].npairs == 0)
+		{
+			/* nothing to validate against: keep this epoch, stop */
+			MemoryContext old = MemoryContextSwitchTo(cx->cxt);
+
+			*best = *r;
+			mtms_unit_snapshot_take(&run->snap[u], cx->model, run->si, u);
+			MemoryContextSwitchTo(old);
+			run->bad[u] = cx->meta->opts.patience;
+		}
+	}
+	best->epochs = epoch;
+	if (run->bad[u] >= cx->meta->opts.patience)
+		run->active[u] = false;
+	else
+		run->any++;
+}
+
+/* Every active unit after a pass, and the epoch's NOTICE. */
+static void
+units_after_pass(MtmsTrainCtx *cx, StageRun *run, MtmsTrainState *res, int epoch,
+				 double secs)
+{
+	StringInfoData detail;
+	double		sum[3] = {0, 0, 0};
+	int			cnt[3] = {0, 0, 0};
+
+	initStringInfo(&detail);
+	run->any = 0;
+	for (int u = 0; u < run->nunits; u++)
+	{
+		MtmsUnitResult r;
+		double		fig[3];
+
+		if (!run->active[u])
+			continue;
+		mtms_unit_figures(res, run->si, u, &r);
+		r.epochs = epoch;
+		r.trained = true;
+		appendStringInfo(&detail, "%s%s: train %.5f valid %.5f auc %.4f",
+						 detail.len ? "; " : "", mtms_unit_name(cx->model, run->si, u),
+						 r.train_loss, r.valid_loss, r.valid_auc);
+		fig[0] = r.train_loss;
+		fig[1] = r.valid_loss;
+		fig[2] = r.valid_auc;
+		for (int k = 0; k < 3; k++)
+			if (!isnan(fig[k]))
+				sum[k] += fig[k], cnt[k]++;
+		unit_after_pass(cx, run, u, &r, epoch);
+	}
+	ereport(NOTICE,
+			(errmsg("mtms_train %s epoch %d: train loss %.5f, valid loss %.5f, valid AUC %.4f, %.0f samples/s, %d of %d units still improving",
+					run->si->name, epoch,
+					cnt[0] ? sum[0] / cnt[0] : NAN, cnt[1] ? sum[1] / cnt[1] : NAN,
+					cnt[2] ? sum[2] / cnt[2] : NAN,
+					secs > 0 ? res->rows_in / secs : 0.0, run->any, run->nunits),
+			 errdetail_internal("%s", detail.data)));
+	pfree(detail.data);
+}
+
+/* Every unit back to its best pass; then its result rows. */
+static void
+finish_stage(MtmsTrainCtx *cx, StageRun *run, const bool *selected, double seconds)
+{
+	for (int u = 0; u < run->nunits; u++)
+		if (run->snap[u].npairs > 0)
+		{
+			mtms_unit_snapshot_restore(&run->snap[u], cx->model, run->si);
+			mtms_unit_snapshot_free(&run->snap[u]);
+		}
+	for (int u = 0; u < run->nunits; u++)
+	{
+		if (!selected[mtms_unit_scene(run->si, u)] || run->best[u].epochs == 0)
+			continue;
+		mtms_unit_report(cx, run->si, u, &run->best[u], seconds);
+	}
+}
+
+void
+mtms_run_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
+{
+	StageRun	run;
+	TimestampTz start = GetCurrentTimestamp();
+
+	stage_run_init(cx, &run, stage, selected);
+	if (cx->meta->active_version > 0 || run.si->validates_start)
+		validate_start(cx, &run);
+	for (int epoch = 1; epoch <= cx->meta->opts.max_epochs && run.any > 0; epoch++)
+	{
+		TimestampTz t0 = GetCurrentTimestamp();
+		MtmsTrainState *res;
+
+		CHECK_FOR_INTERRUPTS();
+		res = mtms_run_pass(cx, stage, epoch, run.active);
+		adopt_pass(cx, res);
+		units_after_pass(cx, &run, res, epoch,
+						 (double) (GetCurrentTimestamp() - t0) / 1e6);
+		res->model = NULL;
+		mtms_state_free(res);
+	}
+	finish_stage(cx, &run, selected,
+				 (double) (GetCurrentTimestamp() - start) / 1e6);
+}
