@@ -51,7 +51,7 @@ declare -A SRCS=(
   [fuzz_tower]="tower optimizer"
   [fuzz_embedding]="embedding_store optimizer"
   [fuzz_auc]="auc"
-  [fuzz_train_state]="train_state model tower embedding_store optimizer phase_embedding phase_finetune joined_keys kept_rows feature_parser auc"
+  [fuzz_train_state]="train_state train_rowset train_loss train_batch train_validate train_snapshot train_serialize train_aggregate model tower embedding_store optimizer phase_embedding phase_finetune joined_keys kept_rows feature_parser auc"
   [fuzz_model_load]="model_store model tower embedding_store optimizer"
 )
 # extra harness-side files per target
@@ -108,7 +108,7 @@ done
 # the seed generator: every src file the seeds need, no libFuzzer
 echo "building gen_seeds"
 gobjs=""
-for s in train_state model tower embedding_store optimizer phase_embedding phase_finetune joined_keys kept_rows feature_parser auc; do
+for s in ${SRCS[fuzz_train_state]}; do
     compile "$ROOT/src/$s.c" "$OUT/obj/s_$s.o" "-fsanitize=fuzzer-no-link"
     gobjs="$gobjs $OUT/obj/s_$s.o"
 done
