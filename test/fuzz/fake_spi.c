@@ -13,12 +13,16 @@
 
 #include "access/xact.h"
 #include "executor/spi.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
 #include "catalog.h"
 #include "fake_spi.h"
+#include "mtms.h"
 #include "pg_stubs.h"
 
 uint64		SPI_processed = 0;
@@ -166,6 +170,64 @@ SPI_prepare(const char *src, int nargs, Oid *argtypes)
 	return (SPIPlanPtr) &plan_tag[q];
 }
 
+/* 1-based position of the text s in the text[] a, 0 when absent */
+static int
+position_in(Datum a, Datum s)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	char	   *name = TextDatumGetCString(s);
+
+	deconstruct_array(DatumGetArrayTypeP(a), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i] && strcmp(TextDatumGetCString(elems[i]), name) == 0)
+			return i + 1;
+	return 0;
+}
+
+/*
+ * The embedding query as SQL computes it from the stored (scene, task,
+ * field, feature, vector, accum) rows: array_position of scene in $3,
+ * the task's index, array_position of field in $4 (NULL when unknown),
+ * then the stored columns, then scene, task and field again as text.
+ */
+static void
+derive_embedding_rows(Datum *args)
+{
+	int			n = nrowsets[FAKE_EMBEDDING];
+	FakeRow    *out = MemoryContextAllocZero(proc_cxt, sizeof(FakeRow) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+	{
+		const FakeRow *in = &rowsets[FAKE_EMBEDDING][i];
+		FakeRow    *r = &out[i];
+		char	   *task = TextDatumGetCString(in->values[1]);
+		int			sp = position_in(args[2], in->values[0]);
+		int			fp = position_in(args[3], in->values[2]);
+
+		r->natts = 9;
+		r->values[0] = Int32GetDatum(sp);
+		r->nulls[0] = sp == 0;
+		r->values[1] = Int32GetDatum(strcmp(task, "ctr") == 0 ? MTMS_TASK_CTR : MTMS_TASK_CVR);
+		r->nulls[1] = strcmp(task, "ctr") != 0 && strcmp(task, "cvr") != 0;
+		r->values[2] = Int32GetDatum(fp);
+		r->nulls[2] = fp == 0;
+		for (int a = 3; a < 6; a++)
+		{
+			r->values[a] = in->values[a];
+			r->varlena[a] = in->varlena[a];
+		}
+		for (int a = 0; a < 3; a++)
+		{
+			r->values[6 + a] = in->values[a];
+			r->varlena[6 + a] = true;
+		}
+	}
+	rowsets[FAKE_EMBEDDING] = out;
+}
+
 Portal
 SPI_cursor_open(const char *name, SPIPlanPtr plan, Datum *Values,
 				const char *Nulls, bool read_only)
@@ -175,6 +237,8 @@ SPI_cursor_open(const char *name, SPIPlanPtr plan, Datum *Values,
 	cursor.open = true;
 	cursor.q = (FakeQuery) *(int *) plan;
 	cursor.pos = 0;
+	if (cursor.q == FAKE_EMBEDDING)
+		derive_embedding_rows(Values);
 	return (Portal) &cursor;
 }
 
