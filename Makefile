@@ -41,11 +41,17 @@ OBJS = \
 	src/phase_finetune.o \
 	src/joined_keys.o \
 	src/kept_rows.o \
+	src/row_store.o \
 	src/model_store.o \
 	src/samples.o \
+	src/unit_snapshot.o \
 	src/train_unit.o \
 	src/train_pass.o \
 	src/train_stage.o \
+	src/unit_train.o \
+	src/unit_wire.o \
+	src/train_parallel.o \
+	src/train_units.o \
 	src/train.o \
 	src/model_cache.o \
 	src/score_projection.o \

@@ -18,6 +18,8 @@
 --               (multi-valued, the comma list), dur (log2 of the duration
 --               in seconds); NULL values are left out
 --   slot        day number: 2022-04-25 is 1, 2022-05-08 is 14
+--   tab         the raw tab, 'tab0' .. 'tab14' (kr_train_tabs / kr_test_tabs:
+--               the same samples with all 15 tabs as scenes)
 --   train       days 1-11 (2022-04-25 .. 05-05); test days 12-14 (05-06 .. 05-08)
 -- Rows are in time order, as a log would be.
 \set ON_ERROR_STOP 1
@@ -27,6 +29,7 @@ DROP TABLE IF EXISTS kr_samples CASCADE;
 CREATE TABLE kr_samples AS
 SELECT (to_date(l.date::text, 'YYYYMMDD') - date '2022-04-24') AS slot,
        CASE WHEN l.tab IN (0, 1, 2, 4, 6) THEN 'tab' || l.tab ELSE 'other' END AS scene,
+       'tab' || l.tab AS tab,
        array_remove(ARRAY[
            'user=' || l.user_id,
            'video=' || l.video_id,
@@ -62,6 +65,10 @@ SELECT (to_date(l.date::text, 'YYYYMMDD') - date '2022-04-24') AS slot,
 
 CREATE VIEW kr_train AS SELECT * FROM kr_samples WHERE slot <= 11;
 CREATE VIEW kr_test AS SELECT * FROM kr_samples WHERE slot >= 12;
+CREATE VIEW kr_train_tabs AS
+SELECT slot, tab AS scene, features, click, conversion FROM kr_samples WHERE slot <= 11;
+CREATE VIEW kr_test_tabs AS
+SELECT slot, tab AS scene, features, click, conversion FROM kr_samples WHERE slot >= 12;
 VACUUM ANALYZE kr_samples;
 
 SELECT scene, count(*) FILTER (WHERE slot <= 11) AS train, count(*) FILTER (WHERE slot >= 12) AS test,

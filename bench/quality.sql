@@ -88,7 +88,7 @@ SELECT r.scene || ' [' || (SELECT count(*) FROM qb_train t WHERE t.scene = r.sce
  GROUP BY r.scene, r.task
  ORDER BY (SELECT count(*) FROM qb_train t WHERE t.scene = r.scene) DESC, array_position('{ctr,cvr,ctcvr}'::text[], r.task);
 
-\echo mtms: epochs per stage (the most any unit ran) and the stage's seconds
+\echo mtms: epochs per stage (the most any unit ran) and seconds of the stage
 SELECT phase, max(epochs) AS epochs, string_agg(scene || '/' || task || ' ' || epochs, ', ' ORDER BY scene, task) AS units,
        round(max(seconds)::numeric, 1) AS seconds
   FROM qb_stages GROUP BY phase ORDER BY min(CASE phase WHEN 'embedding' THEN 1 WHEN 'ctcvr' THEN 2 ELSE 3 END);

@@ -210,10 +210,12 @@ SELECT mtms_drop_model('lc_k1');
 -- ---------------------------------------------------------------------------
 -- A new scene.  A model of search and feeds, trained on their rows of days
 -- 1-2; then video is added, trained in phase 1 on its own, then fine-tuned
--- with the others.
+-- with the others.  (patience 8: on video's 217 rows a validation comes
+-- after every batch, and the fine-tune must get past its start to use the
+-- other scenes' embeddings, which is what this part checks.)
 CREATE VIEW lc_days12_sf AS SELECT * FROM lc_days12 WHERE scene <> 'video';
 SELECT mtms_create_model('lc_s', '{search,feeds}', '{user,ad,advertiser,hour,device,tag}',
-       4, '{8}', '{"max_epochs": 2, "batch_size": 64, "shuffle_buffer": 1024}');
+       4, '{8}', '{"max_epochs": 2, "batch_size": 64, "shuffle_buffer": 1024, "patience": 8}');
 SELECT count(*) AS rows FROM mtms_train('lc_s', 'lc_days12_sf');
 CREATE TABLE lc_s_v1 AS SELECT * FROM pg_temp.lc_scores('lc_s', p_scenes => '{search,feeds}');
 -- version 1's metrics (the version is pruned by the time they are compared)

@@ -11,7 +11,7 @@ CREATE TABLE tc_big AS SELECT * FROM mtms_synthetic_samples(100000, 2);
 CREATE TABLE tc_small AS SELECT * FROM tc_big LIMIT 3000;
 SELECT mtms_create_model('tc_m', '{search,feeds,video}',
        '{user,ad,advertiser,hour,device,tag}', 4, '{8}',
-       '{"max_epochs": 30, "patience": 30, "batch_size": 64, "shuffle_buffer": 1024,
+       '{"max_epochs": 30, "patience": 100, "batch_size": 64, "shuffle_buffer": 1024,
          "keep_versions": 5}');
 SELECT count(*) AS rows FROM mtms_train('tc_m', 'tc_small');
 
@@ -47,10 +47,14 @@ SELECT active_version, versions, embeddings_v1 > 0 AS has_v1, other_embeddings,
        other_towers, scores_unchanged, snapshot_files
   FROM pg_temp.tc_state();
 
--- cancelled later in a serial plan, when its passes replay the training
--- rows the first pass kept (mtms.keep_training_rows)
+-- cancelled later, when the units train on the rows the first pass kept
+-- (mtms.keep_training_rows; in the leader alone, then with workers)
 SET statement_timeout = '1500ms';
+SET mtms.train_workers = 0;
 SELECT count(*) FROM mtms_train('tc_m', 'tc_big');
+SET mtms.train_workers = 2;
+SELECT count(*) FROM mtms_train('tc_m', 'tc_big');
+RESET mtms.train_workers;
 RESET statement_timeout;
 SELECT active_version, versions, embeddings_v1 > 0 AS has_v1, other_embeddings,
        other_towers, scores_unchanged, snapshot_files

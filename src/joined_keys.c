@@ -226,6 +226,109 @@ mtms_joined_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
 	return vk;
 }
 
+/*
+ * A store's keys' joined embeddings from m's frozen tables: row k of the
+ * result (npairs * dim floats) is key k's vector in every pair, zero where
+ * a pair has no row for it.
+ */
+float *
+mtms_joined_table_build(const MtmsModel *m, const MtmsFeatureKey *keys, int64 nkeys)
+{
+	int			d = m->dim;
+	Size		width = (Size) m->npairs * d;
+	float	   *J = palloc_extended(sizeof(float) * Max(nkeys, 1) * width, MCXT_ALLOC_HUGE);
+
+	for (int64 k = 0; k < nkeys; k++)
+	{
+		float	   *dst = J + (Size) k * width;
+
+		if ((k & 4095) == 0)
+			CHECK_FOR_INTERRUPTS();
+		for (int q = 0; q < m->npairs; q++)
+		{
+			int64		idx = mtms_emb_find(m->emb[q], keys[k].hash);
+
+			if (idx >= 0)
+				memcpy(dst + q * d, mtms_emb_vector(m->emb[q], idx), sizeof(float) * d);
+			else
+				memset(dst + q * d, 0, sizeof(float) * d);
+		}
+	}
+	return J;
+}
+
+/*
+ * The keys of rows rows[0..n) of a row store, their joined embeddings taken
+ * from J (the store's keys' table, mtms_joined_table_build): the same
+ * layout as mtms_joined_keys_build, without looking anything up.
+ */
+MtmsJoinedKeys *
+mtms_joined_keys_from_store(const MtmsRowStore *st, const int64 *rows, int64 n,
+							const float *J, int nfields, int width)
+{
+	MtmsJoinedKeys *vk = palloc0(sizeof(MtmsJoinedKeys));
+	const int64 *rstart = mtms_rs_row_start(st);
+	const int32 *occ = mtms_rs_occ(st);
+	const MtmsFeatureKey *skeys = mtms_rs_keys(st);
+	int32	   *local = palloc_extended(sizeof(int32) * Max(st->nkeys, 1), MCXT_ALLOC_HUGE);
+	int64	   *global;
+	int32	   *fields;
+	int32	   *remap;
+	int64		nocc = 0;
+
+	for (int64 i = 0; i < n; i++)
+		nocc += rstart[rows[i] + 1] - rstart[rows[i]];
+	vk->nfields = nfields;
+	vk->width = width;
+	vk->nrows = n;
+	vk->row_start = palloc_extended(sizeof(int64) * (n + 1), MCXT_ALLOC_HUGE);
+	vk->row_keys = palloc_extended(sizeof(int32) * Max(nocc, 1), MCXT_ALLOC_HUGE);
+	global = palloc_extended(sizeof(int64) * Max(nocc, 1), MCXT_ALLOC_HUGE);
+	memset(local, 0xff, sizeof(int32) * Max(st->nkeys, 1));
+
+	/* number the distinct keys in order of first sight */
+	nocc = 0;
+	for (int64 i = 0; i < n; i++)
+	{
+		vk->row_start[i] = nocc;
+		for (int64 j = rstart[rows[i]]; j < rstart[rows[i] + 1]; j++)
+		{
+			int32		g = occ[j];
+
+			if (local[g] < 0)
+			{
+				local[g] = (int32) vk->nkeys;
+				global[vk->nkeys++] = g;
+			}
+			vk->row_keys[nocc++] = local[g];
+		}
+	}
+	vk->row_start[n] = nocc;
+
+	/* field by field, as the projections want them */
+	vk->field_start = palloc(sizeof(int64) * (nfields + 1));
+	fields = palloc_extended(sizeof(int32) * Max(vk->nkeys, 1), MCXT_ALLOC_HUGE);
+	remap = palloc_extended(sizeof(int32) * Max(vk->nkeys, 1), MCXT_ALLOC_HUGE);
+	for (int64 k = 0; k < vk->nkeys; k++)
+		fields[k] = skeys[global[k]].field;
+	group_by_field(fields, vk->nkeys, nfields, vk->field_start, remap);
+	vk->J = palloc_extended(sizeof(float) * Max(vk->nkeys, 1) * width, MCXT_ALLOC_HUGE);
+	vk->key_field = palloc_extended(sizeof(int32) * Max(vk->nkeys, 1), MCXT_ALLOC_HUGE);
+	for (int64 k = 0; k < vk->nkeys; k++)
+	{
+		memcpy(vk->J + (Size) remap[k] * width, J + (Size) global[k] * width,
+			   sizeof(float) * width);
+		vk->key_field[remap[k]] = fields[k];
+	}
+	for (int64 j = 0; j < nocc; j++)
+		vk->row_keys[j] = remap[vk->row_keys[j]];
+	pfree(fields);
+	pfree(remap);
+	pfree(global);
+	pfree(local);
+	return vk;
+}
+
 void
 mtms_joined_keys_logits(const MtmsJoinedKeys *vk, const MtmsModel *m,
 						const MtmsTower *t, float *logits)

@@ -19,7 +19,9 @@
 #ifndef MTMS_JOINED_KEYS_H
 #define MTMS_JOINED_KEYS_H
 
-#include "train_state.h"
+#include "model.h"
+#include "row_store.h"
+#include "train_rowset.h"
 
 typedef struct MtmsJoinedKeys MtmsJoinedKeys;
 
@@ -39,6 +41,21 @@ extern void mtms_joined_keys_logits(const MtmsJoinedKeys *vk, const MtmsModel *m
 								   const MtmsTower *t, float *logits);
 
 extern void mtms_joined_keys_free(MtmsJoinedKeys *vk);
+
+/*
+ * The joined embeddings (npairs * dim floats each) of nkeys keys from m's
+ * frozen tables, palloc'd: the table of a row store's keys.
+ */
+extern float *mtms_joined_table_build(const MtmsModel *m, const MtmsFeatureKey *keys,
+									  int64 nkeys);
+
+/*
+ * The keys of rows rows[0..n) of a row store with their joined embeddings
+ * from J, the store's table (width = npairs * dim floats per key).
+ */
+extern MtmsJoinedKeys *mtms_joined_keys_from_store(const MtmsRowStore *st, const int64 *rows,
+												   int64 n, const float *J, int nfields,
+												   int width);
 
 /*
  * The first tower layer of a training batch through the same keys: a

@@ -1,6 +1,6 @@
 /*
  * kept_rows.c
- *    Training rows kept between passes, compactly (see kept_rows.h).
+ *    Training rows kept by a collecting pass, compactly (see kept_rows.h).
  *
  * Arrays grow by doubling (repalloc_huge: no 1 GB limit) and are trimmed
  * to their size by mtms_kept_rows_finish.
@@ -121,25 +121,24 @@ mtms_kept_rows_count(const MtmsKeptRows *kr)
 }
 
 int
-mtms_kept_rows_get(const MtmsKeptRows *kr, int64 i, int32 *scene, uint8 *label,
-				   MtmsFeature **buf, int *cap)
+mtms_kept_rows_raw(const MtmsKeptRows *kr, int64 i, int32 *scene, uint8 *label,
+				   const int32 **occ)
 {
-	int64		s = kr->start[i];
-	int			n = (int) (kr->start[i + 1] - s);
-
-	if (n > *cap)
-	{
-		*cap = Max(n, *cap * 2);
-		*buf = repalloc(*buf, sizeof(MtmsFeature) * *cap);
-	}
-	for (int j = 0; j < n; j++)
-	{
-		const MtmsFeatureKey *k = &kr->keys[kr->feat[s + j]];
-
-		(*buf)[j].hash = k->hash;
-		(*buf)[j].field = k->field;
-	}
 	*scene = kr->scene[i];
 	*label = kr->label[i];
-	return n;
+	*occ = kr->feat + kr->start[i];
+	return (int) (kr->start[i + 1] - kr->start[i]);
+}
+
+const MtmsFeatureKey *
+mtms_kept_rows_keys(const MtmsKeptRows *kr, int64 *nkeys)
+{
+	*nkeys = kr->nkeys;
+	return kr->keys;
+}
+
+int64
+mtms_kept_rows_occurrences(const MtmsKeptRows *kr)
+{
+	return kr->nfeat;
 }

@@ -20,6 +20,7 @@ char	   *mtms_default_model = NULL;
 int			mtms_max_memory_mb = 4096;
 bool		mtms_keep_training_rows = true;
 int			mtms_score_cache_mb = -1;
+int			mtms_train_workers = -1;
 
 void		_PG_init(void);
 
@@ -81,6 +82,17 @@ _PG_init(void)
 							-1, -1, INT_MAX / 2,
 							PGC_USERSET,
 							GUC_UNIT_MB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("mtms.train_workers",
+							"Parallel workers that train units of a stage beside the leader.",
+							"0 trains in the leader alone; -1 (the default) uses "
+							"max_parallel_maintenance_workers.  The model is the same whatever "
+							"the number.",
+							&mtms_train_workers,
+							-1, -1, 1024,
+							PGC_USERSET,
+							0,
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("mtms.blas_test_hook",

@@ -68,8 +68,8 @@ static const MtmsOptionDesc option_table[] = {
 			"a number between 0 and 1"),
 	INT_OPT("max_epochs", max_epochs, 1, 1000,
 			"an integer between 1 and 1000"),
-	INT_OPT("patience", patience, 1, 100,
-			"an integer between 1 and 100"),
+	INT_OPT("patience", patience, 1, 1000,
+			"an integer between 1 and 1000"),
 	NUM_OPT("validation_fraction", validation_fraction, 0.0, true, 0.5,
 			"a number greater than 0 and at most 0.5"),
 	NUM_OPT("finetune_fraction", finetune_fraction, 0.0, false, 0.45,
@@ -103,7 +103,7 @@ mtms_options_default(MtmsOptions *o)
 	o->batch_size = 256;
 	o->l2 = 1e-6;
 	o->max_epochs = 10;
-	o->patience = 2;
+	o->patience = 4;
 	o->validation_fraction = 0.1;
 	o->finetune_fraction = 0.2;
 	o->seed = 42;
@@ -112,7 +112,7 @@ mtms_options_default(MtmsOptions *o)
 	o->evals_per_epoch = 4;
 	o->keep_versions = 2;
 	o->max_features = 0;
-	o->min_delta = 0.001;
+	o->min_delta = 0.0;
 }
 
 /* "lr_embedding, lr_tower, ..." for hints. */

@@ -16,13 +16,13 @@ typedef struct MtmsOptions
 	int32		batch_size;		/* rows per mini-batch and per pair */
 	double		l2;				/* L2 penalty (embeddings touched, tower weights) */
 	int32		max_epochs;		/* per stage */
-	int32		patience;		/* epochs without validation improvement */
+	int32		patience;		/* validations without improvement before a unit stops */
 	double		validation_fraction;	/* of rows, chosen by content hash */
 	double		finetune_fraction;	/* rows phase 1 leaves to the fine-tune */
 	int64		seed;			/* initialisation, shuffling */
 	bool		ctcvr;			/* run the CTCVR stage of phase 1 */
 	int32		shuffle_buffer; /* rows buffered and shuffled before SGD */
-	int32		evals_per_epoch;	/* fine-tune validation points per pass */
+	int32		evals_per_epoch;	/* validations per pass over a unit's rows */
 	int32		keep_versions;	/* versions kept per model */
 	int64		max_features;	/* per embedding table; 0 = unlimited */
 	double		min_delta;		/* relative drop of validation loss that counts */

@@ -274,6 +274,43 @@ start_model(MtmsTrainCtx *cx, bool do_embedding)
 		cx->model = mtms_model_create(cx->meta);
 }
 
+/*
+ * A stage: as unit jobs over rows kept in memory (mtms.keep_training_rows,
+ * when they fit), else pass by pass over the samples.
+ */
+static void
+run_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
+{
+	const MtmsStageInfo *si = mtms_stage_info(stage);
+	MtmsKeptWindow *kw = &cx->kept[si->window];
+	bool		kept = false;
+
+	if (mtms_keep_training_rows && !kw->failed)
+	{
+		if (kw->store || kw->rows)
+		{
+			kept = true;
+			for (int s = 0; s < cx->model->nscenes; s++)
+				if (selected[s] && !kw->scenes[s])
+					kept = false;
+		}
+		else
+		{
+			int			nunits = mtms_stage_nunits(si, cx->model->nscenes);
+			bool	   *active = palloc(sizeof(bool) * nunits);
+
+			for (int u = 0; u < nunits; u++)
+				active[u] = selected[mtms_unit_scene(si, u)];
+			kept = mtms_collect_window(cx, stage, active);
+			pfree(active);
+		}
+	}
+	if (kept)
+		mtms_run_units(cx, stage, selected);
+	else
+		mtms_run_stage(cx, stage, selected);
+}
+
 /* The stages, then the new version. */
 static void
 train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
@@ -289,14 +326,14 @@ train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 	MemoryContextSwitchTo(cx->cxt);
 	if (do_embedding)
 	{
-		mtms_run_stage(cx, MTMS_STAGE_EMBEDDING, selected);
+		run_stage(cx, MTMS_STAGE_EMBEDDING, selected);
 		if (cx->meta->opts.ctcvr)
-			mtms_run_stage(cx, MTMS_STAGE_CTCVR, selected);
+			run_stage(cx, MTMS_STAGE_CTCVR, selected);
 	}
 	if (do_finetune)
 	{
 		mtms_model_ensure_finetune(cx->model);
-		mtms_run_stage(cx, MTMS_STAGE_FINETUNE, all);
+		run_stage(cx, MTMS_STAGE_FINETUNE, all);
 	}
 	if (cx->bad_conversions > 0)
 		ereport(NOTICE,

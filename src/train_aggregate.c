@@ -145,7 +145,8 @@ transition(FunctionCallInfo fcinfo, const char *aggregate)
 			MemoryContextReset(st->train_cxt);
 		}
 	}
-	mtms_state_buffer_row(st, scene, label, st->parse_buf, nfeats);
+	if (!st->collect_only)
+		mtms_state_buffer_row(st, scene, label, st->parse_buf, nfeats);
 
 	PG_RETURN_POINTER(st);
 }

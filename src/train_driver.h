@@ -17,42 +17,22 @@
 #include "catalog.h"
 #include "funcapi.h"
 #include "kept_rows.h"
+#include "row_store.h"
 #include "model.h"
 #include "train_stages.h"
 #include "train_state.h"
-
-/* What a unit reports after a pass (and of its best pass). */
-typedef struct MtmsUnitResult
-{
-	bool		trained;
-	int32		epochs;
-	int64		samples;
-	double		train_loss;
-	double		valid_loss;
-	double		valid_auc;
-	double		crit;			/* the early-stopping criterion */
-	/* per metric slot (CTR, CVR, CTCVR) of the unit's scene */
-	int64		m_n[MTMS_NMETRICS];
-	double		m_train[MTMS_NMETRICS];
-	double		m_loss[MTMS_NMETRICS];
-	double		m_auc[MTMS_NMETRICS];
-} MtmsUnitResult;
-
-/* The parameters of a unit, kept from its best validation. */
-typedef struct MtmsUnitSnapshot
-{
-	int			npairs;
-	int			pairs[2];
-	MtmsEmbStore *emb[2];
-	MtmsTower  *tower[2];
-} MtmsUnitSnapshot;
+#include "unit_snapshot.h"
+#include "unit_train.h"
 
 /* Training rows a first pass kept for the passes after it. */
 typedef struct MtmsKeptWindow
 {
+	MemoryContext cxt;			/* holds rows (NULL until a pass keeps them) */
 	MtmsKeptRows *rows;			/* NULL until a pass kept them */
 	bool	   *scenes;			/* [nscenes] scenes the rows hold */
 	bool		failed;			/* the window's rows did not fit */
+	MtmsRowStore *store;		/* the rows grouped by scene, for unit jobs
+								 * (then rows are freed) */
 } MtmsKeptWindow;
 
 typedef struct MtmsTrainCtx
@@ -78,22 +58,36 @@ typedef struct MtmsTrainCtx
 	 * CTCVR stages train on the same rows), [1] the fine-tune's.
 	 */
 	MtmsKeptWindow kept[2];
-	MemoryContext rows_cxt;		/* holds every window's rows */
+	MtmsRowStore *valid_store;	/* valid grouped by scene, for unit jobs */
 } MtmsTrainCtx;
+
+/* A stage as unit jobs: the shared rows and the units, largest first. */
+typedef struct MtmsUnitPlan
+{
+	const MtmsStageInfo *si;
+	MtmsUnitData data;
+	int			njobs;
+	int		   *units;			/* [njobs] */
+	bool	   *start_candidate;	/* [njobs] */
+} MtmsUnitPlan;
 
 /* train_pass.c: one epoch of a stage for the active units */
 extern MtmsTrainState *mtms_run_pass(MtmsTrainCtx *cx, MtmsStage stage, int epoch,
 									 const bool *active);
 
+/*
+ * train_pass.c: a pass that keeps the window's rows for unit jobs; false
+ * when they do not fit
+ */
+extern bool mtms_collect_window(MtmsTrainCtx *cx, MtmsStage stage, const bool *active);
+
+/* train_units.c: a stage as one job per unit, over kept rows */
+extern void mtms_run_units(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected);
+
 /* train_stage.c: a stage, epoch by epoch, for the selected scenes */
 extern void mtms_run_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected);
 
-/* train_unit.c: units' snapshots, figures and result rows */
-extern void mtms_unit_snapshot_take(MtmsUnitSnapshot *s, const MtmsModel *m,
-									const MtmsStageInfo *si, int unit);
-extern void mtms_unit_snapshot_restore(MtmsUnitSnapshot *s, MtmsModel *m,
-									   const MtmsStageInfo *si);
-extern void mtms_unit_snapshot_free(MtmsUnitSnapshot *s);
+/* train_unit.c: units' figures and result rows */
 extern void mtms_unit_figures(const MtmsTrainState *res, const MtmsStageInfo *si,
 							  int unit, MtmsUnitResult *r);
 extern void mtms_unit_report(MtmsTrainCtx *cx, const MtmsStageInfo *si, int unit,

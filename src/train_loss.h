@@ -32,4 +32,13 @@ extern void mtms_joint_loss_grads(const MtmsRowSet *rs, const int64 *rows, int n
 								  float *dctr, float *dcvr,
 								  double *loss, int64 *count);
 
+/* A scene's validation metrics: loss, AUC, rows and positives per slot. */
+typedef struct MtmsSceneMetrics
+{
+	double		vloss[MTMS_NMETRICS];
+	double		vauc[MTMS_NMETRICS];	/* NaN when not computed or a class is absent */
+	int64		vn[MTMS_NMETRICS];
+	int64		vpos[MTMS_NMETRICS];
+} MtmsSceneMetrics;
+
 #endif							/* MTMS_TRAIN_LOSS_H */

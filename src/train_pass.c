@@ -1,14 +1,12 @@
 /*
  * train_pass.c
- *    One pass of a training stage for its active units: which rows train,
- *    whether the planned memory fits, and how the pass runs:
- *
- *  - a replay of the training rows an earlier pass of the same window kept
- *    (no scan, no parsing; the same rows in the same order, so the same
- *    model as a serial scan);
- *  - or the stage's aggregate query over the samples, serial (keeping its
- *    rows for the passes after it, memory permitting) or as a parallel plan
- *    whose workers start from a snapshot file.
+ *    One pass of the stage's aggregate query over the samples: which rows
+ *    train, whether the planned memory fits, serial or as a parallel plan
+ *    whose workers start from a snapshot file.  Two kinds: the collecting
+ *    pass that parses a window's rows once into memory for the unit jobs
+ *    (train_units.c), and, when they do not fit or are not to be kept
+ *    (mtms.keep_training_rows), the training passes of the scanning
+ *    fallback (train_stage.c).
  */
 #include "train_driver.h"
 
@@ -38,17 +36,22 @@ active_scenes(MtmsTrainCtx *cx, const MtmsStageInfo *si, const bool *active)
 static double
 kept_bytes(MtmsTrainCtx *cx)
 {
-	return cx->rows_cxt ? (double) MemoryContextMemAllocated(cx->rows_cxt, true) : 0;
+	double		bytes = 0;
+
+	for (int w = 0; w < 2; w++)
+		if (cx->kept[w].cxt)
+			bytes += (double) MemoryContextMemAllocated(cx->kept[w].cxt, true);
+	return bytes;
 }
 
 static void
-check_pass_result(MtmsTrainCtx *cx, const MtmsTrainState *res, bool collect_only)
+check_pass_result(MtmsTrainCtx *cx, const MtmsTrainState *res, bool trains_nothing)
 {
 	if (res == NULL || res->rows_in == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("sample relation %s has no rows", cx->relname)));
-	if (res->rows_trained == 0 && !collect_only)
+	if (res->rows_trained == 0 && !trains_nothing)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("sample relation %s has no training rows for the scenes being trained",
@@ -120,37 +123,10 @@ check_pass_memory(MtmsTrainCtx *cx)
 }
 
 /*
- * Replay the rows an earlier pass of the window kept, when they hold every
- * scene this pass trains; NULL when it cannot.
- */
-static MtmsTrainState *
-replay_kept_rows(MtmsTrainCtx *cx, MtmsTrainState *base, const MtmsStageInfo *si,
-				 int epoch, const bool *scenes)
-{
-	MtmsKeptWindow *kw = &cx->kept[si->window];
-	MtmsTrainState *res;
-	MemoryContext old;
-
-	if (kw->rows == NULL || cx->samples == 0 || cx->valid == NULL)
-		return NULL;
-	for (int s = 0; s < cx->model->nscenes; s++)
-		if (scenes[s] && !kw->scenes[s])
-			return NULL;
-	elog(DEBUG1, "mtms_train: %s epoch %d replays %lld kept training rows",
-		 si->name, epoch, (long long) mtms_kept_rows_count(kw->rows));
-	old = MemoryContextSwitchTo(cx->cxt);
-	res = mtms_state_run_rows(base, kw->rows, cx->samples);
-	MemoryContextSwitchTo(old);
-	return res;
-}
-
-/*
- * The first pass of a window runs serially and keeps its training rows for
- * the passes after it, within half of mtms.max_memory beside three model
- * copies; a window whose rows did not fit scans every pass.  Replaying in
- * one process beats scanning with workers: a parallel pass re-reads and
- * re-parses every row and its averaged partial models need more epochs
- * (bench/RESULTS.md, "Parallel").  Returns whether this pass keeps rows.
+ * A collecting pass runs serially and keeps the window's training rows,
+ * within half of mtms.max_memory beside three model copies; a window whose
+ * rows do not fit trains by scanning every pass.  Returns whether this
+ * pass may keep rows.
  */
 static bool
 plan_keep_rows(MtmsTrainCtx *cx, MtmsTrainState *base, const MtmsStageInfo *si)
@@ -165,11 +141,11 @@ plan_keep_rows(MtmsTrainCtx *cx, MtmsTrainState *base, const MtmsStageInfo *si)
 	if (room <= 1024 * 1024)
 		return false;
 	base->train_limit = (Size) room;
-	if (cx->rows_cxt == NULL)
-		cx->rows_cxt = AllocSetContextCreate(cx->cxt, "mtms kept training rows",
-											 ALLOCSET_DEFAULT_SIZES);
+	if (kw->cxt == NULL)
+		kw->cxt = AllocSetContextCreate(cx->cxt, "mtms kept training rows",
+										ALLOCSET_DEFAULT_SIZES);
 	base->collect_train = true;
-	base->train_cxt = cx->rows_cxt;
+	base->train_cxt = kw->cxt;
 	return true;
 }
 
@@ -222,11 +198,13 @@ adopt_kept_rows(MtmsTrainCtx *cx, MtmsTrainState *res, const MtmsStageInfo *si,
 		kw->failed = true;		/* too many rows to keep (or none): scan */
 		return;
 	}
-	old = MemoryContextSwitchTo(cx->rows_cxt);
-	kw->rows = res->train_rows; /* allocated in cx->rows_cxt */
+	/* kw->scenes outlives the rows: window_store() resets kw->cxt */
+	old = MemoryContextSwitchTo(cx->cxt);
+	kw->scenes = active_scenes(cx, si, active);
+	MemoryContextSwitchTo(kw->cxt);
+	kw->rows = res->train_rows; /* allocated in kw->cxt */
 	res->train_rows = NULL;
 	mtms_kept_rows_finish(kw->rows);
-	kw->scenes = active_scenes(cx, si, active);
 	elog(DEBUG1, "mtms_train: %s keeps %lld training rows in %.1f MB",
 		 si->name, (long long) mtms_kept_rows_count(kw->rows),
 		 kept_bytes(cx) / (1024.0 * 1024.0));
@@ -237,38 +215,79 @@ MtmsTrainState *
 mtms_run_pass(MtmsTrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 {
 	const MtmsStageInfo *si = mtms_stage_info(stage);
-	bool		collect_only = true;
+	bool		trains = false;
 	bool		parallel;
-	bool		keeps;
-	bool	   *scenes;
 	MtmsTrainState *base;
 	MtmsTrainState *res;
 	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
 
+	/* a pass with no active unit only reads the validation rows */
 	for (int u = 0; u < mtms_stage_nunits(si, cx->model->nscenes); u++)
 		if (active[u])
-			collect_only = false;
+			trains = true;
 	base = pass_base(cx, si, epoch, active);
 	check_pass_memory(cx);
-	scenes = active_scenes(cx, si, active);
-	res = collect_only ? NULL : replay_kept_rows(cx, base, si, epoch, scenes);
-	pfree(scenes);
-	if (res == NULL)
-	{
-		/*
-		 * Parallel workers start from a snapshot file; a model whose
-		 * snapshot would pass the 1 GB limit of one value trains serially.
-		 */
-		parallel = max_parallel_workers_per_gather > 0 &&
-			mtms_model_bytes(cx->model) < MAX_PARALLEL_MODEL_BYTES;
-		keeps = !collect_only && plan_keep_rows(cx, base, si);
-		MemoryContextSwitchTo(old);
-		res = run_query(cx, base, si, parallel && !keeps);
-		if (keeps)
-			adopt_kept_rows(cx, res, si, active);
-	}
+
+	/*
+	 * Parallel workers start from a snapshot file; a model whose snapshot
+	 * would pass the 1 GB limit of one value trains serially.
+	 */
+	parallel = max_parallel_workers_per_gather > 0 &&
+		mtms_model_bytes(cx->model) < MAX_PARALLEL_MODEL_BYTES;
 	MemoryContextSwitchTo(old);
+	res = run_query(cx, base, si, parallel);
 	mtms_state_free(base);
-	check_pass_result(cx, res, collect_only);
+	check_pass_result(cx, res, !trains);
 	return res;
+}
+
+/*
+ * A pass that trains nothing: it keeps the window's training rows of the
+ * active units' scenes (and, the first time, the validation rows) for the
+ * unit jobs (train_units.c).  False when the rows do not fit the memory
+ * mtms_train may keep them in: the stage then runs pass by pass.
+ */
+bool
+mtms_collect_window(MtmsTrainCtx *cx, MtmsStage stage, const bool *active)
+{
+	const MtmsStageInfo *si = mtms_stage_info(stage);
+	MtmsKeptWindow *kw = &cx->kept[si->window];
+	MtmsTrainState *base;
+	MtmsTrainState *res;
+	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
+
+	base = pass_base(cx, si, 0, active);
+	check_pass_memory(cx);
+	if (!plan_keep_rows(cx, base, si))
+	{
+		MemoryContextSwitchTo(old);
+		mtms_state_free(base);
+		return false;
+	}
+	base->collect_only = true;
+	MemoryContextSwitchTo(old);
+	res = run_query(cx, base, si, false);
+	adopt_kept_rows(cx, res, si, active);
+	if (res == NULL || res->rows_in == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("sample relation %s has no rows", cx->relname)));
+	old = MemoryContextSwitchTo(cx->cxt);
+	if (cx->valid == NULL)
+	{
+		cx->valid = palloc(sizeof(MtmsRowSet));
+		mtms_rowset_copy(cx->valid, &res->valid);
+	}
+	cx->samples = res->rows_in;
+	cx->bad_conversions = Max(cx->bad_conversions, res->bad_conversions);
+	MemoryContextSwitchTo(old);
+	mtms_state_free(res);
+	mtms_state_free(base);
+	if (kw->rows != NULL && mtms_kept_rows_count(kw->rows) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("sample relation %s has no training rows for the scenes being trained",
+						cx->relname),
+				 errhint("Check the scene column, or lower validation_fraction.")));
+	return kw->rows != NULL;
 }

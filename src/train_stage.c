@@ -3,8 +3,10 @@
  *    One training stage, epoch by epoch (see train_driver.h): every active
  *    unit validates after each pass, keeps the parameters of its best
  *    validation, and stops after patience passes without improving by
- *    more than min_delta.  One NOTICE per epoch; the units' results at the
- *    end.
+ *    more than min_delta (patience / evals_per_epoch passes).  One NOTICE
+ *    per epoch; the units' results at the end.  This is how a stage runs
+ *    when its rows are not kept in memory (mtms.keep_training_rows off, or
+ *    more rows than fit); else train_units.c.
  */
 #include "train_driver.h"
 
@@ -134,6 +136,16 @@ adopt_pass(MtmsTrainCtx *cx, MtmsTrainState *res)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * patience counts validations, evals_per_epoch of them per pass of a unit
+ * job; here a unit validates once per pass.
+ */
+static int
+patience_passes(const MtmsOptions *o)
+{
+	return Max(1, (o->patience + o->evals_per_epoch - 1) / Max(o->evals_per_epoch, 1));
+}
+
 /* A unit after a pass: keep the pass if it improved, count it if not. */
 static void
 unit_after_pass(MtmsTrainCtx *cx, StageRun *run, int u, const MtmsUnitResult *r, int epoch)
@@ -169,11 +181,11 @@ unit_after_pass(MtmsTrainCtx *cx, StageRun *run, int u, const MtmsUnitResult *r,
 			*best = *r;
 			mtms_unit_snapshot_take(&run->snap[u], cx->model, run->si, u);
 			MemoryContextSwitchTo(old);
-			run->bad[u] = cx->meta->opts.patience;
+			run->bad[u] = patience_passes(&cx->meta->opts);
 		}
 	}
 	best->epochs = epoch;
-	if (run->bad[u] >= cx->meta->opts.patience)
+	if (run->bad[u] >= patience_passes(&cx->meta->opts))
 		run->active[u] = false;
 	else
 		run->any++;

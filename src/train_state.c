@@ -276,6 +276,7 @@ mtms_state_start_from_base(const MtmsTrainState *base, MemoryContext parent, boo
 	memcpy(st->unit_active, base->unit_active, sizeof(bool) * st->nunits);
 	st->collect_valid = base->collect_valid;
 	st->collect_train = base->collect_train && base->train_cxt != NULL;
+	st->collect_only = base->collect_only && st->collect_train;
 	st->train_cxt = base->train_cxt;
 	st->train_limit = base->train_limit;
 	st->train_rows = NULL;
@@ -309,31 +310,6 @@ mtms_state_buffer_row(MtmsTrainState *st, int scene, uint8 label, const MtmsFeat
 		mtms_state_process_buffer(st);
 }
 
-MtmsTrainState *
-mtms_state_run_rows(const MtmsTrainState *base, const MtmsKeptRows *rows, int64 rows_in)
-{
-	MtmsTrainState *st = mtms_state_start_from_base(base, CurrentMemoryContext, true);
-	int64		n = mtms_kept_rows_count(rows);
-
-	mtms_state_prepare(st);
-	st->rows_in = rows_in;
-	for (int64 i = 0; i < n; i++)
-	{
-		int32		scene;
-		uint8		label;
-		int			nfeats;
-
-		if ((i & 1023) == 0)
-			CHECK_FOR_INTERRUPTS();
-		nfeats = mtms_kept_rows_get(rows, i, &scene, &label, &st->parse_buf, &st->parse_cap);
-		if (!mtms_state_scene_active(st, scene))
-			continue;
-		mtms_state_buffer_row(st, scene, label, st->parse_buf, nfeats);
-	}
-	mtms_state_finish_pass(st, &base->valid);
-	return st;
-}
-
 /*
  * The end of a pass: train on what is still buffered, put each scene's best
  * fine-tune towers in place, and fill the metrics the pass reports.
@@ -342,6 +318,8 @@ void
 mtms_state_finish_pass(MtmsTrainState *st, const MtmsRowSet *vs)
 {
 	mtms_state_process_buffer(st);
+	if (st->collect_only)
+		return;					/* nothing trained: nothing to validate */
 	mtms_state_restore_best(st);
 	mtms_state_final_validation(st, vs);
 }

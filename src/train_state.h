@@ -100,11 +100,12 @@ typedef struct MtmsTrainState
 	const MtmsRowSet *vkeys_of;
 
 	/*
-	 * Serial passes keep their training rows for the passes after them
-	 * (see mtms_state_run_rows): with collect_train, every row of the
-	 * training window of an active scene is also appended here.
+	 * A collecting pass (mtms_collect_window) keeps its training rows for
+	 * the unit jobs: with collect_train, every row of the training window
+	 * of an active scene is also appended here.
 	 */
 	bool		collect_train;
+	bool		collect_only;	/* keep the rows, train nothing (unit jobs do) */
 	struct MtmsKeptRows *train_rows;	/* in train_cxt, NULL until a row */
 
 	/*
@@ -153,19 +154,6 @@ extern MtmsTrainState *mtms_state_create(const MtmsModel *model,
  * file is removed by mtms_state_unpublish or at the end of the transaction.
  */
 extern char *mtms_state_publish(MtmsTrainState *base, bool with_snapshot);
-
-/*
- * Run a pass of base without a query, over training rows a serial pass
- * kept (collect_train), in the order the scan gave them: the same buffers,
- * shuffles and mini-batches as the aggregate, so the same model.  rows_in
- * is what the relation holds.  Returns the trained, validated state, whose
- * model IS base's model, trained in place (no copy: the driver adopts the
- * trained model after every pass anyway, and keeps its units' best epochs
- * apart).
- */
-extern MtmsTrainState *mtms_state_run_rows(const MtmsTrainState *base,
-										   const struct MtmsKeptRows *rows,
-										   int64 rows_in);
 
 /* Take the trained state the final function left for token; ERROR if none. */
 extern MtmsTrainState *mtms_state_take_result(const char *token);
@@ -216,6 +204,14 @@ mtms_state_scene_active(const MtmsTrainState *st, int scene)
 }
 
 /* train_validate.c */
+/*
+ * The metrics of one scene's validation rows rows[0..nr) of vs from their
+ * CTR and CVR logits; AUCs only when the sum of the three losses is below
+ * auc_below (INFINITY: always).
+ */
+extern void mtms_validation_metrics(const MtmsRowSet *vs, const int64 *rows, int64 nr,
+									const float *zc, const float *zv, double auc_below,
+									MtmsSceneMetrics *out);
 extern void mtms_state_evaluate(MtmsTrainState *st, const MtmsRowSet *vs,
 								const double *auc_below);
 extern void mtms_state_checkpoint(MtmsTrainState *st);

@@ -36,6 +36,64 @@ validation_logits(MtmsTrainState *st, int scene, const MtmsRowSet *vs,
 												  &st->vkeys[scene]);
 }
 
+void
+mtms_validation_metrics(const MtmsRowSet *vs, const int64 *rows, int64 nr,
+						const float *zc, const float *zv, double auc_below,
+						MtmsSceneMetrics *out)
+{
+	int64		k[MTMS_NMETRICS] = {0, 0, 0};
+	double		lsum[MTMS_NMETRICS] = {0, 0, 0};
+	double	   *score[MTMS_NMETRICS];
+	bool	   *label[MTMS_NMETRICS];
+	double		crit = 0;
+	bool		with_auc;
+
+	for (int t = 0; t < MTMS_NMETRICS; t++)
+	{
+		score[t] = palloc_extended(sizeof(double) * Max(nr, 1), MCXT_ALLOC_HUGE);
+		label[t] = palloc_extended(sizeof(bool) * Max(nr, 1), MCXT_ALLOC_HUGE);
+	}
+	for (int64 i = 0; i < nr; i++)
+	{
+		uint8		lab = vs->label[rows[i]];
+		bool		click = (lab & MTMS_LABEL_CLICK) != 0;
+		bool		conv = (lab & MTMS_LABEL_CONV) != 0;
+		double		pc = mtms_sigmoid(zc[i]);
+		double		pv = mtms_sigmoid(zv[i]);
+
+		score[MTMS_M_CTR][k[MTMS_M_CTR]] = pc;
+		label[MTMS_M_CTR][k[MTMS_M_CTR]++] = click;
+		lsum[MTMS_M_CTR] += mtms_bce(pc, click);
+		if (click)
+		{
+			score[MTMS_M_CVR][k[MTMS_M_CVR]] = pv;
+			label[MTMS_M_CVR][k[MTMS_M_CVR]++] = conv;
+			lsum[MTMS_M_CVR] += mtms_bce(pv, conv);
+		}
+		score[MTMS_M_CTCVR][k[MTMS_M_CTCVR]] = pc * pv;
+		label[MTMS_M_CTCVR][k[MTMS_M_CTCVR]++] = click && conv;
+		lsum[MTMS_M_CTCVR] += mtms_bce(pc * pv, click && conv);
+	}
+	/* the checkpoint criterion: the sum of the scene's losses */
+	for (int t = 0; t < MTMS_NMETRICS; t++)
+		if (k[t] > 0)
+			crit += lsum[t] / k[t];
+	with_auc = k[MTMS_M_CTR] > 0 && crit < auc_below;
+	for (int t = 0; t < MTMS_NMETRICS; t++)
+	{
+		int64		pos = 0;
+
+		for (int64 i = 0; i < k[t]; i++)
+			pos += label[t][i];
+		out->vn[t] = k[t];
+		out->vpos[t] = pos;
+		out->vloss[t] = k[t] > 0 ? lsum[t] / k[t] : NAN;
+		out->vauc[t] = with_auc ? mtms_auc_compute(score[t], label[t], k[t]) : NAN;
+		pfree(score[t]);
+		pfree(label[t]);
+	}
+}
+
 /*
  * Fill st->vloss / vauc / vn / vpos from the validation rows vs.  With
  * auc_below, only the scenes whose criterion (the sum of their losses) is
@@ -46,14 +104,8 @@ validation_logits(MtmsTrainState *st, int scene, const MtmsRowSet *vs,
 void
 mtms_state_evaluate(MtmsTrainState *st, const MtmsRowSet *vs, const double *auc_below)
 {
-	MtmsModel  *m = st->model;
-	int			ns = m->nscenes;
-	int64	   *rows;
+	int			ns = st->model->nscenes;
 	int64	   *count;
-	double	   *score[MTMS_NMETRICS];
-	bool	   *label[MTMS_NMETRICS];
-	float	   *zc;
-	float	   *zv;
 	MemoryContext old = MemoryContextSwitchTo(st->cxt);
 
 	for (int i = 0; i < ns * MTMS_NMETRICS; i++)
@@ -66,13 +118,13 @@ mtms_state_evaluate(MtmsTrainState *st, const MtmsRowSet *vs, const double *auc_
 	count = palloc0(sizeof(int64) * ns);
 	for (int64 i = 0; i < vs->nrows; i++)
 		count[vs->scene[i]]++;
-
 	for (int s = 0; s < ns; s++)
 	{
 		int64		nr = 0;
-		int64		k[MTMS_NMETRICS] = {0, 0, 0};
-		double		lsum[MTMS_NMETRICS] = {0, 0, 0};
-		bool		with_auc;
+		int64	   *rows;
+		float	   *zc;
+		float	   *zv;
+		MtmsSceneMetrics sm;
 
 		if (!mtms_state_scene_active(st, s) || count[s] == 0)
 			continue;
@@ -80,61 +132,18 @@ mtms_state_evaluate(MtmsTrainState *st, const MtmsRowSet *vs, const double *auc_
 		for (int64 i = 0; i < vs->nrows; i++)
 			if (vs->scene[i] == s)
 				rows[nr++] = i;
-		for (int t = 0; t < MTMS_NMETRICS; t++)
-		{
-			score[t] = palloc_extended(sizeof(double) * nr, MCXT_ALLOC_HUGE);
-			label[t] = palloc_extended(sizeof(bool) * nr, MCXT_ALLOC_HUGE);
-		}
 		zc = palloc_extended(sizeof(float) * nr, MCXT_ALLOC_HUGE);
 		zv = palloc_extended(sizeof(float) * nr, MCXT_ALLOC_HUGE);
 		validation_logits(st, s, vs, rows, nr, zc, zv);
-
-		for (int64 i = 0; i < nr; i++)
-		{
-			uint8		lab = vs->label[rows[i]];
-			bool		click = (lab & MTMS_LABEL_CLICK) != 0;
-			bool		conv = (lab & MTMS_LABEL_CONV) != 0;
-			double		pc = mtms_sigmoid(zc[i]);
-			double		pv = mtms_sigmoid(zv[i]);
-
-			score[MTMS_M_CTR][k[MTMS_M_CTR]] = pc;
-			label[MTMS_M_CTR][k[MTMS_M_CTR]++] = click;
-			lsum[MTMS_M_CTR] += mtms_bce(pc, click);
-			if (click)
-			{
-				score[MTMS_M_CVR][k[MTMS_M_CVR]] = pv;
-				label[MTMS_M_CVR][k[MTMS_M_CVR]++] = conv;
-				lsum[MTMS_M_CVR] += mtms_bce(pv, conv);
-			}
-			score[MTMS_M_CTCVR][k[MTMS_M_CTCVR]] = pc * pv;
-			label[MTMS_M_CTCVR][k[MTMS_M_CTCVR]++] = click && conv;
-			lsum[MTMS_M_CTCVR] += mtms_bce(pc * pv, click && conv);
-		}
-		with_auc = true;
-		if (auc_below)
-		{
-			/* the checkpoint criterion: the sum of the scene's losses */
-			double		crit = 0;
-
-			for (int t = 0; t < MTMS_NMETRICS; t++)
-				if (k[t] > 0)
-					crit += lsum[t] / k[t];
-			with_auc = k[MTMS_M_CTR] > 0 && crit < auc_below[s];
-		}
+		mtms_validation_metrics(vs, rows, nr, zc, zv, auc_below ? auc_below[s] : INFINITY, &sm);
 		for (int t = 0; t < MTMS_NMETRICS; t++)
 		{
 			int			slot = s * MTMS_NMETRICS + t;
-			int64		pos = 0;
 
-			for (int64 i = 0; i < k[t]; i++)
-				pos += label[t][i];
-			st->vn[slot] = k[t];
-			st->vpos[slot] = pos;
-			st->vloss[slot] = k[t] > 0 ? lsum[t] / k[t] : NAN;
-			if (with_auc)
-				st->vauc[slot] = mtms_auc_compute(score[t], label[t], k[t]);
-			pfree(score[t]);
-			pfree(label[t]);
+			st->vn[slot] = sm.vn[t];
+			st->vpos[slot] = sm.vpos[t];
+			st->vloss[slot] = sm.vloss[t];
+			st->vauc[slot] = sm.vauc[t];
 		}
 		pfree(zc);
 		pfree(zv);

@@ -144,10 +144,10 @@ SELECT is((SELECT count(*)::int FROM mtms_train('tl_k', 'tl_day1')), 15, 'train 
 SELECT results_eq($$SELECT version, active FROM mtms_versions('tl_k')$$,
                   $$VALUES (3, false), (4, true)$$, 'the new version is active; 3 and 4 are kept');
 SELECT results_eq(
-    $$SELECT version, count(*)::int FROM mtms_embedding
+    $$SELECT DISTINCT version FROM mtms_embedding
        WHERE model_id = mtms_model_id('tl_k') AND feature = mtms_feature_hash('hour=99')
-       GROUP BY 1 ORDER BY 1$$,
-    $$VALUES (3, 6)$$,
+       ORDER BY 1$$,
+    $$VALUES (3)$$,
     'version 4 started from the active version 2, not from version 3 (no row of 3''s marker feature)');
 SELECT lives_ok($$SELECT mtms_create_model('tl_k1', '{search,feeds,video}',
                     '{user,ad,advertiser,hour,device,tag}', 4, '{8}',
@@ -221,8 +221,8 @@ SELECT scene, array(SELECT f FROM unnest(features) f WHERE f NOT LIKE 'tag=%') A
   FROM tl_days12;
 SELECT lives_ok($$SELECT mtms_create_model('tl_f', '{search,feeds,video}',
                     '{user,ad,advertiser,hour,device}', 4, '{8}',
-                    '{"max_epochs": 2, "batch_size": 64, "shuffle_buffer": 1024}')$$,
-                'a model without tags');
+                    '{"max_epochs": 2, "batch_size": 64, "shuffle_buffer": 1024, "min_delta": 0}')$$,
+                'a model without tags (min_delta 0: any gain of the new field counts)');
 SELECT is((SELECT count(*)::int FROM mtms_train('tl_f', 'tl_days12_notag')), 15, 'trained without tags');
 CREATE TEMP TABLE tl_f_v1 AS SELECT * FROM pg_temp.tl_scores('tl_f', p_drop_field => 'tag');
 CREATE TEMP TABLE tl_f_e1 AS

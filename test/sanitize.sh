@@ -5,6 +5,9 @@
 #     bash test/sanitize.sh     # KEEP=1: keep the temporary directory
 #                               # RECOVER=1: report and go on (see below)
 #                               # PORT=n: the private server's port (54390)
+#                               # ONLY=regex: only the tests whose step name
+#                               #   (e.g. shell/parallel_identity_test.sh)
+#                               #   matches
 #
 # Touches neither the system's PostgreSQL nor its installed mtms.so nor any
 # running cluster:
@@ -568,6 +571,9 @@ wait_ready() {
 step() {
     local name=$1 rc t0 verdict
     shift
+    if [ -n "${ONLY:-}" ] && ! [[ $name =~ $ONLY ]]; then
+        return 0
+    fi
     current_step=$name
     wait_ready
     t0=$(date +%s)
@@ -648,6 +654,8 @@ else
 fi
 
 echo "=== shell tests (prove test/*_test.sh)"
+# the build copy is elsewhere: the real logs stay where they are
+export MTMS_KUAIRAND=${MTMS_KUAIRAND:-$SRC/../shared/data/kuairand}
 for f in "$BUILD"/test/*_test.sh; do
     step "shell/$(basename "$f")" prove --exec bash "$f"
 done

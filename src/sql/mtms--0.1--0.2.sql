@@ -28,6 +28,16 @@ COMMENT ON COLUMN @extschema@.mtms_model.owner IS
   'the role that owns the model (created it, or got it with mtms_alter_owner)';
 
 -- ---------------------------------------------------------------------
+-- Training: patience now counts validations, evals_per_epoch of them per
+-- pass (it counted passes).  A model keeps its behaviour: its stored
+-- patience becomes patience x evals_per_epoch validations.
+-- ---------------------------------------------------------------------
+UPDATE @extschema@.mtms_model
+   SET options = options || pg_catalog.jsonb_build_object('patience',
+           LEAST(1000, (options->>'patience')::int * (options->>'evals_per_epoch')::int))
+ WHERE options ? 'patience' AND options ? 'evals_per_epoch';
+
+-- ---------------------------------------------------------------------
 -- A model belongs to its owner: per-model grants, row security on the
 -- catalog tables, guard triggers, and no stale parameters in any session.
 -- ---------------------------------------------------------------------

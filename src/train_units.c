@@ -1,0 +1,179 @@
+/*
+ * train_units.c
+ *    A training stage as one job per unit over the rows a collecting pass
+ *    kept (see unit_train.h): every unit trains to convergence on its own,
+ *    largest first, in this process or spread over parallel workers
+ *    (train_parallel.c), and the model is the same either way.  Then the
+ *    units' result rows, and one NOTICE for the stage.
+ */
+#include "train_driver.h"
+#include "train_parallel.h"
+
+#include <math.h>
+
+#include "joined_keys.h"
+#include "miscadmin.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+/* The validation rows as a store, once per training. */
+static MtmsRowStore *
+validation_store(MtmsTrainCtx *cx)
+{
+	MemoryContext old;
+	MtmsKeptRows *kr;
+
+	if (cx->valid_store)
+		return cx->valid_store;
+	old = MemoryContextSwitchTo(cx->cxt);
+	kr = mtms_kept_rows_create(CurrentMemoryContext);
+	for (int64 i = 0; i < cx->valid->nrows; i++)
+		mtms_kept_rows_add(kr, cx->valid->scene[i], cx->valid->label[i],
+						   cx->valid->feats + cx->valid->start[i],
+						   (int) (cx->valid->start[i + 1] - cx->valid->start[i]));
+	mtms_kept_rows_finish(kr);
+	cx->valid_store = mtms_row_store_build(kr, cx->model->nscenes);
+	MemoryContextSwitchTo(old);
+	return cx->valid_store;
+}
+
+/* The window's rows as a store; the kept rows are freed once it exists. */
+static MtmsRowStore *
+window_store(MtmsTrainCtx *cx, const MtmsStageInfo *si)
+{
+	MtmsKeptWindow *kw = &cx->kept[si->window];
+	MemoryContext old;
+
+	if (kw->store)
+		return kw->store;
+	old = MemoryContextSwitchTo(cx->cxt);
+	kw->store = mtms_row_store_build(kw->rows, cx->model->nscenes);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(kw->cxt);
+	kw->rows = NULL;
+	return kw->store;
+}
+
+/* Whether the unit's starting parameters are a candidate (see train_stage.c). */
+static bool
+start_is_candidate(MtmsTrainCtx *cx, const MtmsStageInfo *si, int unit)
+{
+	int			pairs[2];
+
+	if (cx->meta->active_version <= 0 && !si->validates_start)
+		return false;
+	mtms_unit_pairs(si, unit, pairs);
+	/* a scene added since the stored version has nothing to keep */
+	return !(si->trains_embeddings && pairs[0] >= cx->stored_npairs);
+}
+
+/* The units of the selected scenes, largest first (ties: unit order). */
+static int
+plan_jobs(MtmsTrainCtx *cx, const MtmsStageInfo *si, const bool *selected,
+		  const MtmsRowStore *rows, MtmsUnitPlan *plan)
+{
+	int			nunits = mtms_stage_nunits(si, cx->model->nscenes);
+	int64	   *work = palloc(sizeof(int64) * nunits);
+
+	plan->units = palloc(sizeof(int) * nunits);
+	plan->start_candidate = palloc(sizeof(bool) * nunits);
+	plan->njobs = 0;
+	for (int u = 0; u < nunits; u++)
+	{
+		if (!selected[mtms_unit_scene(si, u)])
+			continue;
+		work[u] = mtms_unit_rows(si, u, rows);
+		plan->start_candidate[plan->njobs] = start_is_candidate(cx, si, u);
+		plan->units[plan->njobs++] = u;
+	}
+	/* insertion sort: a handful to a few hundred units */
+	for (int i = 1; i < plan->njobs; i++)
+	{
+		int			u = plan->units[i];
+		bool		c = plan->start_candidate[i];
+		int			j = i;
+
+		while (j > 0 && work[plan->units[j - 1]] < work[u])
+		{
+			plan->units[j] = plan->units[j - 1];
+			plan->start_candidate[j] = plan->start_candidate[j - 1];
+			j--;
+		}
+		plan->units[j] = u;
+		plan->start_candidate[j] = c;
+	}
+	pfree(work);
+	return plan->njobs;
+}
+
+static void
+notice_unit(MtmsTrainCtx *cx, const MtmsStageInfo *si, int unit, const MtmsUnitOutcome *o)
+{
+	ereport(NOTICE,
+			(errmsg("mtms_train %s %s: %.2f passes over %lld rows, best at validation %d of %d: valid loss %.5f, valid AUC %.4f, %.2f s",
+					si->name, mtms_unit_name(cx->model, si, unit), o->epochs,
+					(long long) o->best.samples, o->best_checkpoint, o->checkpoints,
+					o->best.valid_loss, o->best.valid_auc, o->seconds)));
+}
+
+/* Every job in this process, one after the other. */
+static void
+run_jobs_here(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, MtmsUnitOutcome *out)
+{
+	for (int j = 0; j < plan->njobs; j++)
+	{
+		MtmsUnitJob job;
+
+		CHECK_FOR_INTERRUPTS();
+		job.si = plan->si;
+		job.unit = plan->units[j];
+		job.model = cx->model;
+		job.opts = &cx->meta->opts;
+		job.frozen_fields = plan->si->trains_embeddings ? cx->frozen_fields : NULL;
+		job.data = &plan->data;
+		job.start_is_candidate = plan->start_candidate[j];
+		mtms_unit_train(&job, &out[j]);
+		notice_unit(cx, plan->si, job.unit, &out[j]);
+	}
+}
+
+void
+mtms_run_units(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
+{
+	MtmsUnitPlan plan;
+	MtmsUnitOutcome *out;
+	TimestampTz start = GetCurrentTimestamp();
+	double		seconds;
+	int64		rows = 0;
+	int			workers = 0;
+	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
+
+	memset(&plan, 0, sizeof(plan));
+	plan.si = mtms_stage_info(stage);
+	plan.data.rows = window_store(cx, plan.si);
+	plan.data.valid = validation_store(cx);
+	if (plan.si->keyed_rows)
+	{
+		plan.data.joined_rows = mtms_joined_table_build(cx->model, mtms_rs_keys(plan.data.rows),
+														plan.data.rows->nkeys);
+		plan.data.joined_valid = mtms_joined_table_build(cx->model, mtms_rs_keys(plan.data.valid),
+														 plan.data.valid->nkeys);
+	}
+	plan_jobs(cx, plan.si, selected, plan.data.rows, &plan);
+	out = palloc0(sizeof(MtmsUnitOutcome) * Max(plan.njobs, 1));
+	if (!mtms_train_parallel(cx, &plan, out, &workers))
+		run_jobs_here(cx, &plan, out);
+	seconds = (double) (GetCurrentTimestamp() - start) / 1e6;
+	for (int j = 0; j < plan.njobs; j++)
+		rows += out[j].rows_trained;
+	ereport(NOTICE,
+			(errmsg("mtms_train %s: %d units in %.2f s, %d workers, %.0f training rows/s",
+					plan.si->name, plan.njobs, seconds, workers,
+					seconds > 0 ? rows / seconds : 0.0)));
+	/* the result rows in unit order, whatever order the jobs ran in */
+	for (int u = 0; u < mtms_stage_nunits(plan.si, cx->model->nscenes); u++)
+		for (int j = 0; j < plan.njobs; j++)
+			if (plan.units[j] == u)
+				mtms_unit_report(cx, plan.si, u, &out[j].best, seconds);
+	MemoryContextSwitchTo(old);
+}
