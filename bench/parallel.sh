@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# bench/parallel.sh: MTMS against 'separate', 'p1+ctcvr' and the oracle on
-# synthetic days (bench/parallel.sql), on a throwaway cluster.
-#   bash bench/parallel.sh [psql -v settings, e.g. -v rows=800000 -v slots=5]
-# With MTMS_DB set, runs in that existing database instead.
+# bench/parallel.sh: mtms_train with parallel workers (mtms.train_workers)
+# against the leader alone, on 3-scene and 20-scene synthetic data and on
+# KuaiRand's 15 tabs (bench/parallel_run.py): wall time, speed-up, whether
+# the model is the same, peak memory of all training processes, test AUC,
+# and the projected speed-up on 4, 16 and 64 cores.  A few minutes.
+#
+#   bash bench/parallel.sh [--rows N] [--reps N] [--workers N] [--datasets a,b]
+#
+# With MTMS_DB set, runs in that existing database; otherwise builds and
+# installs mtms and runs on a throwaway cluster.  The KuaiRand data is read
+# at run time from ../shared/data/kuairand (MTMS_KUAIRAND or --data to
+# change it), never copied into the repository.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-if [ -n "${MTMS_DB:-}" ]; then
-    exec psql -X -d "$MTMS_DB" "$@" -f bench/parallel.sql
-fi
-bash test/setup.sh
-# shellcheck source=test/pg-env.sh
-. test/pg-env.sh
-export LC_ALL=C.UTF-8
-pg_virtualenv -t -v "$MTMS_PG" -o shared_buffers=1GB \
-    bash -c 'psql -X -q -c "CREATE EXTENSION mtms" && psql -X "$@" -f bench/parallel.sql' mtms-bench "$@" </dev/null
+exec bash bench/run-python.sh parallel_run.py "$@"

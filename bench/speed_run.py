@@ -96,9 +96,26 @@ def proc_cpu(pid):
     return (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
+def worker_pids(leader):
+    """The parallel workers of a backend (their process title names it)."""
+    tag = b'parallel worker for PID %d' % leader
+    out = []
+    for d in os.listdir('/proc'):
+        if d.isdigit():
+            try:
+                with open('/proc/%s/cmdline' % d, 'rb') as f:
+                    if tag in f.read():
+                        out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
 class Poller(threading.Thread):
-    """Samples a backend's RssAnon (its private memory) and CPU time every
-    few ms."""
+    """Samples the private memory (RssAnon) and CPU time of a backend and of
+    its parallel workers, summed, every few ms; shared memory (the DSM
+    segment the workers read the rows from) is counted once, as the largest
+    growth of any one process's RssShmem over the backend's at the start."""
 
     def __init__(self, pid, every=0.005):
         super().__init__(daemon=True)
@@ -106,15 +123,33 @@ class Poller(threading.Thread):
         self.every = every
         self.samples = []
         self.stopped = False
+        self.cpu = {}
+        self.shmem0 = proc_status(pid).get('RssShmem', 0)
+        self.max_procs = 1
 
     def run(self):
+        n = 0
+        workers = []
         while not self.stopped:
-            try:
-                d = proc_status(self.pid)
-                cpu = proc_cpu(self.pid)
-            except OSError:
-                break
-            self.samples.append((time.time(), d.get('RssAnon', 0), d.get('VmHWM', 0), cpu))
+            if n % 4 == 0:
+                workers = worker_pids(self.pid)
+            n += 1
+            anon = hwm = shm = 0
+            alive = 0
+            for p in [self.pid] + workers:
+                try:
+                    d = proc_status(p)
+                    self.cpu[p] = proc_cpu(p)
+                except OSError:
+                    if p == self.pid:
+                        return
+                    continue
+                alive += 1
+                anon += d.get('RssAnon', 0)
+                hwm += d.get('VmHWM', 0)
+                shm = max(shm, d.get('RssShmem', 0) - self.shmem0)
+            self.max_procs = max(self.max_procs, alive)
+            self.samples.append((time.time(), anon + max(shm, 0), hwm, sum(self.cpu.values())))
             time.sleep(self.every)
 
     def stop(self):
@@ -161,6 +196,9 @@ def mtms_train(model, rel, workers, options='{}', phases='all', poll=True, scene
     (mtms.keep_training_rows off), the only way passes run as parallel plans."""
     c = connect()
     cur = c.cursor()
+    # workers train units (mtms.train_workers); the scanning fallback's
+    # passes (keep=False) run as parallel plans instead
+    cur.execute('SET mtms.train_workers = %d' % workers)
     cur.execute('SET max_parallel_workers_per_gather = %d' % workers)
     cur.execute('SET mtms.keep_training_rows = %s' % ('on' if keep else 'off'))
     one(cur, 'SELECT count(mtms_drop_model(name)) FROM mtms_model WHERE name = %s', (model,))
@@ -214,9 +252,11 @@ def mtms_train(model, rel, workers, options='{}', phases='all', poll=True, scene
            'relation_rows': nrel, 'plan': plan,
            'commit_seconds': t1 - tstart, 'vmhwm_mb': st['VmHWM'] / 1024.0,
            'final_rss_anon_mb': st['RssAnon'] / 1024.0}
+    out['notices'] = list(c.notices.items)
     if poller:
         out['commit_peak_rss_anon_mb'] = poller.peak_mb(tstart, t1 + 1)
         out['peak_rss_anon_mb'] = poller.peak_mb(t0, t1 + 1)
+        out['processes'] = poller.max_procs
     out.update(raw_bytes(cur, model))
     c.close()
     return out

@@ -138,6 +138,8 @@ commit_version(MtmsTrainCtx *cx, const char *relname_plain)
 	Oid			t1[1] = {INT4OID};
 	Datum		a1[1];
 	MtmsCatalogScope scope;
+	TimestampTz start = GetCurrentTimestamp();
+	int64		rows = 0;
 
 	/* the caller may train the model (checked at the start): write as mtms */
 	mtms_catalog_scope_begin(&scope, true);
@@ -170,6 +172,11 @@ commit_version(MtmsTrainCtx *cx, const char *relname_plain)
 		elog(ERROR, "could not record the new version");
 
 	mtms_model_save(meta, cx->model, version);
+	for (int p = 0; p < cx->model->npairs; p++)
+		rows += mtms_emb_count(cx->model->emb[p]);
+	ereport(NOTICE,
+			(errmsg("mtms_train: version %d written: %lld embedding rows, %.2f s",
+					version, (long long) rows, (double) (GetCurrentTimestamp() - start) / 1e6)));
 
 	if (SPI_execute_with_args(psprintf("UPDATE %s.mtms_model SET active_version = $2 WHERE model_id = $1",
 									   cx->schema),

@@ -22,8 +22,11 @@
  */
 #include "train_parallel.h"
 
+#include <unistd.h>
+
 #include "access/parallel.h"
 #include "access/xact.h"
+#include "optimizer/optimizer.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/lwlock.h"
@@ -118,7 +121,7 @@ participate(Participant *pt)
 		job->result_len = buf.len;
 		pfree(buf.data);
 		ereport(NOTICE,
-				(errmsg("mtms_train %s %s: %.2f passes over %lld rows, best at validation %d of %d: valid loss %.5f, valid AUC %.4f, %.1f s",
+				(errmsg("mtms_train %s %s: %.2f passes over %lld rows, best at validation %d of %d: valid loss %.5f, valid AUC %.4f, %.2f s",
 						si->name, mtms_unit_name(pt->skeleton, si, job->unit),
 						job->outcome.epochs, (long long) job->outcome.best.samples,
 						job->outcome.best_checkpoint, job->outcome.checkpoints,
@@ -157,6 +160,22 @@ mtms_train_parallel_main(dsm_segment *seg, shm_toc *toc)
 	attach(&pt, toc, seg, false);
 	participate(&pt);
 	dsa_detach(pt.area);
+}
+
+/*
+ * Whether the leader trains units too: when no worker came, always; else
+ * as parallel_leader_participation says, unless the workers already fill
+ * every CPU (one more process there only slows the largest unit down,
+ * which bounds the stage).
+ */
+static bool
+leader_participates(int launched)
+{
+	long		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (launched == 0)
+		return true;
+	return parallel_leader_participation && (ncpu <= 0 || launched < ncpu);
 }
 
 /* How many workers: mtms.train_workers, or max_parallel_maintenance_workers. */
@@ -345,7 +364,8 @@ mtms_train_parallel(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, MtmsUnitOutcome 
 	LaunchParallelWorkers(pcxt);
 	*workers = pcxt->nworkers_launched;
 	attach(&pt, pcxt->toc, pcxt->seg, true);
-	participate(&pt);
+	if (leader_participates(pcxt->nworkers_launched))
+		participate(&pt);
 	WaitForParallelWorkersToFinish(pcxt);
 	take_results(cx, plan, sh, pt.area, out);
 	dsa_detach(pt.area);

@@ -16,6 +16,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 /* serialized training states are single values: stay well below 1 GB */
 #define MAX_PARALLEL_MODEL_BYTES ((Size) 600 * 1024 * 1024)
@@ -254,6 +255,7 @@ mtms_collect_window(MtmsTrainCtx *cx, MtmsStage stage, const bool *active)
 	MtmsKeptWindow *kw = &cx->kept[si->window];
 	MtmsTrainState *base;
 	MtmsTrainState *res;
+	TimestampTz start = GetCurrentTimestamp();
 	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
 
 	base = pass_base(cx, si, 0, active);
@@ -289,5 +291,11 @@ mtms_collect_window(MtmsTrainCtx *cx, MtmsStage stage, const bool *active)
 				 errmsg("sample relation %s has no training rows for the scenes being trained",
 						cx->relname),
 				 errhint("Check the scene column, or lower validation_fraction.")));
+	if (kw->rows != NULL)
+		ereport(NOTICE,
+				(errmsg("mtms_train: %s rows read: %lld samples, %lld training rows kept in %.1f MB, %.2f s",
+						si->window == 0 ? "phase-1" : "fine-tune", (long long) cx->samples,
+						(long long) mtms_kept_rows_count(kw->rows), kept_bytes(cx) / (1024.0 * 1024.0),
+						(double) (GetCurrentTimestamp() - start) / 1e6)));
 	return kw->rows != NULL;
 }
