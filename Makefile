@@ -50,6 +50,7 @@ OBJS = \
 	src/train_stage.o \
 	src/unit_train.o \
 	src/unit_wire.o \
+	src/train_memory.o \
 	src/train_parallel.o \
 	src/train_units.o \
 	src/train.o \

@@ -318,6 +318,31 @@ run_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 		mtms_run_stage(cx, stage, selected);
 }
 
+/* A window's kept rows, once no stage will read them again. */
+static void
+release_window(MtmsTrainCtx *cx, int w)
+{
+	MtmsKeptWindow *kw = &cx->kept[w];
+
+	if (kw->store)
+		pfree(kw->store);
+	if (kw->cxt)
+		MemoryContextReset(kw->cxt);
+	kw->store = NULL;
+	kw->rows = NULL;
+}
+
+/* The kept rows are done with once the stages are: room for the write. */
+static void
+release_rows(MtmsTrainCtx *cx)
+{
+	for (int w = 0; w < lengthof(cx->kept); w++)
+		release_window(cx, w);
+	if (cx->valid_store)
+		pfree(cx->valid_store);
+	cx->valid_store = NULL;
+}
+
 /* The stages, then the new version. */
 static void
 train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
@@ -339,9 +364,11 @@ train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 	}
 	if (do_finetune)
 	{
+		release_window(cx, 0);	/* phase 1's rows */
 		mtms_model_ensure_finetune(cx->model);
 		run_stage(cx, MTMS_STAGE_FINETUNE, all);
 	}
+	release_rows(cx);
 	if (cx->bad_conversions > 0)
 		ereport(NOTICE,
 				(errmsg("mtms_train: %lld samples have a conversion without a click; their conversion was ignored",

@@ -34,6 +34,7 @@
 #include "utils/dsa.h"
 #include "utils/memutils.h"
 
+#include "train_memory.h"
 #include "unit_wire.h"
 
 #define KEY_SHARED		UINT64CONST(0x6d74740000000001)
@@ -178,15 +179,6 @@ leader_participates(int launched)
 	return parallel_leader_participation && (ncpu <= 0 || launched < ncpu);
 }
 
-/* How many workers: mtms.train_workers, or max_parallel_maintenance_workers. */
-static int
-planned_workers(const MtmsUnitPlan *plan)
-{
-	int			n = mtms_train_workers >= 0 ? mtms_train_workers : max_parallel_maintenance_workers;
-
-	return Min(n, plan->njobs - 1);
-}
-
 /* Sizes of the segment's parts. */
 typedef struct Sizes
 {
@@ -229,8 +221,9 @@ put_chunk(ParallelContext *pcxt, uint64 key, const void *data, Size len)
 }
 
 /*
- * The jobs' starting parameters into the area; the leader's embeddings of
- * those units give way meanwhile (they come back trained).
+ * The jobs' starting parameters into the area; the leader's copies of the
+ * big ones give way meanwhile (they come back trained): the units'
+ * embeddings in phase 1, their fine-tune towers in the fine-tune.
  */
 static void
 put_start_params(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, ParShared *sh, dsa_area *area)
@@ -254,16 +247,23 @@ put_start_params(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, ParShared *sh, dsa_
 		job->start_len = buf.len;
 		job->result = InvalidDsaPointer;
 		pfree(buf.data);
-		if (!si->trains_embeddings)
-			continue;
 		n = mtms_unit_pairs(si, job->unit, pairs);
 		for (int i = 0; i < n; i++)
 		{
 			MemoryContext old = MemoryContextSwitchTo(m->cxt);
-			uint64		seed = m->emb[pairs[i]]->seed;
 
-			mtms_emb_free(m->emb[pairs[i]]);
-			m->emb[pairs[i]] = mtms_emb_create(m->dim, seed);
+			if (si->trains_embeddings)
+			{
+				uint64		seed = m->emb[pairs[i]]->seed;
+
+				mtms_emb_free(m->emb[pairs[i]]);
+				m->emb[pairs[i]] = mtms_emb_create(m->dim, seed);
+			}
+			else
+			{
+				mtms_tower_free(m->tower2[pairs[i]]);
+				m->tower2[pairs[i]] = NULL;
+			}
 			MemoryContextSwitchTo(old);
 		}
 	}
@@ -320,7 +320,7 @@ bool
 mtms_train_parallel(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, MtmsUnitOutcome *out,
 					int *workers)
 {
-	int			nworkers = planned_workers(plan);
+	int			nworkers = mtms_train_workers_for(plan->njobs);
 	int			width = cx->model->npairs * cx->model->dim;
 	ParallelContext *pcxt;
 	StringInfoData shape;

@@ -9,6 +9,7 @@
  *    fallback (train_stage.c).
  */
 #include "train_driver.h"
+#include "train_memory.h"
 
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -102,16 +103,18 @@ pass_base(MtmsTrainCtx *cx, const MtmsStageInfo *si, int epoch, const bool *acti
  * Refuse a pass whose planned memory is over mtms.max_memory: the driver's
  * model, the best epoch's snapshots (at most one more model), one model
  * copy per participant of the pass, their shuffle buffers and the
- * validation rows.
+ * validation rows; a collecting pass trains nothing: the model and the
+ * validation rows (the kept rows have their own limit, plan_keep_rows).
  */
 static void
-check_pass_memory(MtmsTrainCtx *cx)
+check_pass_memory(MtmsTrainCtx *cx, bool collecting)
 {
-	int			participants = 1 + Max(max_parallel_workers_per_gather, 0);
+	int			participants = collecting ? 0 : 1 + Max(max_parallel_workers_per_gather, 0);
 	Size		model = mtms_model_bytes(cx->model);
 	Size		rows = (Size) cx->meta->opts.shuffle_buffer * 160;
 	Size		valid = cx->valid ? (Size) cx->valid->nrows * 160 : 0;
-	double		est = (double) model * (2 + participants) + (double) rows * participants + valid;
+	double		est = (double) model * (collecting ? 1 : 2 + participants) +
+		(double) rows * participants + valid;
 
 	if (est > (double) mtms_max_memory_mb * 1024 * 1024)
 		ereport(ERROR,
@@ -125,23 +128,22 @@ check_pass_memory(MtmsTrainCtx *cx)
 
 /*
  * A collecting pass runs serially and keeps the window's training rows,
- * within half of mtms.max_memory beside three model copies; a window whose
- * rows do not fit trains by scanning every pass.  Returns whether this
- * pass may keep rows.
+ * within what mtms.max_memory leaves for them (train_memory.c); a window
+ * whose rows do not fit trains by scanning every pass.  Returns whether
+ * this pass may keep rows.
  */
 static bool
 plan_keep_rows(MtmsTrainCtx *cx, MtmsTrainState *base, const MtmsStageInfo *si)
 {
 	MtmsKeptWindow *kw = &cx->kept[si->window];
-	double		room;
+	Size		room;
 
 	if (kw->rows != NULL || kw->failed || !mtms_keep_training_rows)
 		return false;
-	room = (double) mtms_max_memory_mb * 1024 * 1024 / 2 -
-		3.0 * mtms_model_bytes(cx->model) - kept_bytes(cx);
-	if (room <= 1024 * 1024)
+	room = mtms_rows_room(cx->model, si, kept_bytes(cx));
+	if (room == 0)
 		return false;
-	base->train_limit = (Size) room;
+	base->train_limit = room;
 	if (kw->cxt == NULL)
 		kw->cxt = AllocSetContextCreate(cx->cxt, "mtms kept training rows",
 										ALLOCSET_DEFAULT_SIZES);
@@ -157,7 +159,7 @@ run_query(MtmsTrainCtx *cx, MtmsTrainState *base, const MtmsStageInfo *si, bool 
 	MtmsTrainState *res;
 	char	   *token;
 	char	   *sql;
-	int			guc_level = 0;
+	int			guc_level;
 	int			rc;
 
 	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
@@ -168,17 +170,23 @@ run_query(MtmsTrainCtx *cx, MtmsTrainState *base, const MtmsStageInfo *si, bool 
 	sql = psprintf("SELECT %s.%s(%s, scene::text, features, click, conversion) FROM %s",
 				   cx->schema, si->aggregate, quote_literal_cstr(token), cx->relname);
 	MemoryContextSwitchTo(old);
+
+	/*
+	 * Like a function's SET clause, undone right after the query.  A scan
+	 * of a large table joins the place where the last scan of it left off
+	 * (synchronize_seqscans): the rows would come in another order each
+	 * time, and the model would depend on it.
+	 */
+	guc_level = NewGUCNestLevel();
+	(void) set_config_option("synchronize_seqscans", "off",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
 	if (!parallel && max_parallel_workers_per_gather > 0)
-	{
-		/* like a function's SET clause: undone right after the query */
-		guc_level = NewGUCNestLevel();
 		(void) set_config_option("max_parallel_workers_per_gather", "0",
 								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 								 true, 0, false);
-	}
 	rc = SPI_execute(sql, true, 0);
-	if (guc_level > 0)
-		AtEOXact_GUC(true, guc_level);
+	AtEOXact_GUC(true, guc_level);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "mtms_train: training query failed: %s", SPI_result_code_string(rc));
 	res = mtms_state_take_result(token);
@@ -227,7 +235,7 @@ mtms_run_pass(MtmsTrainCtx *cx, MtmsStage stage, int epoch, const bool *active)
 		if (active[u])
 			trains = true;
 	base = pass_base(cx, si, epoch, active);
-	check_pass_memory(cx);
+	check_pass_memory(cx, false);
 
 	/*
 	 * Parallel workers start from a snapshot file; a model whose snapshot
@@ -259,7 +267,7 @@ mtms_collect_window(MtmsTrainCtx *cx, MtmsStage stage, const bool *active)
 	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
 
 	base = pass_base(cx, si, 0, active);
-	check_pass_memory(cx);
+	check_pass_memory(cx, true);
 	if (!plan_keep_rows(cx, base, si))
 	{
 		MemoryContextSwitchTo(old);

@@ -132,7 +132,12 @@ mtms_state_prepare(MtmsTrainState *st)
 	pg_prng_seed(&st->prng, seed);
 	MemoryContextSwitchTo(old);
 
-	if (mtms_stage_info(st->stage)->checkpoints && st->eval_rows && st->eval_rows->nrows > 0)
+	/*
+	 * Checkpoints copy every scene's fine-tune towers; a collecting pass
+	 * trains nothing and has none (the unit jobs checkpoint by themselves).
+	 */
+	if (mtms_stage_info(st->stage)->checkpoints && !st->collect_only &&
+		st->eval_rows && st->eval_rows->nrows > 0)
 	{
 		int			nm = m->nscenes * MTMS_NMETRICS;
 

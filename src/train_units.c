@@ -7,6 +7,7 @@
  *    units' result rows, and one NOTICE for the stage.
  */
 #include "train_driver.h"
+#include "train_memory.h"
 #include "train_parallel.h"
 
 #include <math.h>
@@ -116,6 +117,20 @@ notice_unit(MtmsTrainCtx *cx, const MtmsStageInfo *si, int unit, const MtmsUnitO
 					o->best.valid_loss, o->best.valid_auc, o->seconds)));
 }
 
+/* The stage's memory plan against mtms.max_memory (train_memory.c). */
+static void
+check_memory(MtmsTrainCtx *cx, const MtmsUnitPlan *plan)
+{
+	const MtmsModel *m = cx->model;
+	Size		joined = 0;
+
+	if (plan->si->keyed_rows)
+		joined = (Size) (plan->data.rows->nkeys + plan->data.valid->nkeys) *
+			m->npairs * m->dim * sizeof(float);
+	mtms_check_units_memory(m, plan->si, mtms_stage_nunits(plan->si, m->nscenes),
+							plan->data.rows->size + plan->data.valid->size, joined);
+}
+
 /* Every job in this process, one after the other. */
 static void
 run_jobs_here(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, MtmsUnitOutcome *out)
@@ -152,6 +167,7 @@ mtms_run_units(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 	plan.si = mtms_stage_info(stage);
 	plan.data.rows = window_store(cx, plan.si);
 	plan.data.valid = validation_store(cx);
+	check_memory(cx, &plan);
 	if (plan.si->keyed_rows)
 	{
 		plan.data.joined_rows = mtms_joined_table_build(cx->model, mtms_rs_keys(plan.data.rows),
@@ -170,6 +186,11 @@ mtms_run_units(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 			(errmsg("mtms_train %s: %d units in %.2f s, %d workers, %.0f training rows/s",
 					plan.si->name, plan.njobs, seconds, workers,
 					seconds > 0 ? rows / seconds : 0.0)));
+	/* the joined tables serve this stage only */
+	if (plan.data.joined_rows)
+		pfree((void *) plan.data.joined_rows);
+	if (plan.data.joined_valid)
+		pfree((void *) plan.data.joined_valid);
 	/* the result rows in unit order, whatever order the jobs ran in */
 	for (int u = 0; u < mtms_stage_nunits(plan.si, cx->model->nscenes); u++)
 		for (int j = 0; j < plan.njobs; j++)

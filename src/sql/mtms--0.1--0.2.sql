@@ -38,6 +38,12 @@ UPDATE @extschema@.mtms_model
  WHERE options ? 'patience' AND options ? 'evals_per_epoch';
 
 -- ---------------------------------------------------------------------
+-- Tower weights are float arrays that do not compress: stored out of line
+-- without trying (a fine-tune tower of 100 scenes is 2.4 MB per layer).
+-- ---------------------------------------------------------------------
+ALTER TABLE @extschema@.mtms_tower ALTER COLUMN weights SET STORAGE EXTERNAL;
+
+-- ---------------------------------------------------------------------
 -- A model belongs to its owner: per-model grants, row security on the
 -- catalog tables, guard triggers, and no stale parameters in any session.
 -- ---------------------------------------------------------------------

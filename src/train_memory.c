@@ -1,0 +1,92 @@
+/*
+ * train_memory.c
+ *    The memory plan of a training by unit jobs (see train_memory.h).
+ *
+ * The model is held once, by the leader (while workers train units, the
+ * leader's copies of their big parameters give way to the copies in shared
+ * memory).  Each training process holds at most one unit at a time, in
+ * three copies at most: its starting parameters, its best checkpoint and
+ * the trained result on the way back.  The rows are parsed once into kept
+ * rows, grouped into a row store (both exist for a moment), and copied
+ * into the shared segment when workers help; the fine-tune's joined
+ * embedding tables likewise.
+ */
+#include "train_memory.h"
+
+#include "embedding_store.h"
+#include "miscadmin.h"
+#include "mtms.h"
+#include "tower.h"
+
+int
+mtms_train_workers_for(int njobs)
+{
+	int			n = mtms_train_workers >= 0 ? mtms_train_workers : max_parallel_maintenance_workers;
+
+	return Max(Min(n, njobs - 1), 0);
+}
+
+/* The largest unit's parameter and optimizer bytes. */
+static Size
+largest_unit(const MtmsModel *m, const MtmsStageInfo *si)
+{
+	Size		largest = 0;
+
+	for (int u = 0; u < mtms_stage_nunits(si, m->nscenes); u++)
+	{
+		int			pairs[2];
+		int			n = mtms_unit_pairs(si, u, pairs);
+		Size		bytes = 0;
+
+		for (int i = 0; i < n; i++)
+		{
+			int			p = pairs[i];
+
+			if (si->trains_embeddings)
+				bytes += mtms_emb_bytes(m->emb[p]) + mtms_tower_bytes(m->tower1[p]);
+			else if (m->tower2[p])
+				bytes += mtms_tower_bytes(m->tower2[p]);
+		}
+		largest = Max(largest, bytes);
+	}
+	return largest;
+}
+
+/* The model and the units' copies in every process. */
+static double
+fixed_bytes(const MtmsModel *m, const MtmsStageInfo *si, int njobs)
+{
+	int			processes = 1 + mtms_train_workers_for(njobs);
+
+	return (double) mtms_model_bytes(m) + 3.0 * processes * largest_unit(m, si);
+}
+
+Size
+mtms_rows_room(const MtmsModel *m, const MtmsStageInfo *si, Size kept_already)
+{
+	double		limit = (double) mtms_max_memory_mb * 1024 * 1024;
+	int			njobs = mtms_stage_nunits(si, m->nscenes);
+	double		room = (limit - fixed_bytes(m, si, njobs) - 2.0 * kept_already) / 3.0;
+
+	return room > 1024 * 1024 ? (Size) room : 0;
+}
+
+void
+mtms_check_units_memory(const MtmsModel *m, const MtmsStageInfo *si, int njobs,
+						Size rows, Size joined)
+{
+	double		limit = (double) mtms_max_memory_mb * 1024 * 1024;
+	int			workers = mtms_train_workers_for(njobs);
+	double		data = (double) rows + joined;
+	double		est = fixed_bytes(m, si, njobs) + data * (workers > 0 ? 2 : 1);
+
+	if (est > limit)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("mtms_train %s would need about %.0f MB, more than mtms.max_memory (%d MB)",
+						si->name, est / (1024 * 1024), mtms_max_memory_mb),
+				 errdetail("The model holds %.0f MB of parameters and optimizer state, the rows and joined embeddings %.0f MB; %d processes train units.",
+						   (double) mtms_model_bytes(m) / (1024 * 1024), data / (1024 * 1024),
+						   1 + workers),
+				 errhint("Raise mtms.max_memory, or cap the embedding tables with the max_features option.")));
+}
