@@ -300,7 +300,35 @@ finetune_tower_from(const MtmsModel *m, int p)
 		memcpy(t2->W[l], t1->W[l], sizeof(float) * (Size) t1->sizes[l] * t1->sizes[l + 1]);
 		memcpy(t2->b[l], t1->b[l], sizeof(float) * t1->sizes[l + 1]);
 	}
+	/* gradients come when it trains */
+	mtms_tower_drop_grad(t2);
 	return t2;
+}
+
+Size
+mtms_model_finetune_tower_bytes(const MtmsModel *m)
+{
+	int64		nparams = 0;
+	int			in = MTMS_INPUT2(m);
+
+	for (int l = 0; l <= m->nhidden; l++)
+	{
+		int			out = l < m->nhidden ? m->hidden[l] : 1;
+
+		nparams += (int64) in * out + out;
+		in = out;
+	}
+	return (Size) (4 * nparams) * sizeof(float);
+}
+
+void
+mtms_model_ensure_finetune_pair(MtmsModel *m, int p)
+{
+	MemoryContext old = MemoryContextSwitchTo(m->cxt);
+
+	if (m->tower2[p] == NULL)
+		m->tower2[p] = finetune_tower_from(m, p);
+	MemoryContextSwitchTo(old);
 }
 
 void

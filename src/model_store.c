@@ -379,8 +379,12 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 	for (int p = 0; p < m->npairs; p++)
 	{
 		mtms_tower_trim_input(m->tower1[p]);
+		mtms_tower_drop_grad(m->tower1[p]);
 		if (m->tower2[p])
+		{
 			mtms_tower_trim_input(m->tower2[p]);
+			mtms_tower_drop_grad(m->tower2[p]);
+		}
 	}
 	return m;
 }

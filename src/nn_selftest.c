@@ -140,7 +140,7 @@ towers_identical(const MtmsTower *a, const MtmsTower *b)
 		memcmp(a->sizes, b->sizes, sizeof(a->sizes)) == 0 &&
 		a->nparams == b->nparams &&
 		a->step == b->step && a->nsamples == b->nsamples &&
-		memcmp(a->mem, b->mem, 4 * a->nparams * sizeof(float)) == 0;
+		memcmp(a->mem, b->mem, 3 * a->nparams * sizeof(float)) == 0;
 }
 
 /*
@@ -316,12 +316,12 @@ check_tower_gradient(double *detail)
 	fill_uniform(&rng, X, GC_B * GC_NIN, -1.0, 1.0);
 	fill_uniform(&rng, c, GC_B, -1.0, 1.0);
 
-	memset(t->mem + t->nparams, 0, t->nparams * sizeof(float));
+	memset(t->grad, 0, t->nparams * sizeof(float));
 	mtms_tower_forward(t, w, X, GC_B, logits);
 	pattern = relu_pattern(t, w);
 	mtms_tower_backward(t, w, c, NULL);
 	analytic = palloc(t->nparams * sizeof(float));
-	memcpy(analytic, t->mem + t->nparams, t->nparams * sizeof(float));
+	memcpy(analytic, t->grad, t->nparams * sizeof(float));
 
 	for (i = 0; i < t->nparams; i++)
 	{
@@ -529,8 +529,8 @@ check_tower_l2(double *detail)
 	bool		ok = true;
 	int64		i;
 
-	memset(t->mem + t->nparams, 0, t->nparams * sizeof(float));
-	memset(t->mem + 2 * t->nparams, 0, 2 * t->nparams * sizeof(float));
+	memset(t->grad, 0, t->nparams * sizeof(float));
+	memset(t->mem + t->nparams, 0, 2 * t->nparams * sizeof(float));
 	before = mtms_tower_copy(t);
 	t->step = 0;
 	mtms_tower_step(t, 0.01f, 0.1f);
@@ -542,7 +542,7 @@ check_tower_l2(double *detail)
 		if (t->mem[i] != before->mem[i])
 			ok = false;
 	for (i = 0; i < t->nparams; i++)
-		if (t->mem[t->nparams + i] != 0.0f)
+		if (t->grad[i] != 0.0f)
 			ok = false;
 	*detail = (double) t->step;
 	return ok && t->step == 1;
@@ -627,7 +627,9 @@ check_tower_copy(double *detail)
 	bool		ok = towers_identical(t, c) && c->mem != t->mem &&
 		c->W[0] != t->W[0];
 
-	/* train the copy: the original must not move */
+	/* train the copy (it has no gradients until it trains): the original must not move */
+	ok = ok && c->grad == NULL;
+	mtms_tower_ensure_grad(c);
 	c->gW[0][0] = 1.0f;
 	mtms_tower_step(c, 0.1f, 0.0f);
 	ok = ok && towers_identical(t, orig) && !towers_identical(t, c);
@@ -651,10 +653,9 @@ check_tower_average(double *detail)
 	mtms_tower_average(eq, 1.0, b, 1.0);
 	mtms_tower_average(wt, 3.0, b, 1.0);
 	mtms_tower_average(zero, 0.0, b, 0.0);
-	for (k = 0; k < 4; k++)
+	/* parameters and both moments (gradients are not averaged) */
+	for (k = 0; k < 3; k++)
 	{
-		if (k == 1)
-			continue;			/* gradients are not averaged */
 		for (i = k * a->nparams; i < (k + 1) * a->nparams; i++)
 		{
 			double		x = a->mem[i],
@@ -1274,6 +1275,8 @@ check_joined_keys(double *detail)
 		MtmsTowerWork *wk = mtms_tower_work_create(tk, B);
 		MtmsKeyBatch *kb = mtms_key_batch_create();
 
+		mtms_tower_ensure_grad(td);
+		mtms_tower_ensure_grad(tk);
 		H1 = palloc(sizeof(float) * B * tk->sizes[1]);
 		for (int i = 0; i < B; i++)
 		{
@@ -1301,6 +1304,9 @@ check_joined_keys(double *detail)
 		/* and the gradients are not all zero */
 		{
 			double		norm = 0;
+
+		mtms_tower_ensure_grad(td);
+		mtms_tower_ensure_grad(tk);
 
 			for (int64 i = 0; i < (int64) td->sizes[0] * td->sizes[1]; i++)
 				norm += fabs(td->gW[0][i]);

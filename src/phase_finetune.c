@@ -91,6 +91,14 @@ scene_takes_row(int scene, uint8 label)
 	return true;
 }
 
+/* A scene's fine-tune towers start as its phase-1 ones (model.c). */
+static void
+prepare_scene(MtmsModel *m, int scene)
+{
+	mtms_model_ensure_finetune_pair(m, MTMS_PAIR(scene, MTMS_TASK_CTR));
+	mtms_model_ensure_finetune_pair(m, MTMS_PAIR(scene, MTMS_TASK_CVR));
+}
+
 const MtmsStageInfo mtms_stage_finetune_info = {
 	.stage = MTMS_STAGE_FINETUNE,
 	.name = "finetune",
@@ -105,4 +113,5 @@ const MtmsStageInfo mtms_stage_finetune_info = {
 	.step = mtms_step_finetune,
 	.takes_row = scene_takes_row,
 	.validation_logits = finetune_validation_logits,
+	.prepare_unit = prepare_scene,
 };

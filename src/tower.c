@@ -3,16 +3,19 @@
  *    Small fully connected networks (ReLU hidden layers, one output logit)
  *    with every dense product done by OpenBLAS.
  *
- * Memory layout: all parameters and optimizer state of a tower live in ONE
- * allocation t->mem of 4 * nparams floats, as four blocks of the same
- * layout: parameters, gradients, Adam first moments, Adam second moments.
- * Within a block come first the weight matrices of every layer (W[0],
- * W[1], ...) and then the biases (b[0], b[1], ...), so that
+ * Memory layout: the parameters and optimizer state of a tower live in ONE
+ * allocation t->mem of 3 * nparams floats, as three blocks of the same
+ * layout: parameters, Adam first moments, Adam second moments; the
+ * gradient accumulators, a fourth block of that layout, are a separate
+ * allocation t->grad that only a tower being trained has (NULL
+ * otherwise: a model that is only held, scored or written carries no
+ * gradients).  Within a block come first the weight matrices of every
+ * layer (W[0], W[1], ...) and then the biases (b[0], b[1], ...), so that
  *   - one Adam call covers every weight (with L2) and one every bias
  *     (without L2),
  *   - copy, average and serialization are single passes over memory.
  * The per-layer pointers in MtmsTower (W, b, gW, gb, mW, vW, mb, vb) point
- * into that allocation.
+ * into those allocations.
  *
  * Batch shapes (row-major): X is B x sizes[0]; act[l] is B x sizes[l]
  * (in0 points to the input: act[0] holding a copy of X, or X itself after
@@ -33,7 +36,7 @@
 #include "tower.h"
 #include "optimizer.h"
 
-#define MTMS_TOWER_VERSION	1
+#define MTMS_TOWER_VERSION	2	/* 2: without the gradient accumulators */
 
 /* Elementwise passes over big arrays check for cancel every this many. */
 #define TOWER_CHUNK		(1 << 20)
@@ -102,13 +105,13 @@ tower_set_pointers(MtmsTower *t)
 			int64		nin = t->sizes[l];
 
 			t->W[l] = t->mem + woff;
-			t->gW[l] = t->mem + t->nparams + woff;
-			t->mW[l] = t->mem + 2 * t->nparams + woff;
-			t->vW[l] = t->mem + 3 * t->nparams + woff;
+			t->gW[l] = t->grad ? t->grad + woff : NULL;
+			t->mW[l] = t->mem + t->nparams + woff;
+			t->vW[l] = t->mem + 2 * t->nparams + woff;
 			t->b[l] = t->mem + boff;
-			t->gb[l] = t->mem + t->nparams + boff;
-			t->mb[l] = t->mem + 2 * t->nparams + boff;
-			t->vb[l] = t->mem + 3 * t->nparams + boff;
+			t->gb[l] = t->grad ? t->grad + boff : NULL;
+			t->mb[l] = t->mem + t->nparams + boff;
+			t->vb[l] = t->mem + 2 * t->nparams + boff;
 			woff += nout * nin;
 			boff += nout;
 		}
@@ -120,7 +123,10 @@ tower_set_pointers(MtmsTower *t)
 	}
 }
 
-/* Compute nweights/nparams from sizes, allocate zeroed mem, set pointers. */
+/*
+ * Compute nweights/nparams from sizes, allocate zeroed mem (no gradients),
+ * set pointers.
+ */
 static void
 tower_alloc(MtmsTower *t)
 {
@@ -135,12 +141,40 @@ tower_alloc(MtmsTower *t)
 	}
 	t->nweights = nweights;
 	t->nparams = nweights + nbias;
-	if (t->nparams > (int64) (MaxAllocHugeSize / sizeof(float) / 4))
+	if (t->nparams > (int64) (MaxAllocHugeSize / sizeof(float) / 3))
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("tower with %lld parameters is too large",
 						(long long) t->nparams)));
-	t->mem = tower_alloc_floats(4 * t->nparams);
+	t->mem = tower_alloc_floats(3 * t->nparams);
+	t->grad = NULL;
+	tower_set_pointers(t);
+}
+
+/* A backward pass or a step on a tower without gradients is a bug. */
+static inline void
+tower_check_grad(const MtmsTower *t)
+{
+	if (unlikely(t->grad == NULL))
+		elog(ERROR, "mtms: a tower without gradient accumulators was trained");
+}
+
+void
+mtms_tower_ensure_grad(MtmsTower *t)
+{
+	if (t->grad)
+		return;
+	t->grad = tower_alloc_floats(t->nparams);
+	tower_set_pointers(t);
+}
+
+void
+mtms_tower_drop_grad(MtmsTower *t)
+{
+	if (t->grad == NULL)
+		return;
+	pfree(t->grad);
+	t->grad = NULL;
 	tower_set_pointers(t);
 }
 
@@ -160,6 +194,7 @@ mtms_tower_create(int nin, int nhidden, const int32 *hidden, uint64 seed)
 		t->sizes[l + 1] = hidden[l];
 	t->sizes[t->nlayers] = 1;
 	tower_alloc(t);
+	mtms_tower_ensure_grad(t);
 
 	/* He-uniform: U(-sqrt(6 / fan_in), sqrt(6 / fan_in)), biases zero. */
 	pg_prng_seed(&rng, seed);
@@ -186,9 +221,11 @@ mtms_tower_copy(const MtmsTower *t)
 	MtmsTower  *c = palloc(sizeof(MtmsTower));
 
 	memcpy(c, t, sizeof(MtmsTower));
-	c->mem = palloc_extended(Max(4 * t->nparams, 1) * sizeof(float),
+	c->mem = palloc_extended(Max(3 * t->nparams, 1) * sizeof(float),
 							 MCXT_ALLOC_HUGE);
-	memcpy(c->mem, t->mem, 4 * t->nparams * sizeof(float));
+	memcpy(c->mem, t->mem, 3 * t->nparams * sizeof(float));
+	/* gradients are zero between steps: a copy gets them when trained */
+	c->grad = NULL;
 	tower_set_pointers(c);
 	return c;
 }
@@ -200,13 +237,15 @@ mtms_tower_free(MtmsTower *t)
 		return;
 	if (t->mem)
 		pfree(t->mem);
+	if (t->grad)
+		pfree(t->grad);
 	pfree(t);
 }
 
 Size
 mtms_tower_bytes(const MtmsTower *t)
 {
-	return sizeof(MtmsTower) + (Size) (4 * t->nparams) * sizeof(float);
+	return sizeof(MtmsTower) + (Size) ((t->grad ? 4 : 3) * t->nparams) * sizeof(float);
 }
 
 /* ----------------------------------------------------------------
@@ -480,6 +519,7 @@ void
 mtms_tower_backward(MtmsTower *t, MtmsTowerWork *w,
 					const float *dlogits, float *dX)
 {
+	tower_check_grad(t);
 	tower_backward_to(t, w, dlogits, dX, 0);
 }
 
@@ -487,6 +527,8 @@ const float *
 mtms_tower_backward_hidden(MtmsTower *t, MtmsTowerWork *w, const float *dlogits)
 {
 	int			B = w->batch;
+
+	tower_check_grad(t);
 
 	if (B == 0)
 		return w->delta[1];
@@ -503,11 +545,13 @@ void
 mtms_tower_step(MtmsTower *t, float lr, float l2)
 {
 	float	   *p = t->mem;
-	float	   *g = t->mem + t->nparams;
-	float	   *m = t->mem + 2 * t->nparams;
-	float	   *v = t->mem + 3 * t->nparams;
+	float	   *g = t->grad;
+	float	   *m = t->mem + t->nparams;
+	float	   *v = t->mem + 2 * t->nparams;
 	int64		nw = t->nweights;
 	int64		nb = t->nparams - t->nweights;
+
+	tower_check_grad(t);
 
 	t->step++;
 	t->nin_used = 0;			/* every column may now be non-zero */
@@ -524,6 +568,8 @@ mtms_tower_step_columns(MtmsTower *t, float lr, float l2, int first_col)
 	int			nout = t->sizes[1];
 	int			ncols = nin - first_col;
 
+	tower_check_grad(t);
+
 	t->step++;
 	t->nin_used = 0;
 	if (ncols > 0)
@@ -534,7 +580,7 @@ mtms_tower_step_columns(MtmsTower *t, float lr, float l2, int first_col)
 			mtms_adam_update(t->W[0] + off, t->gW[0] + off, t->mW[0] + off,
 							 t->vW[0] + off, ncols, lr, l2, t->step);
 		}
-	memset(t->mem + t->nparams, 0, t->nparams * sizeof(float));
+	memset(t->grad, 0, t->nparams * sizeof(float));
 }
 
 float
@@ -642,14 +688,12 @@ mtms_tower_average(MtmsTower *dst, double wdst,
 		a = b = 0.5f;
 
 	/* parameters, first and second moments; gradients are left alone */
-	for (k = 0; k < 4; k++)
+	for (k = 0; k < 3; k++)
 	{
 		float	   *d;
 		const float *s;
 		int64		i;
 
-		if (k == 1)
-			continue;
 		d = dst->mem + k * dst->nparams;
 		s = src->mem + k * src->nparams;
 		for (i = 0; i < dst->nparams; i++)
@@ -688,6 +732,12 @@ mtms_tower_remap_input(MtmsTower *t, int new_nin, const int32 *map)
 	old = *t;
 	t->sizes[0] = new_nin;
 	tower_alloc(t);
+	/* gradients are zero between steps: new zero ones, if it had any */
+	if (old.grad)
+	{
+		pfree(old.grad);
+		mtms_tower_ensure_grad(t);
+	}
 
 	/*
 	 * Scoring keeps reading the old columns only when they stay in place
@@ -706,7 +756,7 @@ mtms_tower_remap_input(MtmsTower *t, int new_nin, const int32 *map)
 			t->nin_used = old.nin_used > 0 ? old.nin_used : old_nin;
 	}
 
-	for (k = 0; k < 4; k++)
+	for (k = 0; k < 3; k++)
 	{
 		const float *osrc = old.mem + k * old.nparams;
 		float	   *ndst = t->mem + k * t->nparams;
@@ -738,7 +788,7 @@ mtms_tower_serialize(StringInfo buf, const MtmsTower *t)
 {
 	uint32		magic = MTMS_TOWER_MAGIC;
 	uint32		version = MTMS_TOWER_VERSION;
-	Size		nbytes = (Size) (4 * t->nparams) * sizeof(float);
+	Size		nbytes = (Size) (3 * t->nparams) * sizeof(float);
 
 	appendBinaryStringInfo(buf, (char *) &magic, sizeof(magic));
 	appendBinaryStringInfo(buf, (char *) &version, sizeof(version));
@@ -752,6 +802,7 @@ mtms_tower_serialize(StringInfo buf, const MtmsTower *t)
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("tower of %lld parameters is too large to serialize",
 						(long long) t->nparams)));
+	/* weights and biases, then the Adam moments; the gradients are zero */
 	appendBinaryStringInfo(buf, (char *) t->mem, nbytes);
 }
 
@@ -824,7 +875,7 @@ mtms_tower_deserialize(const char **p, const char *end)
 				 errmsg("corrupt tower state: step or sample count out of range")));
 
 	/* check the remaining length before allocating anything */
-	nbytes = (Size) (4 * nparams) * sizeof(float);
+	nbytes = (Size) (3 * nparams) * sizeof(float);
 	if ((Size) (end - *p) < nbytes)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
@@ -838,6 +889,7 @@ mtms_tower_deserialize(const char **p, const char *end)
 	t->nsamples = nsamples;
 	tower_alloc(t);
 	Assert(t->nparams == nparams);
+	/* weights and biases, the Adam moments (no gradients: zero) */
 	memcpy(t->mem, *p, nbytes);
 	*p += nbytes;
 	return t;

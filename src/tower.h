@@ -42,8 +42,9 @@ typedef struct MtmsTower
 	float	   *vb[MTMS_TOWER_MAX_LAYERS];
 	int64		step;			/* Adam steps taken */
 	int64		nsamples;		/* rows trained since last reset (combine weight) */
-	/* private: the single allocation and its layout */
-	float	   *mem;			/* 4 * nparams floats */
+	/* private: the allocations and their layout */
+	float	   *mem;			/* 3 * nparams floats: params, m, v */
+	float	   *grad;			/* nparams floats, or NULL (see tower.c) */
 	int64		nweights;		/* floats in all W[l] */
 	int64		nparams;		/* nweights + floats in all b[l] */
 
@@ -79,10 +80,20 @@ typedef struct MtmsTowerWork
  */
 extern MtmsTower *mtms_tower_create(int nin, int nhidden, const int32 *hidden,
 									uint64 seed);
+/* A copy, without gradient accumulators (they are zero between steps). */
 extern MtmsTower *mtms_tower_copy(const MtmsTower *t);
 extern void mtms_tower_free(MtmsTower *t);
-/* bytes of parameters + optimizer state */
+/* bytes of parameters + optimizer state (+ gradients, when it has them) */
 extern Size mtms_tower_bytes(const MtmsTower *t);
+
+/*
+ * Gradient accumulators: a created tower has them; a copied or
+ * deserialized one gets them (zero) with ensure before it trains.  Any
+ * backward pass or step needs them.  Drop frees them once training is
+ * over.
+ */
+extern void mtms_tower_ensure_grad(MtmsTower *t);
+extern void mtms_tower_drop_grad(MtmsTower *t);
 
 extern MtmsTowerWork *mtms_tower_work_create(const MtmsTower *t, int max_batch);
 extern void mtms_tower_work_free(MtmsTowerWork *w);
@@ -176,8 +187,10 @@ extern void mtms_tower_remap_input(MtmsTower *t, int new_nin, const int32 *map);
 
 /*
  * Binary serialization (native endianness, used for partial aggregate
- * states and the training snapshot, not for storage) of everything:
- * shape, step, nsamples, parameters, gradient accumulators, Adam moments.
+ * states, the training snapshot and parallel workers' units, not for
+ * storage): shape, step, nsamples, parameters and Adam moments.  The
+ * gradient accumulators are zero between steps: left out, and zero when
+ * read back.
  * Starts with MTMS_TOWER_MAGIC.  Deserialize checks sizes against
  * [*p, end) before allocating and ERRORs (ERRCODE_DATA_CORRUPTED) on a
  * truncated/corrupt buffer, never reading past end; advances *p.

@@ -33,6 +33,7 @@
 #include "optimizer/cost.h"
 #include "samples.h"
 #include "train_driver.h"
+#include "train_memory.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/json.h"
@@ -281,6 +282,16 @@ start_model(MtmsTrainCtx *cx, bool do_embedding)
 		cx->model = mtms_model_create(cx->meta);
 }
 
+/* Every unit's parameters exist (the stage's prepare_unit). */
+static void
+prepare_units(MtmsTrainCtx *cx, const MtmsStageInfo *si)
+{
+	if (si->prepare_unit == NULL)
+		return;
+	for (int u = 0; u < mtms_stage_nunits(si, cx->model->nscenes); u++)
+		si->prepare_unit(cx->model, u);
+}
+
 /*
  * A stage: as unit jobs over rows kept in memory (mtms.keep_training_rows,
  * when they fit), else pass by pass over the samples.
@@ -315,7 +326,12 @@ run_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 	if (kept)
 		mtms_run_units(cx, stage, selected);
 	else
+	{
+		prepare_units(cx, si);
 		mtms_run_stage(cx, stage, selected);
+	}
+	/* units that had no rows to train on: their starting parameters */
+	prepare_units(cx, si);
 }
 
 /* A window's kept rows, once no stage will read them again. */
@@ -341,6 +357,7 @@ release_rows(MtmsTrainCtx *cx)
 	if (cx->valid_store)
 		pfree(cx->valid_store);
 	cx->valid_store = NULL;
+	mtms_return_freed_memory();
 }
 
 /* The stages, then the new version. */
@@ -364,8 +381,7 @@ train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 	}
 	if (do_finetune)
 	{
-		release_window(cx, 0);	/* phase 1's rows */
-		mtms_model_ensure_finetune(cx->model);
+		release_window(cx, 0);	/* phase 1's rows; fine-tune towers come per unit */
 		run_stage(cx, MTMS_STAGE_FINETUNE, all);
 	}
 	release_rows(cx);

@@ -13,6 +13,10 @@
  */
 #include "train_memory.h"
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include "embedding_store.h"
 #include "miscadmin.h"
 #include "mtms.h"
@@ -44,8 +48,9 @@ largest_unit(const MtmsModel *m, const MtmsStageInfo *si)
 
 			if (si->trains_embeddings)
 				bytes += mtms_emb_bytes(m->emb[p]) + mtms_tower_bytes(m->tower1[p]);
-			else if (m->tower2[p])
-				bytes += mtms_tower_bytes(m->tower2[p]);
+			else
+				bytes += m->tower2[p] ? mtms_tower_bytes(m->tower2[p]) :
+					mtms_model_finetune_tower_bytes(m);
 		}
 		largest = Max(largest, bytes);
 	}
@@ -89,4 +94,12 @@ mtms_check_units_memory(const MtmsModel *m, const MtmsStageInfo *si, int njobs,
 						   (double) mtms_model_bytes(m) / (1024 * 1024), data / (1024 * 1024),
 						   1 + workers),
 				 errhint("Raise mtms.max_memory, or cap the embedding tables with the max_features option.")));
+}
+
+void
+mtms_return_freed_memory(void)
+{
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
 }

@@ -29,4 +29,12 @@ extern Size mtms_rows_room(const MtmsModel *m, const MtmsStageInfo *si, Size kep
 extern void mtms_check_units_memory(const MtmsModel *m, const MtmsStageInfo *si, int njobs,
 									Size rows, Size joined);
 
+/*
+ * Give the memory freed so far back to the operating system.  glibc keeps
+ * freed blocks of a few MB (a fine-tune tower, a row store) in the heap
+ * for reuse, so dropping the model's copy of a stage's parameters would
+ * not lower the process's footprint without it.
+ */
+extern void mtms_return_freed_memory(void);
+
 #endif							/* MTMS_TRAIN_MEMORY_H */

@@ -28,7 +28,9 @@
 #include "access/xact.h"
 #include "optimizer/optimizer.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "port/atomics.h"
+#include "storage/condition_variable.h"
 #include "storage/lwlock.h"
 #include "storage/shm_toc.h"
 #include "utils/dsa.h"
@@ -49,10 +51,16 @@
 /* initial size of the DSA area; it grows by itself */
 #define AREA_SIZE		((Size) 4 * 1024 * 1024)
 
+/* A job's state: its start is fed, then it is trained, then taken back. */
+#define JOB_WAITING		0		/* its starting parameters are not there yet */
+#define JOB_READY		1		/* they are in the area */
+#define JOB_DONE		2		/* its trained parameters are in the area */
+
 typedef struct ParJob
 {
 	int32		unit;
 	bool		start_candidate;
+	pg_atomic_uint32 state;
 	dsa_pointer start;			/* the unit's starting parameters */
 	Size		start_len;
 	dsa_pointer result;			/* its trained parameters */
@@ -69,7 +77,8 @@ typedef struct ParShared
 	Size		shape_len;
 	Size		jrows_len;		/* bytes of each joined table (0: none) */
 	Size		jvalid_len;
-	pg_atomic_uint32 next_job;
+	pg_atomic_uint32 next_job;	/* jobs claimed so far */
+	ConditionVariable cv;		/* a job became ready, or done */
 	ParJob		jobs[FLEXIBLE_ARRAY_MEMBER];
 } ParShared;
 
@@ -83,52 +92,77 @@ typedef struct Participant
 	MtmsModel  *skeleton;
 } Participant;
 
-/* Take jobs until none is left. */
+/* Wait until the leader has fed job's starting parameters. */
 static void
-participate(Participant *pt)
+wait_ready(ParShared *sh, ParJob *job)
+{
+	ConditionVariablePrepareToSleep(&sh->cv);
+	while (pg_atomic_read_u32(&job->state) != JOB_READY)
+		ConditionVariableSleep(&sh->cv, PG_WAIT_EXTENSION);
+	ConditionVariableCancelSleep();
+}
+
+/* Claim the next job; false when none is left. */
+static bool
+claim(ParShared *sh, uint32 *j)
+{
+	*j = pg_atomic_fetch_add_u32(&sh->next_job, 1);
+	return *j < (uint32) sh->njobs;
+}
+
+/* Train job j in this process: its start from the area, its result back. */
+static void
+train_job(Participant *pt, uint32 j)
 {
 	ParShared  *sh = pt->shared;
 	const MtmsStageInfo *si = mtms_stage_info((MtmsStage) sh->stage);
+	ParJob	   *job = &sh->jobs[j];
+	MtmsUnitJob uj;
+	StringInfoData buf;
 
-	for (;;)
-	{
-		uint32		j = pg_atomic_fetch_add_u32(&sh->next_job, 1);
-		ParJob	   *job;
-		MtmsUnitJob uj;
-		StringInfoData buf;
+	CHECK_FOR_INTERRUPTS();
+	wait_ready(sh, job);
+	mtms_wire_read_unit(dsa_get_address(pt->area, job->start), job->start_len,
+						pt->skeleton, si, job->unit);
+	dsa_free(pt->area, job->start);
+	job->start = InvalidDsaPointer;
 
-		if (j >= (uint32) sh->njobs)
-			break;
-		CHECK_FOR_INTERRUPTS();
-		job = &sh->jobs[j];
-		mtms_wire_read_unit(dsa_get_address(pt->area, job->start), job->start_len,
-							pt->skeleton, si, job->unit);
-		dsa_free(pt->area, job->start);
-		job->start = InvalidDsaPointer;
+	uj.si = si;
+	uj.unit = job->unit;
+	uj.model = pt->skeleton;
+	uj.opts = &sh->opts;
+	uj.frozen_fields = si->trains_embeddings ? pt->frozen : NULL;
+	uj.data = &pt->data;
+	uj.start_is_candidate = job->start_candidate;
+	mtms_unit_train(&uj, &job->outcome);
 
-		uj.si = si;
-		uj.unit = job->unit;
-		uj.model = pt->skeleton;
-		uj.opts = &sh->opts;
-		uj.frozen_fields = si->trains_embeddings ? pt->frozen : NULL;
-		uj.data = &pt->data;
-		uj.start_is_candidate = job->start_candidate;
-		mtms_unit_train(&uj, &job->outcome);
+	initStringInfo(&buf);
+	mtms_wire_unit(&buf, pt->skeleton, si, job->unit);
+	job->result = dsa_allocate_extended(pt->area, buf.len, DSA_ALLOC_HUGE);
+	memcpy(dsa_get_address(pt->area, job->result), buf.data, buf.len);
+	job->result_len = buf.len;
+	pfree(buf.data);
+	mtms_wire_drop_unit(pt->skeleton, si, job->unit);
+	pg_write_barrier();
+	pg_atomic_write_u32(&job->state, JOB_DONE);
+	ConditionVariableBroadcast(&sh->cv);
+	ereport(NOTICE,
+			(errmsg("mtms_train %s %s: %.2f passes over %lld rows, best at validation %d of %d: valid loss %.5f, valid AUC %.4f, %.2f s",
+					si->name, mtms_unit_name(pt->skeleton, si, job->unit),
+					job->outcome.epochs, (long long) job->outcome.best.samples,
+					job->outcome.best_checkpoint, job->outcome.checkpoints,
+					job->outcome.best.valid_loss, job->outcome.best.valid_auc,
+					job->outcome.seconds)));
+}
 
-		initStringInfo(&buf);
-		mtms_wire_unit(&buf, pt->skeleton, si, job->unit);
-		job->result = dsa_allocate_extended(pt->area, buf.len, DSA_ALLOC_HUGE);
-		memcpy(dsa_get_address(pt->area, job->result), buf.data, buf.len);
-		job->result_len = buf.len;
-		pfree(buf.data);
-		ereport(NOTICE,
-				(errmsg("mtms_train %s %s: %.2f passes over %lld rows, best at validation %d of %d: valid loss %.5f, valid AUC %.4f, %.2f s",
-						si->name, mtms_unit_name(pt->skeleton, si, job->unit),
-						job->outcome.epochs, (long long) job->outcome.best.samples,
-						job->outcome.best_checkpoint, job->outcome.checkpoints,
-						job->outcome.best.valid_loss, job->outcome.best.valid_auc,
-						job->outcome.seconds)));
-	}
+/* A worker: take jobs until none is left. */
+static void
+participate(Participant *pt)
+{
+	uint32		j;
+
+	while (claim(pt->shared, &j))
+		train_job(pt, j);
 }
 
 /* A participant's view of the segment (leader and workers alike). */
@@ -221,70 +255,109 @@ put_chunk(ParallelContext *pcxt, uint64 key, const void *data, Size len)
 }
 
 /*
- * The jobs' starting parameters into the area; the leader's copies of the
- * big ones give way meanwhile (they come back trained): the units'
- * embeddings in phase 1, their fine-tune towers in the fine-tune.
+ * The leader feeds the jobs' starting parameters into the area a few jobs
+ * ahead of the claims, and takes the trained units back into its model as
+ * they come: the area holds a few units at a time, never the whole stage,
+ * and the leader's model gives each unit's big parameters away while it is
+ * elsewhere (its embeddings in phase 1, its fine-tune towers in the
+ * fine-tune).
  */
-static void
-put_start_params(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, ParShared *sh, dsa_area *area)
+typedef struct Feeder
 {
-	const MtmsStageInfo *si = plan->si;
-	MtmsModel  *m = cx->model;
+	MtmsTrainCtx *cx;
+	const MtmsUnitPlan *plan;
+	ParShared  *sh;
+	dsa_area   *area;
+	MtmsUnitOutcome *out;
+	bool	   *taken;			/* [njobs] */
+	int			fed;			/* jobs 0 .. fed-1 are fed */
+	int			taken_count;
+	int			ahead;			/* jobs fed beyond the claimed ones */
+	Size		freed;			/* bytes given away since the last trim */
+} Feeder;
 
-	for (int j = 0; j < plan->njobs; j++)
+/* memory given back to the system once this much has been freed */
+#define TRIM_BYTES		((Size) 256 * 1024 * 1024)
+
+static void
+feed_one(Feeder *f)
+{
+	ParJob	   *job = &f->sh->jobs[f->fed];
+	StringInfoData buf;
+
+	if (f->plan->si->prepare_unit)
+		f->plan->si->prepare_unit(f->cx->model, job->unit);
+	initStringInfo(&buf);
+	mtms_wire_unit(&buf, f->cx->model, f->plan->si, job->unit);
+	job->start = dsa_allocate_extended(f->area, buf.len, DSA_ALLOC_HUGE);
+	memcpy(dsa_get_address(f->area, job->start), buf.data, buf.len);
+	job->start_len = buf.len;
+	pfree(buf.data);
+	mtms_wire_drop_unit(f->cx->model, f->plan->si, job->unit);
+	f->freed += job->start_len;
+	if (f->freed > TRIM_BYTES)
 	{
-		ParJob	   *job = &sh->jobs[j];
-		StringInfoData buf;
-		int			pairs[2];
-		int			n;
+		mtms_return_freed_memory();
+		f->freed = 0;
+	}
+	pg_write_barrier();
+	pg_atomic_write_u32(&job->state, JOB_READY);
+	f->fed++;
+	ConditionVariableBroadcast(&f->sh->cv);
+}
 
-		job->unit = plan->units[j];
-		job->start_candidate = plan->start_candidate[j];
-		initStringInfo(&buf);
-		mtms_wire_unit(&buf, m, si, job->unit);
-		job->start = dsa_allocate_extended(area, buf.len, DSA_ALLOC_HUGE);
-		memcpy(dsa_get_address(area, job->start), buf.data, buf.len);
-		job->start_len = buf.len;
+/* Feed the jobs up to `ahead` beyond those claimed. */
+static void
+feed(Feeder *f)
+{
+	uint32		claimed = Min(pg_atomic_read_u32(&f->sh->next_job), (uint32) f->sh->njobs);
+
+	while (f->fed < f->sh->njobs && f->fed < (int) claimed + f->ahead)
+		feed_one(f);
+}
+
+/* Take every finished job's unit back into the leader's model. */
+static void
+take_back(Feeder *f)
+{
+	for (int j = 0; j < f->sh->njobs; j++)
+	{
+		ParJob	   *job = &f->sh->jobs[j];
+
+		if (f->taken[j] || pg_atomic_read_u32(&job->state) != JOB_DONE)
+			continue;
+		pg_read_barrier();
+		mtms_wire_read_unit(dsa_get_address(f->area, job->result), job->result_len,
+							f->cx->model, f->plan->si, job->unit);
+		dsa_free(f->area, job->result);
 		job->result = InvalidDsaPointer;
-		pfree(buf.data);
-		n = mtms_unit_pairs(si, job->unit, pairs);
-		for (int i = 0; i < n; i++)
-		{
-			MemoryContext old = MemoryContextSwitchTo(m->cxt);
-
-			if (si->trains_embeddings)
-			{
-				uint64		seed = m->emb[pairs[i]]->seed;
-
-				mtms_emb_free(m->emb[pairs[i]]);
-				m->emb[pairs[i]] = mtms_emb_create(m->dim, seed);
-			}
-			else
-			{
-				mtms_tower_free(m->tower2[pairs[i]]);
-				m->tower2[pairs[i]] = NULL;
-			}
-			MemoryContextSwitchTo(old);
-		}
+		f->out[j] = job->outcome;
+		f->taken[j] = true;
+		f->taken_count++;
 	}
 }
 
-/* Every job's trained parameters into the leader's model, outcomes out. */
+/* The leader: feed, take back, and train jobs too when it takes part. */
 static void
-take_results(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, ParShared *sh, dsa_area *area,
-			 MtmsUnitOutcome *out)
+lead(Feeder *f, Participant *pt, bool participates)
 {
-	for (int j = 0; j < plan->njobs; j++)
-	{
-		ParJob	   *job = &sh->jobs[j];
+	uint32		j;
 
-		if (!DsaPointerIsValid(job->result))
-			elog(ERROR, "mtms: unit %d was not trained", job->unit);
-		mtms_wire_read_unit(dsa_get_address(area, job->result), job->result_len,
-							cx->model, plan->si, job->unit);
-		dsa_free(area, job->result);
-		out[j] = job->outcome;
+	for (;;)
+	{
+		feed(f);
+		take_back(f);
+		if (f->taken_count == f->sh->njobs)
+			break;
+		if (participates && claim(f->sh, &j))
+		{
+			feed(f);
+			train_job(pt, j);
+			continue;
+		}
+		(void) ConditionVariableTimedSleep(&f->sh->cv, 100, PG_WAIT_EXTENSION);
 	}
+	ConditionVariableCancelSleep();
 }
 
 /* The shared header and the read-only parts, into the segment. */
@@ -303,6 +376,15 @@ fill_segment(ParallelContext *pcxt, MtmsTrainCtx *cx, const MtmsUnitPlan *plan,
 	sh->jrows_len = sz->jrows;
 	sh->jvalid_len = sz->jvalid;
 	pg_atomic_init_u32(&sh->next_job, 0);
+	ConditionVariableInit(&sh->cv);
+	for (int j = 0; j < plan->njobs; j++)
+	{
+		sh->jobs[j].unit = plan->units[j];
+		sh->jobs[j].start_candidate = plan->start_candidate[j];
+		pg_atomic_init_u32(&sh->jobs[j].state, JOB_WAITING);
+		sh->jobs[j].start = InvalidDsaPointer;
+		sh->jobs[j].result = InvalidDsaPointer;
+	}
 	shm_toc_insert(pcxt->toc, KEY_SHARED, sh);
 	put_chunk(pcxt, KEY_ROWS, plan->data.rows, plan->data.rows->size);
 	put_chunk(pcxt, KEY_VALID, plan->data.valid, plan->data.valid->size);
@@ -317,7 +399,7 @@ fill_segment(ParallelContext *pcxt, MtmsTrainCtx *cx, const MtmsUnitPlan *plan,
 }
 
 bool
-mtms_train_parallel(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, MtmsUnitOutcome *out,
+mtms_train_parallel(MtmsTrainCtx *cx, MtmsUnitPlan *plan, MtmsUnitOutcome *out,
 					int *workers)
 {
 	int			nworkers = mtms_train_workers_for(plan->njobs);
@@ -327,6 +409,8 @@ mtms_train_parallel(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, MtmsUnitOutcome 
 	Sizes		sz;
 	ParShared  *sh;
 	Participant pt;
+	Feeder		f;
+	bool		participates;
 	void	   *place;
 
 	*workers = 0;
@@ -355,19 +439,35 @@ mtms_train_parallel(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, MtmsUnitOutcome 
 		return false;
 	}
 	sh = fill_segment(pcxt, cx, plan, &sz, &shape);
+	/* the joined tables are read from the segment now, by the leader too */
+	if (plan->data.joined_rows)
+		pfree((void *) plan->data.joined_rows);
+	if (plan->data.joined_valid)
+		pfree((void *) plan->data.joined_valid);
+	plan->data.joined_rows = plan->data.joined_valid = NULL;
 	place = shm_toc_allocate(pcxt->toc, AREA_SIZE);
 	shm_toc_insert(pcxt->toc, KEY_DSA, place);
 	memset(&pt, 0, sizeof(pt));
 	pt.area = dsa_create_in_place(place, AREA_SIZE, LWTRANCHE_PARALLEL_QUERY_DSA, pcxt->seg);
-	put_start_params(cx, plan, sh, pt.area);
 
 	LaunchParallelWorkers(pcxt);
 	*workers = pcxt->nworkers_launched;
 	attach(&pt, pcxt->toc, pcxt->seg, true);
-	if (leader_participates(pcxt->nworkers_launched))
-		participate(&pt);
+	memset(&f, 0, sizeof(f));
+	f.cx = cx;
+	f.plan = plan;
+	f.sh = sh;
+	f.area = pt.area;
+	f.out = out;
+	f.taken = palloc0(sizeof(bool) * plan->njobs);
+	f.ahead = 2 * pcxt->nworkers_launched + 2;
+	participates = leader_participates(pcxt->nworkers_launched);
+	/* a worker that could not start would leave its jobs to nobody */
+	if (!participates)
+		WaitForParallelWorkersToAttach(pcxt);
+	lead(&f, &pt, participates);
 	WaitForParallelWorkersToFinish(pcxt);
-	take_results(cx, plan, sh, pt.area, out);
+	mtms_return_freed_memory();
 	dsa_detach(pt.area);
 	DestroyParallelContext(pcxt);
 	ExitParallelMode();

@@ -12,9 +12,10 @@
  * their outcomes into out[] (in job order) and the trained units into
  * cx->model.  False, having done nothing, when no worker can help (none
  * allowed, one job, no dynamic shared memory): run them here then.
- * *workers gets the number of workers that took part.
+ * *workers gets the number of workers that took part.  The plan's joined
+ * tables move into the shared segment (the plan's pointers become NULL).
  */
-extern bool mtms_train_parallel(MtmsTrainCtx *cx, const MtmsUnitPlan *plan,
+extern bool mtms_train_parallel(MtmsTrainCtx *cx, MtmsUnitPlan *plan,
 								MtmsUnitOutcome *out, int *workers);
 
 #endif							/* MTMS_TRAIN_PARALLEL_H */

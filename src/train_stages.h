@@ -48,6 +48,11 @@ typedef struct MtmsStageInfo
 	void		(*validation_logits) (MtmsStepCtx *ctx, int scene, const MtmsRowSet *vs,
 									  const int64 *rows, int64 nr, float *zc, float *zv,
 									  struct MtmsJoinedKeys **keys);
+	/*
+	 * Make unit's parameters exist in m before they are trained or handed
+	 * to a worker (NULL: they always do).
+	 */
+	void		(*prepare_unit) (MtmsModel *m, int unit);
 } MtmsStageInfo;
 
 extern const MtmsStageInfo mtms_stage_embedding_info;

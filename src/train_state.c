@@ -111,10 +111,17 @@ mtms_state_prepare(MtmsTrainState *st)
 	st->rows_in = st->rows_trained = st->bad_conversions = 0;
 	for (int p = 0; p < m->npairs; p++)
 	{
+		MemoryContext mc = MemoryContextSwitchTo(m->cxt);
+
 		mtms_emb_reset_counts(m->emb[p]);
 		m->tower1[p]->nsamples = 0;
+		mtms_tower_ensure_grad(m->tower1[p]);
 		if (m->tower2[p])
+		{
 			m->tower2[p]->nsamples = 0;
+			mtms_tower_ensure_grad(m->tower2[p]);
+		}
+		MemoryContextSwitchTo(mc);
 	}
 	mtms_rowset_init(&st->buf);
 	st->work = mtms_batch_work_create(m, st->opts.batch_size);

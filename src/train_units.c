@@ -147,6 +147,8 @@ run_jobs_here(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, MtmsUnitOutcome *out)
 		job.frozen_fields = plan->si->trains_embeddings ? cx->frozen_fields : NULL;
 		job.data = &plan->data;
 		job.start_is_candidate = plan->start_candidate[j];
+		if (plan->si->prepare_unit)
+			plan->si->prepare_unit(cx->model, job.unit);
 		mtms_unit_train(&job, &out[j]);
 		notice_unit(cx, plan->si, job.unit, &out[j]);
 	}

@@ -263,6 +263,30 @@ unit_batch(UnitRun *run, const int64 *order, int nb)
 	run->si->step(&run->ctx, run->job->unit, &run->batch, run->batch_pos, nb);
 }
 
+/*
+ * The unit's towers get gradient accumulators for its training (in the
+ * model's context) and lose them after: a held model carries none.
+ */
+static void
+unit_grads(const MtmsUnitJob *job, bool on)
+{
+	MtmsModel  *m = job->model;
+	int			pairs[2];
+	int			n = mtms_unit_pairs(job->si, job->unit, pairs);
+	MemoryContext old = MemoryContextSwitchTo(m->cxt);
+
+	for (int i = 0; i < n; i++)
+	{
+		MtmsTower  *t = job->si->trains_embeddings ? m->tower1[pairs[i]] : m->tower2[pairs[i]];
+
+		if (on)
+			mtms_tower_ensure_grad(t);
+		else
+			mtms_tower_drop_grad(t);
+	}
+	MemoryContextSwitchTo(old);
+}
+
 /* One pass over the unit's rows, validating every interval rows. */
 static void
 unit_pass(UnitRun *run, int epoch, int64 *order, int64 interval, int64 *trained)
@@ -301,6 +325,7 @@ mtms_unit_train(const MtmsUnitJob *job, MtmsUnitOutcome *out)
 	int			epoch = 0;
 
 	memset(&run, 0, sizeof(run));
+	unit_grads(job, true);
 	unit_setup(&run, job);
 	run.best.crit = INFINITY;
 	run.best.valid_loss = run.best.valid_auc = run.best.train_loss = NAN;
@@ -319,6 +344,7 @@ mtms_unit_train(const MtmsUnitJob *job, MtmsUnitOutcome *out)
 	if (run.snap.npairs > 0)
 		mtms_unit_snapshot_restore(&run.snap, job->model, job->si);
 	mtms_unit_snapshot_free(&run.snap);
+	unit_grads(job, false);
 
 	out->best = run.best;
 	out->best.epochs = epoch;

@@ -190,3 +190,30 @@ mtms_wire_read_unit(const char *data, Size len, MtmsModel *m, const MtmsStageInf
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("mtms: trailing bytes after unit parameters")));
 }
+
+void
+mtms_wire_drop_unit(MtmsModel *m, const MtmsStageInfo *si, int unit)
+{
+	int			pairs[2];
+	int			n = mtms_unit_pairs(si, unit, pairs);
+	MemoryContext old = MemoryContextSwitchTo(m->cxt);
+
+	for (int i = 0; i < n; i++)
+	{
+		int			q = pairs[i];
+
+		if (si->trains_embeddings)
+		{
+			uint64		seed = m->emb[q]->seed;
+
+			mtms_emb_free(m->emb[q]);
+			m->emb[q] = mtms_emb_create(m->dim, seed);
+		}
+		else
+		{
+			mtms_tower_free(m->tower2[q]);
+			m->tower2[q] = NULL;
+		}
+	}
+	MemoryContextSwitchTo(old);
+}

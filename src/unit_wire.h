@@ -31,4 +31,10 @@ extern void mtms_wire_unit(StringInfo buf, const MtmsModel *m, const MtmsStageIn
 extern void mtms_wire_read_unit(const char *data, Size len, MtmsModel *m,
 								const MtmsStageInfo *si, int unit);
 
+/*
+ * Drop the unit's big parameters from m once they are handed back: its
+ * pairs' embeddings (left empty), or their fine-tune towers (left NULL).
+ */
+extern void mtms_wire_drop_unit(MtmsModel *m, const MtmsStageInfo *si, int unit);
+
 #endif							/* MTMS_UNIT_WIRE_H */
