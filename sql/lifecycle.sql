@@ -344,11 +344,19 @@ SELECT version, active FROM mtms_versions('lc_f') ORDER BY version;
 -- train with the tags, both phases
 SELECT count(*) AS rows FROM mtms_train('lc_f', 'lc_days12');
 SELECT version, active, samples_relation FROM mtms_versions('lc_f') ORDER BY version;
--- the new field has embedding rows in every pair, the old fields keep theirs
+-- the new field has embedding rows in every pair that kept a new epoch (a
+-- pair none of whose checkpoints beat its start keeps the start, bit for
+-- bit, without tags), the old fields keep theirs; most pairs learn tags
+CREATE TEMP TABLE lc_f_tags AS
 SELECT e.scene, e.task, count(*) FILTER (WHERE e.field = 'tag') > 10 AS tag_rows,
-       count(*) FILTER (WHERE e.field = 'user') > 100 AS user_rows
+       count(*) FILTER (WHERE e.field = 'user') > 100 AS user_rows,
+       pg_temp.lc_emb_md5('lc_f', 2, e.scene, e.task) = h.emb AS kept_start
   FROM mtms_embedding e JOIN mtms_model m USING (model_id)
- WHERE m.name = 'lc_f' AND e.version = 2 GROUP BY 1, 2 ORDER BY 1 DESC, 2;
+       JOIN lc_f_md5 h ON (h.scene, h.task) = (e.scene, e.task)
+ WHERE m.name = 'lc_f' AND e.version = 2 GROUP BY 1, 2, h.emb;
+SELECT scene, task, tag_rows OR (kept_start AND NOT tag_rows) AS tags_or_start, user_rows
+  FROM lc_f_tags ORDER BY 1 DESC, 2;
+SELECT count(*) FILTER (WHERE tag_rows) >= 4 AS most_learn_tags FROM lc_f_tags;
 SELECT t.phase, t.n_in, count(*) AS towers
   FROM mtms_tower t JOIN mtms_model m USING (model_id)
  WHERE m.name = 'lc_f' AND t.layer = 0 GROUP BY t.version, 1, 2 ORDER BY t.version, 1;

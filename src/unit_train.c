@@ -8,7 +8,8 @@
  * mini-batches of batch_size; phase-1 stages decode each batch's rows from
  * the row store, the fine-tune reads the keys and frozen joined embeddings
  * of all the unit's rows, looked up once.  Every ceil(n / evals_per_epoch)
- * rows (and at the end of a pass) the unit is validated on its scene's
+ * rows, but no sooner than MIN_CHECK_BATCHES mini-batches, and at the end
+ * of a pass, the unit is validated on its scene's
  * validation rows; it keeps a copy of its parameters at each improvement
  * and stops after patience validations without one.
  */
@@ -26,6 +27,15 @@
 #include "unit_snapshot.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
+
+/*
+ * At least this many mini-batches between two validations: a small unit
+ * (a few thousand rows) validated evals_per_epoch times a pass would take
+ * a handful of steps between checks and stop on the validation's noise
+ * (measured: a 6k-row fine-tune stopped after 2 passes, 0.03-0.05 test AUC
+ * below the same unit trained 5 or 6).
+ */
+#define MIN_CHECK_BATCHES 16
 
 /* A unit in training. */
 typedef struct UnitRun
@@ -338,7 +348,8 @@ mtms_unit_train(const MtmsUnitJob *job, MtmsUnitOutcome *out)
 			keep_best(&run, &r);
 	}
 	order = palloc_extended(sizeof(int64) * Max(run.n, 1), MCXT_ALLOC_HUGE);
-	interval = Max((run.n + o->evals_per_epoch - 1) / Max(o->evals_per_epoch, 1), 1);
+	interval = Max((run.n + o->evals_per_epoch - 1) / Max(o->evals_per_epoch, 1),
+				   (int64) MIN_CHECK_BATCHES * o->batch_size);
 	while (run.n > 0 && !run.done && epoch < o->max_epochs)
 		unit_pass(&run, ++epoch, order, interval, &trained);
 	if (run.snap.npairs > 0)
