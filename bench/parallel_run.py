@@ -50,11 +50,15 @@ def sql(q, args=None):
 
 
 def params_md5(model):
-    return sql("""SELECT md5(string_agg(r, ',' ORDER BY r)) FROM (
-                    SELECT format('e %%s %%s %%s %%s %%s', scene, task, feature, vector, accum) AS r
+    """md5 over the ordered parameter rows (per row first: a model's rows as
+    one text would pass 1 GB)."""
+    return sql("""SELECT md5(string_agg(h, ',' ORDER BY k)) FROM (
+                    SELECT format('e %%s %%s %%s', scene, task, feature) AS k,
+                           md5(format('%%s %%s', vector, accum)) AS h
                       FROM mtms_embedding WHERE model_id = mtms_model_id(%s)
                     UNION ALL
-                    SELECT format('t %%s %%s %%s %%s %%s %%s', phase, scene, task, layer, weights, bias)
+                    SELECT format('t %%s %%s %%s %%s', phase, scene, task, layer),
+                           md5(format('%%s %%s', weights, bias))
                       FROM mtms_tower WHERE model_id = mtms_model_id(%s)) s""", (model, model))[0][0]
 
 

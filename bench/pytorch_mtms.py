@@ -22,16 +22,22 @@ src/train_state.c, src/phase_embedding.c, src/phase_finetune.c, src/model.c):
     fractions, not the same rows);
   * embedding stage: every pair on its own rows (CTR: every impression of
     the scene; CVR: clicked ones), BCE, early stopping per pair on its
-    validation loss (patience 2, at most 10 epochs), each pair keeping its
-    best epoch;
+    validation loss, as a tuned user would: validated --evals-per-epoch
+    times per pass over its rows (default 16), stopping --patience-checks
+    validations (default 3) after its best, and keeping that best (at most
+    10 passes); --evals-per-epoch 0 validates once per pass with patience
+    2 passes instead (the schedule mtms had before it stopped inside passes,
+    for the fine-tune too);
   * CTCVR stage per scene: L_ctr + L_cvr (clicked rows) + L_ctcvr with
     pCTCVR = pCTR x pCVR on every impression, both sub-models updated,
-    stopping per scene on the sum of the three validation losses;
+    stopping per scene on the sum of the three validation losses, on the
+    same schedule;
   * fine-tune: embeddings frozen, per scene two towers on the concatenation
     of all pairs' pooled embeddings, L_ctr + L_cvr + L_ctcvr, towers
     starting as the pair's phase-1 tower (zero weights on the other pairs'
     blocks), validated at the start and 4 times per pass, each scene keeping
-    its best towers, and stopping per scene like the CTCVR stage.
+    its best towers and stopping --finetune-patience-checks validations
+    (default 4, mtms's) after them.
 
 Subcommands (the data files are written by bench/speed_run.py):
   train     train on a sample file, print a JSON report (per-stage seconds,
@@ -68,7 +74,10 @@ MAX_EPOCHS = 10
 PATIENCE = 2
 VALID_FRACTION = 0.1
 FINETUNE_FRACTION = 0.2
-EVALS_PER_EPOCH = 4
+EVALS_PER_EPOCH = 4            # the fine-tune's checkpoints per pass
+PHASE1_EVALS = 16              # phase-1 stages: validations per pass (--evals-per-epoch)
+PHASE1_PATIENCE = 3            # ... and validations after the best (--patience-checks)
+FT_PATIENCE = 4                # fine-tune: validations after the best (--finetune-patience-checks)
 EMB_INIT = 0.05
 ADAGRAD_EPS = 1e-8
 EVAL_BATCH = 8192
@@ -409,13 +418,57 @@ def train(model, s, train_mask, ft_mask, valid_mask, seed, log, ctcvr=True, fine
         active = [True] * len(units)
         epochs = [0] * len(units)
         sample_epochs = 0
+
+        def unit_pass_checkpoints(u, unit, rows, step, crit_of, rng):
+            """One pass over a unit's rows, validating it every len/PHASE1_EVALS
+            rows and at the end, keeping its best, stopping it PHASE1_PATIENCE
+            validations after the best.  Returns the rows trained."""
+            perm = rows[rng.permutation(len(rows))]
+            every = max(-(-len(perm) // PHASE1_EVALS), 1)
+            done = since = 0
+            scenes = {p // 2 for p in unit}
+            for b in range(0, len(perm), BATCH):
+                rb = perm[b:b + BATCH]
+                step(unit, rb)
+                done += len(rb)
+                since += len(rb)
+                if since >= every or done == len(perm):
+                    since = 0
+                    c = crit_of(unit, model.validate(s, vrows, False, scenes))
+                    if not math.isnan(c) and c < best[u] - 1e-7:
+                        best[u] = c
+                        bad[u] = 0
+                        snap[u] = unit_state(unit, False)
+                    else:
+                        bad[u] += 1
+                    if bad[u] >= PHASE1_PATIENCE:
+                        active[u] = False
+                        break
+            return done
+
         for epoch in range(1, MAX_EPOCHS + 1):
             if not any(active):
                 break
             rng = np.random.default_rng([seed, epoch, len(name)])
             te = time.time()
+            if finetune_stage and PHASE1_EVALS > 0:
+                was = list(active)
+                sample_epochs += finetune_pass_checkpoints(model, s, ft_rows, vrows, active, rng,
+                                                           best, bad, snap, epoch == 1)
+                epochs = [epoch if was[u] else epochs[u] for u in range(len(units))]
+                log('%s epoch %d: %.1f s, %d of %d units still improving'
+                    % (name, epoch, time.time() - te, sum(active), len(units)))
+                continue
             if finetune_stage:
                 sample_epochs += finetune_pass(model, s, ft_rows, vrows, active, rng)
+            elif PHASE1_EVALS > 0:
+                for u, unit in enumerate(units):
+                    if active[u]:
+                        sample_epochs += unit_pass_checkpoints(u, unit, unit_rows[u], step, crit_of, rng)
+                        epochs[u] = epoch
+                log('%s epoch %d: %.1f s, %d of %d units still improving'
+                    % (name, epoch, time.time() - te, sum(active), len(units)))
+                continue
             else:
                 for u, unit in enumerate(units):
                     if not active[u]:
@@ -499,6 +552,60 @@ def train(model, s, train_mask, ft_mask, valid_mask, seed, log, ctcvr=True, fine
         ft_rows = np.nonzero(ft_mask)[0]
         run_stage('finetune', units, None, None, crit_scene, True, ft_rows)
     return report
+
+
+def finetune_pass_checkpoints(model, s, ft_rows, vrows, active, rng, best, bad, snap, first):
+    """A fine-tune pass on the tuned schedule: batches per scene in one
+    shuffled order, the towers validated EVALS_PER_EPOCH times per pass (and
+    at the very start), each scene keeping its best towers and stopping
+    FT_PATIENCE validations after it (mtms's default patience).  best, bad, snap: per scene,
+    across passes.  Returns the rows trained."""
+    S = model.S
+    perm = ft_rows[rng.permutation(len(ft_rows))]
+    perm = perm[np.isin(s.scene[perm], [sc for sc in range(S) if active[sc]])]
+    batches_ = []
+    for sc in range(S):
+        pos = np.nonzero(s.scene[perm] == sc)[0]
+        for b in range(0, len(pos), BATCH):
+            chunk = pos[b:b + BATCH]
+            batches_.append((int(chunk[-1]), sc, perm[chunk]))
+    batches_.sort(key=lambda t: t[0])
+    total = len(perm)
+    every = max(total // EVALS_PER_EPOCH, 1)
+
+    def checkpoint():
+        val = model.validate(s, vrows, True, {sc for sc in range(S) if active[sc]})
+        for sc in range(S):
+            if not active[sc] or sc not in val or math.isnan(val[sc][0][0]):
+                continue
+            c = sum(x for x in val[sc][0] if not math.isnan(x))
+            if c < best[sc] - 1e-7:
+                best[sc] = c
+                bad[sc] = 0
+                snap[sc] = [model.pairs[p].state(True) for p in (2 * sc, 2 * sc + 1)]
+            else:
+                bad[sc] += 1
+                if bad[sc] >= FT_PATIENCE:
+                    active[sc] = False
+
+    if first:
+        checkpoint()
+        for sc in range(S):
+            bad[sc] = 0
+    done = 0
+    trained = 0
+    next_eval = every
+    for _, sc, rb in batches_:
+        if not active[sc]:
+            continue
+        step_finetune(model, model.pairs[2 * sc], model.pairs[2 * sc + 1], s, rb)
+        done += len(rb)
+        trained += len(rb)
+        if done >= next_eval and done < total:
+            checkpoint()
+            next_eval += every
+    checkpoint()
+    return trained
 
 
 def finetune_pass(model, s, ft_rows, vrows, active, rng):
@@ -602,6 +709,10 @@ def cmd_train(a):
         ids, _ = gather(s, r)
         m[ids.numpy()] = True
         seen.append(m)
+    global PHASE1_EVALS, PHASE1_PATIENCE, FT_PATIENCE
+    PHASE1_EVALS = a.evals_per_epoch
+    PHASE1_PATIENCE = a.patience_checks
+    FT_PATIENCE = a.finetune_patience_checks
     torch.manual_seed(a.seed)
     model = MTMS(scenes, fields, len(vocab), seen, a.seed)
     t_prep = time.time() - t0
@@ -839,6 +950,12 @@ def main():
     t.add_argument('--threads', type=int, default=1)
     t.add_argument('--seed', type=int, default=42)
     t.add_argument('--variant', choices=['mtms', 'p1', 'separate'], default='mtms')
+    t.add_argument('--evals-per-epoch', type=int, default=PHASE1_EVALS,
+                   help='phase-1 validations per pass over a unit (0: once per pass, patience 2 passes)')
+    t.add_argument('--patience-checks', type=int, default=PHASE1_PATIENCE,
+                   help='phase-1 validations without improvement before a unit stops')
+    t.add_argument('--finetune-patience-checks', type=int, default=FT_PATIENCE,
+                   help='fine-tune validations (4 per pass) without improvement before a scene stops')
     t.add_argument('--save')
     t.set_defaults(fn=cmd_train)
     t = sub.add_parser('score')

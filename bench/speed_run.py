@@ -199,7 +199,8 @@ def mtms_train(model, rel, workers, options='{}', phases='all', poll=True, scene
     # workers train units (mtms.train_workers); the scanning fallback's
     # passes (keep=False) run as parallel plans instead
     cur.execute('SET mtms.train_workers = %d' % workers)
-    cur.execute('SET max_parallel_workers_per_gather = %d' % workers)
+    if workers >= 0:
+        cur.execute('SET max_parallel_workers_per_gather = %d' % workers)
     cur.execute('SET mtms.keep_training_rows = %s' % ('on' if keep else 'off'))
     one(cur, 'SELECT count(mtms_drop_model(name)) FROM mtms_model WHERE name = %s', (model,))
     cur.execute('SELECT mtms_create_model(%s, %s, %s, options => %s)',
