@@ -273,7 +273,7 @@ SELECT f AS lc_su FROM lc_days12_sf, unnest(features) f
  WHERE f LIKE 'user=%'
    AND f NOT IN (SELECT g FROM lc_days12, unnest(features) g WHERE scene = 'video')
  GROUP BY f ORDER BY count(*) DESC, f LIMIT 1 \gset
-SELECT e.scene, count(*) AS rows_of_that_user
+SELECT e.scene, count(*) > 0 AS has_rows_of_that_user
   FROM mtms_embedding e JOIN mtms_model m USING (model_id)
  WHERE m.name = 'lc_s' AND e.version = 2 AND e.feature = mtms_feature_hash(:'lc_su')
  GROUP BY 1 ORDER BY 1 DESC;

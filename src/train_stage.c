@@ -94,7 +94,8 @@ validate_start(MtmsTrainCtx *cx, StageRun *run)
 			continue;
 		/* a scene added since the stored version has nothing to keep */
 		mtms_unit_pairs(run->si, u, pairs);
-		if (run->si->trains_embeddings && pairs[0] >= cx->stored_npairs)
+		if (!run->si->validates_start && run->si->trains_embeddings &&
+			pairs[0] >= cx->stored_npairs)
 			continue;
 		mtms_unit_figures(st, run->si, u, &r);
 		if (isnan(r.crit))

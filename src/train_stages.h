@@ -33,7 +33,9 @@ typedef struct MtmsStageInfo
 	int			window;			/* rows it trains on: 0 = phase 1's, 1 = the
 								 * fine-tune's (finetune_fraction) */
 	bool		validates_start;	/* always validate the starting parameters
-									 * (even of a model's first training) */
+									 * (even of a model's first training or a
+									 * scene added since): they are a stage's
+									 * output, not an initialisation */
 	bool		reports_per_task;	/* a scene unit reports CTR and CVR rows and
 									 * all three metrics, else one CTCVR row */
 	/* one mini-batch of unit on rows[0..n) of rs */

@@ -61,7 +61,9 @@ start_is_candidate(MtmsTrainCtx *cx, const MtmsStageInfo *si, int unit)
 {
 	int			pairs[2];
 
-	if (cx->meta->active_version <= 0 && !si->validates_start)
+	if (si->validates_start)
+		return true;
+	if (cx->meta->active_version <= 0)
 		return false;
 	mtms_unit_pairs(si, unit, pairs);
 	/* a scene added since the stored version has nothing to keep */
