@@ -74,6 +74,8 @@ static const MtmsOptionDesc option_table[] = {
 			"a number greater than 0 and at most 0.5"),
 	NUM_OPT("finetune_fraction", finetune_fraction, 0.0, false, 0.45,
 			"a number between 0 and 0.45"),
+	INT_OPT("finetune_rows", finetune_rows, 0, PG_INT64_MAX,
+			"an integer >= 0 (0 means no cap)"),
 	INT_OPT("seed", seed, PG_INT64_MIN, PG_INT64_MAX,
 			"a 64-bit integer"),
 	BOOL_OPT("ctcvr", ctcvr, "a boolean"),
@@ -106,6 +108,7 @@ mtms_options_default(MtmsOptions *o)
 	o->patience = 4;
 	o->validation_fraction = 0.1;
 	o->finetune_fraction = 0.2;
+	o->finetune_rows = 5000;
 	o->seed = 42;
 	o->ctcvr = true;
 	o->shuffle_buffer = 65536;

@@ -19,6 +19,7 @@ typedef struct MtmsOptions
 	int32		patience;		/* validations without improvement before a unit stops */
 	double		validation_fraction;	/* of rows, chosen by content hash */
 	double		finetune_fraction;	/* rows phase 1 leaves to the fine-tune */
+	int64		finetune_rows;	/* at most about this many per scene; 0 = no cap */
 	int64		seed;			/* initialisation, shuffling */
 	bool		ctcvr;			/* run the CTCVR stage of phase 1 */
 	int32		shuffle_buffer; /* rows buffered and shuffled before SGD */

@@ -5,6 +5,8 @@
 #include "samples.h"
 
 #include "catalog/pg_class.h"
+#include "executor/spi.h"
+#include "model.h"
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -60,4 +62,32 @@ mtms_samples_check(Oid relid)
 	check_column(relid, relname, "click", BOOLOID, BOOLOID, "boolean");
 	check_column(relid, relname, "conversion", BOOLOID, BOOLOID, "boolean");
 	return relname;
+}
+
+int64 *
+mtms_samples_scene_rows(const char *relname, const MtmsModel *m)
+{
+	int64	   *rows = palloc0(sizeof(int64) * m->nscenes);
+	char	   *sql = psprintf("SELECT scene::text, count(*) FROM %s GROUP BY 1", relname);
+
+	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "mtms_train: counting the rows of %s failed", relname);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		d = SPI_getbinval(tup, desc, 1, &isnull);
+		char	   *name;
+		int			s;
+
+		if (isnull)
+			continue;
+		name = TextDatumGetCString(d);
+		s = mtms_model_scene(m, name, (int) strlen(name));
+		if (s >= 0)
+			rows[s] = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+	}
+	pfree(sql);
+	return rows;
 }

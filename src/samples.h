@@ -15,4 +15,12 @@
  */
 extern char *mtms_samples_check(Oid relid);
 
+/*
+ * Rows of each of the model's scenes in the relation (relname as returned
+ * by mtms_samples_check), [nscenes]; rows of other scenes are not counted.
+ * The caller is connected to SPI.
+ */
+struct MtmsModel;
+extern int64 *mtms_samples_scene_rows(const char *relname, const struct MtmsModel *m);
+
 #endif							/* MTMS_SAMPLES_H */

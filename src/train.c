@@ -360,6 +360,43 @@ release_rows(MtmsTrainCtx *cx)
 	mtms_return_freed_memory();
 }
 
+/*
+ * Each scene's share of rows that phase 1 leaves to the fine-tune:
+ * finetune_fraction, capped at about finetune_rows rows of the scene, so
+ * that a large scene keeps nearly all its rows for its own sub-models
+ * while a small one still gives the fine-tune enough to learn from.
+ */
+static void
+plan_finetune_share(MtmsTrainCtx *cx)
+{
+	const MtmsOptions *o = &cx->meta->opts;
+	int			nscenes = cx->model->nscenes;
+	int64	   *rows = NULL;
+	StringInfoData capped;
+
+	cx->ft_share = palloc(sizeof(double) * nscenes);
+	if (o->finetune_fraction > 0 && o->finetune_rows > 0)
+		rows = mtms_samples_scene_rows(cx->relname, cx->model);
+	initStringInfo(&capped);
+	for (int s = 0; s < nscenes; s++)
+	{
+		double		share = o->finetune_fraction;
+
+		if (rows && rows[s] > 0 && (double) o->finetune_rows < share * rows[s])
+		{
+			share = (double) o->finetune_rows / rows[s];
+			appendStringInfo(&capped, "%s%s %.1f%%", capped.len ? ", " : "",
+							 cx->model->scenes[s], 100 * share);
+		}
+		cx->ft_share[s] = share;
+	}
+	if (capped.len > 0)
+		ereport(NOTICE,
+				(errmsg("mtms_train: fine-tune hold-out capped at finetune_rows = %lld rows: %s",
+						(long long) o->finetune_rows, capped.data)));
+	pfree(capped.data);
+}
+
 /* The stages, then the new version. */
 static void
 train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
@@ -373,6 +410,7 @@ train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 	SPI_connect();
 	guard = mtms_guard_search_path();
 	MemoryContextSwitchTo(cx->cxt);
+	plan_finetune_share(cx);
 	if (do_embedding)
 	{
 		run_stage(cx, MTMS_STAGE_EMBEDDING, selected);

@@ -129,7 +129,7 @@ transition(FunctionCallInfo fcinfo, const char *aggregate)
 		PG_RETURN_POINTER(st);
 	}
 
-	if (!mtms_state_scene_active(st, scene) || u < st->train_lo || u >= st->train_hi)
+	if (!mtms_state_scene_active(st, scene) || u < st->train_lo[scene] || u >= st->train_hi[scene])
 		PG_RETURN_POINTER(st);	/* not a training row of this pass */
 	if (st->collect_train)
 	{

@@ -44,6 +44,8 @@ typedef struct MtmsTrainCtx
 	char	   *relname;		/* quoted, qualified */
 	char	   *schema;
 	int64		samples;		/* rows of the relation */
+	double	   *ft_share;		/* [nscenes] share of a scene's rows that
+								 * phase 1 leaves to the fine-tune */
 	int32		stored_npairs;	/* pairs of the version training started from */
 	int32	   *frozen_fields;	/* [npairs] growth: see train_step.h; or NULL */
 	int64		bad_conversions;

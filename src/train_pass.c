@@ -66,8 +66,9 @@ check_pass_result(MtmsTrainCtx *cx, const MtmsTrainState *res, bool trains_nothi
  * which rows train.  The fine-tune must learn how the frozen embeddings
  * behave on rows they were not trained on (on their own training rows the
  * embeddings have memorized the labels, and a tower fitted there overfits
- * at once), so phase 1 always leaves the rows of finetune_fraction to phase
- * 2, whether the phases run in one call or in two calls on the same samples.
+ * at once), so phase 1 always leaves a scene's fine-tune share of its rows
+ * (cx->ft_share) to phase 2, whether the phases run in one call or in two
+ * calls on the same samples.
  */
 static MtmsTrainState *
 pass_base(MtmsTrainCtx *cx, const MtmsStageInfo *si, int epoch, const bool *active)
@@ -75,7 +76,7 @@ pass_base(MtmsTrainCtx *cx, const MtmsStageInfo *si, int epoch, const bool *acti
 	MtmsTrainState *base = mtms_state_create(cx->model, &cx->meta->opts, si->stage, epoch,
 											 active, cx->valid);
 	double		vf = cx->meta->opts.validation_fraction;
-	double		ff = cx->meta->opts.finetune_fraction;
+	double		widest = 0;
 
 	if (cx->frozen_fields && si->trains_embeddings)
 	{
@@ -85,17 +86,23 @@ pass_base(MtmsTrainCtx *cx, const MtmsStageInfo *si, int epoch, const bool *acti
 		memcpy(base->frozen_fields, cx->frozen_fields, sizeof(int32) * cx->model->npairs);
 		MemoryContextSwitchTo(old);
 	}
-	if (si->window == 1)
+	for (int s = 0; s < cx->model->nscenes; s++)
 	{
-		base->train_lo = vf;
-		base->train_hi = ff > 0 ? vf + ff : 1.0;
+		double		ff = cx->ft_share[s];
+
+		if (si->window == 1)
+		{
+			base->train_lo[s] = vf;
+			base->train_hi[s] = ff > 0 ? vf + ff : 1.0;
+		}
+		else
+		{
+			base->train_lo[s] = vf + ff;
+			base->train_hi[s] = 1.0;
+		}
+		widest = Max(widest, base->train_hi[s] - base->train_lo[s]);
 	}
-	else
-	{
-		base->train_lo = vf + ff;
-		base->train_hi = 1.0;
-	}
-	base->expected_rows = (int64) (cx->samples * (base->train_hi - base->train_lo));
+	base->expected_rows = (int64) (cx->samples * widest);
 	return base;
 }
 

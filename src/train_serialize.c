@@ -139,8 +139,8 @@ mtms_state_serialize(StringInfo buf, const MtmsTrainState *st, bool with_valid)
 	put(buf, st->unit_active, sizeof(bool) * st->nunits);
 	put(buf, &st->collect_valid, sizeof(bool));
 	put(buf, &st->expected_rows, sizeof(int64));
-	put(buf, &st->train_lo, sizeof(double));
-	put(buf, &st->train_hi, sizeof(double));
+	put(buf, st->train_lo, sizeof(double) * m->nscenes);
+	put(buf, st->train_hi, sizeof(double) * m->nscenes);
 	{
 		bool		has_frozen = st->frozen_fields != NULL;
 
@@ -347,8 +347,10 @@ mtms_state_deserialize(const char *data, Size len, MemoryContext parent)
 		st->unit_active[u] = get_bool(&p, end);
 	st->collect_valid = get_bool(&p, end);
 	get(&p, end, &st->expected_rows, sizeof(int64));
-	get(&p, end, &st->train_lo, sizeof(double));
-	get(&p, end, &st->train_hi, sizeof(double));
+	st->train_lo = palloc(sizeof(double) * m->nscenes);
+	st->train_hi = palloc(sizeof(double) * m->nscenes);
+	get(&p, end, st->train_lo, sizeof(double) * m->nscenes);
+	get(&p, end, st->train_hi, sizeof(double) * m->nscenes);
 	{
 		bool		has_frozen;
 

@@ -77,6 +77,11 @@ mtms_state_create(const MtmsModel *model, const MtmsOptions *opts,
 	st->unit_active = palloc(sizeof(bool) * st->nunits);
 	memcpy(st->unit_active, unit_active, sizeof(bool) * st->nunits);
 	st->collect_valid = (valid == NULL);
+	/* every row of every scene trains until the driver says otherwise */
+	st->train_lo = palloc0(sizeof(double) * model->nscenes);
+	st->train_hi = palloc(sizeof(double) * model->nscenes);
+	for (int s = 0; s < model->nscenes; s++)
+		st->train_hi[s] = 1.0;
 	/* the validation rows are borrowed too (read-only in a base state) */
 	mtms_rowset_init(&st->valid);
 	if (valid)
@@ -298,8 +303,10 @@ mtms_state_start_from_base(const MtmsTrainState *base, MemoryContext parent, boo
 		st->frozen_fields = palloc(sizeof(int32) * base->model->npairs);
 		memcpy(st->frozen_fields, base->frozen_fields, sizeof(int32) * base->model->npairs);
 	}
-	st->train_lo = base->train_lo;
-	st->train_hi = base->train_hi;
+	st->train_lo = palloc(sizeof(double) * base->model->nscenes);
+	st->train_hi = palloc(sizeof(double) * base->model->nscenes);
+	memcpy(st->train_lo, base->train_lo, sizeof(double) * base->model->nscenes);
+	memcpy(st->train_hi, base->train_hi, sizeof(double) * base->model->nscenes);
 	mtms_rowset_init(&st->valid);
 	if (mtms_stage_info(base->stage)->checkpoints && !base->collect_valid)
 		st->eval_rows = &base->valid;

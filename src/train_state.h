@@ -63,11 +63,12 @@ typedef struct MtmsTrainState
 
 	/*
 	 * Rows are split by a hash of their content into u in [0, 1):
-	 * u < validation_fraction validates, train_lo <= u < train_hi trains
-	 * this pass, the rest is skipped (see train.c for who gets which).
+	 * u < validation_fraction validates, train_lo[s] <= u < train_hi[s]
+	 * trains this pass for a row of scene s, the rest is skipped (see
+	 * train_pass.c for who gets which).  [nscenes]
 	 */
-	double		train_lo;
-	double		train_hi;
+	double	   *train_lo;
+	double	   *train_hi;
 
 	/*
 	 * Fine-tune checkpoints: the towers are validated evals_per_epoch times

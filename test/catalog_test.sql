@@ -23,7 +23,7 @@ SELECT results_eq(
 SELECT is((SELECT options FROM mtms_model WHERE name = 'tap_m'),
           '{"lr_embedding": 0.05, "lr_tower": 0.001, "batch_size": 256, "l2": 0.000001,
             "max_epochs": 10, "patience": 4, "validation_fraction": 0.1,
-            "finetune_fraction": 0.2, "seed": 42,
+            "finetune_fraction": 0.2, "finetune_rows": 5000, "seed": 42,
             "ctcvr": true, "shuffle_buffer": 65536, "evals_per_epoch": 4,
             "keep_versions": 2, "max_features": 0, "min_delta": 0}'::jsonb,
           'every option is stored with its default');

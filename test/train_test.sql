@@ -4,7 +4,7 @@
 -- versions, and the SQLSTATE and message of every input error, after which
 -- the model is unchanged.
 BEGIN;
-SELECT plan(63);
+SELECT plan(68);
 
 SET LOCAL client_min_messages = warning;
 SET LOCAL max_parallel_workers_per_gather = 0;
@@ -269,6 +269,33 @@ SELECT is((SELECT count(*)::int
           'version 2 started from version 1: every embedding row is still there');
 SELECT isnt((SELECT score FROM tt_before), mtms_score('tt_m', 'search', 'ctr', '{user=1,ad=2}'),
             'and scores with the new fine-tune towers');
+
+-- ---------------------------------------------------------------------------
+-- The fine-tune hold-out: finetune_fraction (0.2) of a scene's rows, capped
+-- at about finetune_rows rows; a capped scene's phase 1 gets the rest back.
+-- (search has 2413 rows, feeds 1445, video 142.)
+SELECT mtms_create_model('tt_cap', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}',
+                         options => '{"max_epochs": 1, "finetune_rows": 200}');
+SELECT mtms_create_model('tt_nocap', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}',
+                         options => '{"max_epochs": 1, "finetune_rows": 0}');
+CREATE TEMP TABLE tt_holdout AS
+SELECT 'cap' AS variant, phase, scene, samples FROM mtms_train('tt_cap', 'tt_s') WHERE task = 'ctr'
+UNION ALL
+SELECT 'nocap', phase, scene, samples FROM mtms_train('tt_nocap', 'tt_s') WHERE task = 'ctr';
+SELECT results_eq(
+    $$SELECT scene, samples BETWEEN 150 AND 250 FROM tt_holdout
+       WHERE variant = 'cap' AND phase = 'finetune' AND scene <> 'video' ORDER BY scene$$,
+    $$VALUES ('feeds', true), ('search', true)$$,
+    'finetune_rows 200: the large scenes leave about 200 rows to the fine-tune');
+SELECT cmp_ok((SELECT samples FROM tt_holdout WHERE variant = 'nocap' AND phase = 'finetune' AND scene = 'search'),
+              '>', 400::bigint, 'finetune_rows 0: search leaves its 20% (about 480 rows)');
+SELECT is((SELECT count(DISTINCT samples)::int FROM tt_holdout WHERE phase = 'finetune' AND scene = 'video'), 1,
+          'video (142 rows, 20% is under the cap) leaves the same rows either way');
+SELECT is((SELECT bool_and(c.samples > n.samples) FROM tt_holdout c JOIN tt_holdout n USING (phase, scene)
+            WHERE c.variant = 'cap' AND n.variant = 'nocap' AND phase = 'embedding' AND scene <> 'video'),
+          true, 'and the capped scenes train phase 1 on the rows they keep');
+SELECT throws_ok($$SELECT mtms_create_model('tt_bad', '{s}', '{f}', options => '{"finetune_rows": -1}')$$,
+                 '22023', NULL, 'a negative finetune_rows is refused');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -26,7 +26,7 @@ trap cleanup EXIT
 [ -z "${KEEP:-}" ] || trap - EXIT
 cleanup
 
-plan 13
+plan 14
 
 default_version=$(q postgres "SELECT default_version FROM pg_available_extensions WHERE name = 'mtms'")
 
@@ -41,8 +41,12 @@ setup=$(q "$DB" \
     "GRANT SELECT ON day1, day2 TO $OWNER" \
     "SET ROLE $OWNER" \
     "SELECT mtms_create_model('m', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}', options => '{\"max_epochs\": 2}')" \
-    "SELECT count(*) FROM mtms_train('m', 'day1')" 2>&1)
+    "SELECT count(*) FROM mtms_train('m', 'day1')" \
+    "RESET ROLE" \
+    "UPDATE mtms_model SET options = options - 'finetune_rows'" 2>&1)
 status=$?
+# (the last statement: the options as the 0.1 library stored them; this
+# test runs 0.1's SQL on the current library, which knows finetune_rows)
 ok $status "version 0.1 installed and a model trained on it"
 [ $status -eq 0 ] || diag "$setup"
 is "$(q "$DB" "SELECT extversion FROM pg_extension WHERE extname = 'mtms'")" "0.1" "the installed version is 0.1"
@@ -72,6 +76,8 @@ is "$(q "$DB" "SELECT extversion FROM pg_extension WHERE extname = 'mtms'")" "$d
 is "$(scores "$DB")" "$before_scores" "scores are bit-identical after the update"
 is "$(params "$DB")" "$before_params" "parameters are identical after the update"
 is "$(q "$DB" "SELECT owner::text FROM mtms_model WHERE name = 'm'")" "$OWNER" "the owner is kept"
+is "$(q "$DB" "SELECT options->>'finetune_rows' FROM mtms_model WHERE name = 'm'")" "0" \
+    "the model keeps its uncapped fine-tune hold-out (finetune_rows 0)"
 is "$(q "$DB" "SET ROLE $OWNER" "SELECT count(*) FROM mtms_train('m', 'day2')" \
     "SELECT string_agg(version::text || active::text, ',' ORDER BY version) FROM mtms_versions('m')" | tail -n 1)" \
     "1false,2true" "the owner trains version 2 (warm-started from version 1)"

@@ -37,6 +37,13 @@ UPDATE @extschema@.mtms_model
            LEAST(1000, (options->>'patience')::int * (options->>'evals_per_epoch')::int))
  WHERE options ? 'patience' AND options ? 'evals_per_epoch';
 
+-- A model keeps its fine-tune hold-out too: finetune_fraction of every
+-- scene's rows, uncapped (new models cap it at finetune_rows, 5000 rows a
+-- scene by default).
+UPDATE @extschema@.mtms_model
+   SET options = options || '{"finetune_rows": 0}'::pg_catalog.jsonb
+ WHERE NOT options ? 'finetune_rows';
+
 -- ---------------------------------------------------------------------
 -- Tower weights are float arrays that do not compress: stored out of line
 -- without trying (a fine-tune tower of 100 scenes is 2.4 MB per layer).
