@@ -7,6 +7,8 @@ protocol), then trains on days 1-11 and tests on days 12-14:
 
   separate   mtms, phase 1 without the CTCVR stage, on every training row
              (finetune_fraction 0: the README's separate baseline)
+  (--seeds 42,43,44: each side once per seed, the AUC table gives the mean
+  and the spread; the speed table is the first seed's)
   mtms       mtms, both phases
   PyTorch    bench/pytorch_mtms.py, both phases (and its 'separate')
 
@@ -70,6 +72,8 @@ def main():
     ap = argparse.ArgumentParser(description='mtms against PyTorch on KuaiRand-Pure')
     ap.add_argument('--data', default=os.path.join(HERE, '..', '..', 'shared', 'data', 'kuairand'))
     ap.add_argument('--workdir', default='/tmp/mtms_kuairand')
+    ap.add_argument('--seeds', default='42',
+                    help='comma-separated seeds; with several, the AUC table gives the mean and spread')
     a = ap.parse_args()
     S.WORK = a.workdir
     os.makedirs(a.workdir, exist_ok=True)
@@ -80,23 +84,34 @@ def main():
     out = subprocess.run(['psql', '-X', '-q', '-f', os.path.join(HERE, 'kuairand_setup.sql')], check=True,
                          stdout=subprocess.PIPE, universal_newlines=True).stdout
     R['scenes_table'] = out
-    opts = '{}'
-    S.log('mtms separate (phase 1, no CTCVR)')
-    R['separate'] = S.mtms_train('kr_separate', 'kr_train', 0, '{"ctcvr": false, "finetune_fraction": 0}', 'embedding',
-                                 scenes=SCENES, fields=FIELDS)
-    R['auc_separate'] = S.mtms_evaluate('kr_separate', 'kr_test')
-    S.log('mtms (both phases)')
-    R['mtms'] = S.mtms_train('kr_mtms', 'kr_train', 0, opts, scenes=SCENES, fields=FIELDS)
-    R['auc_mtms'] = S.mtms_evaluate('kr_mtms', 'kr_test')
+    R['seeds'] = [int(x) for x in a.seeds.split(',')]
     S.log('exporting')
     samples = os.path.join(a.workdir, 'kuairand.tsv')
     R['export_seconds'] = S.export_samples(samples, 'kr_samples')
     common = ['train', '--data', samples, '--scenes', ','.join(SCENES), '--fields', ','.join(FIELDS),
               '--test-slot', '12']
-    S.log('PyTorch (both phases)')
-    R['torch'] = S.run_torch(common, 1, 'torch_kuairand.log')
-    S.log('PyTorch separate')
-    R['torch_separate'] = S.run_torch(common + ['--variant', 'separate'], 1, 'torch_kuairand_separate.log')
+    R['runs'] = []
+    for seed in R['seeds']:
+        run = {'seed': seed}
+        opts = '{"seed": %d}' % seed
+        S.log('seed %d: mtms separate (phase 1 on every training row, no CTCVR)' % seed)
+        run['separate'] = S.mtms_train('kr_separate', 'kr_train', 0,
+                                       '{"ctcvr": false, "finetune_fraction": 0, "seed": %d}' % seed,
+                                       'embedding', scenes=SCENES, fields=FIELDS)
+        run['auc_separate'] = S.mtms_evaluate('kr_separate', 'kr_test')
+        S.log('seed %d: mtms (both phases)' % seed)
+        run['mtms'] = S.mtms_train('kr_mtms', 'kr_train', 0, opts, scenes=SCENES, fields=FIELDS)
+        run['auc_mtms'] = S.mtms_evaluate('kr_mtms', 'kr_test')
+        seed_arg = ['--seed', str(seed)]
+        S.log('seed %d: PyTorch (both phases)' % seed)
+        run['torch'] = S.run_torch(common + seed_arg, 1, 'torch_kuairand_%d.log' % seed)
+        S.log('seed %d: PyTorch separate' % seed)
+        run['torch_separate'] = S.run_torch(common + seed_arg + ['--variant', 'separate'], 1,
+                                            'torch_kuairand_separate_%d.log' % seed)
+        R['runs'].append(run)
+    # the speed tables: the first seed's runs
+    for k in ('separate', 'auc_separate', 'mtms', 'auc_mtms', 'torch', 'torch_separate'):
+        R[k] = R['runs'][0][k]
     with open(os.path.join(a.workdir, 'kuairand_results.json'), 'w') as f:
         json.dump(R, f, indent=1)
     print(report(R))
@@ -112,19 +127,39 @@ def report(R):
     add('KuaiRand-Pure: %s log rows; scenes, train days 1-11 and test days 12-14:' % S.fmt(R['log_rows']))
     add(R['scenes_table'].rstrip())
     add('')
-    add('Test AUC (days 12-14); se = standard error of the mtms AUC')
+    runs = R.get('runs') or [R]
+    seeds = R.get('seeds', [42])
+    add('Test AUC (days 12-14); se = standard error of the mtms AUC; seeds %s%s'
+        % (', '.join(map(str, seeds)), ': mean [min-max]' if len(runs) > 1 else ''))
+
+    def cell(key, sc, t):
+        vals = []
+        for r in runs:
+            d = r[key]['test_auc'] if key.startswith('torch') else r[key]
+            v = d.get(sc, {}).get(t)
+            if v is not None:
+                vals.append(v)
+        if not vals:
+            return None, ''
+        mean = sum(vals) / len(vals)
+        if len(vals) == 1:
+            return mean, '%.4f' % mean
+        return mean, '%.4f [%.4f-%.4f]' % (mean, min(vals), max(vals))
+
     rows = []
     for sc in SCENES:
         for t in TASKS:
             m = R['auc_mtms'].get(sc, {})
-            a = m.get(t)
-            b = R['torch']['test_auc'].get(sc, {}).get(t)
-            rows.append([sc, t, m.get('n_' + t), m.get('pos_' + t), R['auc_separate'].get(sc, {}).get(t), a,
-                         R['torch_separate']['test_auc'].get(sc, {}).get(t), b,
+            sep, sep_s = cell('auc_separate', sc, t)
+            a, a_s = cell('auc_mtms', sc, t)
+            tsep, tsep_s = cell('torch_separate', sc, t)
+            b, b_s = cell('torch', sc, t)
+            rows.append([sc, t, m.get('n_' + t), m.get('pos_' + t), sep_s, a_s,
+                         a - sep if a is not None and sep is not None else None, tsep_s, b_s,
                          a - b if a is not None and b is not None else None,
                          S.auc_se(a, m.get('n_' + t), m.get('pos_' + t))])
-    add(S.table(['scene', 'task', 'n', 'positives', 'mtms separate', 'mtms', 'PyTorch separate', 'PyTorch',
-                 'mtms-PyTorch', 'se'], rows))
+    add(S.table(['scene', 'task', 'n', 'positives', 'mtms separate', 'mtms', 'mtms-separate',
+                 'PyTorch separate', 'PyTorch', 'mtms-PyTorch', 'se'], rows))
     add('')
     add('Training speed, 1 thread (samples/s = sample-epochs / stage seconds)')
     rows = []
