@@ -6,12 +6,13 @@
  * a simplehash from the feature hash (the entry checks the field) to the
  * index of the projection vector, -1 for a key no pair knows.  Vectors
  * live in chunks of PROJ_CHUNK vectors, h1 floats padded to a multiple of
- * 4 (zeros) so the per-row sums run on whole SSE registers; they never
- * move.
+ * 8 (zeros) so the products and the per-row sums run on whole vector
+ * registers; they never move.
  */
 #include "score_projection.h"
 
 #include "blas.h"
+#include "optimizer.h"			/* MTMS_VEC_CLONES */
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -54,7 +55,7 @@ typedef struct ProjTower
 	bool		joined;			/* fine-tune tower (reads every pair) */
 	int			pair;
 	int			h1;				/* first layer outputs */
-	int			h1p;			/* h1 rounded up to 4: a vector's stride */
+	int			h1p;			/* h1 rounded up to 8: a vector's stride */
 	int			nread;			/* first-layer input columns read */
 	projhash_hash *ht;
 	float	  **chunks;
@@ -119,7 +120,7 @@ mtms_scorer_create(const MtmsModel *m, MemoryContext parent)
 		for (int l = 1; l <= t->nlayers; l++)
 			widest = Max(widest, t->sizes[l]);
 	}
-	widest = (widest + 3) & ~3;
+	widest = (widest + 7) & ~7;
 	sc->act[0] = MemoryContextAlloc(cxt, sizeof(float) * widest);
 	sc->act[1] = MemoryContextAlloc(cxt, sizeof(float) * widest);
 	sc->miss = MemoryContextAlloc(cxt, sizeof(float) * widest * PROJ_BATCH);
@@ -141,7 +142,7 @@ tower_get(MtmsScorer *sc, int p)
 	pt->joined = m->tower2[p] != NULL;
 	pt->pair = p;
 	pt->h1 = t->sizes[1];
-	pt->h1p = (pt->h1 + 3) & ~3;
+	pt->h1p = (pt->h1 + 7) & ~7;
 	pt->nread = t->nin_used > 0 ? t->nin_used : t->sizes[0];
 	pt->ht = projhash_create(sc->cxt, PROJ_INITIAL, NULL);
 	pt->maxchunks = 16;
@@ -153,18 +154,114 @@ tower_get(MtmsScorer *sc, int p)
 	return pt;
 }
 
+/*
+ * The first-layer products of a key with one block of input columns, the
+ * arithmetic every projection goes through:
+ *
+ *     p[o] += sum over j < ncols of W1[o][off + j] e[j]    (o < h1)
+ *
+ * Each sum runs over j in order, from W1[o][off] e[0], and is then added
+ * to p[o]: plain IEEE operations in a fixed order, the same on any vector
+ * unit (no FMA contraction, see the Makefile), which a kernel for many
+ * keys at once can repeat exactly (an OpenBLAS sgemv, as before, sums in
+ * its own order, which a batched product cannot reproduce).  p has h1p
+ * floats (a multiple of 8); its padding, +0 like all of p at first, stays
+ * +0.
+ */
+typedef float v8sf __attribute__((vector_size(32)));
+typedef float v8sf_u __attribute__((vector_size(32), aligned(4)));
+
+/* a with b's lanes as 8..15: the lanes i0 .. i7 (GCC and clang spell it differently) */
+#ifdef __clang__
+#define SHUFFLE8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
+	__builtin_shufflevector(a, b, i0, i1, i2, i3, i4, i5, i6, i7)
+#else
+typedef int v8si __attribute__((vector_size(32)));
+#define SHUFFLE8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
+	__builtin_shuffle(a, b, (v8si) {i0, i1, i2, i3, i4, i5, i6, i7})
+#endif
+
+/*
+ * Straight from the weights W (h1 rows, ldw floats apart): for one key.
+ * Eight rows at a time, eight columns of them transposed in registers.
+ */
+MTMS_VEC_CLONES static void
+block_products_rows(const float *W, int ldw, int h1, int ncols, const float *e, float *p)
+{
+	int			o = 0;
+
+	for (; o + 8 <= h1; o += 8)
+	{
+		const float *w = W + (Size) o * ldw;
+		v8sf		t = {0};
+		int			j = 0;
+
+		for (; j + 8 <= ncols; j += 8)
+		{
+			v8sf		r[8],
+						a[8],
+						b[8],
+						c[8];
+
+			for (int i = 0; i < 8; i++)
+				r[i] = *(const v8sf_u *) (w + (Size) i * ldw + j);
+			for (int i = 0; i < 8; i += 2)
+			{
+				a[i] = SHUFFLE8(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+				a[i + 1] = SHUFFLE8(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+			}
+			for (int i = 0; i < 8; i += 4)
+			{
+				b[i] = SHUFFLE8(a[i], a[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+				b[i + 1] = SHUFFLE8(a[i], a[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+				b[i + 2] = SHUFFLE8(a[i + 1], a[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+				b[i + 3] = SHUFFLE8(a[i + 1], a[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+			}
+			for (int i = 0; i < 4; i++)
+			{
+				c[i] = SHUFFLE8(b[i], b[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+				c[i + 4] = SHUFFLE8(b[i], b[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+			}
+			/* c[i]: column j + i of the 8 rows */
+			for (int i = 0; i < 8; i++)
+				t = (j + i == 0) ? c[0] * e[0] : t + c[i] * e[j + i];
+		}
+		for (; j < ncols; j++)
+		{
+			v8sf		c;
+
+			for (int i = 0; i < 8; i++)
+				c[i] = w[(Size) i * ldw + j];
+			t = (j == 0) ? c * e[0] : t + c * e[j];
+		}
+		*(v8sf_u *) (p + o) = *(v8sf_u *) (p + o) + t;
+	}
+	for (; o < h1; o++)
+	{
+		const float *w = W + (Size) o * ldw;
+		float		t = w[0] * e[0];
+
+		for (int j = 1; j < ncols; j++)
+			t = t + w[j] * e[j];
+		p[o] = p[o] + t;
+	}
+}
+
+/* Columns of the block at off that the tower reads (0: none). */
+static inline int
+block_cols(const ProjTower *pt, int off, int dim)
+{
+	return off >= pt->nread ? 0 : Min(dim, pt->nread - off);
+}
+
 /* out += W1[:, off .. off + dim) v, reading only the columns the tower reads */
 static inline void
 add_block(const ProjTower *pt, int off, int dim, const float *v, float *out)
 {
-	const MtmsTower *t = pt->tower;
-	int			ncols;
+	int			ncols = block_cols(pt, off, dim);
 
-	if (off >= pt->nread)
-		return;
-	ncols = Min(dim, pt->nread - off);
-	cblas_sgemv(CblasRowMajor, CblasNoTrans, pt->h1, ncols,
-				1.0f, t->W[0] + off, t->sizes[0], v, 1, 1.0f, out, 1);
+	if (ncols > 0)
+		block_products_rows(pt->tower->W[0] + off, pt->tower->sizes[0], pt->h1, ncols, v, out);
 }
 
 /*
@@ -327,11 +424,31 @@ feature_cmp(const void *a, const void *b)
  * in this order, so a score does not depend on the order of the features
  * in the array (float addition is not associative).
  */
+static void
+sort_features(MtmsFeature *f, int n)
+{
+	if (n <= 32)
+	{
+		for (int i = 1; i < n; i++)
+		{
+			MtmsFeature x = f[i];
+			int			j = i;
+
+			while (j > 0 && feature_less(&x, &f[j - 1]))
+			{
+				f[j] = f[j - 1];
+				j--;
+			}
+			f[j] = x;
+		}
+	}
+	else
+		qsort(f, n, sizeof(MtmsFeature), feature_cmp);
+}
+
 static const MtmsFeature *
 canonical_order(MtmsScorer *sc, const MtmsFeature *feats, int nfeats)
 {
-	MtmsFeature *out;
-
 	if (nfeats <= 1)
 		return feats;
 	if (nfeats > sc->sorted_cap)
@@ -343,28 +460,9 @@ canonical_order(MtmsScorer *sc, const MtmsFeature *feats, int nfeats)
 		sc->sorted = MemoryContextAlloc(sc->cxt, sizeof(MtmsFeature) * cap);
 		sc->sorted_cap = cap;
 	}
-	out = sc->sorted;
-	if (nfeats <= 32)
-	{
-		for (int i = 0; i < nfeats; i++)
-		{
-			MtmsFeature f = feats[i];
-			int			j = i;
-
-			while (j > 0 && feature_less(&f, &out[j - 1]))
-			{
-				out[j] = out[j - 1];
-				j--;
-			}
-			out[j] = f;
-		}
-	}
-	else
-	{
-		memcpy(out, feats, sizeof(MtmsFeature) * nfeats);
-		qsort(out, nfeats, sizeof(MtmsFeature), feature_cmp);
-	}
-	return out;
+	memcpy(sc->sorted, feats, sizeof(MtmsFeature) * nfeats);
+	sort_features(sc->sorted, nfeats);
+	return sc->sorted;
 }
 
 static float
