@@ -12,11 +12,13 @@
 #include "score_projection.h"
 
 #include "blas.h"
+#include "feature_keys.h"
 #include "optimizer.h"			/* MTMS_VEC_CLONES */
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
 
+#include "miscadmin.h"
 #include "utils/memutils.h"
 
 #define PROJ_CHUNK		256		/* vectors per chunk (power of 2) */
@@ -161,12 +163,13 @@ tower_get(MtmsScorer *sc, int p)
  *     p[o] += sum over j < ncols of W1[o][off + j] e[j]    (o < h1)
  *
  * Each sum runs over j in order, from W1[o][off] e[0], and is then added
- * to p[o]: plain IEEE operations in a fixed order, the same on any vector
- * unit (no FMA contraction, see the Makefile), which a kernel for many
- * keys at once can repeat exactly (an OpenBLAS sgemv, as before, sums in
- * its own order, which a batched product cannot reproduce).  p has h1p
- * floats (a multiple of 8); its padding, +0 like all of p at first, stays
- * +0.
+ * to p[o]: the same IEEE operations in the same order in both kernels
+ * below and on any vector unit (no FMA contraction, see the Makefile), so
+ * a key's projection is the same, bit for bit, whether mtms_score computed
+ * it alone (block_products_rows) or a batch of mtms_evaluate with others
+ * (block_products), and a score never depends on who filled the cache.
+ * p has h1p floats (a multiple of 8); its padding, +0 like all of p at
+ * first, stays +0.
  */
 typedef float v8sf __attribute__((vector_size(32)));
 typedef float v8sf_u __attribute__((vector_size(32), aligned(4)));
@@ -180,6 +183,24 @@ typedef int v8si __attribute__((vector_size(32)));
 #define SHUFFLE8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
 	__builtin_shuffle(a, b, (v8si) {i0, i1, i2, i3, i4, i5, i6, i7})
 #endif
+
+/*
+ * With the block transposed into WT (ncols rows of h1p floats, padding
+ * zero; see tower_transpose): for many keys with the same block,
+ * transposed once.
+ */
+MTMS_VEC_CLONES static void
+block_products(const float *WT, int h1p, int ncols, const float *e, float *p)
+{
+	for (int o = 0; o < h1p; o += 8)
+	{
+		v8sf		t = *(const v8sf_u *) (WT + o) * e[0];
+
+		for (int j = 1; j < ncols; j++)
+			t = t + *(const v8sf_u *) (WT + (Size) j * h1p + o) * e[j];
+		*(v8sf_u *) (p + o) = *(v8sf_u *) (p + o) + t;
+	}
+}
 
 /*
  * Straight from the weights W (h1 rows, ldw floats apart): for one key.
@@ -524,4 +545,603 @@ mtms_scorer_stats(const MtmsScorer *sc, MtmsScorerStats *st)
 	st->cap_bytes = (int64) mtms_scorer_cap_bytes();
 	st->computed = sc->computed;
 	st->uncached = sc->uncached;
+}
+
+/* ----------------------------------------------------------------
+ * Batches of rows (mtms_evaluate)
+ * ---------------------------------------------------------------- */
+
+#define BATCH_UPPER		256		/* rows per upper-layer pass of a tower */
+#define BATCH_RIDX_BYTES (32 * 1024 * 1024)	/* a chunk of keys' rows in every pair */
+#define BATCH_KEY_TILE	256		/* keys computed together, pair by pair */
+
+/* One tower's share of a run: the rows of its scene. */
+typedef struct BatchTower
+{
+	ProjTower  *pt;
+	int			task;
+	int			row0;			/* its rows: order[row0 .. row0 + nrows) */
+	int			nrows;
+	const float **vec;			/* per occurrence: the vector (NULL: zero) */
+	int32	   *miss;			/* per occurrence: local missing key, or -1 */
+	int32	   *mkeys;			/* local missing key -> batch key */
+	bool	   *mkeep;			/* may it be kept (no other field has its hash)? */
+	int			nmiss;
+	const float **mvec;			/* local missing key -> its vector once computed */
+} BatchTower;
+
+struct MtmsScoreBatch
+{
+	MtmsScorer *sc;
+	MemoryContext cxt;			/* the batch and its buffers */
+	MemoryContext run_cxt;		/* scratch of one run, reset at the next */
+	int			nrows;
+	int			rowcap;
+	int32	   *scene;			/* [rowcap] */
+	int64	   *start;			/* [rowcap + 1]: row i's features */
+	MtmsFeature *feats;			/* rows' features, each row in canonical order */
+	int64		featcap;
+	MtmsTowerWork *work;		/* upper layers of BATCH_UPPER rows */
+	float	   *H1;				/* BATCH_UPPER x h1 */
+	float	   *hrow;			/* one row's sum, h1p floats */
+	float	   *logits;			/* BATCH_UPPER */
+};
+
+MtmsScoreBatch *
+mtms_score_batch_create(MtmsScorer *sc)
+{
+	const MtmsModel *m = sc->m;
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "mtms score batch",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	MtmsScoreBatch *b = palloc0(sizeof(MtmsScoreBatch));
+	const MtmsTower *shape = m->tower1[0];
+	int			h1 = shape->sizes[1];
+
+	/*
+	 * One work area serves every tower: all have the model's hidden sizes,
+	 * only their input widths differ, and a forward from the first layer's
+	 * products never touches the input's area (sized here for the narrow
+	 * phase-1 input).
+	 */
+	for (int p = 0; p < m->npairs; p++)
+	{
+		const MtmsTower *t = m->tower2[p] ? m->tower2[p] : m->tower1[p];
+		bool		same = t->nlayers == shape->nlayers;
+
+		for (int l = 1; same && l <= t->nlayers; l++)
+			same = t->sizes[l] == shape->sizes[l];
+		if (!same)
+			elog(ERROR, "mtms: towers of one model differ in their hidden layers");
+	}
+	b->sc = sc;
+	b->cxt = cxt;
+	b->run_cxt = AllocSetContextCreate(cxt, "mtms score batch run", ALLOCSET_DEFAULT_SIZES);
+	b->rowcap = 1024;
+	b->scene = palloc(sizeof(int32) * b->rowcap);
+	b->start = palloc(sizeof(int64) * (b->rowcap + 1));
+	b->start[0] = 0;
+	b->featcap = 8192;
+	b->feats = palloc(sizeof(MtmsFeature) * b->featcap);
+	b->work = mtms_tower_work_create(shape, BATCH_UPPER);
+	b->H1 = palloc(sizeof(float) * BATCH_UPPER * h1);
+	b->hrow = palloc(sizeof(float) * ((h1 + 7) & ~7));
+	b->logits = palloc(sizeof(float) * BATCH_UPPER);
+	MemoryContextSwitchTo(old);
+	return b;
+}
+
+void
+mtms_score_batch_free(MtmsScoreBatch *b)
+{
+	if (b)
+		MemoryContextDelete(b->cxt);
+}
+
+int
+mtms_score_batch_add(MtmsScoreBatch *b, int scene, const MtmsFeature *feats, int nfeats)
+{
+	int64		at = b->start[b->nrows];
+
+	Assert(scene >= 0 && scene < b->sc->m->nscenes);
+	if (b->nrows == b->rowcap)
+	{
+		b->rowcap *= 2;
+		b->scene = repalloc(b->scene, sizeof(int32) * b->rowcap);
+		b->start = repalloc(b->start, sizeof(int64) * (b->rowcap + 1));
+	}
+	if (at + nfeats > b->featcap)
+	{
+		b->featcap = Max(b->featcap * 2, at + nfeats);
+		b->feats = repalloc_huge(b->feats, sizeof(MtmsFeature) * b->featcap);
+	}
+	memcpy(b->feats + at, feats, sizeof(MtmsFeature) * nfeats);
+	sort_features(b->feats + at, nfeats);
+	b->scene[b->nrows] = scene;
+	b->start[b->nrows + 1] = at + nfeats;
+	return b->nrows++;
+}
+
+/*
+ * Look the features of bt's rows up in its tower's cache: bt->vec for the
+ * hits, bt->miss and bt->mkeys for the others, each distinct missing
+ * feature once per tower, numbered among the batch's (keys, tab).
+ */
+static void
+batch_lookup(MtmsScoreBatch *b, BatchTower *bt, const int32 *order, int64 nocc,
+			 mtms_fkhash_hash *tab, MtmsFeatureKey **keys, int *nkeys, int *keycap,
+			 int32 *mark, int32 *local, int stamp)
+{
+	ProjTower  *pt = bt->pt;
+	int64		j = 0;
+
+	bt->vec = palloc(sizeof(float *) * Max(nocc, 1));
+	bt->miss = palloc(sizeof(int32) * Max(nocc, 1));
+	bt->mkeys = palloc(sizeof(int32) * Max(nocc, 1));
+	bt->mkeep = palloc(sizeof(bool) * Max(nocc, 1));
+	bt->nmiss = 0;
+	for (int i = 0; i < bt->nrows; i++)
+	{
+		int			r = order[bt->row0 + i];
+		const MtmsFeature *f = b->feats + b->start[r];
+		int			nf = (int) (b->start[r + 1] - b->start[r]);
+
+		/* the next row's buckets meanwhile */
+		if (i + 1 < bt->nrows)
+		{
+			int			rn = order[bt->row0 + i + 1];
+
+			for (int64 q = b->start[rn]; q < b->start[rn + 1]; q++)
+				mtms_prefetch(&pt->ht->data[PROJ_HASH(b->feats[q].hash) & pt->ht->sizemask]);
+		}
+		for (int k = 0; k < nf; k++, j++)
+		{
+			ProjEntry  *e = projhash_lookup(pt->ht, f[k].hash);
+			MtmsFeatureKey key;
+			MtmsFeatureKeyEntry *ke;
+			bool		found;
+
+			if (likely(e != NULL && e->field == f[k].field))
+			{
+				bt->vec[j] = e->vec >= 0 ? vec_ptr(pt, e->vec) : NULL;
+				bt->miss[j] = -1;
+				continue;
+			}
+			bt->vec[j] = NULL;
+			key.hash = f[k].hash;
+			key.field = f[k].field;
+			ke = mtms_fkhash_insert(tab, key, &found);
+			if (!found)
+			{
+				if (*nkeys == *keycap)
+				{
+					*keycap *= 2;
+					*keys = repalloc_huge(*keys, sizeof(MtmsFeatureKey) * *keycap);
+				}
+				ke->id = (*nkeys)++;
+				(*keys)[ke->id] = key;
+				mark[ke->id] = -1;
+			}
+			if (mark[ke->id] != stamp)
+			{
+				mark[ke->id] = stamp;
+				local[ke->id] = bt->nmiss;
+				bt->mkeys[bt->nmiss] = ke->id;
+				/* the same hash in another field: computed, not kept */
+				bt->mkeep[bt->nmiss] = (e == NULL);
+				bt->nmiss++;
+			}
+			bt->miss[j] = local[ke->id];
+		}
+	}
+	Assert(j == nocc);
+}
+
+/*
+ * Keep the projection of missing key i of bt (computed into slot, h1p
+ * floats) when it may and the cap allows; records the vector to add.
+ */
+static void
+batch_keep(MtmsScorer *sc, BatchTower *bt, int i, const MtmsFeatureKey *key,
+		   bool known, const float *slot)
+{
+	MtmsFeature f;
+
+	sc->computed++;
+	f.hash = key->hash;
+	f.field = key->field;
+	if (!bt->mkeep[i])
+	{
+		sc->uncached++;
+		bt->mvec[i] = known ? slot : NULL;
+		return;
+	}
+	bt->mvec[i] = projection_insert(sc, bt->pt, &f, known, slot);
+}
+
+/* The missing projections of a phase-1 tower, key by key as a score does. */
+static void
+batch_compute_phase1(MtmsScorer *sc, BatchTower *bt, const MtmsFeatureKey *keys)
+{
+	ProjTower  *pt = bt->pt;
+	float	   *slots = palloc(sizeof(float) * Max(bt->nmiss, 1) * pt->h1p);
+
+	for (int i = 0; i < bt->nmiss; i++)
+	{
+		MtmsFeature f;
+		float	   *slot = slots + (Size) i * pt->h1p;
+		bool		known;
+
+		if ((i & 1023) == 0)
+			CHECK_FOR_INTERRUPTS();
+		f.hash = keys[bt->mkeys[i]].hash;
+		f.field = keys[bt->mkeys[i]].field;
+		known = projection_compute(sc, pt, &f, slot);
+		batch_keep(sc, bt, i, &keys[bt->mkeys[i]], known, slot);
+	}
+}
+
+/*
+ * WT (nread x h1p) = the tower's first-layer columns of the fields in
+ * fields[] (every pair's block of them), transposed: WT[c * h1p + o] =
+ * W1[o][c], zero for o >= h1 (the other columns are not written).  Reads
+ * 8 rows of weights at a time, each row in order, not block by block.
+ */
+static void
+tower_transpose(const MtmsModel *m, const ProjTower *pt, const bool *fields, float *WT)
+{
+	const MtmsTower *t = pt->tower;
+	int			nin = t->sizes[0];
+	int			h1 = pt->h1;
+	int			h1p = pt->h1p;
+	int			F = m->nfields;
+	int			d = m->dim;
+	int			o0;
+
+	for (o0 = 0; o0 + 8 <= h1; o0 += 8)
+	{
+		const float *w = t->W[0] + (Size) o0 * nin;
+
+		for (int q = 0; q < m->npairs; q++)
+			for (int f = 0; f < F; f++)
+			{
+				int			off = m->block_off[q * F + f];
+				int			ncols = block_cols(pt, off, d);
+
+				if (!fields[f])
+					continue;
+				for (int c = off; c < off + ncols; c++)
+				{
+					float	   *dst = WT + (Size) c * h1p + o0;
+
+					for (int i = 0; i < 8; i++)
+						dst[i] = w[(Size) i * nin + c];
+				}
+			}
+	}
+	/* the last rows if h1 is not a multiple of 8, and the padding */
+	if (o0 < h1p)
+		for (int q = 0; q < m->npairs; q++)
+			for (int f = 0; f < F; f++)
+			{
+				int			off = m->block_off[q * F + f];
+				int			ncols = block_cols(pt, off, d);
+
+				if (!fields[f])
+					continue;
+				for (int c = off; c < off + ncols; c++)
+					for (int o = o0; o < h1p; o++)
+						WT[(Size) c * h1p + o] = o < h1 ? t->W[0][(Size) o * nin + c] : 0.0f;
+			}
+}
+
+/*
+ * The missing projections of the fine-tune towers.  Every key some tower
+ * misses is looked up once in every pair (ridx[k * P + q]: the row of
+ * key k of the chunk in pair q's table, or -1), chunk by chunk of the keys
+ * if they are very many; then each tower transposes its first layer once
+ * (tower_transpose, the fields it needs) and computes its missing keys, a
+ * tile of keys at a time, pair by pair, so its weights are read once per
+ * batch and a tile's sums stay in the cache.  Each key's sum still runs
+ * pair by pair in order, with the same products as projection_compute's.
+ */
+static void
+batch_compute_joined(MemoryContext run_cxt, MtmsScorer *sc, BatchTower *bts, int nbt,
+					 const MtmsFeatureKey *keys, int nkeys)
+{
+	const MtmsModel *m = sc->m;
+	int			F = m->nfields;
+	int			d = m->dim;
+	int			P = m->npairs;
+	int32	   *need;			/* batch key -> its number among the needed, or -1 */
+	int32	   *needed;			/* needed number -> batch key */
+	int			nneed = 0;
+	int			chunk;
+	int64	   *ridx;
+	int32	   *byfield;		/* a tower's keys of the chunk, grouped by field */
+	int32	   *xg;				/* their numbers in the chunk */
+	int32	   *fcount;
+	int64	   *rtile;			/* a tile's rows: rtile[q * BATCH_KEY_TILE + g] */
+	bool	   *fields;			/* fields of a tower's missing keys */
+	float	   *WT = NULL;
+
+	need = palloc(sizeof(int32) * Max(nkeys, 1));
+	memset(need, 0xff, sizeof(int32) * Max(nkeys, 1));
+	needed = palloc(sizeof(int32) * Max(nkeys, 1));
+	for (int t = 0; t < nbt; t++)
+		if (bts[t].pt->joined)
+			for (int i = 0; i < bts[t].nmiss; i++)
+				if (need[bts[t].mkeys[i]] < 0)
+				{
+					needed[nneed] = bts[t].mkeys[i];
+					need[bts[t].mkeys[i]] = nneed++;
+				}
+	if (nneed == 0)
+		return;
+
+	chunk = (int) Min(nneed, Max(64, BATCH_RIDX_BYTES / ((Size) P * sizeof(int64))));
+	ridx = palloc_extended(sizeof(int64) * (Size) P * chunk, MCXT_ALLOC_HUGE);
+	byfield = palloc(sizeof(int32) * chunk);
+	xg = palloc(sizeof(int32) * chunk);
+	fcount = palloc(sizeof(int32) * (F + 1));
+	rtile = palloc(sizeof(int64) * (Size) P * BATCH_KEY_TILE);
+	fields = palloc(sizeof(bool) * F);
+
+	for (int c0 = 0; c0 < nneed; c0 += chunk)
+	{
+		int			C = Min(chunk, nneed - c0);
+
+		/* every key of the chunk in every pair: one probe each, prefetched */
+		for (int q = 0; q < P; q++)
+		{
+			const MtmsEmbStore *emb = m->emb[q];
+
+			CHECK_FOR_INTERRUPTS();
+			for (int k = 0; k < Min(8, C); k++)
+				mtms_emb_prefetch(emb, keys[needed[c0 + k]].hash);
+			for (int k = 0; k < C; k++)
+			{
+				if (k + 8 < C)
+					mtms_emb_prefetch(emb, keys[needed[c0 + k + 8]].hash);
+				ridx[(Size) k * P + q] = mtms_emb_find(emb, keys[needed[c0 + k]].hash);
+			}
+		}
+
+		for (int t = 0; t < nbt; t++)
+		{
+			BatchTower *bt = &bts[t];
+			ProjTower  *pt = bt->pt;
+			int			nt = 0;
+			float	   *slots;
+			bool		slots_used = false;
+
+			if (!pt->joined || bt->nmiss == 0)
+				continue;
+			CHECK_FOR_INTERRUPTS();
+
+			/* its missing keys of the chunk, grouped by field */
+			memset(fcount, 0, sizeof(int32) * (F + 1));
+			for (int i = 0; i < bt->nmiss; i++)
+			{
+				int			x = need[bt->mkeys[i]] - c0;
+
+				if (x >= 0 && x < C)
+				{
+					fcount[keys[bt->mkeys[i]].field + 1]++;
+					nt++;
+				}
+			}
+			if (nt == 0)
+				continue;
+			for (int f = 0; f < F; f++)
+				fcount[f + 1] += fcount[f];
+			for (int i = 0; i < bt->nmiss; i++)
+			{
+				int			x = need[bt->mkeys[i]] - c0;
+
+				if (x >= 0 && x < C)
+				{
+					int			g = fcount[keys[bt->mkeys[i]].field]++;
+
+					byfield[g] = i;
+					xg[g] = x;
+				}
+			}
+
+			/* the tower's weights of those fields, transposed: block (q, f) at its offset */
+			if (WT == NULL)
+				WT = palloc_extended(sizeof(float) * (Size) MTMS_INPUT2(m) * pt->h1p,
+									 MCXT_ALLOC_HUGE);
+			for (int f = 0; f < F; f++)
+				fields[f] = fcount[f] > (f > 0 ? fcount[f - 1] : 0);
+			tower_transpose(m, pt, fields, WT);
+
+			/* the projections, a tile of keys at a time, pair by pair */
+			slots = MemoryContextAllocZero(run_cxt, sizeof(float) * (Size) nt * pt->h1p);
+			for (int g0 = 0; g0 < nt; g0 += BATCH_KEY_TILE)
+			{
+				int			g1 = Min(nt, g0 + BATCH_KEY_TILE);
+
+				CHECK_FOR_INTERRUPTS();
+				/* the tile's rows, pair by pair (from the chunk's, key by key) */
+				for (int g = g0; g < g1; g++)
+				{
+					const int64 *src = ridx + (Size) xg[g] * P;
+
+					for (int q = 0; q < P; q++)
+						rtile[(Size) q * BATCH_KEY_TILE + g - g0] = src[q];
+				}
+				for (int q = 0; q < P; q++)
+				{
+					const MtmsEmbStore *emb = m->emb[q];
+					const int32 *off = m->block_off + q * F;
+					const int64 *rq = rtile + (Size) q * BATCH_KEY_TILE;
+
+					for (int g = g0; g < g1; g++)
+					{
+						int64		r = rq[g - g0];
+						int			f;
+						int			ncols;
+
+						if (g + 8 < g1)
+						{
+							int64		ra = rq[g + 8 - g0];
+
+							if (ra >= 0)
+								mtms_prefetch(mtms_emb_vector(emb, ra));
+						}
+						if (r < 0)
+							continue;
+						f = keys[bt->mkeys[byfield[g]]].field;
+						ncols = block_cols(pt, off[f], d);
+						if (ncols > 0)
+							block_products(WT + (Size) off[f] * pt->h1p, pt->h1p, ncols,
+										   mtms_emb_vector(emb, r),
+										   slots + (Size) g * pt->h1p);
+					}
+				}
+			}
+
+			/* into the cache (or the run's memory, past the cap) */
+			for (int g = 0; g < nt; g++)
+			{
+				int			i = byfield[g];
+				bool		known = false;
+
+				for (int q = 0; q < P && !known; q++)
+					known = ridx[(Size) xg[g] * P + q] >= 0;
+				batch_keep(sc, bt, i, &keys[bt->mkeys[i]], known, slots + (Size) g * pt->h1p);
+				if (bt->mvec[i] == slots + (Size) g * pt->h1p)
+					slots_used = true;
+			}
+			if (!slots_used)
+				pfree(slots);
+		}
+	}
+}
+
+/*
+ * dst (h1p floats) = the sum of the vectors of one row's nf features,
+ * occurrences j0 .. of bt, in the row's (canonical) order.
+ */
+static inline void
+batch_sum_row(float *dst, const BatchTower *bt, int64 j0, int nf, int h1p)
+{
+	memset(dst, 0, sizeof(float) * h1p);
+	for (int k = 0; k < nf; k++)
+	{
+		int64		j = j0 + k;
+		const float *v = bt->miss[j] >= 0 ? bt->mvec[bt->miss[j]] : bt->vec[j];
+
+		if (v)
+			vec_add(dst, v, h1p);
+	}
+}
+
+void
+mtms_score_batch_run(MtmsScoreBatch *b, float *prob)
+{
+	MtmsScorer *sc = b->sc;
+	const MtmsModel *m = sc->m;
+	MemoryContext old;
+	int			n = b->nrows;
+	int32	   *sstart;
+	int32	   *order;
+	int32	   *next;
+	BatchTower *bts;
+	int			nbt = 0;
+	mtms_fkhash_hash *tab;
+	MtmsFeatureKey *keys;
+	int			nkeys = 0;
+	int			keycap;
+	int32	   *mark;
+	int32	   *local;
+	int			markcap;
+
+	if (n == 0)
+		return;
+	MemoryContextReset(b->run_cxt);
+	old = MemoryContextSwitchTo(b->run_cxt);
+
+	/* the rows by scene */
+	sstart = palloc0(sizeof(int32) * (m->nscenes + 1));
+	for (int i = 0; i < n; i++)
+		sstart[b->scene[i] + 1]++;
+	for (int s = 0; s < m->nscenes; s++)
+		sstart[s + 1] += sstart[s];
+	next = palloc(sizeof(int32) * m->nscenes);
+	memcpy(next, sstart, sizeof(int32) * m->nscenes);
+	order = palloc(sizeof(int32) * n);
+	for (int i = 0; i < n; i++)
+		order[next[b->scene[i]]++] = i;
+
+	/* per tower of a scene with rows: look its features up */
+	bts = palloc0(sizeof(BatchTower) * Min(m->npairs, 2 * n));
+	keycap = 1024;
+	keys = palloc(sizeof(MtmsFeatureKey) * keycap);
+	markcap = (int) Min(b->start[n], PG_INT32_MAX / 2) + 1;
+	mark = palloc_extended(sizeof(int32) * markcap, MCXT_ALLOC_HUGE);
+	local = palloc_extended(sizeof(int32) * markcap, MCXT_ALLOC_HUGE);
+	tab = mtms_fkhash_create(b->run_cxt, 1024, NULL);
+	for (int s = 0; s < m->nscenes; s++)
+	{
+		int64		nocc = 0;
+
+		if (sstart[s + 1] == sstart[s])
+			continue;
+		for (int i = sstart[s]; i < sstart[s + 1]; i++)
+			nocc += b->start[order[i] + 1] - b->start[order[i]];
+		for (int task = 0; task < MTMS_NTASKS; task++)
+		{
+			BatchTower *bt = &bts[nbt];
+
+			CHECK_FOR_INTERRUPTS();
+			bt->pt = tower_get(sc, MTMS_PAIR(s, task));
+			bt->task = task;
+			bt->row0 = sstart[s];
+			bt->nrows = sstart[s + 1] - sstart[s];
+			batch_lookup(b, bt, order, nocc, tab, &keys, &nkeys, &keycap,
+						 mark, local, nbt);
+			bt->mvec = palloc0(sizeof(float *) * Max(bt->nmiss, 1));
+			nbt++;
+		}
+	}
+
+	/* the missing projections */
+	for (int t = 0; t < nbt; t++)
+		if (!bts[t].pt->joined && bts[t].nmiss > 0)
+			batch_compute_phase1(sc, &bts[t], keys);
+	batch_compute_joined(b->run_cxt, sc, bts, nbt, keys, nkeys);
+
+	/* per tower: its rows' sums, then the upper layers, BATCH_UPPER rows at a time */
+	for (int t = 0; t < nbt; t++)
+	{
+		BatchTower *bt = &bts[t];
+		ProjTower  *pt = bt->pt;
+		int64		j = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		for (int i0 = 0; i0 < bt->nrows; i0 += BATCH_UPPER)
+		{
+			int			nb = Min(BATCH_UPPER, bt->nrows - i0);
+
+			for (int i = 0; i < nb; i++)
+			{
+				int			r = order[bt->row0 + i0 + i];
+				int			nf = (int) (b->start[r + 1] - b->start[r]);
+
+				batch_sum_row(b->hrow, bt, j, nf, pt->h1p);
+				memcpy(b->H1 + (Size) i * pt->h1, b->hrow, sizeof(float) * pt->h1);
+				j += nf;
+			}
+			mtms_tower_forward_hidden(pt->tower, b->work, b->H1, nb, b->logits);
+			for (int i = 0; i < nb; i++)
+				prob[(Size) order[bt->row0 + i0 + i] * MTMS_NTASKS + bt->task] =
+					mtms_sigmoid(b->logits[i]);
+		}
+	}
+
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(b->run_cxt);
+	b->nrows = 0;
 }
