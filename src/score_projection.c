@@ -1020,6 +1020,13 @@ batch_compute_joined(MemoryContext run_cxt, MtmsScorer *sc, BatchTower *bts, int
 	}
 }
 
+/* The vector of occurrence j of bt (NULL: zero). */
+static inline const float *
+batch_vec(const BatchTower *bt, int64 j)
+{
+	return bt->miss[j] >= 0 ? bt->mvec[bt->miss[j]] : bt->vec[j];
+}
+
 /*
  * dst (h1p floats) = the sum of the vectors of one row's nf features,
  * occurrences j0 .. of bt, in the row's (canonical) order.
@@ -1030,8 +1037,7 @@ batch_sum_row(float *dst, const BatchTower *bt, int64 j0, int nf, int h1p)
 	memset(dst, 0, sizeof(float) * h1p);
 	for (int k = 0; k < nf; k++)
 	{
-		int64		j = j0 + k;
-		const float *v = bt->miss[j] >= 0 ? bt->mvec[bt->miss[j]] : bt->vec[j];
+		const float *v = batch_vec(bt, j0 + k);
 
 		if (v)
 			vec_add(dst, v, h1p);
@@ -1119,6 +1125,8 @@ mtms_score_batch_run(MtmsScoreBatch *b, float *prob)
 		BatchTower *bt = &bts[t];
 		ProjTower  *pt = bt->pt;
 		int64		j = 0;
+		int			ia = 0;		/* the next row whose vectors to prefetch */
+		int64		ja = 0;
 
 		CHECK_FOR_INTERRUPTS();
 		for (int i0 = 0; i0 < bt->nrows; i0 += BATCH_UPPER)
@@ -1130,6 +1138,20 @@ mtms_score_batch_run(MtmsScoreBatch *b, float *prob)
 				int			r = order[bt->row0 + i0 + i];
 				int			nf = (int) (b->start[r + 1] - b->start[r]);
 
+				/* the vectors of the rows two ahead meanwhile */
+				for (; ia < bt->nrows && ia <= i0 + i + 2; ia++)
+				{
+					int			ra = order[bt->row0 + ia];
+
+					for (int64 k = b->start[ra]; k < b->start[ra + 1]; k++, ja++)
+					{
+						const float *v = batch_vec(bt, ja);
+
+						if (v)
+							for (int o = 0; o < pt->h1p; o += 16)
+								mtms_prefetch(v + o);
+					}
+				}
 				batch_sum_row(b->hrow, bt, j, nf, pt->h1p);
 				memcpy(b->H1 + (Size) i * pt->h1, b->hrow, sizeof(float) * pt->h1);
 				j += nf;
