@@ -202,6 +202,32 @@ block_products(const float *WT, int h1p, int ncols, const float *e, float *p)
 	}
 }
 
+/* c[j][i] = r[i][j]: an 8 x 8 block transposed in registers */
+static inline void
+transpose8(const v8sf *r, v8sf *c)
+{
+	v8sf		a[8],
+				b[8];
+
+	for (int i = 0; i < 8; i += 2)
+	{
+		a[i] = SHUFFLE8(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+		a[i + 1] = SHUFFLE8(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+	}
+	for (int i = 0; i < 8; i += 4)
+	{
+		b[i] = SHUFFLE8(a[i], a[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+		b[i + 1] = SHUFFLE8(a[i], a[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+		b[i + 2] = SHUFFLE8(a[i + 1], a[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+		b[i + 3] = SHUFFLE8(a[i + 1], a[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+	}
+	for (int i = 0; i < 4; i++)
+	{
+		c[i] = SHUFFLE8(b[i], b[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+		c[i + 4] = SHUFFLE8(b[i], b[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+	}
+}
+
 /*
  * Straight from the weights W (h1 rows, ldw floats apart): for one key.
  * Eight rows at a time, eight columns of them transposed in registers.
@@ -220,29 +246,11 @@ block_products_rows(const float *W, int ldw, int h1, int ncols, const float *e, 
 		for (; j + 8 <= ncols; j += 8)
 		{
 			v8sf		r[8],
-						a[8],
-						b[8],
 						c[8];
 
 			for (int i = 0; i < 8; i++)
 				r[i] = *(const v8sf_u *) (w + (Size) i * ldw + j);
-			for (int i = 0; i < 8; i += 2)
-			{
-				a[i] = SHUFFLE8(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-				a[i + 1] = SHUFFLE8(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-			}
-			for (int i = 0; i < 8; i += 4)
-			{
-				b[i] = SHUFFLE8(a[i], a[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-				b[i + 1] = SHUFFLE8(a[i], a[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-				b[i + 2] = SHUFFLE8(a[i + 1], a[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
-				b[i + 3] = SHUFFLE8(a[i + 1], a[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
-			}
-			for (int i = 0; i < 4; i++)
-			{
-				c[i] = SHUFFLE8(b[i], b[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-				c[i + 4] = SHUFFLE8(b[i], b[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-			}
+			transpose8(r, c);
 			/* c[i]: column j + i of the 8 rows */
 			for (int i = 0; i < 8; i++)
 				t = (j + i == 0) ? c[0] * e[0] : t + c[i] * e[j + i];
@@ -787,7 +795,7 @@ batch_compute_phase1(MtmsScorer *sc, BatchTower *bt, const MtmsFeatureKey *keys)
  * W1[o][c], zero for o >= h1 (the other columns are not written).  Reads
  * 8 rows of weights at a time, each row in order, not block by block.
  */
-static void
+MTMS_VEC_CLONES static void
 tower_transpose(const MtmsModel *m, const ProjTower *pt, const bool *fields, float *WT)
 {
 	const MtmsTower *t = pt->tower;
@@ -808,9 +816,22 @@ tower_transpose(const MtmsModel *m, const ProjTower *pt, const bool *fields, flo
 				int			off = m->block_off[q * F + f];
 				int			ncols = block_cols(pt, off, d);
 
+				int			c = off;
+
 				if (!fields[f])
 					continue;
-				for (int c = off; c < off + ncols; c++)
+				for (; c + 8 <= off + ncols; c += 8)
+				{
+					v8sf		r[8],
+								col[8];
+
+					for (int i = 0; i < 8; i++)
+						r[i] = *(const v8sf_u *) (w + (Size) i * nin + c);
+					transpose8(r, col);
+					for (int i = 0; i < 8; i++)
+						*(v8sf_u *) (WT + (Size) (c + i) * h1p + o0) = col[i];
+				}
+				for (; c < off + ncols; c++)
 				{
 					float	   *dst = WT + (Size) c * h1p + o0;
 
@@ -857,11 +878,11 @@ batch_compute_joined(MemoryContext run_cxt, MtmsScorer *sc, BatchTower *bts, int
 	int32	   *needed;			/* needed number -> batch key */
 	int			nneed = 0;
 	int			chunk;
-	int64	   *ridx;
+	int32	   *ridx;
 	int32	   *byfield;		/* a tower's keys of the chunk, grouped by field */
 	int32	   *xg;				/* their numbers in the chunk */
 	int32	   *fcount;
-	int64	   *rtile;			/* a tile's rows: rtile[q * BATCH_KEY_TILE + g] */
+	int32	   *rtile;			/* a tile's rows: rtile[q * BATCH_KEY_TILE + g] */
 	bool	   *fields;			/* fields of a tower's missing keys */
 	float	   *WT = NULL;
 
@@ -879,12 +900,16 @@ batch_compute_joined(MemoryContext run_cxt, MtmsScorer *sc, BatchTower *bts, int
 	if (nneed == 0)
 		return;
 
-	chunk = (int) Min(nneed, Max(64, BATCH_RIDX_BYTES / ((Size) P * sizeof(int64))));
-	ridx = palloc_extended(sizeof(int64) * (Size) P * chunk, MCXT_ALLOC_HUGE);
+	/* (row numbers as int32: a table of 2^31 rows would not fit in memory) */
+	for (int q = 0; q < P; q++)
+		if (mtms_emb_count(m->emb[q]) > PG_INT32_MAX)
+			elog(ERROR, "mtms: an embedding table of more than %d rows", PG_INT32_MAX);
+	chunk = (int) Min(nneed, Max(64, BATCH_RIDX_BYTES / ((Size) P * sizeof(int32))));
+	ridx = palloc_extended(sizeof(int32) * (Size) P * chunk, MCXT_ALLOC_HUGE);
 	byfield = palloc(sizeof(int32) * chunk);
 	xg = palloc(sizeof(int32) * chunk);
 	fcount = palloc(sizeof(int32) * (F + 1));
-	rtile = palloc(sizeof(int64) * (Size) P * BATCH_KEY_TILE);
+	rtile = palloc(sizeof(int32) * (Size) P * BATCH_KEY_TILE);
 	fields = palloc(sizeof(bool) * F);
 
 	for (int c0 = 0; c0 < nneed; c0 += chunk)
@@ -903,7 +928,7 @@ batch_compute_joined(MemoryContext run_cxt, MtmsScorer *sc, BatchTower *bts, int
 			{
 				if (k + 8 < C)
 					mtms_emb_prefetch(emb, keys[needed[c0 + k + 8]].hash);
-				ridx[(Size) k * P + q] = mtms_emb_find(emb, keys[needed[c0 + k]].hash);
+				ridx[(Size) k * P + q] = (int32) mtms_emb_find(emb, keys[needed[c0 + k]].hash);
 			}
 		}
 
@@ -966,7 +991,7 @@ batch_compute_joined(MemoryContext run_cxt, MtmsScorer *sc, BatchTower *bts, int
 				/* the tile's rows, pair by pair (from the chunk's, key by key) */
 				for (int g = g0; g < g1; g++)
 				{
-					const int64 *src = ridx + (Size) xg[g] * P;
+					const int32 *src = ridx + (Size) xg[g] * P;
 
 					for (int q = 0; q < P; q++)
 						rtile[(Size) q * BATCH_KEY_TILE + g - g0] = src[q];
@@ -975,17 +1000,17 @@ batch_compute_joined(MemoryContext run_cxt, MtmsScorer *sc, BatchTower *bts, int
 				{
 					const MtmsEmbStore *emb = m->emb[q];
 					const int32 *off = m->block_off + q * F;
-					const int64 *rq = rtile + (Size) q * BATCH_KEY_TILE;
+					const int32 *rq = rtile + (Size) q * BATCH_KEY_TILE;
 
 					for (int g = g0; g < g1; g++)
 					{
-						int64		r = rq[g - g0];
+						int32		r = rq[g - g0];
 						int			f;
 						int			ncols;
 
 						if (g + 8 < g1)
 						{
-							int64		ra = rq[g + 8 - g0];
+							int32		ra = rq[g + 8 - g0];
 
 							if (ra >= 0)
 								mtms_prefetch(mtms_emb_vector(emb, ra));
