@@ -866,182 +866,220 @@ tower_transpose(const MtmsModel *m, const ProjTower *pt, const bool *fields, flo
  * batch and a tile's sums stay in the cache.  Each key's sum still runs
  * pair by pair in order, with the same products as projection_compute's.
  */
+typedef struct JoinedWork
+{
+	const MtmsFeatureKey *keys; /* the batch's keys */
+	int32	   *need;			/* batch key -> its number among the needed, or -1 */
+	int32	   *needed;			/* needed number -> batch key */
+	int			nneed;
+	int			c0;				/* the chunk: needed keys c0 .. c0 + C */
+	int			C;
+	int32	   *ridx;			/* ridx[k * npairs + q]: key c0 + k's row in pair q */
+	int32	   *byfield;		/* a tower's missing keys of the chunk, by field */
+	int32	   *xg;				/* their numbers in the chunk */
+	int32	   *fend;			/* [nfields + 1]: where each field's keys end */
+	int32	   *rtile;			/* a tile's rows: rtile[q * BATCH_KEY_TILE + g] */
+	bool	   *fields;			/* fields of a tower's missing keys */
+	float	   *WT;				/* a tower's first layer, transposed */
+} JoinedWork;
+
+/* Every key of the chunk in every pair: one probe each, prefetched. */
+static void
+joined_probe(const MtmsModel *m, JoinedWork *jw)
+{
+	int			P = m->npairs;
+	const int32 *kk = jw->needed + jw->c0;
+
+	for (int q = 0; q < P; q++)
+	{
+		const MtmsEmbStore *emb = m->emb[q];
+
+		CHECK_FOR_INTERRUPTS();
+		for (int k = 0; k < Min(8, jw->C); k++)
+			mtms_emb_prefetch(emb, jw->keys[kk[k]].hash);
+		for (int k = 0; k < jw->C; k++)
+		{
+			if (k + 8 < jw->C)
+				mtms_emb_prefetch(emb, jw->keys[kk[k + 8]].hash);
+			jw->ridx[(Size) k * P + q] = (int32) mtms_emb_find(emb, jw->keys[kk[k]].hash);
+		}
+	}
+}
+
+/*
+ * bt's missing keys of the chunk, grouped by field, into jw->byfield and
+ * jw->xg (and jw->fend, jw->fields); returns how many.
+ */
+static int
+joined_select(const MtmsModel *m, const BatchTower *bt, JoinedWork *jw)
+{
+	int			F = m->nfields;
+	int			nt = 0;
+
+	memset(jw->fend, 0, sizeof(int32) * (F + 1));
+	for (int i = 0; i < bt->nmiss; i++)
+	{
+		int			x = jw->need[bt->mkeys[i]] - jw->c0;
+
+		if (x >= 0 && x < jw->C)
+		{
+			jw->fend[jw->keys[bt->mkeys[i]].field + 1]++;
+			nt++;
+		}
+	}
+	for (int f = 0; f < F; f++)
+		jw->fend[f + 1] += jw->fend[f];
+	for (int i = 0; i < bt->nmiss; i++)
+	{
+		int			x = jw->need[bt->mkeys[i]] - jw->c0;
+
+		if (x >= 0 && x < jw->C)
+		{
+			int			g = jw->fend[jw->keys[bt->mkeys[i]].field]++;
+
+			jw->byfield[g] = i;
+			jw->xg[g] = x;
+		}
+	}
+	/* (fend[f] is now where field f's keys end) */
+	for (int f = 0; f < F; f++)
+		jw->fields[f] = jw->fend[f] > (f > 0 ? jw->fend[f - 1] : 0);
+	return nt;
+}
+
+/*
+ * The projections of bt's selected keys g0 .. g1 into slots (zeroed), pair
+ * by pair, from the transposed weights jw->WT.
+ */
+static void
+joined_tile(const MtmsModel *m, const BatchTower *bt, JoinedWork *jw, int g0, int g1,
+			float *slots)
+{
+	const ProjTower *pt = bt->pt;
+	int			P = m->npairs;
+	int			F = m->nfields;
+
+	/* the tile's rows, pair by pair (from the chunk's, key by key) */
+	for (int g = g0; g < g1; g++)
+	{
+		const int32 *src = jw->ridx + (Size) jw->xg[g] * P;
+
+		for (int q = 0; q < P; q++)
+			jw->rtile[(Size) q * BATCH_KEY_TILE + g - g0] = src[q];
+	}
+	for (int q = 0; q < P; q++)
+	{
+		const MtmsEmbStore *emb = m->emb[q];
+		const int32 *off = m->block_off + q * F;
+		const int32 *rq = jw->rtile + (Size) q * BATCH_KEY_TILE;
+
+		for (int g = g0; g < g1; g++)
+		{
+			int32		r = rq[g - g0];
+			int			f;
+			int			ncols;
+
+			if (g + 8 < g1 && rq[g + 8 - g0] >= 0)
+				mtms_prefetch(mtms_emb_vector(emb, rq[g + 8 - g0]));
+			if (r < 0)
+				continue;
+			f = jw->keys[bt->mkeys[jw->byfield[g]]].field;
+			ncols = block_cols(pt, off[f], m->dim);
+			if (ncols > 0)
+				block_products(jw->WT + (Size) off[f] * pt->h1p, pt->h1p, ncols,
+							   mtms_emb_vector(emb, r), slots + (Size) g * pt->h1p);
+		}
+	}
+}
+
+/* The projections of bt's missing keys of the chunk, into the cache. */
+static void
+joined_tower(MemoryContext run_cxt, MtmsScorer *sc, BatchTower *bt, JoinedWork *jw)
+{
+	const MtmsModel *m = sc->m;
+	ProjTower  *pt = bt->pt;
+	int			nt = joined_select(m, bt, jw);
+	float	   *slots;
+	bool		slots_used = false;
+
+	if (nt == 0)
+		return;
+	if (jw->WT == NULL)
+		jw->WT = palloc_extended(sizeof(float) * (Size) MTMS_INPUT2(m) * pt->h1p,
+								 MCXT_ALLOC_HUGE);
+	tower_transpose(m, pt, jw->fields, jw->WT);
+	slots = MemoryContextAllocZero(run_cxt, sizeof(float) * (Size) nt * pt->h1p);
+	for (int g0 = 0; g0 < nt; g0 += BATCH_KEY_TILE)
+	{
+		CHECK_FOR_INTERRUPTS();
+		joined_tile(m, bt, jw, g0, Min(nt, g0 + BATCH_KEY_TILE), slots);
+	}
+
+	/* into the cache (or the run's memory, past the cap) */
+	for (int g = 0; g < nt; g++)
+	{
+		int			i = jw->byfield[g];
+		const int32 *r = jw->ridx + (Size) jw->xg[g] * m->npairs;
+		bool		known = false;
+
+		for (int q = 0; q < m->npairs && !known; q++)
+			known = r[q] >= 0;
+		batch_keep(sc, bt, i, &jw->keys[bt->mkeys[i]], known, slots + (Size) g * pt->h1p);
+		if (bt->mvec[i] == slots + (Size) g * pt->h1p)
+			slots_used = true;
+	}
+	if (!slots_used)
+		pfree(slots);
+}
+
+/* The missing projections of the batch's fine-tune towers (see above). */
 static void
 batch_compute_joined(MemoryContext run_cxt, MtmsScorer *sc, BatchTower *bts, int nbt,
 					 const MtmsFeatureKey *keys, int nkeys)
 {
 	const MtmsModel *m = sc->m;
-	int			F = m->nfields;
-	int			d = m->dim;
 	int			P = m->npairs;
-	int32	   *need;			/* batch key -> its number among the needed, or -1 */
-	int32	   *needed;			/* needed number -> batch key */
-	int			nneed = 0;
 	int			chunk;
-	int32	   *ridx;
-	int32	   *byfield;		/* a tower's keys of the chunk, grouped by field */
-	int32	   *xg;				/* their numbers in the chunk */
-	int32	   *fcount;
-	int32	   *rtile;			/* a tile's rows: rtile[q * BATCH_KEY_TILE + g] */
-	bool	   *fields;			/* fields of a tower's missing keys */
-	float	   *WT = NULL;
+	JoinedWork	jw;
 
-	need = palloc(sizeof(int32) * Max(nkeys, 1));
-	memset(need, 0xff, sizeof(int32) * Max(nkeys, 1));
-	needed = palloc(sizeof(int32) * Max(nkeys, 1));
+	memset(&jw, 0, sizeof(jw));
+	jw.keys = keys;
+	jw.need = palloc(sizeof(int32) * Max(nkeys, 1));
+	memset(jw.need, 0xff, sizeof(int32) * Max(nkeys, 1));
+	jw.needed = palloc(sizeof(int32) * Max(nkeys, 1));
 	for (int t = 0; t < nbt; t++)
 		if (bts[t].pt->joined)
 			for (int i = 0; i < bts[t].nmiss; i++)
-				if (need[bts[t].mkeys[i]] < 0)
+				if (jw.need[bts[t].mkeys[i]] < 0)
 				{
-					needed[nneed] = bts[t].mkeys[i];
-					need[bts[t].mkeys[i]] = nneed++;
+					jw.needed[jw.nneed] = bts[t].mkeys[i];
+					jw.need[bts[t].mkeys[i]] = jw.nneed++;
 				}
-	if (nneed == 0)
+	if (jw.nneed == 0)
 		return;
 
 	/* (row numbers as int32: a table of 2^31 rows would not fit in memory) */
 	for (int q = 0; q < P; q++)
 		if (mtms_emb_count(m->emb[q]) > PG_INT32_MAX)
 			elog(ERROR, "mtms: an embedding table of more than %d rows", PG_INT32_MAX);
-	chunk = (int) Min(nneed, Max(64, BATCH_RIDX_BYTES / ((Size) P * sizeof(int32))));
-	ridx = palloc_extended(sizeof(int32) * (Size) P * chunk, MCXT_ALLOC_HUGE);
-	byfield = palloc(sizeof(int32) * chunk);
-	xg = palloc(sizeof(int32) * chunk);
-	fcount = palloc(sizeof(int32) * (F + 1));
-	rtile = palloc(sizeof(int32) * (Size) P * BATCH_KEY_TILE);
-	fields = palloc(sizeof(bool) * F);
+	chunk = (int) Min(jw.nneed, Max(64, BATCH_RIDX_BYTES / ((Size) P * sizeof(int32))));
+	jw.ridx = palloc_extended(sizeof(int32) * (Size) P * chunk, MCXT_ALLOC_HUGE);
+	jw.byfield = palloc(sizeof(int32) * chunk);
+	jw.xg = palloc(sizeof(int32) * chunk);
+	jw.fend = palloc(sizeof(int32) * (m->nfields + 1));
+	jw.rtile = palloc(sizeof(int32) * (Size) P * BATCH_KEY_TILE);
+	jw.fields = palloc(sizeof(bool) * m->nfields);
 
-	for (int c0 = 0; c0 < nneed; c0 += chunk)
+	for (jw.c0 = 0; jw.c0 < jw.nneed; jw.c0 += chunk)
 	{
-		int			C = Min(chunk, nneed - c0);
-
-		/* every key of the chunk in every pair: one probe each, prefetched */
-		for (int q = 0; q < P; q++)
-		{
-			const MtmsEmbStore *emb = m->emb[q];
-
-			CHECK_FOR_INTERRUPTS();
-			for (int k = 0; k < Min(8, C); k++)
-				mtms_emb_prefetch(emb, keys[needed[c0 + k]].hash);
-			for (int k = 0; k < C; k++)
-			{
-				if (k + 8 < C)
-					mtms_emb_prefetch(emb, keys[needed[c0 + k + 8]].hash);
-				ridx[(Size) k * P + q] = (int32) mtms_emb_find(emb, keys[needed[c0 + k]].hash);
-			}
-		}
-
+		jw.C = Min(chunk, jw.nneed - jw.c0);
+		joined_probe(m, &jw);
 		for (int t = 0; t < nbt; t++)
-		{
-			BatchTower *bt = &bts[t];
-			ProjTower  *pt = bt->pt;
-			int			nt = 0;
-			float	   *slots;
-			bool		slots_used = false;
-
-			if (!pt->joined || bt->nmiss == 0)
-				continue;
-			CHECK_FOR_INTERRUPTS();
-
-			/* its missing keys of the chunk, grouped by field */
-			memset(fcount, 0, sizeof(int32) * (F + 1));
-			for (int i = 0; i < bt->nmiss; i++)
+			if (bts[t].pt->joined && bts[t].nmiss > 0)
 			{
-				int			x = need[bt->mkeys[i]] - c0;
-
-				if (x >= 0 && x < C)
-				{
-					fcount[keys[bt->mkeys[i]].field + 1]++;
-					nt++;
-				}
-			}
-			if (nt == 0)
-				continue;
-			for (int f = 0; f < F; f++)
-				fcount[f + 1] += fcount[f];
-			for (int i = 0; i < bt->nmiss; i++)
-			{
-				int			x = need[bt->mkeys[i]] - c0;
-
-				if (x >= 0 && x < C)
-				{
-					int			g = fcount[keys[bt->mkeys[i]].field]++;
-
-					byfield[g] = i;
-					xg[g] = x;
-				}
-			}
-
-			/* the tower's weights of those fields, transposed: block (q, f) at its offset */
-			if (WT == NULL)
-				WT = palloc_extended(sizeof(float) * (Size) MTMS_INPUT2(m) * pt->h1p,
-									 MCXT_ALLOC_HUGE);
-			for (int f = 0; f < F; f++)
-				fields[f] = fcount[f] > (f > 0 ? fcount[f - 1] : 0);
-			tower_transpose(m, pt, fields, WT);
-
-			/* the projections, a tile of keys at a time, pair by pair */
-			slots = MemoryContextAllocZero(run_cxt, sizeof(float) * (Size) nt * pt->h1p);
-			for (int g0 = 0; g0 < nt; g0 += BATCH_KEY_TILE)
-			{
-				int			g1 = Min(nt, g0 + BATCH_KEY_TILE);
-
 				CHECK_FOR_INTERRUPTS();
-				/* the tile's rows, pair by pair (from the chunk's, key by key) */
-				for (int g = g0; g < g1; g++)
-				{
-					const int32 *src = ridx + (Size) xg[g] * P;
-
-					for (int q = 0; q < P; q++)
-						rtile[(Size) q * BATCH_KEY_TILE + g - g0] = src[q];
-				}
-				for (int q = 0; q < P; q++)
-				{
-					const MtmsEmbStore *emb = m->emb[q];
-					const int32 *off = m->block_off + q * F;
-					const int32 *rq = rtile + (Size) q * BATCH_KEY_TILE;
-
-					for (int g = g0; g < g1; g++)
-					{
-						int32		r = rq[g - g0];
-						int			f;
-						int			ncols;
-
-						if (g + 8 < g1)
-						{
-							int32		ra = rq[g + 8 - g0];
-
-							if (ra >= 0)
-								mtms_prefetch(mtms_emb_vector(emb, ra));
-						}
-						if (r < 0)
-							continue;
-						f = keys[bt->mkeys[byfield[g]]].field;
-						ncols = block_cols(pt, off[f], d);
-						if (ncols > 0)
-							block_products(WT + (Size) off[f] * pt->h1p, pt->h1p, ncols,
-										   mtms_emb_vector(emb, r),
-										   slots + (Size) g * pt->h1p);
-					}
-				}
+				joined_tower(run_cxt, sc, &bts[t], &jw);
 			}
-
-			/* into the cache (or the run's memory, past the cap) */
-			for (int g = 0; g < nt; g++)
-			{
-				int			i = byfield[g];
-				bool		known = false;
-
-				for (int q = 0; q < P && !known; q++)
-					known = ridx[(Size) xg[g] * P + q] >= 0;
-				batch_keep(sc, bt, i, &keys[bt->mkeys[i]], known, slots + (Size) g * pt->h1p);
-				if (bt->mvec[i] == slots + (Size) g * pt->h1p)
-					slots_used = true;
-			}
-			if (!slots_used)
-				pfree(slots);
-		}
 	}
 }
 
@@ -1066,6 +1104,52 @@ batch_sum_row(float *dst, const BatchTower *bt, int64 j0, int nf, int h1p)
 
 		if (v)
 			vec_add(dst, v, h1p);
+	}
+}
+
+/*
+ * The probabilities of bt's rows into prob: per row the sum of its
+ * features' vectors, then the upper layers, BATCH_UPPER rows at a time.
+ */
+static void
+batch_forward(MtmsScoreBatch *b, const BatchTower *bt, const int32 *order, float *prob)
+{
+	const ProjTower *pt = bt->pt;
+	int64		j = 0;
+	int			ia = 0;			/* the next row whose vectors to prefetch */
+	int64		ja = 0;
+
+	for (int i0 = 0; i0 < bt->nrows; i0 += BATCH_UPPER)
+	{
+		int			nb = Min(BATCH_UPPER, bt->nrows - i0);
+
+		for (int i = 0; i < nb; i++)
+		{
+			int			r = order[bt->row0 + i0 + i];
+			int			nf = (int) (b->start[r + 1] - b->start[r]);
+
+			/* the vectors of the rows two ahead meanwhile */
+			for (; ia < bt->nrows && ia <= i0 + i + 2; ia++)
+			{
+				int			ra = order[bt->row0 + ia];
+
+				for (int64 k = b->start[ra]; k < b->start[ra + 1]; k++, ja++)
+				{
+					const float *v = batch_vec(bt, ja);
+
+					if (v)
+						for (int o = 0; o < pt->h1p; o += 16)
+							mtms_prefetch(v + o);
+				}
+			}
+			batch_sum_row(b->hrow, bt, j, nf, pt->h1p);
+			memcpy(b->H1 + (Size) i * pt->h1, b->hrow, sizeof(float) * pt->h1);
+			j += nf;
+		}
+		mtms_tower_forward_hidden(pt->tower, b->work, b->H1, nb, b->logits);
+		for (int i = 0; i < nb; i++)
+			prob[(Size) order[bt->row0 + i0 + i] * MTMS_NTASKS + bt->task] =
+				mtms_sigmoid(b->logits[i]);
 	}
 }
 
@@ -1144,48 +1228,11 @@ mtms_score_batch_run(MtmsScoreBatch *b, float *prob)
 			batch_compute_phase1(sc, &bts[t], keys);
 	batch_compute_joined(b->run_cxt, sc, bts, nbt, keys, nkeys);
 
-	/* per tower: its rows' sums, then the upper layers, BATCH_UPPER rows at a time */
+	/* per tower: its rows' sums, then the upper layers */
 	for (int t = 0; t < nbt; t++)
 	{
-		BatchTower *bt = &bts[t];
-		ProjTower  *pt = bt->pt;
-		int64		j = 0;
-		int			ia = 0;		/* the next row whose vectors to prefetch */
-		int64		ja = 0;
-
 		CHECK_FOR_INTERRUPTS();
-		for (int i0 = 0; i0 < bt->nrows; i0 += BATCH_UPPER)
-		{
-			int			nb = Min(BATCH_UPPER, bt->nrows - i0);
-
-			for (int i = 0; i < nb; i++)
-			{
-				int			r = order[bt->row0 + i0 + i];
-				int			nf = (int) (b->start[r + 1] - b->start[r]);
-
-				/* the vectors of the rows two ahead meanwhile */
-				for (; ia < bt->nrows && ia <= i0 + i + 2; ia++)
-				{
-					int			ra = order[bt->row0 + ia];
-
-					for (int64 k = b->start[ra]; k < b->start[ra + 1]; k++, ja++)
-					{
-						const float *v = batch_vec(bt, ja);
-
-						if (v)
-							for (int o = 0; o < pt->h1p; o += 16)
-								mtms_prefetch(v + o);
-					}
-				}
-				batch_sum_row(b->hrow, bt, j, nf, pt->h1p);
-				memcpy(b->H1 + (Size) i * pt->h1, b->hrow, sizeof(float) * pt->h1);
-				j += nf;
-			}
-			mtms_tower_forward_hidden(pt->tower, b->work, b->H1, nb, b->logits);
-			for (int i = 0; i < nb; i++)
-				prob[(Size) order[bt->row0 + i0 + i] * MTMS_NTASKS + bt->task] =
-					mtms_sigmoid(b->logits[i]);
-		}
+		batch_forward(b, &bts[t], order, prob);
 	}
 
 	MemoryContextSwitchTo(old);
