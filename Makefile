@@ -104,8 +104,3 @@ sanitize:
 # The fine-tune's keyed rows: plain loops the compiler
 # vectorizes at -O3 (PGXS builds at -O2).
 src/joined_keys.o: CFLAGS += -O3
-
-# The scoring projections' products: plain loops the compiler vectorizes at
-# -O3, and never contracted into FMAs, so that one key alone and many at
-# once get the same bits on every machine (see block_products).
-src/score_projection.o: CFLAGS += -O3 -ffp-contract=off

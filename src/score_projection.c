@@ -6,14 +6,13 @@
  * a simplehash from the feature hash (the entry checks the field) to the
  * index of the projection vector, -1 for a key no pair knows.  Vectors
  * live in chunks of PROJ_CHUNK vectors, h1 floats padded to a multiple of
- * 8 (zeros) so the products and the per-row sums run on whole vector
- * registers; they never move.
+ * 4 (zeros) so the per-row sums run on whole SSE registers; they never
+ * move.
  */
 #include "score_projection.h"
 
 #include "blas.h"
 #include "feature_keys.h"
-#include "optimizer.h"			/* MTMS_VEC_CLONES */
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -57,7 +56,7 @@ typedef struct ProjTower
 	bool		joined;			/* fine-tune tower (reads every pair) */
 	int			pair;
 	int			h1;				/* first layer outputs */
-	int			h1p;			/* h1 rounded up to 8: a vector's stride */
+	int			h1p;			/* h1 rounded up to 4: a vector's stride */
 	int			nread;			/* first-layer input columns read */
 	projhash_hash *ht;
 	float	  **chunks;
@@ -122,7 +121,7 @@ mtms_scorer_create(const MtmsModel *m, MemoryContext parent)
 		for (int l = 1; l <= t->nlayers; l++)
 			widest = Max(widest, t->sizes[l]);
 	}
-	widest = (widest + 7) & ~7;
+	widest = (widest + 3) & ~3;
 	sc->act[0] = MemoryContextAlloc(cxt, sizeof(float) * widest);
 	sc->act[1] = MemoryContextAlloc(cxt, sizeof(float) * widest);
 	sc->miss = MemoryContextAlloc(cxt, sizeof(float) * widest * PROJ_BATCH);
@@ -144,7 +143,7 @@ tower_get(MtmsScorer *sc, int p)
 	pt->joined = m->tower2[p] != NULL;
 	pt->pair = p;
 	pt->h1 = t->sizes[1];
-	pt->h1p = (pt->h1 + 7) & ~7;
+	pt->h1p = (pt->h1 + 3) & ~3;
 	pt->nread = t->nin_used > 0 ? t->nin_used : t->sizes[0];
 	pt->ht = projhash_create(sc->cxt, PROJ_INITIAL, NULL);
 	pt->maxchunks = 16;
@@ -156,126 +155,6 @@ tower_get(MtmsScorer *sc, int p)
 	return pt;
 }
 
-/*
- * The first-layer products of a key with one block of input columns, the
- * arithmetic every projection goes through:
- *
- *     p[o] += sum over j < ncols of W1[o][off + j] e[j]    (o < h1)
- *
- * Each sum runs over j in order, from W1[o][off] e[0], and is then added
- * to p[o]: the same IEEE operations in the same order in both kernels
- * below and on any vector unit (no FMA contraction, see the Makefile), so
- * a key's projection is the same, bit for bit, whether mtms_score computed
- * it alone (block_products_rows) or a batch of mtms_evaluate with others
- * (block_products), and a score never depends on who filled the cache.
- * p has h1p floats (a multiple of 8); its padding, +0 like all of p at
- * first, stays +0.
- */
-typedef float v8sf __attribute__((vector_size(32)));
-typedef float v8sf_u __attribute__((vector_size(32), aligned(4)));
-
-/* a with b's lanes as 8..15: the lanes i0 .. i7 (GCC and clang spell it differently) */
-#ifdef __clang__
-#define SHUFFLE8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
-	__builtin_shufflevector(a, b, i0, i1, i2, i3, i4, i5, i6, i7)
-#else
-typedef int v8si __attribute__((vector_size(32)));
-#define SHUFFLE8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
-	__builtin_shuffle(a, b, (v8si) {i0, i1, i2, i3, i4, i5, i6, i7})
-#endif
-
-/*
- * With the block transposed into WT (ncols rows of h1p floats, padding
- * zero; see tower_transpose): for many keys with the same block,
- * transposed once.
- */
-MTMS_VEC_CLONES static void
-block_products(const float *WT, int h1p, int ncols, const float *e, float *p)
-{
-	for (int o = 0; o < h1p; o += 8)
-	{
-		v8sf		t = *(const v8sf_u *) (WT + o) * e[0];
-
-		for (int j = 1; j < ncols; j++)
-			t = t + *(const v8sf_u *) (WT + (Size) j * h1p + o) * e[j];
-		*(v8sf_u *) (p + o) = *(v8sf_u *) (p + o) + t;
-	}
-}
-
-/* c[j][i] = r[i][j]: an 8 x 8 block transposed in registers */
-static inline void
-transpose8(const v8sf *r, v8sf *c)
-{
-	v8sf		a[8],
-				b[8];
-
-	for (int i = 0; i < 8; i += 2)
-	{
-		a[i] = SHUFFLE8(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-		a[i + 1] = SHUFFLE8(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-	}
-	for (int i = 0; i < 8; i += 4)
-	{
-		b[i] = SHUFFLE8(a[i], a[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-		b[i + 1] = SHUFFLE8(a[i], a[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-		b[i + 2] = SHUFFLE8(a[i + 1], a[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
-		b[i + 3] = SHUFFLE8(a[i + 1], a[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
-	}
-	for (int i = 0; i < 4; i++)
-	{
-		c[i] = SHUFFLE8(b[i], b[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-		c[i + 4] = SHUFFLE8(b[i], b[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-	}
-}
-
-/*
- * Straight from the weights W (h1 rows, ldw floats apart): for one key.
- * Eight rows at a time, eight columns of them transposed in registers.
- */
-MTMS_VEC_CLONES static void
-block_products_rows(const float *W, int ldw, int h1, int ncols, const float *e, float *p)
-{
-	int			o = 0;
-
-	for (; o + 8 <= h1; o += 8)
-	{
-		const float *w = W + (Size) o * ldw;
-		v8sf		t = {0};
-		int			j = 0;
-
-		for (; j + 8 <= ncols; j += 8)
-		{
-			v8sf		r[8],
-						c[8];
-
-			for (int i = 0; i < 8; i++)
-				r[i] = *(const v8sf_u *) (w + (Size) i * ldw + j);
-			transpose8(r, c);
-			/* c[i]: column j + i of the 8 rows */
-			for (int i = 0; i < 8; i++)
-				t = (j + i == 0) ? c[0] * e[0] : t + c[i] * e[j + i];
-		}
-		for (; j < ncols; j++)
-		{
-			v8sf		c;
-
-			for (int i = 0; i < 8; i++)
-				c[i] = w[(Size) i * ldw + j];
-			t = (j == 0) ? c * e[0] : t + c * e[j];
-		}
-		*(v8sf_u *) (p + o) = *(v8sf_u *) (p + o) + t;
-	}
-	for (; o < h1; o++)
-	{
-		const float *w = W + (Size) o * ldw;
-		float		t = w[0] * e[0];
-
-		for (int j = 1; j < ncols; j++)
-			t = t + w[j] * e[j];
-		p[o] = p[o] + t;
-	}
-}
-
 /* Columns of the block at off that the tower reads (0: none). */
 static inline int
 block_cols(const ProjTower *pt, int off, int dim)
@@ -283,14 +162,25 @@ block_cols(const ProjTower *pt, int off, int dim)
 	return off >= pt->nread ? 0 : Min(dim, pt->nread - off);
 }
 
-/* out += W1[:, off .. off + dim) v, reading only the columns the tower reads */
+/*
+ * out += W1[:, off .. off + dim) v, reading only the columns the tower
+ * reads: one cblas_sgemv, the only arithmetic a projection goes through.
+ * A key's projection is these calls for its known pairs, in pair order,
+ * from zero, with the same arguments but the output's address, whether
+ * mtms_score computes it alone (projection_compute) or a batch of
+ * mtms_evaluate with others (joined_tile, batch_compute_phase1); so it is
+ * the same, bit for bit, and a score never depends on who filled the
+ * cache.  (A product over many keys at once, cblas_sgemm, would sum each
+ * dot product in another kernel's order.)
+ */
 static inline void
 add_block(const ProjTower *pt, int off, int dim, const float *v, float *out)
 {
 	int			ncols = block_cols(pt, off, dim);
 
 	if (ncols > 0)
-		block_products_rows(pt->tower->W[0] + off, pt->tower->sizes[0], pt->h1, ncols, v, out);
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, pt->h1, ncols,
+					1.0f, pt->tower->W[0] + off, pt->tower->sizes[0], v, 1, 1.0f, out, 1);
 }
 
 /*
@@ -633,7 +523,7 @@ mtms_score_batch_create(MtmsScorer *sc)
 	b->feats = palloc(sizeof(MtmsFeature) * b->featcap);
 	b->work = mtms_tower_work_create(shape, BATCH_UPPER);
 	b->H1 = palloc(sizeof(float) * BATCH_UPPER * h1);
-	b->hrow = palloc(sizeof(float) * ((h1 + 7) & ~7));
+	b->hrow = palloc(sizeof(float) * ((h1 + 3) & ~3));
 	b->logits = palloc(sizeof(float) * BATCH_UPPER);
 	MemoryContextSwitchTo(old);
 	return b;
@@ -790,81 +680,15 @@ batch_compute_phase1(MtmsScorer *sc, BatchTower *bt, const MtmsFeatureKey *keys)
 }
 
 /*
- * WT (nread x h1p) = the tower's first-layer columns of the fields in
- * fields[] (every pair's block of them), transposed: WT[c * h1p + o] =
- * W1[o][c], zero for o >= h1 (the other columns are not written).  Reads
- * 8 rows of weights at a time, each row in order, not block by block.
- */
-MTMS_VEC_CLONES static void
-tower_transpose(const MtmsModel *m, const ProjTower *pt, const bool *fields, float *WT)
-{
-	const MtmsTower *t = pt->tower;
-	int			nin = t->sizes[0];
-	int			h1 = pt->h1;
-	int			h1p = pt->h1p;
-	int			F = m->nfields;
-	int			d = m->dim;
-	int			o0;
-
-	for (o0 = 0; o0 + 8 <= h1; o0 += 8)
-	{
-		const float *w = t->W[0] + (Size) o0 * nin;
-
-		for (int q = 0; q < m->npairs; q++)
-			for (int f = 0; f < F; f++)
-			{
-				int			off = m->block_off[q * F + f];
-				int			ncols = block_cols(pt, off, d);
-
-				int			c = off;
-
-				if (!fields[f])
-					continue;
-				for (; c + 8 <= off + ncols; c += 8)
-				{
-					v8sf		r[8],
-								col[8];
-
-					for (int i = 0; i < 8; i++)
-						r[i] = *(const v8sf_u *) (w + (Size) i * nin + c);
-					transpose8(r, col);
-					for (int i = 0; i < 8; i++)
-						*(v8sf_u *) (WT + (Size) (c + i) * h1p + o0) = col[i];
-				}
-				for (; c < off + ncols; c++)
-				{
-					float	   *dst = WT + (Size) c * h1p + o0;
-
-					for (int i = 0; i < 8; i++)
-						dst[i] = w[(Size) i * nin + c];
-				}
-			}
-	}
-	/* the last rows if h1 is not a multiple of 8, and the padding */
-	if (o0 < h1p)
-		for (int q = 0; q < m->npairs; q++)
-			for (int f = 0; f < F; f++)
-			{
-				int			off = m->block_off[q * F + f];
-				int			ncols = block_cols(pt, off, d);
-
-				if (!fields[f])
-					continue;
-				for (int c = off; c < off + ncols; c++)
-					for (int o = o0; o < h1p; o++)
-						WT[(Size) c * h1p + o] = o < h1 ? t->W[0][(Size) o * nin + c] : 0.0f;
-			}
-}
-
-/*
  * The missing projections of the fine-tune towers.  Every key some tower
  * misses is looked up once in every pair (ridx[k * P + q]: the row of
  * key k of the chunk in pair q's table, or -1), chunk by chunk of the keys
- * if they are very many; then each tower transposes its first layer once
- * (tower_transpose, the fields it needs) and computes its missing keys, a
- * tile of keys at a time, pair by pair, so its weights are read once per
- * batch and a tile's sums stay in the cache.  Each key's sum still runs
- * pair by pair in order, with the same products as projection_compute's.
+ * if they are very many; then each tower computes its missing keys, a
+ * tile of keys at a time grouped by field, pair by pair, so a block of its
+ * first-layer weights serves the tile's keys of its field while in the CPU
+ * cache and a tile's sums stay there too.  Each key's sum still runs pair
+ * by pair in order, from zero, with the same cblas_sgemv calls as
+ * projection_compute's (add_block).
  */
 typedef struct JoinedWork
 {
@@ -879,8 +703,6 @@ typedef struct JoinedWork
 	int32	   *xg;				/* their numbers in the chunk */
 	int32	   *fend;			/* [nfields + 1]: where each field's keys end */
 	int32	   *rtile;			/* a tile's rows: rtile[q * BATCH_KEY_TILE + g] */
-	bool	   *fields;			/* fields of a tower's missing keys */
-	float	   *WT;				/* a tower's first layer, transposed */
 } JoinedWork;
 
 /* Every key of the chunk in every pair: one probe each, prefetched. */
@@ -908,7 +730,7 @@ joined_probe(const MtmsModel *m, JoinedWork *jw)
 
 /*
  * bt's missing keys of the chunk, grouped by field, into jw->byfield and
- * jw->xg (and jw->fend, jw->fields); returns how many.
+ * jw->xg (and jw->fend); returns how many.
  */
 static int
 joined_select(const MtmsModel *m, const BatchTower *bt, JoinedWork *jw)
@@ -941,15 +763,12 @@ joined_select(const MtmsModel *m, const BatchTower *bt, JoinedWork *jw)
 			jw->xg[g] = x;
 		}
 	}
-	/* (fend[f] is now where field f's keys end) */
-	for (int f = 0; f < F; f++)
-		jw->fields[f] = jw->fend[f] > (f > 0 ? jw->fend[f - 1] : 0);
 	return nt;
 }
 
 /*
  * The projections of bt's selected keys g0 .. g1 into slots (zeroed), pair
- * by pair, from the transposed weights jw->WT.
+ * by pair.
  */
 static void
 joined_tile(const MtmsModel *m, const BatchTower *bt, JoinedWork *jw, int g0, int g1,
@@ -977,17 +796,14 @@ joined_tile(const MtmsModel *m, const BatchTower *bt, JoinedWork *jw, int g0, in
 		{
 			int32		r = rq[g - g0];
 			int			f;
-			int			ncols;
 
 			if (g + 8 < g1 && rq[g + 8 - g0] >= 0)
 				mtms_prefetch(mtms_emb_vector(emb, rq[g + 8 - g0]));
 			if (r < 0)
 				continue;
 			f = jw->keys[bt->mkeys[jw->byfield[g]]].field;
-			ncols = block_cols(pt, off[f], m->dim);
-			if (ncols > 0)
-				block_products(jw->WT + (Size) off[f] * pt->h1p, pt->h1p, ncols,
-							   mtms_emb_vector(emb, r), slots + (Size) g * pt->h1p);
+			add_block(pt, off[f], m->dim, mtms_emb_vector(emb, r),
+					  slots + (Size) g * pt->h1p);
 		}
 	}
 }
@@ -1004,10 +820,6 @@ joined_tower(MemoryContext run_cxt, MtmsScorer *sc, BatchTower *bt, JoinedWork *
 
 	if (nt == 0)
 		return;
-	if (jw->WT == NULL)
-		jw->WT = palloc_extended(sizeof(float) * (Size) MTMS_INPUT2(m) * pt->h1p,
-								 MCXT_ALLOC_HUGE);
-	tower_transpose(m, pt, jw->fields, jw->WT);
 	slots = MemoryContextAllocZero(run_cxt, sizeof(float) * (Size) nt * pt->h1p);
 	for (int g0 = 0; g0 < nt; g0 += BATCH_KEY_TILE)
 	{
@@ -1068,7 +880,6 @@ batch_compute_joined(MemoryContext run_cxt, MtmsScorer *sc, BatchTower *bts, int
 	jw.xg = palloc(sizeof(int32) * chunk);
 	jw.fend = palloc(sizeof(int32) * (m->nfields + 1));
 	jw.rtile = palloc(sizeof(int32) * (Size) P * BATCH_KEY_TILE);
-	jw.fields = palloc(sizeof(bool) * m->nfields);
 
 	for (jw.c0 = 0; jw.c0 < jw.nneed; jw.c0 += chunk)
 	{

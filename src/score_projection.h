@@ -60,9 +60,10 @@ extern double mtms_scorer_predict(MtmsScorer *sc, int scene, int task,
  * Rows scored in batches (mtms_evaluate): the same projections, looked up
  * in and added to the same cache, but the missing ones computed per batch
  * (each distinct feature probed once in every pair for all the batch's
- * fine-tune towers, a tower's missing features multiplied block by block
- * all at once; the same arithmetic as one at a time, so the cache holds
- * the same vectors whoever computed them), and the upper layers of up to
+ * fine-tune towers, a tower's missing features computed a tile at a time,
+ * grouped by field, pair by pair; each with the same cblas_sgemv calls as
+ * one at a time, so the cache holds the same vectors whoever computed
+ * them), and the upper layers of up to
  * 256 rows of a tower in one cblas_sgemm per layer.  Probabilities equal
  * mtms_scorer_predict's up to float rounding (the upper layers sum in
  * another order).  A batch lives in a new child of the current memory
