@@ -170,7 +170,12 @@ END $$;
 -- ---------------------------------------------------------------------------
 -- mtms_evaluate: one row per scene and task; n and positives as counted in
 -- SQL (CVR on clicked rows), and AUC, logloss, MAE and calibration as
--- computed in SQL from mtms_score.
+-- computed in SQL from mtms_score, to float rounding (mtms_evaluate runs
+-- the upper tower layers of many rows as one matrix product, which sums in
+-- another order than one row's).  The AUC may also differ by the pairs of
+-- a positive and a negative whose scores are equal to float rounding and
+-- come out in the other order: up to 10 such pairs, 10 / (positives x
+-- negatives).
 CREATE TEMP TABLE sc_e AS SELECT * FROM mtms_evaluate('sc_m', 'sc_s') WITH ORDINALITY
     AS e(scene, task, n, positives, auc, logloss, mae, calibration, ord);
 SELECT ord, scene, task FROM sc_e ORDER BY ord;
@@ -191,11 +196,12 @@ SELECT scene, task, count(*) AS n, count(*) FILTER (WHERE y) AS positives,
 SELECT e.scene, e.task,
        e.n = r.n AS n_ok,
        e.positives = r.positives AS positives_ok,
-       e.auc IS NOT DISTINCT FROM r.auc OR abs(e.auc - r.auc) < 1e-9 AS auc_ok,
-       abs(e.logloss - r.logloss) < 1e-9 AS logloss_ok,
-       abs(e.mae - r.mae) < 1e-9 AS mae_ok,
+       e.auc IS NOT DISTINCT FROM r.auc
+           OR abs(e.auc - r.auc) <= 10.0 / (r.positives * (r.n - r.positives)) AS auc_ok,
+       abs(e.logloss - r.logloss) < 1e-6 AS logloss_ok,
+       abs(e.mae - r.mae) < 1e-6 AS mae_ok,
        e.calibration IS NOT DISTINCT FROM r.calibration
-           OR abs(e.calibration - r.calibration) < 1e-9 AS calibration_ok
+           OR abs(e.calibration - r.calibration) < 1e-6 AS calibration_ok
   FROM sc_e e FULL JOIN sc_ref r USING (scene, task)
  ORDER BY e.ord;
 SELECT bool_and(auc BETWEEN 0 AND 1) AS auc_in_0_1,

@@ -11,7 +11,11 @@
  * logloss (mean BCE, probabilities clamped to [1e-7, 1 - 1e-7]), MAE (mean
  * |p - label|) and calibration (mean prediction / mean label; NULL without
  * positives).  Rows are scored through the model's first-layer projection
- * cache (score_projection.h), as mtms_score does.
+ * cache (score_projection.h), as mtms_score does, in batches of SCORE_ROWS
+ * rows: a batch computes the projections the cache lacks all at once and
+ * runs the upper layers of a tower's rows as matrix products
+ * (mtms_score_batch_run), so evaluating costs less per row and task than
+ * scoring, and far less in a backend whose cache is still empty.
  */
 #include "mtms.h"
 
@@ -27,7 +31,9 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
-#define FETCH_BATCH 10000
+#define FETCH_BATCH 8192		/* rows fetched from the samples at a time */
+#define SCORE_ROWS	32768		/* rows scored at a time (mtms_score_batch_run) */
+#define SCORE_FEATURES (1024 * 1024)	/* or fewer rows, when they have this many features */
 
 typedef struct Column
 {
@@ -99,6 +105,63 @@ emit(ReturnSetInfo *rsi, const char *scene, const char *task, const Column *c)
 	tuplestore_putvalues(rsi->setResult, rsi->setDesc, values, nulls);
 }
 
+/* The rows of the batch being gathered, and where their figures go. */
+typedef struct EvalBatch
+{
+	MtmsScoreBatch *batch;
+	int			nrows;
+	int64		nfeatures;
+	int32	   *scene;			/* [SCORE_ROWS] */
+	bool	   *click;
+	bool	   *conv;			/* conversion (and click) */
+	float	   *prob;			/* [SCORE_ROWS * MTMS_NTASKS] */
+	Column	   *cols;			/* [nscenes * 3] */
+} EvalBatch;
+
+/* Score the gathered rows and add them to their columns (in work). */
+static void
+eval_flush(EvalBatch *eb, MemoryContext work)
+{
+	MemoryContext old;
+
+	if (eb->nrows == 0)
+		return;
+	mtms_score_batch_run(eb->batch, eb->prob);
+	old = MemoryContextSwitchTo(work);
+	for (int i = 0; i < eb->nrows; i++)
+	{
+		int			s = eb->scene[i];
+		double		pc = eb->prob[i * MTMS_NTASKS + MTMS_TASK_CTR];
+		double		pv = eb->prob[i * MTMS_NTASKS + MTMS_TASK_CVR];
+
+		column_add(&eb->cols[s * 3 + 0], pc, eb->click[i]);
+		if (eb->click[i])
+			column_add(&eb->cols[s * 3 + 1], pv, eb->conv[i]);
+		column_add(&eb->cols[s * 3 + 2], pc * pv, eb->click[i] && eb->conv[i]);
+	}
+	MemoryContextSwitchTo(old);
+	eb->nrows = 0;
+	eb->nfeatures = 0;
+}
+
+/*
+ * Index of the scene named by a text datum, without copying it; last is
+ * the previous answer, tried first.  -1 if the model has no such scene.
+ */
+static int
+scene_of(const MtmsModel *m, const int *lens, text *t, int last)
+{
+	const char *s = VARDATA_ANY(t);
+	int			len = VARSIZE_ANY_EXHDR(t);
+
+	if (last >= 0 && lens[last] == len && memcmp(m->scenes[last], s, len) == 0)
+		return last;
+	for (int i = 0; i < m->nscenes; i++)
+		if (lens[i] == len && memcmp(m->scenes[i], s, len) == 0)
+			return i;
+	return -1;
+}
+
 PG_FUNCTION_INFO_V1(mtms_evaluate);
 Datum
 mtms_evaluate(PG_FUNCTION_ARGS)
@@ -110,11 +173,14 @@ mtms_evaluate(PG_FUNCTION_ARGS)
 	const MtmsModelMeta *meta;
 	const MtmsModel *m;
 	MtmsScorer *scorer;
-	Column	   *cols;
+	EvalBatch	eb;
+	int		   *lens;
+	int			last = -1;
 	MtmsFeature *feats = NULL;
 	int			featcap = 0;
 	Portal		portal;
 	MemoryContext work;
+	MemoryContext rowcxt;
 	MemoryContext old;
 	int			guard;
 
@@ -132,7 +198,18 @@ mtms_evaluate(PG_FUNCTION_ARGS)
 
 	work = AllocSetContextCreate(CurrentMemoryContext, "mtms_evaluate", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(work);
-	cols = palloc0(sizeof(Column) * m->nscenes * 3);
+	lens = palloc(sizeof(int) * m->nscenes);
+	for (int s = 0; s < m->nscenes; s++)
+		lens[s] = strlen(m->scenes[s]);
+	memset(&eb, 0, sizeof(eb));
+	eb.cols = palloc0(sizeof(Column) * m->nscenes * 3);
+	eb.batch = mtms_score_batch_create(scorer);
+	eb.scene = palloc(sizeof(int32) * SCORE_ROWS);
+	eb.click = palloc(sizeof(bool) * SCORE_ROWS);
+	eb.conv = palloc(sizeof(bool) * SCORE_ROWS);
+	eb.prob = palloc(sizeof(float) * SCORE_ROWS * MTMS_NTASKS);
+	/* detoasted copies of a fetch's values */
+	rowcxt = AllocSetContextCreate(work, "mtms_evaluate rows", ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(old);
 
 	SPI_connect();
@@ -152,57 +229,57 @@ mtms_evaluate(PG_FUNCTION_ARGS)
 			TupleDesc	td = SPI_tuptable->tupdesc;
 			bool		isnull;
 			Datum		d;
-			char	   *scene;
 			int			s;
 			bool		click;
-			bool		conv;
+			ArrayType  *arr;
 			int			nf;
-			double		pc,
-						pv;
 
 			d = SPI_getbinval(tup, td, 1, &isnull);
 			if (isnull)
 				ereport(ERROR,
 						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 						 errmsg("sample column \"scene\" is NULL")));
-			scene = TextDatumGetCString(d);
-			s = mtms_model_scene(m, scene, strlen(scene));
+			old = MemoryContextSwitchTo(rowcxt);
+			s = scene_of(m, lens, DatumGetTextPP(d), last);
+			MemoryContextSwitchTo(old);
 			if (s < 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("sample scene \"%s\" is not a scene of model \"%s\"", scene, name),
+						 errmsg("sample scene \"%s\" is not a scene of model \"%s\"",
+								TextDatumGetCString(d), name),
 						 errhint("The model's scenes are: %s.", mtms_scene_list(meta))));
-			pfree(scene);
+			last = s;
 			d = SPI_getbinval(tup, td, 2, &isnull);
 			if (isnull)
 				ereport(ERROR,
 						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 						 errmsg("sample column \"features\" is NULL")));
-			old = MemoryContextSwitchTo(work);
-			nf = mtms_parse_features(DatumGetArrayTypeP(d), m->nfields, m->fields,
-									 &feats, &featcap, NULL);
-			MemoryContextSwitchTo(old);
+			old = MemoryContextSwitchTo(rowcxt);
+			arr = DatumGetArrayTypeP(d);
+			MemoryContextSwitchTo(work);
+			nf = mtms_parse_features(arr, m->nfields, m->fields, &feats, &featcap, NULL);
 			d = SPI_getbinval(tup, td, 3, &isnull);
 			if (isnull)
 				ereport(ERROR,
 						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 						 errmsg("sample column \"click\" is NULL")));
 			click = DatumGetBool(d);
+			eb.scene[eb.nrows] = s;
+			eb.click[eb.nrows] = click;
 			d = SPI_getbinval(tup, td, 4, &isnull);
-			conv = !isnull && DatumGetBool(d) && click;
-
-			pc = mtms_scorer_predict(scorer, s, MTMS_TASK_CTR, feats, nf);
-			pv = mtms_scorer_predict(scorer, s, MTMS_TASK_CVR, feats, nf);
-			old = MemoryContextSwitchTo(work);
-			column_add(&cols[s * 3 + 0], pc, click);
-			if (click)
-				column_add(&cols[s * 3 + 1], pv, conv);
-			column_add(&cols[s * 3 + 2], pc * pv, click && conv);
+			eb.conv[eb.nrows] = !isnull && DatumGetBool(d) && click;
+			mtms_score_batch_add(eb.batch, s, feats, nf);
 			MemoryContextSwitchTo(old);
+			eb.nrows++;
+			eb.nfeatures += nf;
+			if (eb.nrows == SCORE_ROWS || eb.nfeatures >= SCORE_FEATURES)
+				eval_flush(&eb, work);
 		}
+		MemoryContextReset(rowcxt);
 		SPI_freetuptable(SPI_tuptable);
 		CHECK_FOR_INTERRUPTS();
 	}
+	eval_flush(&eb, work);
 	SPI_cursor_close(portal);
 	mtms_unguard_search_path(guard);
 	SPI_finish();
@@ -212,8 +289,8 @@ mtms_evaluate(PG_FUNCTION_ARGS)
 		static const char *tasks[] = {"ctr", "cvr", "ctcvr"};
 
 		for (int t = 0; t < 3; t++)
-			if (cols[s * 3 + t].n > 0)
-				emit(rsi, m->scenes[s], tasks[t], &cols[s * 3 + t]);
+			if (eb.cols[s * 3 + t].n > 0)
+				emit(rsi, m->scenes[s], tasks[t], &eb.cols[s * 3 + t]);
 	}
 	MemoryContextDelete(work);
 	return (Datum) 0;

@@ -12,10 +12,12 @@
 #include "score_projection.h"
 
 #include "blas.h"
+#include "feature_keys.h"
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
 
+#include "miscadmin.h"
 #include "utils/memutils.h"
 
 #define PROJ_CHUNK		256		/* vectors per chunk (power of 2) */
@@ -153,18 +155,32 @@ tower_get(MtmsScorer *sc, int p)
 	return pt;
 }
 
-/* out += W1[:, off .. off + dim) v, reading only the columns the tower reads */
+/* Columns of the block at off that the tower reads (0: none). */
+static inline int
+block_cols(const ProjTower *pt, int off, int dim)
+{
+	return off >= pt->nread ? 0 : Min(dim, pt->nread - off);
+}
+
+/*
+ * out += W1[:, off .. off + dim) v, reading only the columns the tower
+ * reads: one cblas_sgemv, the only arithmetic a projection goes through.
+ * A key's projection is these calls for its known pairs, in pair order,
+ * from zero, with the same arguments but the output's address, whether
+ * mtms_score computes it alone (projection_compute) or a batch of
+ * mtms_evaluate with others (joined_tile, batch_compute_phase1); so it is
+ * the same, bit for bit, and a score never depends on who filled the
+ * cache.  (A product over many keys at once, cblas_sgemm, would sum each
+ * dot product in another kernel's order.)
+ */
 static inline void
 add_block(const ProjTower *pt, int off, int dim, const float *v, float *out)
 {
-	const MtmsTower *t = pt->tower;
-	int			ncols;
+	int			ncols = block_cols(pt, off, dim);
 
-	if (off >= pt->nread)
-		return;
-	ncols = Min(dim, pt->nread - off);
-	cblas_sgemv(CblasRowMajor, CblasNoTrans, pt->h1, ncols,
-				1.0f, t->W[0] + off, t->sizes[0], v, 1, 1.0f, out, 1);
+	if (ncols > 0)
+		cblas_sgemv(CblasRowMajor, CblasNoTrans, pt->h1, ncols,
+					1.0f, pt->tower->W[0] + off, pt->tower->sizes[0], v, 1, 1.0f, out, 1);
 }
 
 /*
@@ -327,11 +343,31 @@ feature_cmp(const void *a, const void *b)
  * in this order, so a score does not depend on the order of the features
  * in the array (float addition is not associative).
  */
+static void
+sort_features(MtmsFeature *f, int n)
+{
+	if (n <= 32)
+	{
+		for (int i = 1; i < n; i++)
+		{
+			MtmsFeature x = f[i];
+			int			j = i;
+
+			while (j > 0 && feature_less(&x, &f[j - 1]))
+			{
+				f[j] = f[j - 1];
+				j--;
+			}
+			f[j] = x;
+		}
+	}
+	else
+		qsort(f, n, sizeof(MtmsFeature), feature_cmp);
+}
+
 static const MtmsFeature *
 canonical_order(MtmsScorer *sc, const MtmsFeature *feats, int nfeats)
 {
-	MtmsFeature *out;
-
 	if (nfeats <= 1)
 		return feats;
 	if (nfeats > sc->sorted_cap)
@@ -343,28 +379,9 @@ canonical_order(MtmsScorer *sc, const MtmsFeature *feats, int nfeats)
 		sc->sorted = MemoryContextAlloc(sc->cxt, sizeof(MtmsFeature) * cap);
 		sc->sorted_cap = cap;
 	}
-	out = sc->sorted;
-	if (nfeats <= 32)
-	{
-		for (int i = 0; i < nfeats; i++)
-		{
-			MtmsFeature f = feats[i];
-			int			j = i;
-
-			while (j > 0 && feature_less(&f, &out[j - 1]))
-			{
-				out[j] = out[j - 1];
-				j--;
-			}
-			out[j] = f;
-		}
-	}
-	else
-	{
-		memcpy(out, feats, sizeof(MtmsFeature) * nfeats);
-		qsort(out, nfeats, sizeof(MtmsFeature), feature_cmp);
-	}
-	return out;
+	memcpy(sc->sorted, feats, sizeof(MtmsFeature) * nfeats);
+	sort_features(sc->sorted, nfeats);
+	return sc->sorted;
 }
 
 static float
@@ -426,4 +443,610 @@ mtms_scorer_stats(const MtmsScorer *sc, MtmsScorerStats *st)
 	st->cap_bytes = (int64) mtms_scorer_cap_bytes();
 	st->computed = sc->computed;
 	st->uncached = sc->uncached;
+}
+
+/* ----------------------------------------------------------------
+ * Batches of rows (mtms_evaluate)
+ * ---------------------------------------------------------------- */
+
+#define BATCH_UPPER		256		/* rows per upper-layer pass of a tower */
+#define BATCH_RIDX_BYTES (32 * 1024 * 1024)	/* a chunk of keys' rows in every pair */
+#define BATCH_KEY_TILE	256		/* keys computed together, pair by pair */
+
+/* One tower's share of a run: the rows of its scene. */
+typedef struct BatchTower
+{
+	ProjTower  *pt;
+	int			task;
+	int			row0;			/* its rows: order[row0 .. row0 + nrows) */
+	int			nrows;
+	const float **vec;			/* per occurrence: the vector (NULL: zero) */
+	int32	   *miss;			/* per occurrence: local missing key, or -1 */
+	int32	   *mkeys;			/* local missing key -> batch key */
+	bool	   *mkeep;			/* may it be kept (no other field has its hash)? */
+	int			nmiss;
+	const float **mvec;			/* local missing key -> its vector once computed */
+} BatchTower;
+
+struct MtmsScoreBatch
+{
+	MtmsScorer *sc;
+	MemoryContext cxt;			/* the batch and its buffers */
+	MemoryContext run_cxt;		/* scratch of one run, reset at the next */
+	int			nrows;
+	int			rowcap;
+	int32	   *scene;			/* [rowcap] */
+	int64	   *start;			/* [rowcap + 1]: row i's features */
+	MtmsFeature *feats;			/* rows' features, each row in canonical order */
+	int64		featcap;
+	MtmsTowerWork *work;		/* upper layers of BATCH_UPPER rows */
+	float	   *H1;				/* BATCH_UPPER x h1 */
+	float	   *hrow;			/* one row's sum, h1p floats */
+	float	   *logits;			/* BATCH_UPPER */
+};
+
+MtmsScoreBatch *
+mtms_score_batch_create(MtmsScorer *sc)
+{
+	const MtmsModel *m = sc->m;
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "mtms score batch",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	MtmsScoreBatch *b = palloc0(sizeof(MtmsScoreBatch));
+	const MtmsTower *shape = m->tower1[0];
+	int			h1 = shape->sizes[1];
+
+	/*
+	 * One work area serves every tower: all have the model's hidden sizes,
+	 * only their input widths differ, and a forward from the first layer's
+	 * products never touches the input's area (sized here for the narrow
+	 * phase-1 input).
+	 */
+	for (int p = 0; p < m->npairs; p++)
+	{
+		const MtmsTower *t = m->tower2[p] ? m->tower2[p] : m->tower1[p];
+		bool		same = t->nlayers == shape->nlayers;
+
+		for (int l = 1; same && l <= t->nlayers; l++)
+			same = t->sizes[l] == shape->sizes[l];
+		if (!same)
+			elog(ERROR, "mtms: towers of one model differ in their hidden layers");
+	}
+	b->sc = sc;
+	b->cxt = cxt;
+	b->run_cxt = AllocSetContextCreate(cxt, "mtms score batch run", ALLOCSET_DEFAULT_SIZES);
+	b->rowcap = 1024;
+	b->scene = palloc(sizeof(int32) * b->rowcap);
+	b->start = palloc(sizeof(int64) * (b->rowcap + 1));
+	b->start[0] = 0;
+	b->featcap = 8192;
+	b->feats = palloc(sizeof(MtmsFeature) * b->featcap);
+	b->work = mtms_tower_work_create(shape, BATCH_UPPER);
+	b->H1 = palloc(sizeof(float) * BATCH_UPPER * h1);
+	b->hrow = palloc(sizeof(float) * ((h1 + 3) & ~3));
+	b->logits = palloc(sizeof(float) * BATCH_UPPER);
+	MemoryContextSwitchTo(old);
+	return b;
+}
+
+void
+mtms_score_batch_free(MtmsScoreBatch *b)
+{
+	if (b)
+		MemoryContextDelete(b->cxt);
+}
+
+int
+mtms_score_batch_add(MtmsScoreBatch *b, int scene, const MtmsFeature *feats, int nfeats)
+{
+	int64		at = b->start[b->nrows];
+
+	Assert(scene >= 0 && scene < b->sc->m->nscenes);
+	if (b->nrows == b->rowcap)
+	{
+		b->rowcap *= 2;
+		b->scene = repalloc(b->scene, sizeof(int32) * b->rowcap);
+		b->start = repalloc(b->start, sizeof(int64) * (b->rowcap + 1));
+	}
+	if (at + nfeats > b->featcap)
+	{
+		b->featcap = Max(b->featcap * 2, at + nfeats);
+		b->feats = repalloc_huge(b->feats, sizeof(MtmsFeature) * b->featcap);
+	}
+	memcpy(b->feats + at, feats, sizeof(MtmsFeature) * nfeats);
+	sort_features(b->feats + at, nfeats);
+	b->scene[b->nrows] = scene;
+	b->start[b->nrows + 1] = at + nfeats;
+	return b->nrows++;
+}
+
+/*
+ * Look the features of bt's rows up in its tower's cache: bt->vec for the
+ * hits, bt->miss and bt->mkeys for the others, each distinct missing
+ * feature once per tower, numbered among the batch's (keys, tab).
+ */
+static void
+batch_lookup(MtmsScoreBatch *b, BatchTower *bt, const int32 *order, int64 nocc,
+			 mtms_fkhash_hash *tab, MtmsFeatureKey **keys, int *nkeys, int *keycap,
+			 int32 *mark, int32 *local, int stamp)
+{
+	ProjTower  *pt = bt->pt;
+	int64		j = 0;
+
+	bt->vec = palloc(sizeof(float *) * Max(nocc, 1));
+	bt->miss = palloc(sizeof(int32) * Max(nocc, 1));
+	bt->mkeys = palloc(sizeof(int32) * Max(nocc, 1));
+	bt->mkeep = palloc(sizeof(bool) * Max(nocc, 1));
+	bt->nmiss = 0;
+	for (int i = 0; i < bt->nrows; i++)
+	{
+		int			r = order[bt->row0 + i];
+		const MtmsFeature *f = b->feats + b->start[r];
+		int			nf = (int) (b->start[r + 1] - b->start[r]);
+
+		/* the next row's buckets meanwhile */
+		if (i + 1 < bt->nrows)
+		{
+			int			rn = order[bt->row0 + i + 1];
+
+			for (int64 q = b->start[rn]; q < b->start[rn + 1]; q++)
+				mtms_prefetch(&pt->ht->data[PROJ_HASH(b->feats[q].hash) & pt->ht->sizemask]);
+		}
+		for (int k = 0; k < nf; k++, j++)
+		{
+			ProjEntry  *e = projhash_lookup(pt->ht, f[k].hash);
+			MtmsFeatureKey key;
+			MtmsFeatureKeyEntry *ke;
+			bool		found;
+
+			if (likely(e != NULL && e->field == f[k].field))
+			{
+				bt->vec[j] = e->vec >= 0 ? vec_ptr(pt, e->vec) : NULL;
+				bt->miss[j] = -1;
+				continue;
+			}
+			bt->vec[j] = NULL;
+			key.hash = f[k].hash;
+			key.field = f[k].field;
+			ke = mtms_fkhash_insert(tab, key, &found);
+			if (!found)
+			{
+				if (*nkeys == *keycap)
+				{
+					*keycap *= 2;
+					*keys = repalloc_huge(*keys, sizeof(MtmsFeatureKey) * *keycap);
+				}
+				ke->id = (*nkeys)++;
+				(*keys)[ke->id] = key;
+				mark[ke->id] = -1;
+			}
+			if (mark[ke->id] != stamp)
+			{
+				mark[ke->id] = stamp;
+				local[ke->id] = bt->nmiss;
+				bt->mkeys[bt->nmiss] = ke->id;
+				/* the same hash in another field: computed, not kept */
+				bt->mkeep[bt->nmiss] = (e == NULL);
+				bt->nmiss++;
+			}
+			bt->miss[j] = local[ke->id];
+		}
+	}
+	Assert(j == nocc);
+}
+
+/*
+ * Keep the projection of missing key i of bt (computed into slot, h1p
+ * floats) when it may and the cap allows; records the vector to add.
+ */
+static void
+batch_keep(MtmsScorer *sc, BatchTower *bt, int i, const MtmsFeatureKey *key,
+		   bool known, const float *slot)
+{
+	MtmsFeature f;
+
+	sc->computed++;
+	f.hash = key->hash;
+	f.field = key->field;
+	if (!bt->mkeep[i])
+	{
+		sc->uncached++;
+		bt->mvec[i] = known ? slot : NULL;
+		return;
+	}
+	bt->mvec[i] = projection_insert(sc, bt->pt, &f, known, slot);
+}
+
+/* The missing projections of a phase-1 tower, key by key as a score does. */
+static void
+batch_compute_phase1(MtmsScorer *sc, BatchTower *bt, const MtmsFeatureKey *keys)
+{
+	ProjTower  *pt = bt->pt;
+	float	   *slots = palloc(sizeof(float) * Max(bt->nmiss, 1) * pt->h1p);
+
+	for (int i = 0; i < bt->nmiss; i++)
+	{
+		MtmsFeature f;
+		float	   *slot = slots + (Size) i * pt->h1p;
+		bool		known;
+
+		if ((i & 1023) == 0)
+			CHECK_FOR_INTERRUPTS();
+		f.hash = keys[bt->mkeys[i]].hash;
+		f.field = keys[bt->mkeys[i]].field;
+		known = projection_compute(sc, pt, &f, slot);
+		batch_keep(sc, bt, i, &keys[bt->mkeys[i]], known, slot);
+	}
+}
+
+/*
+ * The missing projections of the fine-tune towers.  Every key some tower
+ * misses is looked up once in every pair (ridx[k * P + q]: the row of
+ * key k of the chunk in pair q's table, or -1), chunk by chunk of the keys
+ * if they are very many; then each tower computes its missing keys, a
+ * tile of keys at a time grouped by field, pair by pair, so a block of its
+ * first-layer weights serves the tile's keys of its field while in the CPU
+ * cache and a tile's sums stay there too.  Each key's sum still runs pair
+ * by pair in order, from zero, with the same cblas_sgemv calls as
+ * projection_compute's (add_block).
+ */
+typedef struct JoinedWork
+{
+	const MtmsFeatureKey *keys; /* the batch's keys */
+	int32	   *need;			/* batch key -> its number among the needed, or -1 */
+	int32	   *needed;			/* needed number -> batch key */
+	int			nneed;
+	int			c0;				/* the chunk: needed keys c0 .. c0 + C */
+	int			C;
+	int32	   *ridx;			/* ridx[k * npairs + q]: key c0 + k's row in pair q */
+	int32	   *byfield;		/* a tower's missing keys of the chunk, by field */
+	int32	   *xg;				/* their numbers in the chunk */
+	int32	   *fend;			/* [nfields + 1]: where each field's keys end */
+	int32	   *rtile;			/* a tile's rows: rtile[q * BATCH_KEY_TILE + g] */
+} JoinedWork;
+
+/* Every key of the chunk in every pair: one probe each, prefetched. */
+static void
+joined_probe(const MtmsModel *m, JoinedWork *jw)
+{
+	int			P = m->npairs;
+	const int32 *kk = jw->needed + jw->c0;
+
+	for (int q = 0; q < P; q++)
+	{
+		const MtmsEmbStore *emb = m->emb[q];
+
+		CHECK_FOR_INTERRUPTS();
+		for (int k = 0; k < Min(8, jw->C); k++)
+			mtms_emb_prefetch(emb, jw->keys[kk[k]].hash);
+		for (int k = 0; k < jw->C; k++)
+		{
+			if (k + 8 < jw->C)
+				mtms_emb_prefetch(emb, jw->keys[kk[k + 8]].hash);
+			jw->ridx[(Size) k * P + q] = (int32) mtms_emb_find(emb, jw->keys[kk[k]].hash);
+		}
+	}
+}
+
+/*
+ * bt's missing keys of the chunk, grouped by field, into jw->byfield and
+ * jw->xg (and jw->fend); returns how many.
+ */
+static int
+joined_select(const MtmsModel *m, const BatchTower *bt, JoinedWork *jw)
+{
+	int			F = m->nfields;
+	int			nt = 0;
+
+	memset(jw->fend, 0, sizeof(int32) * (F + 1));
+	for (int i = 0; i < bt->nmiss; i++)
+	{
+		int			x = jw->need[bt->mkeys[i]] - jw->c0;
+
+		if (x >= 0 && x < jw->C)
+		{
+			jw->fend[jw->keys[bt->mkeys[i]].field + 1]++;
+			nt++;
+		}
+	}
+	for (int f = 0; f < F; f++)
+		jw->fend[f + 1] += jw->fend[f];
+	for (int i = 0; i < bt->nmiss; i++)
+	{
+		int			x = jw->need[bt->mkeys[i]] - jw->c0;
+
+		if (x >= 0 && x < jw->C)
+		{
+			int			g = jw->fend[jw->keys[bt->mkeys[i]].field]++;
+
+			jw->byfield[g] = i;
+			jw->xg[g] = x;
+		}
+	}
+	return nt;
+}
+
+/*
+ * The projections of bt's selected keys g0 .. g1 into slots (zeroed), pair
+ * by pair.
+ */
+static void
+joined_tile(const MtmsModel *m, const BatchTower *bt, JoinedWork *jw, int g0, int g1,
+			float *slots)
+{
+	const ProjTower *pt = bt->pt;
+	int			P = m->npairs;
+	int			F = m->nfields;
+
+	/* the tile's rows, pair by pair (from the chunk's, key by key) */
+	for (int g = g0; g < g1; g++)
+	{
+		const int32 *src = jw->ridx + (Size) jw->xg[g] * P;
+
+		for (int q = 0; q < P; q++)
+			jw->rtile[(Size) q * BATCH_KEY_TILE + g - g0] = src[q];
+	}
+	for (int q = 0; q < P; q++)
+	{
+		const MtmsEmbStore *emb = m->emb[q];
+		const int32 *off = m->block_off + q * F;
+		const int32 *rq = jw->rtile + (Size) q * BATCH_KEY_TILE;
+
+		for (int g = g0; g < g1; g++)
+		{
+			int32		r = rq[g - g0];
+			int			f;
+
+			if (g + 8 < g1 && rq[g + 8 - g0] >= 0)
+				mtms_prefetch(mtms_emb_vector(emb, rq[g + 8 - g0]));
+			if (r < 0)
+				continue;
+			f = jw->keys[bt->mkeys[jw->byfield[g]]].field;
+			add_block(pt, off[f], m->dim, mtms_emb_vector(emb, r),
+					  slots + (Size) g * pt->h1p);
+		}
+	}
+}
+
+/* The projections of bt's missing keys of the chunk, into the cache. */
+static void
+joined_tower(MemoryContext run_cxt, MtmsScorer *sc, BatchTower *bt, JoinedWork *jw)
+{
+	const MtmsModel *m = sc->m;
+	ProjTower  *pt = bt->pt;
+	int			nt = joined_select(m, bt, jw);
+	float	   *slots;
+	bool		slots_used = false;
+
+	if (nt == 0)
+		return;
+	slots = MemoryContextAllocZero(run_cxt, sizeof(float) * (Size) nt * pt->h1p);
+	for (int g0 = 0; g0 < nt; g0 += BATCH_KEY_TILE)
+	{
+		CHECK_FOR_INTERRUPTS();
+		joined_tile(m, bt, jw, g0, Min(nt, g0 + BATCH_KEY_TILE), slots);
+	}
+
+	/* into the cache (or the run's memory, past the cap) */
+	for (int g = 0; g < nt; g++)
+	{
+		int			i = jw->byfield[g];
+		const int32 *r = jw->ridx + (Size) jw->xg[g] * m->npairs;
+		bool		known = false;
+
+		for (int q = 0; q < m->npairs && !known; q++)
+			known = r[q] >= 0;
+		batch_keep(sc, bt, i, &jw->keys[bt->mkeys[i]], known, slots + (Size) g * pt->h1p);
+		if (bt->mvec[i] == slots + (Size) g * pt->h1p)
+			slots_used = true;
+	}
+	if (!slots_used)
+		pfree(slots);
+}
+
+/* The missing projections of the batch's fine-tune towers (see above). */
+static void
+batch_compute_joined(MemoryContext run_cxt, MtmsScorer *sc, BatchTower *bts, int nbt,
+					 const MtmsFeatureKey *keys, int nkeys)
+{
+	const MtmsModel *m = sc->m;
+	int			P = m->npairs;
+	int			chunk;
+	JoinedWork	jw;
+
+	memset(&jw, 0, sizeof(jw));
+	jw.keys = keys;
+	jw.need = palloc(sizeof(int32) * Max(nkeys, 1));
+	memset(jw.need, 0xff, sizeof(int32) * Max(nkeys, 1));
+	jw.needed = palloc(sizeof(int32) * Max(nkeys, 1));
+	for (int t = 0; t < nbt; t++)
+		if (bts[t].pt->joined)
+			for (int i = 0; i < bts[t].nmiss; i++)
+				if (jw.need[bts[t].mkeys[i]] < 0)
+				{
+					jw.needed[jw.nneed] = bts[t].mkeys[i];
+					jw.need[bts[t].mkeys[i]] = jw.nneed++;
+				}
+	if (jw.nneed == 0)
+		return;
+
+	/* (row numbers as int32: a table of 2^31 rows would not fit in memory) */
+	for (int q = 0; q < P; q++)
+		if (mtms_emb_count(m->emb[q]) > PG_INT32_MAX)
+			elog(ERROR, "mtms: an embedding table of more than %d rows", PG_INT32_MAX);
+	chunk = (int) Min(jw.nneed, Max(64, BATCH_RIDX_BYTES / ((Size) P * sizeof(int32))));
+	jw.ridx = palloc_extended(sizeof(int32) * (Size) P * chunk, MCXT_ALLOC_HUGE);
+	jw.byfield = palloc(sizeof(int32) * chunk);
+	jw.xg = palloc(sizeof(int32) * chunk);
+	jw.fend = palloc(sizeof(int32) * (m->nfields + 1));
+	jw.rtile = palloc(sizeof(int32) * (Size) P * BATCH_KEY_TILE);
+
+	for (jw.c0 = 0; jw.c0 < jw.nneed; jw.c0 += chunk)
+	{
+		jw.C = Min(chunk, jw.nneed - jw.c0);
+		joined_probe(m, &jw);
+		for (int t = 0; t < nbt; t++)
+			if (bts[t].pt->joined && bts[t].nmiss > 0)
+			{
+				CHECK_FOR_INTERRUPTS();
+				joined_tower(run_cxt, sc, &bts[t], &jw);
+			}
+	}
+}
+
+/* The vector of occurrence j of bt (NULL: zero). */
+static inline const float *
+batch_vec(const BatchTower *bt, int64 j)
+{
+	return bt->miss[j] >= 0 ? bt->mvec[bt->miss[j]] : bt->vec[j];
+}
+
+/*
+ * dst (h1p floats) = the sum of the vectors of one row's nf features,
+ * occurrences j0 .. of bt, in the row's (canonical) order.
+ */
+static inline void
+batch_sum_row(float *dst, const BatchTower *bt, int64 j0, int nf, int h1p)
+{
+	memset(dst, 0, sizeof(float) * h1p);
+	for (int k = 0; k < nf; k++)
+	{
+		const float *v = batch_vec(bt, j0 + k);
+
+		if (v)
+			vec_add(dst, v, h1p);
+	}
+}
+
+/*
+ * The probabilities of bt's rows into prob: per row the sum of its
+ * features' vectors, then the upper layers, BATCH_UPPER rows at a time.
+ */
+static void
+batch_forward(MtmsScoreBatch *b, const BatchTower *bt, const int32 *order, float *prob)
+{
+	const ProjTower *pt = bt->pt;
+	int64		j = 0;
+	int			ia = 0;			/* the next row whose vectors to prefetch */
+	int64		ja = 0;
+
+	for (int i0 = 0; i0 < bt->nrows; i0 += BATCH_UPPER)
+	{
+		int			nb = Min(BATCH_UPPER, bt->nrows - i0);
+
+		for (int i = 0; i < nb; i++)
+		{
+			int			r = order[bt->row0 + i0 + i];
+			int			nf = (int) (b->start[r + 1] - b->start[r]);
+
+			/* the vectors of the rows two ahead meanwhile */
+			for (; ia < bt->nrows && ia <= i0 + i + 2; ia++)
+			{
+				int			ra = order[bt->row0 + ia];
+
+				for (int64 k = b->start[ra]; k < b->start[ra + 1]; k++, ja++)
+				{
+					const float *v = batch_vec(bt, ja);
+
+					if (v)
+						for (int o = 0; o < pt->h1p; o += 16)
+							mtms_prefetch(v + o);
+				}
+			}
+			batch_sum_row(b->hrow, bt, j, nf, pt->h1p);
+			memcpy(b->H1 + (Size) i * pt->h1, b->hrow, sizeof(float) * pt->h1);
+			j += nf;
+		}
+		mtms_tower_forward_hidden(pt->tower, b->work, b->H1, nb, b->logits);
+		for (int i = 0; i < nb; i++)
+			prob[(Size) order[bt->row0 + i0 + i] * MTMS_NTASKS + bt->task] =
+				mtms_sigmoid(b->logits[i]);
+	}
+}
+
+void
+mtms_score_batch_run(MtmsScoreBatch *b, float *prob)
+{
+	MtmsScorer *sc = b->sc;
+	const MtmsModel *m = sc->m;
+	MemoryContext old;
+	int			n = b->nrows;
+	int32	   *sstart;
+	int32	   *order;
+	int32	   *next;
+	BatchTower *bts;
+	int			nbt = 0;
+	mtms_fkhash_hash *tab;
+	MtmsFeatureKey *keys;
+	int			nkeys = 0;
+	int			keycap;
+	int32	   *mark;
+	int32	   *local;
+	int			markcap;
+
+	if (n == 0)
+		return;
+	MemoryContextReset(b->run_cxt);
+	old = MemoryContextSwitchTo(b->run_cxt);
+
+	/* the rows by scene */
+	sstart = palloc0(sizeof(int32) * (m->nscenes + 1));
+	for (int i = 0; i < n; i++)
+		sstart[b->scene[i] + 1]++;
+	for (int s = 0; s < m->nscenes; s++)
+		sstart[s + 1] += sstart[s];
+	next = palloc(sizeof(int32) * m->nscenes);
+	memcpy(next, sstart, sizeof(int32) * m->nscenes);
+	order = palloc(sizeof(int32) * n);
+	for (int i = 0; i < n; i++)
+		order[next[b->scene[i]]++] = i;
+
+	/* per tower of a scene with rows: look its features up */
+	bts = palloc0(sizeof(BatchTower) * Min(m->npairs, 2 * n));
+	keycap = 1024;
+	keys = palloc(sizeof(MtmsFeatureKey) * keycap);
+	markcap = (int) Min(b->start[n], PG_INT32_MAX / 2) + 1;
+	mark = palloc_extended(sizeof(int32) * markcap, MCXT_ALLOC_HUGE);
+	local = palloc_extended(sizeof(int32) * markcap, MCXT_ALLOC_HUGE);
+	tab = mtms_fkhash_create(b->run_cxt, 1024, NULL);
+	for (int s = 0; s < m->nscenes; s++)
+	{
+		int64		nocc = 0;
+
+		if (sstart[s + 1] == sstart[s])
+			continue;
+		for (int i = sstart[s]; i < sstart[s + 1]; i++)
+			nocc += b->start[order[i] + 1] - b->start[order[i]];
+		for (int task = 0; task < MTMS_NTASKS; task++)
+		{
+			BatchTower *bt = &bts[nbt];
+
+			CHECK_FOR_INTERRUPTS();
+			bt->pt = tower_get(sc, MTMS_PAIR(s, task));
+			bt->task = task;
+			bt->row0 = sstart[s];
+			bt->nrows = sstart[s + 1] - sstart[s];
+			batch_lookup(b, bt, order, nocc, tab, &keys, &nkeys, &keycap,
+						 mark, local, nbt);
+			bt->mvec = palloc0(sizeof(float *) * Max(bt->nmiss, 1));
+			nbt++;
+		}
+	}
+
+	/* the missing projections */
+	for (int t = 0; t < nbt; t++)
+		if (!bts[t].pt->joined && bts[t].nmiss > 0)
+			batch_compute_phase1(sc, &bts[t], keys);
+	batch_compute_joined(b->run_cxt, sc, bts, nbt, keys, nkeys);
+
+	/* per tower: its rows' sums, then the upper layers */
+	for (int t = 0; t < nbt; t++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		batch_forward(b, &bts[t], order, prob);
+	}
+
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(b->run_cxt);
+	b->nrows = 0;
 }

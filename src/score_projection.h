@@ -56,6 +56,36 @@ extern MtmsScorer *mtms_scorer_create(const MtmsModel *m, MemoryContext parent);
 extern double mtms_scorer_predict(MtmsScorer *sc, int scene, int task,
 								  const MtmsFeature *feats, int nfeats);
 
+/*
+ * Rows scored in batches (mtms_evaluate): the same projections, looked up
+ * in and added to the same cache, but the missing ones computed per batch
+ * (each distinct feature probed once in every pair for all the batch's
+ * fine-tune towers, a tower's missing features computed a tile at a time,
+ * grouped by field, pair by pair; each with the same cblas_sgemv calls as
+ * one at a time, so the cache holds the same vectors whoever computed
+ * them), and the upper layers of up to
+ * 256 rows of a tower in one cblas_sgemm per layer.  Probabilities equal
+ * mtms_scorer_predict's up to float rounding (the upper layers sum in
+ * another order).  A batch lives in a new child of the current memory
+ * context; it must not outlive sc.
+ */
+typedef struct MtmsScoreBatch MtmsScoreBatch;
+
+extern MtmsScoreBatch *mtms_score_batch_create(MtmsScorer *sc);
+
+/* Add a row (the features are copied); returns its number in the batch. */
+extern int	mtms_score_batch_add(MtmsScoreBatch *b, int scene,
+								 const MtmsFeature *feats, int nfeats);
+
+/*
+ * Score every row added since the last run, both tasks:
+ * prob[row * MTMS_NTASKS + task] for task MTMS_TASK_CTR and MTMS_TASK_CVR
+ * (the pair's fine-tune tower when it has one, else its phase-1 tower),
+ * then empty the batch.
+ */
+extern void mtms_score_batch_run(MtmsScoreBatch *b, float *prob);
+extern void mtms_score_batch_free(MtmsScoreBatch *b);
+
 extern Size mtms_scorer_cap_bytes(void);
 extern void mtms_scorer_stats(const MtmsScorer *sc, MtmsScorerStats *st);
 

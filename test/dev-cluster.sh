@@ -55,8 +55,8 @@ if [ ! -x "$bin/postgres" ]; then
     cp -a "/usr/lib/postgresql/$MTMS_PG" "$dir/usr/lib/postgresql/"
     cp -a "/usr/share/postgresql/$MTMS_PG" "$dir/usr/share/postgresql/"
     # the server headers stay the system's (pg_config finds them by path)
-    ln -sfn /usr/include/postgresql "$dir/usr/include" 2>/dev/null ||
-        { mkdir -p "$dir/usr" && ln -sfn /usr/include "$dir/usr/include"; }
+    # (pg_config finds them as DIR/usr/include/postgresql/VERSION/server)
+    ln -sfn /usr/include "$dir/usr/include"
 fi
 echo "$port" >"$dir/port"
 if [ ! -d "$dir/data" ]; then
