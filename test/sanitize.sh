@@ -656,6 +656,11 @@ fi
 echo "=== shell tests (prove test/*_test.sh)"
 # the build copy is elsewhere: the real logs stay where they are
 export MTMS_KUAIRAND=${MTMS_KUAIRAND:-$SRC/../shared/data/kuairand}
+# a test that starts servers of its own (test/standby_test.sh) starts them
+# the way this one runs: sanitized, reporting into the same logs
+export MTMS_SAN_LD_PRELOAD="$preload"
+export MTMS_SAN_ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=$HALT:detect_odr_violation=0:log_path=$LOGS/asan"
+export MTMS_SAN_UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=$HALT:abort_on_error=1"
 for f in "$BUILD"/test/*_test.sh; do
     step "shell/$(basename "$f")" prove --exec bash "$f"
 done

@@ -53,7 +53,13 @@ max_wal_senders = 4
 wal_level = replica
 shared_buffers = 32MB
 EOF
-    as_owner "$PG_BINDIR/pg_ctl" -D "$DIR/$name" -l "$DIR/$name.log" -w -t 60 start >/dev/null
+    # under test/sanitize.sh, servers preload the sanitizers like its own
+    local san=()
+    if [ -n "${MTMS_SAN_LD_PRELOAD:-}" ]; then
+        san=(LD_PRELOAD="$MTMS_SAN_LD_PRELOAD" ASAN_OPTIONS="${MTMS_SAN_ASAN_OPTIONS:-}"
+             UBSAN_OPTIONS="${MTMS_SAN_UBSAN_OPTIONS:-}")
+    fi
+    as_owner env "${san[@]}" "$PG_BINDIR/pg_ctl" -D "$DIR/$name" -l "$DIR/$name.log" -w -t 60 start >/dev/null
 }
 
 as_owner "$PG_BINDIR/initdb" -D "$DIR/primary" -U postgres -A trust >"$DIR/initdb.log" 2>&1 &&
