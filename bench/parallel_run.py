@@ -63,14 +63,8 @@ def params_md5(model):
 
 
 def env():
-    cpu = '?'
-    with open('/proc/cpuinfo') as f:
-        for line in f:
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
     r = sql('SELECT version, kernels, gflops FROM mtms_blas_info()')[0]
-    return {'cpu': '%d x %s' % (os.cpu_count(), cpu), 'pg': sql('SELECT version()')[0][0].split(' on ')[0],
+    return {'cpu': S.cpu_model(), 'pg': sql('SELECT version()')[0][0].split(' on ')[0],
             'blas': 'OpenBLAS %s, %s kernels, %.0f GFLOP/s' % r,
             'load_before': open('/proc/loadavg').read().split()[:3]}
 

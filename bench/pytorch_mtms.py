@@ -554,6 +554,22 @@ def train(model, s, train_mask, ft_mask, valid_mask, seed, log, ctcvr=True, fine
     return report
 
 
+def finetune_batches(s, ft_rows, active, rng):
+    """A fine-tune pass's batches: the active scenes' rows in one shuffled
+    order, cut into batches per scene, in order of completion (as mtms's
+    pending lists fill).  Returns [(last position, scene, rows)], row count."""
+    perm = ft_rows[rng.permutation(len(ft_rows))]
+    perm = perm[np.isin(s.scene[perm], [sc for sc in range(len(active)) if active[sc]])]
+    batches_ = []
+    for sc in range(len(active)):
+        pos = np.nonzero(s.scene[perm] == sc)[0]
+        for b in range(0, len(pos), BATCH):
+            chunk = pos[b:b + BATCH]
+            batches_.append((int(chunk[-1]), sc, perm[chunk]))
+    batches_.sort(key=lambda t: t[0])
+    return batches_, len(perm)
+
+
 def finetune_pass_checkpoints(model, s, ft_rows, vrows, active, rng, best, bad, snap, first):
     """A fine-tune pass on the tuned schedule: batches per scene in one
     shuffled order, the towers validated EVALS_PER_EPOCH times per pass (and
@@ -561,16 +577,7 @@ def finetune_pass_checkpoints(model, s, ft_rows, vrows, active, rng, best, bad, 
     FT_PATIENCE validations after it (mtms's default patience).  best, bad, snap: per scene,
     across passes.  Returns the rows trained."""
     S = model.S
-    perm = ft_rows[rng.permutation(len(ft_rows))]
-    perm = perm[np.isin(s.scene[perm], [sc for sc in range(S) if active[sc]])]
-    batches_ = []
-    for sc in range(S):
-        pos = np.nonzero(s.scene[perm] == sc)[0]
-        for b in range(0, len(pos), BATCH):
-            chunk = pos[b:b + BATCH]
-            batches_.append((int(chunk[-1]), sc, perm[chunk]))
-    batches_.sort(key=lambda t: t[0])
-    total = len(perm)
+    batches_, total = finetune_batches(s, ft_rows, active, rng)
     every = max(total // EVALS_PER_EPOCH, 1)
 
     def checkpoint():
@@ -613,17 +620,7 @@ def finetune_pass(model, s, ft_rows, vrows, active, rng):
     validated at the start and EVALS_PER_EPOCH times, each scene keeping its
     best towers.  Returns the rows trained."""
     S = model.S
-    perm = ft_rows[rng.permutation(len(ft_rows))]
-    perm = perm[np.isin(s.scene[perm], [sc for sc in range(S) if active[sc]])]
-    # batches per scene in order of completion, as mtms's pending lists fill
-    batches_ = []
-    for sc in range(S):
-        pos = np.nonzero(s.scene[perm] == sc)[0]
-        for b in range(0, len(pos), BATCH):
-            chunk = pos[b:b + BATCH]
-            batches_.append((int(chunk[-1]), sc, perm[chunk]))
-    batches_.sort(key=lambda t: t[0])
-    total = len(perm)
+    batches_, total = finetune_batches(s, ft_rows, active, rng)
     every = max(total // EVALS_PER_EPOCH, 1)
     best = [math.inf] * S
     kept = [None] * S

@@ -754,13 +754,18 @@ def report(R):
     return '\n'.join(out)
 
 
-def env_info():
+def cpu_model():
+    """'2 x AMD EPYC ...': the CPUs and their model name."""
     cpu = '?'
     with open('/proc/cpuinfo') as f:
         for line in f:
             if line.startswith('model name'):
                 cpu = line.split(':', 1)[1].strip()
                 break
+    return '%d x %s' % (os.cpu_count(), cpu)
+
+
+def env_info():
     c = connect()
     cur = c.cursor()
     pg = one(cur, 'SELECT version()')[0].split(' on ')[0]
@@ -777,7 +782,7 @@ def env_info():
         commit = '?'
     torch_v = subprocess.run([PY, '-c', 'import torch; print(torch.__version__)'], stdout=subprocess.PIPE,
                              universal_newlines=True).stdout.strip()
-    return {'cpu': '%d x %s' % (os.cpu_count(), cpu), 'pg': pg, 'commit': commit, 'torch': torch_v,
+    return {'cpu': cpu_model(), 'pg': pg, 'commit': commit, 'torch': torch_v,
             'load_before': open('/proc/loadavg').read().split()[:3], 'blas': blas_sides()}
 
 
