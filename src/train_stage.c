@@ -88,14 +88,10 @@ validate_start(MtmsTrainCtx *cx, StageRun *run)
 	for (int u = 0; u < run->nunits; u++)
 	{
 		MtmsUnitResult r;
-		int			pairs[2];
 
-		if (!run->active[u])
-			continue;
-		/* a scene added since the stored version has nothing to keep */
-		mtms_unit_pairs(run->si, u, pairs);
-		if (!run->si->validates_start && run->si->trains_embeddings &&
-			pairs[0] >= cx->stored_npairs)
+		if (!run->active[u] ||
+			!mtms_unit_start_is_candidate(run->si, u, cx->meta->active_version,
+										  cx->stored_npairs))
 			continue;
 		mtms_unit_figures(st, run->si, u, &r);
 		if (isnan(r.crit))

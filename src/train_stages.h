@@ -104,6 +104,27 @@ mtms_unit_pairs(const MtmsStageInfo *si, int unit, int *pairs)
 	return 2;
 }
 
+/*
+ * Whether a unit's starting parameters are a candidate for the parameters
+ * it keeps: always in a stage that validates its start (its start is an
+ * earlier stage's output); otherwise only when training starts from a
+ * stored version (active_version > 0) and the unit's pairs are in it (a
+ * scene added since has nothing but an initialisation to keep).
+ */
+static inline bool
+mtms_unit_start_is_candidate(const MtmsStageInfo *si, int unit, int active_version,
+							 int stored_npairs)
+{
+	int			pairs[2];
+
+	if (si->validates_start)
+		return true;
+	if (active_version <= 0)
+		return false;
+	mtms_unit_pairs(si, unit, pairs);
+	return !(si->trains_embeddings && pairs[0] >= stored_npairs);
+}
+
 /* The units a row of scene may train (its two pairs, or the scene). */
 static inline int
 mtms_scene_units(const MtmsStageInfo *si, int scene, int *units)

@@ -55,21 +55,6 @@ window_store(MtmsTrainCtx *cx, const MtmsStageInfo *si)
 	return kw->store;
 }
 
-/* Whether the unit's starting parameters are a candidate (see train_stage.c). */
-static bool
-start_is_candidate(MtmsTrainCtx *cx, const MtmsStageInfo *si, int unit)
-{
-	int			pairs[2];
-
-	if (si->validates_start)
-		return true;
-	if (cx->meta->active_version <= 0)
-		return false;
-	mtms_unit_pairs(si, unit, pairs);
-	/* a scene added since the stored version has nothing to keep */
-	return !(si->trains_embeddings && pairs[0] >= cx->stored_npairs);
-}
-
 /* The units of the selected scenes, largest first (ties: unit order). */
 static int
 plan_jobs(MtmsTrainCtx *cx, const MtmsStageInfo *si, const bool *selected,
@@ -86,7 +71,8 @@ plan_jobs(MtmsTrainCtx *cx, const MtmsStageInfo *si, const bool *selected,
 		if (!selected[mtms_unit_scene(si, u)])
 			continue;
 		work[u] = mtms_unit_rows(si, u, rows);
-		plan->start_candidate[plan->njobs] = start_is_candidate(cx, si, u);
+		plan->start_candidate[plan->njobs] =
+			mtms_unit_start_is_candidate(si, u, cx->meta->active_version, cx->stored_npairs);
 		plan->units[plan->njobs++] = u;
 	}
 	/* insertion sort: a handful to a few hundred units */
