@@ -45,6 +45,26 @@ group_by_field(const int32 *field, int64 n, int F, int64 *fstart, int32 *pos)
 	pfree(next);
 }
 
+/*
+ * A key's joined embedding (npairs * dim floats into dst): its vector in
+ * every pair's frozen table, zero where a pair has no row for it.
+ */
+static void
+joined_vector(const MtmsModel *m, uint64 hash, float *dst)
+{
+	int			d = m->dim;
+
+	for (int q = 0; q < m->npairs; q++)
+	{
+		int64		idx = mtms_emb_find(m->emb[q], hash);
+
+		if (idx >= 0)
+			memcpy(dst + q * d, mtms_emb_vector(m->emb[q], idx), sizeof(float) * d);
+		else
+			memset(dst + q * d, 0, sizeof(float) * d);
+	}
+}
+
 static void
 check_joined_tower(const MtmsModel *m, const MtmsTower *t, int W)
 {
@@ -208,15 +228,7 @@ mtms_joined_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
 		if ((k & 4095) == 0)
 			CHECK_FOR_INTERRUPTS();
 		vk->key_field[remap[k]] = keys[k].field;
-		for (int q = 0; q < m->npairs; q++)
-		{
-			int64		idx = mtms_emb_find(m->emb[q], keys[k].hash);
-
-			if (idx >= 0)
-				memcpy(dst + q * d, mtms_emb_vector(m->emb[q], idx), sizeof(float) * d);
-			else
-				memset(dst + q * d, 0, sizeof(float) * d);
-		}
+		joined_vector(m, keys[k].hash, dst);
 	}
 	for (int64 j = 0; j < nocc; j++)
 		vk->row_keys[j] = remap[vk->row_keys[j]];
@@ -244,15 +256,7 @@ mtms_joined_table_build(const MtmsModel *m, const MtmsFeatureKey *keys, int64 nk
 
 		if ((k & 4095) == 0)
 			CHECK_FOR_INTERRUPTS();
-		for (int q = 0; q < m->npairs; q++)
-		{
-			int64		idx = mtms_emb_find(m->emb[q], keys[k].hash);
-
-			if (idx >= 0)
-				memcpy(dst + q * d, mtms_emb_vector(m->emb[q], idx), sizeof(float) * d);
-			else
-				memset(dst + q * d, 0, sizeof(float) * d);
-		}
+		joined_vector(m, keys[k].hash, dst);
 	}
 	return J;
 }
