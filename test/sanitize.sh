@@ -472,10 +472,12 @@ else
     preload="$LIBASAN:$SHIM"
     asan_check=true
 fi
+asan_options="detect_leaks=0:abort_on_error=1:halt_on_error=$HALT:detect_odr_violation=0:log_path=$LOGS/asan"
+ubsan_options="print_stacktrace=1:halt_on_error=$HALT:abort_on_error=1"
 san_env=(
     LD_PRELOAD="$preload"
-    ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=$HALT:detect_odr_violation=0:log_path=$LOGS/asan"
-    UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=$HALT:abort_on_error=1"
+    ASAN_OPTIONS="$asan_options"
+    UBSAN_OPTIONS="$ubsan_options"
     MTMS_SAN_HALT="$HALT"
     PATH="$PRIV_BIN:$PATH"
 )
@@ -659,8 +661,8 @@ export MTMS_KUAIRAND=${MTMS_KUAIRAND:-$SRC/../shared/data/kuairand}
 # a test that starts servers of its own (test/standby_test.sh) starts them
 # the way this one runs: sanitized, reporting into the same logs
 export MTMS_SAN_LD_PRELOAD="$preload"
-export MTMS_SAN_ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=$HALT:detect_odr_violation=0:log_path=$LOGS/asan"
-export MTMS_SAN_UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=$HALT:abort_on_error=1"
+export MTMS_SAN_ASAN_OPTIONS="$asan_options"
+export MTMS_SAN_UBSAN_OPTIONS="$ubsan_options"
 for f in "$BUILD"/test/*_test.sh; do
     step "shell/$(basename "$f")" prove --exec bash "$f"
 done
