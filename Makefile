@@ -13,6 +13,7 @@ MODULE_big = mtms
 
 OBJS = \
 	src/mtms.o \
+	src/progress.o \
 	src/blas.o \
 	src/blas_info.o \
 	src/catalog_tables.o \

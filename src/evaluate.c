@@ -26,6 +26,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "model_cache.h"
+#include "progress.h"
 #include "samples.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -183,6 +184,7 @@ mtms_evaluate(PG_FUNCTION_ARGS)
 	MemoryContext rowcxt;
 	MemoryContext old;
 	int			guard;
+	bool		progress;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -195,6 +197,9 @@ mtms_evaluate(PG_FUNCTION_ARGS)
 	rsi = (ReturnSetInfo *) fcinfo->resultinfo;
 	relname = mtms_samples_check(relid);
 	scorer = mtms_cache_get_scorer(name, &meta, &m);
+	progress = mtms_progress_begin("evaluate", name);
+	if (progress)
+		mtms_progress_stage("scoring", 0, -1, mtms_progress_relation_rows(relid), 0);
 
 	work = AllocSetContextCreate(CurrentMemoryContext, "mtms_evaluate", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(work);
@@ -275,6 +280,8 @@ mtms_evaluate(PG_FUNCTION_ARGS)
 			if (eb.nrows == SCORE_ROWS || eb.nfeatures >= SCORE_FEATURES)
 				eval_flush(&eb, work);
 		}
+		mtms_progress_rows((int64) SPI_processed);
+		mtms_progress_pause();
 		MemoryContextReset(rowcxt);
 		SPI_freetuptable(SPI_tuptable);
 		CHECK_FOR_INTERRUPTS();
@@ -293,5 +300,7 @@ mtms_evaluate(PG_FUNCTION_ARGS)
 				emit(rsi, m->scenes[s], tasks[t], &eb.cols[s * 3 + t]);
 	}
 	MemoryContextDelete(work);
+	if (progress)
+		mtms_progress_end();
 	return (Datum) 0;
 }

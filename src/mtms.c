@@ -3,6 +3,7 @@
  *    Module entry point: PG_MODULE_MAGIC, settings (GUCs), shared helpers.
  */
 #include "mtms.h"
+#include "progress.h"
 
 #include <limits.h>
 #include <unistd.h>
@@ -106,7 +107,20 @@ _PG_init(void)
 							   GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
 
+	DefineCustomIntVariable("mtms.test_pause_lock",
+							"Test hook: pause long work at its progress points on this advisory lock.",
+							"Not 0: a training waits for a shared advisory lock on this key (and this key + 1 every other time) after "
+							"each unit, each pass and before it writes the version (mtms_evaluate: "
+							"each batch of rows read; mtms_synthetic_samples: every 1024 rows), "
+							"and releases it at once.  For tests only.",
+							&mtms_test_pause_lock,
+							0, INT_MIN, INT_MAX,
+							PGC_SUSET,
+							GUC_NOT_IN_SAMPLE,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("mtms");
+	mtms_progress_init();
 
 	/* after the settings: the test hook steers it */
 	mtms_blas_load();

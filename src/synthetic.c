@@ -74,6 +74,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "progress.h"
 #include "nodes/nodeFuncs.h"
 #include "nodes/supportnodes.h"
 #include "optimizer/optimizer.h"
@@ -1168,6 +1169,11 @@ mtms_synthetic_samples(PG_FUNCTION_ARGS)
 		call->u = n > 0 ? build_universe(&o) : NULL;
 		funcctx->user_fctx = call;
 		funcctx->max_calls = (uint64) n;
+		if (mtms_progress_begin("synthetic", NULL))
+		{
+			mtms_progress_stage("generating", 0, -1, n, 0);
+			mtms_progress_end_with(funcctx->multi_call_memory_ctx);
+		}
 		MemoryContextSwitchTo(old);
 	}
 
@@ -1176,6 +1182,12 @@ mtms_synthetic_samples(PG_FUNCTION_ARGS)
 	if (funcctx->call_cntr < funcctx->max_calls)
 	{
 		HeapTuple	tuple = make_row(funcctx, call, (int64) funcctx->call_cntr);
+
+		if (((funcctx->call_cntr + 1) & 1023) == 0)
+		{
+			mtms_progress_rows(1024);
+			mtms_progress_pause();
+		}
 
 		SRF_RETURN_NEXT(funcctx, HeapTupleGetDatum(tuple));
 	}

@@ -30,6 +30,7 @@
 #include "kept_rows.h"
 #include "miscadmin.h"
 #include "model_store.h"
+#include "progress.h"
 #include "optimizer/cost.h"
 #include "samples.h"
 #include "train_driver.h"
@@ -423,6 +424,8 @@ train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 		run_stage(cx, MTMS_STAGE_FINETUNE, all);
 	}
 	release_rows(cx);
+	mtms_progress_stage("writing", 0, -1, -1, 0);
+	mtms_progress_pause();
 	if (cx->bad_conversions > 0)
 		ereport(NOTICE,
 				(errmsg("mtms_train: %lld samples have a conversion without a click; their conversion was ignored",
@@ -444,6 +447,7 @@ mtms_train(PG_FUNCTION_ARGS)
 	bool		do_finetune;
 	bool	   *selected;
 	char	   *relname_plain;
+	bool		progress;
 	MemoryContext old;
 
 	check_not_null(fcinfo, 0, "model");
@@ -462,6 +466,7 @@ mtms_train(PG_FUNCTION_ARGS)
 
 	/* the model, locked against concurrent training and lifecycle changes */
 	cx.meta = mtms_model_lookup_for_change(name, MTMS_PRIV_TRAIN);
+	progress = mtms_progress_begin("train", name);
 	cx.relname = mtms_samples_check(relid);
 	relname_plain = get_rel_name(relid);
 	cx.schema = mtms_schema_quoted();
@@ -477,6 +482,8 @@ mtms_train(PG_FUNCTION_ARGS)
 			(errmsg("mtms_train: model \"%s\" on %s, %s", name, relname_plain,
 					mtms_blas_summary())));
 	train_and_commit(&cx, selected, do_embedding, do_finetune, relname_plain);
+	if (progress)
+		mtms_progress_end();
 
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cx.cxt);

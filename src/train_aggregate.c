@@ -9,6 +9,7 @@
 #include "train_state.h"
 #include "train_stages.h"
 #include "kept_rows.h"
+#include "progress.h"
 
 #include "common/hashfn.h"
 #include "fmgr.h"
@@ -77,7 +78,8 @@ transition(FunctionCallInfo fcinfo, const char *aggregate)
 	check_row_arg(fcinfo, 2, "scene");
 	check_row_arg(fcinfo, 3, "features");
 	check_row_arg(fcinfo, 4, "click");
-	st->rows_in++;
+	if ((++st->rows_in & 1023) == 0)
+		mtms_progress_rows(1024);
 
 	scene_txt = PG_GETARG_TEXT_PP(2);
 	scene = mtms_model_scene(st->model, VARDATA_ANY(scene_txt), VARSIZE_ANY_EXHDR(scene_txt));

@@ -21,6 +21,7 @@
  * parallel machinery), and the model's previous version stays untouched.
  */
 #include "train_parallel.h"
+#include "progress.h"
 
 #include <unistd.h>
 
@@ -452,6 +453,7 @@ mtms_train_parallel(MtmsTrainCtx *cx, MtmsUnitPlan *plan, MtmsUnitOutcome *out,
 
 	LaunchParallelWorkers(pcxt);
 	*workers = pcxt->nworkers_launched;
+	mtms_progress_workers(*workers);
 	attach(&pt, pcxt->toc, pcxt->seg, true);
 	memset(&f, 0, sizeof(f));
 	f.cx = cx;

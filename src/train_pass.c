@@ -9,6 +9,7 @@
  *    fallback (train_stage.c).
  */
 #include "train_driver.h"
+#include "progress.h"
 #include "train_memory.h"
 
 #include "executor/spi.h"
@@ -283,6 +284,7 @@ mtms_collect_window(MtmsTrainCtx *cx, MtmsStage stage, const bool *active)
 	}
 	base->collect_only = true;
 	MemoryContextSwitchTo(old);
+	mtms_progress_stage("reading", 0, -1, cx->samples > 0 ? cx->samples : -1, 0);
 	res = run_query(cx, base, si, false);
 	adopt_kept_rows(cx, res, si, active);
 	if (res == NULL || res->rows_in == 0)

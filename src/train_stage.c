@@ -9,6 +9,7 @@
  *    more rows than fit); else train_units.c.
  */
 #include "train_driver.h"
+#include "progress.h"
 
 #include <math.h>
 
@@ -263,10 +264,13 @@ mtms_run_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 		MtmsTrainState *res;
 
 		CHECK_FOR_INTERRUPTS();
+		mtms_progress_stage(run.si->name, epoch, run.nunits,
+							cx->samples > 0 ? cx->samples : -1, 0);
 		res = mtms_run_pass(cx, stage, epoch, run.active);
 		adopt_pass(cx, res);
 		units_after_pass(cx, &run, res, epoch,
 						 (double) (GetCurrentTimestamp() - t0) / 1e6);
+		mtms_progress_pause();
 		res->model = NULL;
 		mtms_state_free(res);
 	}

@@ -9,6 +9,7 @@
 #include "train_driver.h"
 #include "train_memory.h"
 #include "train_parallel.h"
+#include "progress.h"
 
 #include <math.h>
 
@@ -58,7 +59,7 @@ window_store(MtmsTrainCtx *cx, const MtmsStageInfo *si)
 /* The units of the selected scenes, largest first (ties: unit order). */
 static int
 plan_jobs(MtmsTrainCtx *cx, const MtmsStageInfo *si, const bool *selected,
-		  const MtmsRowStore *rows, MtmsUnitPlan *plan)
+		  const MtmsRowStore *rows, MtmsUnitPlan *plan, int64 *rows_per_pass)
 {
 	int			nunits = mtms_stage_nunits(si, cx->model->nscenes);
 	int64	   *work = palloc(sizeof(int64) * nunits);
@@ -71,6 +72,7 @@ plan_jobs(MtmsTrainCtx *cx, const MtmsStageInfo *si, const bool *selected,
 		if (!selected[mtms_unit_scene(si, u)])
 			continue;
 		work[u] = mtms_unit_rows(si, u, rows);
+		*rows_per_pass += work[u];
 		plan->start_candidate[plan->njobs] =
 			mtms_unit_start_is_candidate(si, u, cx->meta->active_version, cx->stored_npairs);
 		plan->units[plan->njobs++] = u;
@@ -139,6 +141,7 @@ run_jobs_here(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, MtmsUnitOutcome *out)
 			plan->si->prepare_unit(cx->model, job.unit);
 		mtms_unit_train(&job, &out[j]);
 		notice_unit(cx, plan->si, job.unit, &out[j]);
+		mtms_progress_pause();
 	}
 }
 
@@ -150,6 +153,7 @@ mtms_run_units(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 	TimestampTz start = GetCurrentTimestamp();
 	double		seconds;
 	int64		rows = 0;
+	int64		rows_per_pass = 0;
 	int			workers = 0;
 	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
 
@@ -165,7 +169,8 @@ mtms_run_units(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 		plan.data.joined_valid = mtms_joined_table_build(cx->model, mtms_rs_keys(plan.data.valid),
 														 plan.data.valid->nkeys);
 	}
-	plan_jobs(cx, plan.si, selected, plan.data.rows, &plan);
+	plan_jobs(cx, plan.si, selected, plan.data.rows, &plan, &rows_per_pass);
+	mtms_progress_stage(plan.si->name, 0, plan.njobs, rows_per_pass, 0);
 	out = palloc0(sizeof(MtmsUnitOutcome) * Max(plan.njobs, 1));
 	if (!mtms_train_parallel(cx, &plan, out, &workers))
 		run_jobs_here(cx, &plan, out);

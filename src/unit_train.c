@@ -20,6 +20,7 @@
 #include "common/hashfn.h"
 #include "common/pg_prng.h"
 #include "joined_keys.h"
+#include "progress.h"
 #include "miscadmin.h"
 #include "train_loss.h"
 #include "train_state.h"
@@ -307,12 +308,16 @@ unit_pass(UnitRun *run, int epoch, int64 *order, int64 interval, int64 *trained)
 	memset(run->ctx.loss_sum, 0, sizeof(double) * run->job->model->nscenes * MTMS_NMETRICS);
 	memset(run->ctx.loss_n, 0, sizeof(int64) * run->job->model->nscenes * MTMS_NMETRICS);
 	unit_order(run, epoch, order);
+	mtms_progress_unit(run->job->model->scenes[run->scene],
+					   run->si->unit_is_pair ? mtms_task_name(MTMS_PAIR_TASK(run->job->unit)) : NULL,
+					   epoch);
 	for (int64 b = 0; b < run->n && !run->done; b += B)
 	{
 		int			nb = (int) Min((int64) B, run->n - b);
 
 		CHECK_FOR_INTERRUPTS();
 		unit_batch(run, order + b, nb);
+		mtms_progress_rows(nb);
 		*trained += nb;
 		run->since += nb;
 		if (run->since >= interval || b + nb >= run->n)
@@ -372,6 +377,7 @@ mtms_unit_train(const MtmsUnitJob *job, MtmsUnitOutcome *out)
 	out->epochs = run.n > 0 ? (double) trained / run.n : 0;
 	out->rows_trained = trained;
 	out->seconds = (double) (GetCurrentTimestamp() - start) / 1e6;
+	mtms_progress_unit_done(trained, run.n);
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
 }

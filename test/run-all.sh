@@ -29,12 +29,16 @@ chmod 666 "$counts"
 # cluster named "regress"; -t keeps everything in a temporary directory
 # (owned by postgres), so parallel runs and existing clusters don't clash.
 # The server only runs SQL; it never reads the build directory.
+# The server preloads mtms, as a production server would for the
+# mtms_progress view (test/pg-versions.sh runs the suite without, on a
+# version that keeps the progress slots in a DSM segment instead).
 # The server logs LOG and above, not the ERRORs that tests provoke on
 # purpose: pg_virtualenv prints the log's tail when a test fails, and that
 # should show crashes, not expected errors.
 status=0
 MTMS_COUNTS_FILE="$counts" pg_virtualenv -t -v "$MTMS_PG" \
     -o log_min_messages=log -o log_min_error_statement=panic \
+    -o shared_preload_libraries=mtms \
     bash test/in-cluster.sh </dev/null || status=$?
 
 passed=0

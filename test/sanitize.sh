@@ -179,6 +179,7 @@ synchronous_commit = off
 full_page_writes = off
 log_min_messages = log
 log_min_error_statement = panic
+shared_preload_libraries = 'mtms'
 EOF
 
 # The sanitizer runtime must come first in the server's library list: only

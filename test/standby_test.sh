@@ -36,7 +36,7 @@ cleanup() {
 trap cleanup EXIT
 [ -z "${KEEP:-}" ] || trap - EXIT
 
-plan 10
+plan 11
 
 # qp / qs SQL...: q on the primary / the standby (database mtms_sb)
 qp() { PGHOST=$DIR PGPORT=$PPORT PGUSER=postgres q mtms_sb "$@"; }
@@ -81,6 +81,19 @@ if [ $status -ne 0 ]; then
     diag "$(cat "$DIR"/*.log 2>/dev/null | tail -n 30)"
     exit 1
 fi
+
+# These servers do not preload mtms: PostgreSQL 15 and 16 have nowhere to
+# keep the progress slots and the view says so; 17 and later keep them in a
+# DSM segment registered on first use.
+major=$("$PG_BINDIR/pg_config" --version | sed -n 's/^PostgreSQL \([0-9]*\).*/\1/p')
+progress=$(PGHOST=$DIR PGPORT=$SPORT PGUSER=postgres "$PG_BINDIR/psql" -X -q -A -t -v VERBOSITY=terse -d mtms_sb \
+    -c "SELECT count(*) FROM mtms_progress" 2>&1 | tr '\n' ' ')
+if [ "${major:-0}" -lt 17 ]; then
+    want="NOTICE:  mtms_progress is empty: mtms is not in shared_preload_libraries 0 "
+else
+    want="0 "
+fi
+is "$progress" "$want" "without preloading, mtms_progress on PostgreSQL $major: $want"
 
 # caught_up: the standby has replayed everything the primary has written
 caught_up() {
