@@ -41,14 +41,16 @@
 #endif
 
 #include "blas.h"
+
+#include "access/parallel.h"
 #include "blas_state.h"
 
 #ifndef MTMS_OPENBLAS_LIB
 #define MTMS_OPENBLAS_LIB "libopenblas.so.0"
 #endif
 
-MtmsBlas	mtms_blas;
 MtmsBlasState mtms_blas_state;
+static bool blas_loaded = false;
 char	   *mtms_blas_test_hook = NULL;
 
 typedef char *(*corename_fn) (void);
@@ -397,6 +399,9 @@ check_in_use(MtmsBlasState *s)
 static void
 warn(const char *what)
 {
+	/* a parallel worker loads what its leader loaded, which has said so */
+	if (IsParallelWorker())
+		return;
 	ereport(WARNING,
 			(errmsg("mtms: %s", what),
 			 errhint("Set OPENBLAS_CORETYPE for the server, in /etc/postgresql/%s/<cluster>/environment "
@@ -404,8 +409,8 @@ warn(const char *what)
 					 PG_MAJORVERSION)));
 }
 
-void
-mtms_blas_load(void)
+static void
+blas_load(void)
 {
 	MtmsBlasState *s = &mtms_blas_state;
 	const char *user = getenv("OPENBLAS_CORETYPE");
@@ -482,11 +487,64 @@ mtms_blas_load(void)
 		warn(psprintf("OpenBLAS kernels %s fail mtms's check of their products", s->kernels));
 }
 
+void
+mtms_blas_load(void)
+{
+	blas_load();
+	blas_loaded = true;
+}
+
+void
+mtms_blas_ensure(void)
+{
+	if (!blas_loaded)
+		mtms_blas_load();
+}
+
+/*
+ * Until a backend has loaded the BLAS, the table points here: the first
+ * product loads it (reading mtms.blas_test_hook and the environment then)
+ * and goes on with the real function.
+ */
+static void
+lazy_sgemm(const enum CBLAS_ORDER order, const enum CBLAS_TRANSPOSE ta,
+		   const enum CBLAS_TRANSPOSE tb, const blasint m, const blasint n,
+		   const blasint k, const float alpha, const float *a, const blasint lda,
+		   const float *b, const blasint ldb, const float beta, float *c,
+		   const blasint ldc)
+{
+	mtms_blas_ensure();
+	mtms_blas.sgemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+static void
+lazy_sgemv(const enum CBLAS_ORDER order, const enum CBLAS_TRANSPOSE ta,
+		   const blasint m, const blasint n, const float alpha, const float *a,
+		   const blasint lda, const float *x, const blasint incx, const float beta,
+		   float *y, const blasint incy)
+{
+	mtms_blas_ensure();
+	mtms_blas.sgemv(order, ta, m, n, alpha, a, lda, x, incx, beta, y, incy);
+}
+
+static float
+lazy_sdot(const blasint n, const float *x, const blasint incx, const float *y,
+		  const blasint incy)
+{
+	mtms_blas_ensure();
+	return mtms_blas.sdot(n, x, incx, y, incy);
+}
+
+MtmsBlas	mtms_blas = {lazy_sgemm, lazy_sgemv, lazy_sdot};
+
 const char *
 mtms_blas_summary(void)
 {
 	MtmsBlasState *s = &mtms_blas_state;
-	const char *version = s->config;
+	const char *version;
+
+	mtms_blas_ensure();
+	version = s->config;
 
 	if (strncmp(version, "OpenBLAS ", 9) == 0)
 		version += 9;

@@ -42,11 +42,14 @@ extern MtmsBlas mtms_blas;
 #endif
 
 /*
- * Load the BLAS (from _PG_init).  Raises at most one WARNING per backend
- * when it cannot use the best kernels, and an ERROR when no OpenBLAS can
- * be loaded at all.
+ * Load the BLAS (from _PG_init, unless the library is preloaded: then each
+ * backend loads it at its first product, mtms_blas_info() or summary, so
+ * that the postmaster never loads it and mtms.blas_test_hook is read in
+ * the session).  Raises at most one WARNING per backend when it cannot use
+ * the best kernels, and an ERROR when no OpenBLAS can be loaded at all.
  */
 extern void mtms_blas_load(void);
+extern void mtms_blas_ensure(void);	/* load it unless this process has */
 
 /* One line for NOTICEs: "OpenBLAS 0.3.21, SkylakeX kernels (chosen by mtms)". */
 extern const char *mtms_blas_summary(void);

@@ -164,6 +164,7 @@ mtms_blas_info(PG_FUNCTION_ARGS)
 	const char *version = s->config;
 	int			(*threads) (void);
 
+	mtms_blas_ensure();
 	InitMaterializedSRF(fcinfo, 0);
 	if (measured_gflops < 0)
 		measured_gflops = measure_gflops();

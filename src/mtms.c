@@ -10,6 +10,7 @@
 
 #include "access/xact.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "blas.h"
@@ -122,8 +123,12 @@ _PG_init(void)
 	MarkGUCPrefixReserved("mtms");
 	mtms_progress_init();
 
-	/* after the settings: the test hook steers it */
-	mtms_blas_load();
+	/*
+	 * after the settings: the test hook steers it.  Preloaded, the
+	 * postmaster leaves it to each backend's first product (src/blas.c).
+	 */
+	if (!process_shared_preload_libraries_in_progress)
+		mtms_blas_load();
 }
 
 int
