@@ -73,6 +73,7 @@ class Report:
 
     def figure(self, fig, name, caption):
         path = os.path.join(self.out, name)
+        fig.tight_layout()
         fig.savefig(path, dpi=90)
         plt.close(fig)
         self.figures.append(name)
@@ -194,18 +195,17 @@ def curves_figure(stage, names, by_scene):
     tasks = [t for t in TASKS if any(t in by_scene[s] for s in names)]
     fig, axes = plt.subplots(2 * len(tasks), len(names),
                              figsize=(3.3 * len(names) + 0.8, 2.1 * 2 * len(tasks) + 0.6),
-                             squeeze=False, constrained_layout=True)
-    fig.suptitle("Stage %s" % stage)
+                             squeeze=False)
     for col, scene in enumerate(names):
         for i, task in enumerate(tasks):
-            curves_panels(axes[2 * i][col], axes[2 * i + 1][col], scene, task,
+            curves_panels(axes[2 * i][col], axes[2 * i + 1][col], stage, scene, task,
                           by_scene[scene].get(task), col == 0, i == len(tasks) - 1)
     return fig
 
 
-def curves_panels(ax_loss, ax_auc, scene, task, pts, first_col, last_row):
+def curves_panels(ax_loss, ax_auc, stage, scene, task, pts, first_col, last_row):
     color = COLORS[task]
-    ax_loss.set_title("%s %s" % (scene, task.upper()), fontsize=10)
+    ax_loss.set_title("%s: %s %s" % (stage, scene, task.upper()), fontsize=10)
     if first_col:
         ax_loss.set_ylabel("valid loss")
         ax_auc.set_ylabel("valid AUC")
@@ -214,6 +214,8 @@ def curves_panels(ax_loss, ax_auc, scene, task, pts, first_col, last_row):
     if not pts:
         for ax in (ax_loss, ax_auc):
             ax.text(0.5, 0.5, "not trained", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            ax.set_yticks([])
         return
     by_rows = all(p[1] is not None for p in pts)
     xs = [p[1] if by_rows else p[0] for p in pts]
@@ -227,6 +229,7 @@ def curves_panels(ax_loss, ax_auc, scene, task, pts, first_col, last_row):
     else:
         ax_auc.text(0.5, 0.5, "no AUC (one class only)", ha="center", va="center",
                     transform=ax_auc.transAxes, fontsize=8)
+        ax_auc.set_yticks([])
     for x, p in zip(xs, pts):
         if p[5]:
             ax_loss.plot([x], [p[3]], "*", ms=14, color=color, mec="black", label="kept")
@@ -264,7 +267,7 @@ def auc_section(rep, cur, model, samples, scenes, active, previous):
     if previous is None:
         rep.note("Version %d is the only kept version: nothing to compare it with." % active[0])
     keys = [(s, t) for s in scenes for t in TASKS if any((s, t) in figures[v[0]] for v in versions)]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(keys) + 2), 4.2), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(keys) + 2), 4.2))
     width = 0.8 / len(versions)
     for i, v in enumerate(versions):
         ys = [figures[v[0]].get(k, (None,))[0] for k in keys]
@@ -366,7 +369,7 @@ def calibration_section(rep, scenes, calib, samples):
         rep.note("No rows of the model's scenes in %s." % samples)
         return
     fig, axes = plt.subplots(2, len(names), figsize=(3.3 * len(names) + 0.6, 6.4),
-                             squeeze=False, constrained_layout=True)
+                             squeeze=False)
     for col, scene in enumerate(names):
         for row, task in enumerate(("ctr", "cvr")):
             ax = axes[row][col]
@@ -401,16 +404,17 @@ def histogram_section(rep, scenes, hist, means, samples):
     lo = math.floor(HIST_LO + (min(used) - 1) * width) if used else HIST_LO
     hi = min(HIST_HI, math.ceil(HIST_LO + max(used) * width)) if used else HIST_HI
     fig, axes = plt.subplots(len(names), 3, figsize=(11, 2.2 * len(names) + 0.8),
-                             squeeze=False, sharex=True, constrained_layout=True)
+                             squeeze=False, sharex=True)
     for row, scene in enumerate(names):
         for col, task in enumerate(TASKS):
             ax = axes[row][col]
             counts = hist.get((scene, task), {})
             # bin 0: below 1e-6; bin HIST_BINS + 1: p = 1 exactly
-            edges = [HIST_LO + (min(max(k, 1), HIST_BINS) - 1) * width for k in sorted(counts)]
-            ax.bar([10 ** e for e in edges], [counts[k] for k in sorted(counts)],
-                   width=[10 ** (e + width) - 10 ** e for e in edges], align="edge",
-                   color=COLORS[task], alpha=0.8)
+            values = [0] * HIST_BINS
+            for k, n in counts.items():
+                values[min(max(k, 1), HIST_BINS) - 1] += n
+            ax.stairs(values, [10 ** (HIST_LO + i * width) for i in range(HIST_BINS + 1)],
+                      fill=True, color=COLORS[task], alpha=0.8)
             mean = means.get((scene, task))
             if mean:
                 ax.axvline(mean[0], color="black", lw=1.2, label="mean score %.4f" % mean[0])
