@@ -714,27 +714,23 @@ mtms_add_field(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-PG_FUNCTION_INFO_V1(mtms_rollback);
-Datum
-mtms_rollback(PG_FUNCTION_ARGS)
+/*
+ * ERROR (undefined_object, listing the kept versions) unless version is a
+ * kept version of m.  Reads the catalog as its owner: check the caller's
+ * privilege on m first.
+ */
+void
+mtms_check_version_kept(const MtmsModelMeta *m, int32 version)
 {
-	char	   *model = check_text_arg(fcinfo, 0, "model");
-	int32		version;
-	MtmsModelMeta *m;
-	Oid			argtypes[2] = {INT4OID, INT4OID};
-	Datum		values[2];
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1];
 	bool		found = false;
 	StringInfoData kept;
 
-	check_not_null(fcinfo, 1, "version");
-	version = PG_GETARG_INT32(1);
-	m = mtms_model_lookup_for_change(model, MTMS_PRIV_TRAIN);
-
 	values[0] = Int32GetDatum(m->model_id);
-	values[1] = Int32GetDatum(version);
 	initStringInfo(&kept);
 
-	spi_connect(true);
+	spi_connect(false);
 	spi_exec(psprintf("SELECT version FROM %s.mtms_version"
 					  " WHERE model_id = $1 ORDER BY version",
 					  mtms_schema_quoted()),
@@ -750,6 +746,7 @@ mtms_rollback(PG_FUNCTION_ARGS)
 			found = true;
 		appendStringInfo(&kept, "%s%d", i > 0 ? ", " : "", v);
 	}
+	spi_finish();
 
 	if (!found)
 		ereport(ERROR,
@@ -760,7 +757,27 @@ mtms_rollback(PG_FUNCTION_ARGS)
 				 errdetail("Kept versions: %s.", kept.data) :
 				 errdetail("The model has no trained versions."),
 				 errhint("mtms_versions('%s') lists the kept versions.", m->name)));
+	pfree(kept.data);
+}
 
+PG_FUNCTION_INFO_V1(mtms_rollback);
+Datum
+mtms_rollback(PG_FUNCTION_ARGS)
+{
+	char	   *model = check_text_arg(fcinfo, 0, "model");
+	int32		version;
+	MtmsModelMeta *m;
+	Oid			argtypes[2] = {INT4OID, INT4OID};
+	Datum		values[2];
+
+	check_not_null(fcinfo, 1, "version");
+	version = PG_GETARG_INT32(1);
+	m = mtms_model_lookup_for_change(model, MTMS_PRIV_TRAIN);
+	mtms_check_version_kept(m, version);
+
+	values[0] = Int32GetDatum(m->model_id);
+	values[1] = Int32GetDatum(version);
+	spi_connect(true);
 	spi_exec(psprintf("UPDATE %s.mtms_model SET active_version = $2"
 					  " WHERE model_id = $1",
 					  mtms_schema_quoted()),

@@ -59,6 +59,13 @@ extern MtmsModelMeta *mtms_model_lookup(const char *name, bool missing_ok,
 extern MtmsModelMeta *mtms_model_lookup_for_change(const char *name,
 												   MtmsPrivilege privilege);
 
+/*
+ * ERROR undefined_object (42704), naming the kept versions, unless version
+ * is a kept version of m (mtms_rollback, mtms_evaluate).  Check the
+ * caller's privilege on m first: the catalog is read as its owner.
+ */
+extern void mtms_check_version_kept(const MtmsModelMeta *m, int32 version);
+
 /* Index of a scene / field in the model, or -1. */
 extern int	mtms_scene_index(const MtmsModelMeta *m, const char *scene);
 extern int	mtms_field_index(const MtmsModelMeta *m, const char *field);

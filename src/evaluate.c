@@ -1,7 +1,7 @@
 /*
  * evaluate.c
  *    mtms_evaluate(): offline metrics per (scene, task) over a sample
- *    relation, with the model's active version.
+ *    relation, with the model's active version or another kept one.
  *
  *   ctr    every impression of the scene, label click
  *   cvr    clicked impressions, label conversion
@@ -16,16 +16,24 @@
  * runs the upper layers of a tower's rows as matrix products
  * (mtms_score_batch_run), so evaluating costs less per row and task than
  * scoring, and far less in a backend whose cache is still empty.
+ *
+ * version NULL (or the 2-argument form of extension version 0.2 and
+ * before) evaluates the active version, through the backend's model cache;
+ * another kept version is loaded for this call alone (model_store.h) and
+ * scored the same way, through a projection cache of its own that goes
+ * with the call.
  */
 #include "mtms.h"
 
 #include <math.h>
 
+#include "access.h"
 #include "auc.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "model_cache.h"
+#include "model_store.h"
 #include "progress.h"
 #include "samples.h"
 #include "utils/array.h"
@@ -163,6 +171,41 @@ scene_of(const MtmsModel *m, const int *lens, text *t, int last)
 	return -1;
 }
 
+/*
+ * The scorer of the version to evaluate: the active one's from the model
+ * cache when the version argument is NULL (or absent: the 2-argument
+ * function of extension version 0.2) or names the active version; another
+ * kept version loaded into cxt, with a projection cache of its own there.
+ * An unknown version is an error (undefined_object) naming the kept ones.
+ */
+static MtmsScorer *
+eval_scorer(FunctionCallInfo fcinfo, const char *name, MemoryContext cxt,
+			const MtmsModelMeta **meta_out, const MtmsModel **model_out)
+{
+	MtmsModelMeta *meta;
+	int32		version;
+	MemoryContext old;
+	MtmsModel  *m;
+
+	if (PG_NARGS() < 3 || PG_ARGISNULL(2))
+		return mtms_cache_get_scorer(name, meta_out, model_out);
+	version = PG_GETARG_INT32(2);
+	old = MemoryContextSwitchTo(cxt);
+	meta = mtms_model_lookup(name, false, false);
+	mtms_check_privilege(meta, MTMS_PRIV_SCORE);
+	mtms_check_version_kept(meta, version);
+	MemoryContextSwitchTo(old);
+	if (version == meta->active_version)
+		return mtms_cache_get_scorer(name, meta_out, model_out);
+
+	old = MemoryContextSwitchTo(cxt);
+	m = mtms_model_load(meta, version);
+	MemoryContextSwitchTo(old);
+	*meta_out = meta;
+	*model_out = m;
+	return mtms_scorer_create(m, cxt);
+}
+
 PG_FUNCTION_INFO_V1(mtms_evaluate);
 Datum
 mtms_evaluate(PG_FUNCTION_ARGS)
@@ -196,12 +239,12 @@ mtms_evaluate(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	rsi = (ReturnSetInfo *) fcinfo->resultinfo;
 	relname = mtms_samples_check(relid);
-	scorer = mtms_cache_get_scorer(name, &meta, &m);
+
+	work = AllocSetContextCreate(CurrentMemoryContext, "mtms_evaluate", ALLOCSET_DEFAULT_SIZES);
+	scorer = eval_scorer(fcinfo, name, work, &meta, &m);
 	progress = mtms_progress_begin("evaluate", name);
 	if (progress)
 		mtms_progress_stage("scoring", 0, -1, mtms_progress_relation_rows(relid), 0);
-
-	work = AllocSetContextCreate(CurrentMemoryContext, "mtms_evaluate", ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(work);
 	lens = palloc(sizeof(int) * m->nscenes);
 	for (int s = 0; s < m->nscenes; s++)

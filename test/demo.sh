@@ -5,8 +5,10 @@
 # log file, then starts a throwaway PostgreSQL cluster (the version
 # test/pg-env.sh picks) with pg_virtualenv and runs test/demo.sql in it:
 # declare a model, generate synthetic impressions, train, evaluate and
-# rank.  Only the demo's own output reaches the terminal; the cluster is
-# removed afterwards.  On a failure the log's tail is printed.
+# rank; then writes the model's training report (tools/report.sh) into a
+# temporary directory and prints its path.  Only the demo's own output
+# reaches the terminal; the cluster is removed afterwards (the report
+# stays).  On a failure the log's tail is printed.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -37,10 +39,20 @@ echo "   ready in $(($(date +%s) - start)) s: PostgreSQL $("$PG_CONFIG" --versio
 export LC_ALL=C.UTF-8
 unset LANGUAGE
 
-# -t: keep the cluster in a temporary directory even as root.  psql writes
-# to file descriptor 3 (the terminal); pg_virtualenv's own messages about
-# creating and dropping the cluster go to the log.
+# The training report (tools/report.sh) is written here and outlives the
+# cluster.
+report_dir=$(mktemp -d -t mtms-demo-report.XXXXXX)
+chmod 755 "$report_dir"
+
+# -t: keep the cluster in a temporary directory even as root.  psql and the
+# report write to file descriptor 3 (the terminal); pg_virtualenv's own
+# messages about creating and dropping the cluster, and the report's
+# errors, go to the log.  ($1 is the inner shell's: the report directory.)
+# shellcheck disable=SC2016
 pg_virtualenv -t -v "$MTMS_PG" \
-    bash -c 'psql -X -v ON_ERROR_STOP=1 -P pager=off <test/demo.sql >&3 2>&3' \
-    3>&1 >>"$log" 2>&1 </dev/null || failed "the demo"
+    bash -c 'psql -X -v ON_ERROR_STOP=1 -P pager=off <test/demo.sql >&3 2>&3 &&
+             printf "\n%s\n" "== 6. The training report: curves, AUC, calibration, score distribution" >&3 &&
+             bash tools/report.sh demo --samples mtms_demo.test --out "$1" >&3' \
+    mtms-demo "$report_dir" 3>&1 >>"$log" 2>&1 </dev/null || failed "the demo"
+echo "   open it in a browser (tools/report.sh; README: Looking at a training)"
 echo "demo.sh: finished in $(($(date +%s) - start)) s; set-up log: $log"

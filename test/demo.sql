@@ -134,4 +134,4 @@ SELECT features AS ad_features,
  LIMIT 10;
 
 \echo
-\echo 'Done: model ''demo'' trained, evaluated and used for ranking.  The SQL is test/demo.sql.'
+\echo 'Model ''demo'' trained, evaluated and used for ranking.  The SQL is test/demo.sql.'

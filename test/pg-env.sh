@@ -8,7 +8,9 @@
 #               this machine's apt offers (15 on Debian 12, 17 on Debian 13),
 #               else the one /etc/os-release implies;
 #   PG_CONFIG   /usr/lib/postgresql/$MTMS_PG/bin/pg_config unless set;
-#   PG_PACKAGES the Debian packages the build and the tests need for it.
+#   PG_PACKAGES the Debian packages the build and the tests need for it
+#               (and the training report, tools/report.sh: Python 3 with
+#               matplotlib and psycopg2).
 #
 # Nothing here installs or starts anything.
 
@@ -53,4 +55,6 @@ PG_PACKAGES=(
     pkg-config
     make
     gcc
+    python3-matplotlib
+    python3-psycopg2
 )

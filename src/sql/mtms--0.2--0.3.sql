@@ -47,3 +47,23 @@ COMMENT ON COLUMN @extschema@.mtms_progress.units_done IS 'units of the stage th
 COMMENT ON COLUMN @extschema@.mtms_progress.units_total IS 'units of the stage';
 COMMENT ON COLUMN @extschema@.mtms_progress.stage_started_at IS 'when the stage (pass-by-pass stages: the pass) started';
 GRANT SELECT ON @extschema@.mtms_progress TO PUBLIC;
+
+-- ---------------------------------------------------------------------
+-- Evaluating a chosen version: mtms_evaluate(model, samples, version).
+-- ---------------------------------------------------------------------
+
+-- mtms_evaluate evaluates a chosen kept version: a third argument, version
+-- (NULL, the default, is the active version, as before), so that a
+-- training report compares the active version with the previous one on the
+-- same samples.  Every 2-argument call keeps working through the default.
+-- (A function's argument list cannot change in place: dropped and created
+-- again, with the old one's volatility, parallel label and comment.)
+DROP FUNCTION @extschema@.mtms_evaluate(text, regclass);
+CREATE FUNCTION @extschema@.mtms_evaluate(model text, samples regclass,
+                                          version int DEFAULT NULL)
+RETURNS TABLE(scene text, task text, n bigint, positives bigint, auc float8,
+              logloss float8, mae float8, calibration float8)
+AS 'MODULE_PATHNAME', 'mtms_evaluate'
+LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.mtms_evaluate(text, regclass, int) IS
+  'Offline metrics of a model per (scene, task) over a sample relation: AUC, logloss, MAE, calibration; of a kept version (default: the active one)';
