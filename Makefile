@@ -55,6 +55,8 @@ OBJS = \
 	src/train_parallel.o \
 	src/train_units.o \
 	src/train.o \
+	src/model_flat.o \
+	src/model_shared.o \
 	src/model_cache.o \
 	src/score_projection.o \
 	src/score.o \

@@ -396,7 +396,7 @@ mtms_model_lookup(const char *name, bool missing_ok, bool lock)
 
 	has_acl = mtms_catalog_has_acl();
 	sql = psprintf("SELECT model_id, name, owner, scenes, fields, embedding_dim,"
-				   " hidden, options, active_version, scene_birth, field_birth, %s"
+				   " hidden, options, active_version, scene_birth, field_birth, %s, xmin"
 				   " FROM %s.mtms_model WHERE name = $1%s",
 				   has_acl ? "acl, params_revision" : "NULL::pg_catalog.aclitem[], 0::int8",
 				   mtms_schema_quoted(), lock ? " FOR UPDATE" : "");
@@ -470,6 +470,7 @@ mtms_model_lookup(const char *name, bool missing_ok, bool lock)
 			MemoryContextSwitchTo(old);
 		}
 		m->params_revision = DatumGetInt64(SPI_getbinval(tup, desc, 13, &isnull));
+		m->row_xmin = DatumGetTransactionId(SPI_getbinval(tup, desc, 14, &isnull));
 	}
 	spi_finish();
 

@@ -39,6 +39,7 @@ typedef struct MtmsModelMeta
 	bool		has_acl;		/* the schema has acl and params_revision (0.2+) */
 	Acl		   *acl;			/* grants; NULL when none (or no column) */
 	int64		params_revision;	/* bumped by edits of its rows by plain SQL */
+	TransactionId row_xmin;		/* xmin of the model's row as read */
 } MtmsModelMeta;
 
 /*

@@ -319,6 +319,8 @@ mtms_emb_insert(MtmsEmbStore *s, uint64 key, int32 field,
 Size
 mtms_emb_bytes(const MtmsEmbStore *s)
 {
+	if (s->cxt == NULL)			/* a view of a flat copy owns nothing */
+		return 0;
 	return MemoryContextMemAllocated(s->cxt, true);
 }
 
@@ -773,5 +775,133 @@ mtms_emb_deserialize(const char **p, const char *end)
 		in += dim * sizeof(float);
 	}
 	*p = in;
+	return s;
+}
+
+/* ----------------------------------------------------------------
+ * Flat copies (model_flat.h): one pointer-free block, read by views
+ * ---------------------------------------------------------------- */
+
+#define FLAT_ALIGN(x)	TYPEALIGN(64, (x))
+
+/* The block's header; the arrays follow at the offsets (from the header). */
+typedef struct EmbFlat
+{
+	uint32		magic;
+	int32		dim;
+	int32		chunk_shift;
+	int32		pad;
+	int64		count;
+	uint64		seed;
+	uint64		hsize;			/* hash buckets (a power of 2) */
+	uint32		hmembers;
+	uint32		hsizemask;
+	uint32		hgrow;
+	uint32		pad2;
+	Size		off_hash;		/* hsize MtmsEmbEntry, as the simplehash's */
+	Size		off_key;		/* count uint64 */
+	Size		off_vec;		/* count * dim floats */
+	Size		off_field;		/* count int32 */
+} EmbFlat;
+
+Size
+mtms_emb_flat_size(const MtmsEmbStore *s)
+{
+	Size		n = FLAT_ALIGN(sizeof(EmbFlat));
+
+	n += FLAT_ALIGN(mul_size(s->hash->size, sizeof(MtmsEmbEntry)));
+	n += FLAT_ALIGN(mul_size(s->count, sizeof(uint64)));
+	n += FLAT_ALIGN(mul_size(mul_size(s->count, s->dim), sizeof(float)));
+	n += FLAT_ALIGN(mul_size(s->count, sizeof(int32)));
+	return n;
+}
+
+/*
+ * Copy s into dst (mtms_emb_flat_size bytes, 64-byte aligned): the hash
+ * buckets as they are (row indexes stay), the rows' keys, vectors and
+ * fields in index order.  The optimizer state is left out.
+ */
+void
+mtms_emb_flat_write(const MtmsEmbStore *s, char *dst)
+{
+	EmbFlat    *h = (EmbFlat *) dst;
+	Size		off = FLAT_ALIGN(sizeof(EmbFlat));
+	Size		rows_per_chunk = (Size) 1 << s->chunk_shift;
+
+	memset(h, 0, sizeof(EmbFlat));
+	h->magic = MTMS_EMB_MAGIC;
+	h->dim = s->dim;
+	h->chunk_shift = s->chunk_shift;
+	h->count = s->count;
+	h->seed = s->seed;
+	h->hsize = s->hash->size;
+	h->hmembers = s->hash->members;
+	h->hsizemask = s->hash->sizemask;
+	h->hgrow = s->hash->grow_threshold;
+	h->off_hash = off;
+	memcpy(dst + off, s->hash->data, s->hash->size * sizeof(MtmsEmbEntry));
+	off += FLAT_ALIGN(s->hash->size * sizeof(MtmsEmbEntry));
+	h->off_key = off;
+	off += FLAT_ALIGN(s->count * sizeof(uint64));
+	h->off_vec = off;
+	off += FLAT_ALIGN(s->count * s->dim * sizeof(float));
+	h->off_field = off;
+	for (int64 c = 0; c * (int64) rows_per_chunk < s->count; c++)
+	{
+		int64		r0 = c * rows_per_chunk;
+		int64		n = Min((int64) rows_per_chunk, s->count - r0);
+		const MtmsEmbChunk *ch = &s->chunks[c];
+
+		memcpy(dst + h->off_key + r0 * sizeof(uint64), ch->key, n * sizeof(uint64));
+		memcpy(dst + h->off_vec + r0 * s->dim * sizeof(float), ch->vec,
+			   n * s->dim * sizeof(float));
+		memcpy(dst + h->off_field + r0 * sizeof(int32), ch->field, n * sizeof(int32));
+		if ((c & 63) == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * A store that reads the flat copy at src in place, its small headers in
+ * CurrentMemoryContext: lookups and the row accessors work (accumulators
+ * and update counts are not there: NULL); anything that writes, trains,
+ * copies, serializes or frees it is a bug.  src must stay mapped while the
+ * view is used.
+ */
+MtmsEmbStore *
+mtms_emb_flat_view(const char *src)
+{
+	const EmbFlat *h = (const EmbFlat *) src;
+	MtmsEmbStore *s;
+	Size		rows_per_chunk;
+
+	if (h->magic != MTMS_EMB_MAGIC)
+		elog(ERROR, "mtms: corrupt shared embedding table");
+	s = palloc0(sizeof(MtmsEmbStore));
+	s->cxt = NULL;
+	s->dim = h->dim;
+	s->seed = h->seed;
+	s->count = h->count;
+	s->chunk_shift = h->chunk_shift;
+	s->chunk_mask = ((int64) 1 << h->chunk_shift) - 1;
+	rows_per_chunk = (Size) 1 << h->chunk_shift;
+	s->nchunks = (s->count + rows_per_chunk - 1) / rows_per_chunk;
+	s->maxchunks = Max(s->nchunks, 1);
+	s->chunks = palloc0(sizeof(MtmsEmbChunk) * s->maxchunks);
+	for (int64 c = 0; c < s->nchunks; c++)
+	{
+		int64		r0 = c * rows_per_chunk;
+
+		s->chunks[c].key = (uint64 *) (src + h->off_key) + r0;
+		s->chunks[c].vec = (float *) (src + h->off_vec) + r0 * s->dim;
+		s->chunks[c].field = (int32 *) (src + h->off_field) + r0;
+	}
+	s->hash = palloc0(sizeof(mtms_embhash_hash));
+	s->hash->size = h->hsize;
+	s->hash->members = h->hmembers;
+	s->hash->sizemask = h->hsizemask;
+	s->hash->grow_threshold = h->hgrow;
+	s->hash->data = (MtmsEmbEntry *) (src + h->off_hash);
+	s->hash->ctx = NULL;
 	return s;
 }

@@ -132,6 +132,17 @@ extern void mtms_emb_merge(MtmsEmbStore *dst, const MtmsEmbStore *src);
 extern void mtms_emb_serialize(StringInfo buf, const MtmsEmbStore *s);
 extern MtmsEmbStore *mtms_emb_deserialize(const char **p, const char *end);
 
+/*
+ * Flat copies for shared memory (model_flat.h): the hash buckets and the
+ * rows' keys, vectors and fields in one pointer-free block (the optimizer
+ * state left out), and a store that reads such a block in place: lookups
+ * and row accessors only (mtms_emb_accum and the update counts are not
+ * there); training, copying, serializing or freeing it is a bug.
+ */
+extern Size mtms_emb_flat_size(const MtmsEmbStore *s);
+extern void mtms_emb_flat_write(const MtmsEmbStore *s, char *dst);
+extern MtmsEmbStore *mtms_emb_flat_view(const char *src);
+
 /* ----------------------------------------------------------------
  * Private layout, exposed only so that the per-row accessors inline.
  * Rows live in chunks of 2^chunk_shift rows (fixed per store, chosen from

@@ -13,6 +13,7 @@
 #include "storage/proc.h"
 #include "access.h"
 #include "model_store.h"
+#include "model_shared.h"
 #include "score_projection.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
@@ -47,6 +48,7 @@ typedef struct CacheEntry
 	MemoryContext meta_cxt;		/* holds meta, replaced at each re-check */
 	MtmsModelMeta *meta;
 	MtmsModel  *model;
+	MtmsSharedRef *shared;		/* model is a view of this shared entry, or NULL */
 	MtmsScorer *scorer;			/* projection cache, in cxt; NULL until used */
 	struct CacheEntry *next;
 } CacheEntry;
@@ -102,6 +104,19 @@ check_score_privilege(CacheEntry *e)
 
 static CacheEntry *cache_get_entry(const char *name);
 
+/*
+ * May this transaction use e's model?  A view of a shared version only
+ * while its entry is still that version (pinned for the transaction from
+ * here on), and only while mtms.shared_models is on.
+ */
+static bool
+entry_usable(CacheEntry *e)
+{
+	if (e->shared == NULL)
+		return true;
+	return mtms_shared_enabled() && mtms_shared_repin(e->shared);
+}
+
 MtmsModel *
 mtms_cache_get(const char *name, const MtmsModelMeta **meta_out)
 {
@@ -139,7 +154,7 @@ cache_get_entry(const char *name)
 		if (strcmp(e->name, name) == 0)
 			break;
 	if (e && e->generation == gen &&
-		(!e->xact_bound || e->lxid == MY_LXID))
+		(!e->xact_bound || e->lxid == MY_LXID) && entry_usable(e))
 	{
 		check_score_privilege(e);
 		return e;
@@ -170,7 +185,7 @@ cache_get_entry(const char *name)
 
 	if (e && e->model_id == meta->model_id && e->version == meta->active_version &&
 		e->nscenes == meta->nscenes && e->nfields == meta->nfields &&
-		e->params_revision == meta->params_revision)
+		e->params_revision == meta->params_revision && entry_usable(e))
 	{
 		/*
 		 * Unchanged: keep the loaded model and its declaration (callers may
@@ -193,11 +208,15 @@ cache_get_entry(const char *name)
 		MemoryContext cxt = AllocSetContextCreate(cache_cxt, "mtms cached model",
 												  ALLOCSET_DEFAULT_SIZES);
 		MtmsModel  *model;
+		MtmsSharedRef *shared = NULL;
 
 		PG_TRY();
 		{
 			MemoryContextSwitchTo(cxt);
-			model = mtms_model_load(meta, meta->active_version);
+			/* one copy for all sessions when it can be, else our own */
+			model = mtms_shared_model(meta, cxt, &shared);
+			if (model == NULL)
+				model = mtms_model_load(meta, meta->active_version);
 			MemoryContextSwitchTo(old);
 		}
 		PG_CATCH();
@@ -223,6 +242,7 @@ cache_get_entry(const char *name)
 		e->meta_cxt = meta_cxt;
 		e->meta = meta;
 		e->model = model;
+		e->shared = shared;
 		e->next = entries;
 		entries = e;
 	}

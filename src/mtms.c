@@ -4,6 +4,7 @@
  */
 #include "mtms.h"
 #include "progress.h"
+#include "model_shared.h"
 
 #include <limits.h>
 #include <unistd.h>
@@ -23,6 +24,8 @@ int			mtms_max_memory_mb = 4096;
 bool		mtms_keep_training_rows = true;
 int			mtms_score_cache_mb = -1;
 int			mtms_train_workers = -1;
+bool		mtms_shared_models = true;
+int			mtms_shared_models_memory_mb = 1024;
 
 void		_PG_init(void);
 
@@ -120,8 +123,30 @@ _PG_init(void)
 							GUC_NOT_IN_SAMPLE,
 							NULL, NULL, NULL);
 
+	DefineCustomBoolVariable("mtms.shared_models",
+							 "Score from one copy of each model version in shared memory.",
+							 "Needs mtms in shared_preload_libraries.  Off: this session loads "
+							 "its own copy of each model, as without preloading.",
+							 &mtms_shared_models,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("mtms.shared_models_memory",
+							"Largest shared memory of the model versions sessions score from, in megabytes.",
+							"A version that does not fit (with the versions sessions are using) is "
+							"loaded by each session for itself, with a WARNING.  The default is a "
+							"quarter of the machine's memory.",
+							&mtms_shared_models_memory_mb,
+							default_max_memory_mb(), 16, INT_MAX / 2,
+							PGC_SIGHUP,
+							GUC_UNIT_MB,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("mtms");
 	mtms_progress_init();
+	mtms_shared_init();
 
 	/*
 	 * after the settings: the test hook steers it.  Preloaded, the

@@ -894,3 +894,82 @@ mtms_tower_deserialize(const char **p, const char *end)
 	*p += nbytes;
 	return t;
 }
+
+/* ----------------------------------------------------------------
+ * Flat copies (model_flat.h): the parameters only, read by views
+ * ---------------------------------------------------------------- */
+
+typedef struct TowerFlat
+{
+	uint32		magic;
+	int32		nlayers;
+	int32		sizes[MTMS_TOWER_MAX_LAYERS + 1];
+	int32		nin_used;
+	int64		step;
+	int64		nsamples;
+	int64		nweights;
+	int64		nparams;
+	/* then, 64-byte aligned: every layer's W, then every layer's b */
+} TowerFlat;
+
+#define TOWER_FLAT_HEADER	TYPEALIGN(64, sizeof(TowerFlat))
+
+Size
+mtms_tower_flat_size(const MtmsTower *t)
+{
+	return TYPEALIGN(64, add_size(TOWER_FLAT_HEADER,
+								  mul_size(t->nparams, sizeof(float))));
+}
+
+void
+mtms_tower_flat_write(const MtmsTower *t, char *dst)
+{
+	TowerFlat  *h = (TowerFlat *) dst;
+
+	memset(h, 0, sizeof(TowerFlat));
+	h->magic = MTMS_TOWER_MAGIC;
+	h->nlayers = t->nlayers;
+	memcpy(h->sizes, t->sizes, sizeof(h->sizes));
+	h->nin_used = t->nin_used;
+	h->step = t->step;
+	h->nsamples = t->nsamples;
+	h->nweights = t->nweights;
+	h->nparams = t->nparams;
+	/* mem starts with the parameters, W then b, in this very layout */
+	memcpy(dst + TOWER_FLAT_HEADER, t->mem, t->nparams * sizeof(float));
+}
+
+/*
+ * A tower reading the flat copy at src in place (its header in
+ * CurrentMemoryContext): W and b only, no optimizer state nor gradients,
+ * for predictions; training, copying or freeing it is a bug.
+ */
+MtmsTower *
+mtms_tower_flat_view(const char *src)
+{
+	const TowerFlat *h = (const TowerFlat *) src;
+	MtmsTower  *t;
+	float	   *params = (float *) (src + TOWER_FLAT_HEADER);
+	int64		woff = 0;
+	int64		boff;
+
+	if (h->magic != MTMS_TOWER_MAGIC)
+		elog(ERROR, "mtms: corrupt shared tower");
+	t = palloc0(sizeof(MtmsTower));
+	t->nlayers = h->nlayers;
+	memcpy(t->sizes, h->sizes, sizeof(t->sizes));
+	t->nin_used = h->nin_used;
+	t->step = h->step;
+	t->nsamples = h->nsamples;
+	t->nweights = h->nweights;
+	t->nparams = h->nparams;
+	boff = t->nweights;
+	for (int l = 0; l < t->nlayers; l++)
+	{
+		t->W[l] = params + woff;
+		t->b[l] = params + boff;
+		woff += (int64) t->sizes[l + 1] * t->sizes[l];
+		boff += t->sizes[l + 1];
+	}
+	return t;
+}

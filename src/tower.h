@@ -198,4 +198,13 @@ extern void mtms_tower_remap_input(MtmsTower *t, int new_nin, const int32 *map);
 extern void mtms_tower_serialize(StringInfo buf, const MtmsTower *t);
 extern MtmsTower *mtms_tower_deserialize(const char **p, const char *end);
 
+/*
+ * Flat copies for shared memory (model_flat.h): the parameters in one
+ * pointer-free block, and a tower header that reads such a block in place
+ * (predictions only: no gradients, no optimizer state).
+ */
+extern Size mtms_tower_flat_size(const MtmsTower *t);
+extern void mtms_tower_flat_write(const MtmsTower *t, char *dst);
+extern MtmsTower *mtms_tower_flat_view(const char *src);
+
 #endif							/* MTMS_TOWER_H */
