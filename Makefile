@@ -57,6 +57,7 @@ OBJS = \
 	src/train.o \
 	src/model_flat.o \
 	src/model_shared.o \
+	src/proj_shared.o \
 	src/model_cache.o \
 	src/score_projection.o \
 	src/score.o \

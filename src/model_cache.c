@@ -133,7 +133,14 @@ mtms_cache_get_scorer(const char *name, const MtmsModelMeta **meta_out,
 	CacheEntry *e = cache_get_entry(name);
 
 	if (e->scorer == NULL)
-		e->scorer = mtms_scorer_create(e->model, e->cxt);
+	{
+		/* a shared version's projections are shared too (when there was room) */
+		if (e->shared && DsaPointerIsValid(mtms_shared_proj(e->shared)))
+			e->scorer = mtms_scorer_create_shared(e->model, e->cxt, mtms_shared_area(),
+												  mtms_shared_proj(e->shared));
+		else
+			e->scorer = mtms_scorer_create(e->model, e->cxt);
+	}
 	*meta_out = e->meta;
 	*model_out = e->model;
 	return e->scorer;

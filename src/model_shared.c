@@ -17,6 +17,8 @@
 #include "miscadmin.h"
 #include "model_flat.h"
 #include "model_store.h"
+#include "proj_shared.h"
+#include "score_projection.h"
 #include "storage/condition_variable.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
@@ -55,6 +57,7 @@ typedef struct SharedSlot
 	uint64		last_used;		/* ctl->tick at its last pin */
 	SlotKey		key;
 	dsa_pointer root;			/* the flat model */
+	dsa_pointer proj;			/* its projection cache (proj_shared.h) */
 	Size		bytes;
 } SharedSlot;
 
@@ -153,8 +156,11 @@ slot_free(int i)
 
 	Assert(s->refcount == 0 && s->state == SLOT_READY);
 	dsa_free(area, s->root);
+	if (DsaPointerIsValid(s->proj))
+		mtms_proj_shared_free(area, s->proj);
 	memset(s, 0, sizeof(SharedSlot));
 	s->root = InvalidDsaPointer;
+	s->proj = InvalidDsaPointer;
 }
 
 static void
@@ -421,6 +427,7 @@ load_into(const MtmsModelMeta *meta, int i, MemoryContext cxt, bool *published)
 	MtmsModel  *model = mtms_model_load(meta, meta->active_version);
 	Size		size = mtms_model_flat_size(model);
 	dsa_pointer dp;
+	dsa_pointer proj;
 
 	MemoryContextSwitchTo(old);
 	*published = false;
@@ -434,10 +441,13 @@ load_into(const MtmsModelMeta *meta, int i, MemoryContext cxt, bool *published)
 		return model;
 	}
 	mtms_model_flat_write(model, dsa_get_address(area, dp), size);
+	proj = mtms_proj_shared_create(area, model->npairs, mtms_scorer_vector_floats(model),
+								   mtms_scorer_cap_bytes(), ctl->tranche);
 
 	LWLockAcquire(&ctl->lock, LW_EXCLUSIVE);
 	Assert(ctl->slots[i].state == SLOT_LOADING && ctl->slots[i].loader == MyProcPid);
 	ctl->slots[i].root = dp;
+	ctl->slots[i].proj = proj;
 	ctl->slots[i].bytes = size;
 	ctl->slots[i].state = SLOT_READY;
 	loading_slot = -1;
@@ -579,6 +589,13 @@ mtms_shared_model(const MtmsModelMeta *meta, MemoryContext cxt, MtmsSharedRef **
 		}
 	}
 	return view_of(i, cxt, ref);
+}
+
+dsa_pointer
+mtms_shared_proj(const MtmsSharedRef *ref)
+{
+	Assert(pinned[ref->slot] == ref->load_id);
+	return ctl->slots[ref->slot].proj;
 }
 
 bool

@@ -60,7 +60,13 @@ extern MtmsModel *mtms_shared_model(const MtmsModelMeta *meta, MemoryContext cxt
  */
 extern bool mtms_shared_repin(MtmsSharedRef *ref);
 
-/* The DSA area the shared entries live in (attached), for score_projection.c. */
+/*
+ * The version's shared projection cache (proj_shared.h), Invalid when
+ * there was no room for it; ref must be pinned.
+ */
+extern dsa_pointer mtms_shared_proj(const MtmsSharedRef *ref);
+
+/* The DSA area the shared entries live in (attached). */
 extern dsa_area *mtms_shared_area(void);
 
 /* The LWLock tranche of mtms's shared memory. */

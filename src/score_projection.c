@@ -13,6 +13,7 @@
 
 #include "blas.h"
 #include "feature_keys.h"
+#include "proj_shared.h"
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -65,10 +66,17 @@ typedef struct ProjTower
 	int64		nvec;
 } ProjTower;
 
+typedef struct ProjOps ProjOps;
+static const ProjOps local_ops;
+static const ProjOps shared_ops;
+
 struct MtmsScorer
 {
 	MemoryContext cxt;
 	const MtmsModel *m;
+	const ProjOps *ops;			/* where the projections are kept */
+	dsa_area   *area;			/* shared: the area, the cache in it */
+	MtmsProjShared *shared;
 	ProjTower **towers;			/* [npairs], NULL until used */
 	float	   *act[2];			/* activations, widest layer each */
 	float	   *miss;			/* projections not kept: PROJ_BATCH x widest */
@@ -112,6 +120,7 @@ mtms_scorer_create(const MtmsModel *m, MemoryContext parent)
 
 	sc->cxt = cxt;
 	sc->m = m;
+	sc->ops = &local_ops;
 	sc->towers = MemoryContextAllocZero(cxt, sizeof(ProjTower *) * m->npairs);
 	sc->reserve = tower_fixed_bytes() * m->npairs;
 	for (int p = 0; p < m->npairs; p++)
@@ -145,12 +154,15 @@ tower_get(MtmsScorer *sc, int p)
 	pt->h1 = t->sizes[1];
 	pt->h1p = (pt->h1 + 3) & ~3;
 	pt->nread = t->nin_used > 0 ? t->nin_used : t->sizes[0];
-	pt->ht = projhash_create(sc->cxt, PROJ_INITIAL, NULL);
-	pt->maxchunks = 16;
-	pt->chunks = MemoryContextAlloc(sc->cxt, sizeof(float *) * pt->maxchunks);
-	sc->bytes += sizeof(ProjTower) + pt->ht->size * sizeof(ProjEntry) +
-		sizeof(float *) * pt->maxchunks;
-	sc->reserve -= Min(sc->reserve, tower_fixed_bytes());
+	if (sc->shared == NULL)
+	{
+		pt->ht = projhash_create(sc->cxt, PROJ_INITIAL, NULL);
+		pt->maxchunks = 16;
+		pt->chunks = MemoryContextAlloc(sc->cxt, sizeof(float *) * pt->maxchunks);
+		sc->bytes += sizeof(ProjTower) + pt->ht->size * sizeof(ProjEntry) +
+			sizeof(float *) * pt->maxchunks;
+		sc->reserve -= Min(sc->reserve, tower_fixed_bytes());
+	}
 	sc->towers[p] = pt;
 	return pt;
 }
@@ -313,6 +325,55 @@ projection_get(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f, float *missb
 	return projection_insert(sc, pt, f, known, missbuf);
 }
 
+/* ----------------------------------------------------------------
+ * Where projections are kept: this backend's tables (above), or the
+ * shared cache of a shared model version (proj_shared.h).  Both compute a
+ * miss with projection_compute, so they hold the same bits.
+ * ---------------------------------------------------------------- */
+
+struct ProjOps
+{
+	/* start fetching where the lookup of hash begins */
+	void		(*prefetch) (const MtmsScorer *sc, const ProjTower *pt, uint64 hash);
+	/* the vector to add for f (NULL: zero), computed into missbuf on a miss */
+	const float *(*get) (MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f,
+						 float *missbuf);
+};
+
+static void
+local_prefetch(const MtmsScorer *sc, const ProjTower *pt, uint64 hash)
+{
+	mtms_prefetch(&pt->ht->data[PROJ_HASH(hash) & pt->ht->sizemask]);
+}
+
+static void
+shared_prefetch(const MtmsScorer *sc, const ProjTower *pt, uint64 hash)
+{
+	mtms_proj_shared_prefetch(sc->area, sc->shared, pt->pair, hash);
+}
+
+static const float *
+shared_get(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f, float *missbuf)
+{
+	const float *v;
+	bool		known;
+	bool		kept;
+
+	if (likely(mtms_proj_shared_lookup(sc->area, sc->shared, pt->pair, f->hash,
+									   f->field, &v)))
+		return v;
+	known = projection_compute(sc, pt, f, missbuf);
+	sc->computed++;
+	v = mtms_proj_shared_insert(sc->area, sc->shared, pt->pair, f->hash, f->field,
+								known, missbuf, &kept);
+	if (!kept)
+		sc->uncached++;
+	return v;
+}
+
+static const ProjOps local_ops = {local_prefetch, projection_get};
+static const ProjOps shared_ops = {shared_prefetch, shared_get};
+
 /* dst[0..n) += src[0..n), n a multiple of 4 */
 static inline void
 vec_add(float *dst, const float *src, int n)
@@ -407,10 +468,10 @@ tower_logit(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *feats, int nfeats)
 		const float *v[PROJ_BATCH];
 
 		for (int i = 0; i < n; i++)
-			mtms_prefetch(&pt->ht->data[PROJ_HASH(fb[i].hash) & pt->ht->sizemask]);
+			sc->ops->prefetch(sc, pt, fb[i].hash);
 		for (int i = 0; i < n; i++)
 		{
-			v[i] = projection_get(sc, pt, &fb[i], sc->miss + (Size) i * pt->h1p);
+			v[i] = sc->ops->get(sc, pt, &fb[i], sc->miss + (Size) i * pt->h1p);
 			if (v[i])
 				for (int j = 0; j < pt->h1p; j += 16)
 					mtms_prefetch(v[i] + j);
@@ -434,9 +495,42 @@ mtms_scorer_predict(MtmsScorer *sc, int scene, int task,
 	return mtms_sigmoid(tower_logit(sc, tower_get(sc, p), feats, nfeats));
 }
 
+MtmsScorer *
+mtms_scorer_create_shared(const MtmsModel *m, MemoryContext parent, dsa_area *area,
+						  dsa_pointer cache)
+{
+	MtmsScorer *sc = mtms_scorer_create(m, parent);
+
+	sc->ops = &shared_ops;
+	sc->area = area;
+	sc->shared = dsa_get_address(area, cache);
+	sc->reserve = 0;
+	return sc;
+}
+
+bool
+mtms_scorer_is_shared(const MtmsScorer *sc)
+{
+	return sc->shared != NULL;
+}
+
+int
+mtms_scorer_vector_floats(const MtmsModel *m)
+{
+	return (m->hidden[0] + 3) & ~3;
+}
+
 void
 mtms_scorer_stats(const MtmsScorer *sc, MtmsScorerStats *st)
 {
+	if (sc->shared)
+	{
+		mtms_proj_shared_stats(sc->shared, &st->keys, &st->zero_keys, &st->bytes,
+							   &st->cap_bytes);
+		st->computed = sc->computed;
+		st->uncached = sc->uncached;
+		return;
+	}
 	st->keys = sc->keys;
 	st->zero_keys = sc->zero_keys;
 	st->bytes = (int64) sc->bytes;
@@ -495,6 +589,9 @@ mtms_score_batch_create(MtmsScorer *sc)
 	MtmsScoreBatch *b = palloc0(sizeof(MtmsScoreBatch));
 	const MtmsTower *shape = m->tower1[0];
 	int			h1 = shape->sizes[1];
+
+	if (sc->shared)
+		elog(ERROR, "mtms: batches score through a backend's own projection cache");
 
 	/*
 	 * One work area serves every tower: all have the model's hidden sizes,

@@ -32,6 +32,7 @@
 #define MTMS_SCORE_PROJECTION_H
 
 #include "model.h"
+#include "utils/dsa.h"
 
 typedef struct MtmsScorer MtmsScorer;
 
@@ -47,6 +48,18 @@ typedef struct MtmsScorerStats
 
 /* An empty cache for m, in a new child of parent.  m must outlive it. */
 extern MtmsScorer *mtms_scorer_create(const MtmsModel *m, MemoryContext parent);
+
+/*
+ * A scorer of a shared model version whose projections are kept in the
+ * version's shared cache (proj_shared.h, at cache in area) instead: the
+ * same scores, bit for bit; only one-row scoring (mtms_scorer_predict), not
+ * batches.  Its per-backend part is a few buffers.
+ */
+extern MtmsScorer *mtms_scorer_create_shared(const MtmsModel *m, MemoryContext parent,
+											 dsa_area *area, dsa_pointer cache);
+extern bool mtms_scorer_is_shared(const MtmsScorer *sc);
+/* floats of one projection vector of m (its first hidden size, padded) */
+extern int	mtms_scorer_vector_floats(const MtmsModel *m);
 
 /*
  * Probability of task (MTMS_TASK_CTR / CVR) for scene: the pair's
