@@ -137,10 +137,12 @@ SELECT count(*) AS figures,
 
 -- ---------------------------------------------------------------------------
 -- A cache of 1 MB fills during the evaluation: the projections it cannot
--- keep are computed for their batch, the figures stay right.
+-- keep are computed for their batch, the figures stay right.  (This
+-- session's own cache: preloaded, the shared one was filled above.)
 \c
 SET client_min_messages = warning;
 SET max_parallel_workers_per_gather = 0;
+SET mtms.shared_models = off;
 SET mtms.score_cache = 1;
 SELECT * FROM ev_check('ev_m', 'ev_all');
 SELECT bytes <= cap_bytes AS within_cap, uncached > 0 AS cap_reached

@@ -42,6 +42,7 @@
 
 #include "access.h"
 #include "catalog.h"
+#include "model_shared.h"
 #include "options.h"
 
 /* Longest part of a user-supplied name shown in an error message. */
@@ -632,6 +633,7 @@ mtms_drop_model(PG_FUNCTION_ARGS)
 	spi_finish();
 
 	mtms_catalog_changed();
+	mtms_shared_forget_model(m->model_id);
 	PG_RETURN_VOID();
 }
 

@@ -179,22 +179,6 @@ scene_of(const MtmsModel *m, const int *lens, text *t, int last)
  * An unknown version is an error (undefined_object) naming the kept ones.
  */
 static MtmsScorer *
-active_scorer(const char *name, MemoryContext cxt, const MtmsModelMeta **meta_out,
-			  const MtmsModel **model_out)
-{
-	MtmsScorer *sc = mtms_cache_get_scorer(name, meta_out, model_out);
-
-	/*
-	 * A shared version's projection cache serves one-row scoring only:
-	 * batches fill a cache of their own in cxt (the model stays shared,
-	 * pinned until the end of the transaction).
-	 */
-	if (mtms_scorer_is_shared(sc))
-		sc = mtms_scorer_create(*model_out, cxt);
-	return sc;
-}
-
-static MtmsScorer *
 eval_scorer(FunctionCallInfo fcinfo, const char *name, MemoryContext cxt,
 			const MtmsModelMeta **meta_out, const MtmsModel **model_out)
 {
@@ -204,7 +188,7 @@ eval_scorer(FunctionCallInfo fcinfo, const char *name, MemoryContext cxt,
 	MtmsModel  *m;
 
 	if (PG_NARGS() < 3 || PG_ARGISNULL(2))
-		return active_scorer(name, cxt, meta_out, model_out);
+		return mtms_cache_get_scorer(name, meta_out, model_out);
 	version = PG_GETARG_INT32(2);
 	old = MemoryContextSwitchTo(cxt);
 	meta = mtms_model_lookup(name, false, false);
@@ -212,7 +196,7 @@ eval_scorer(FunctionCallInfo fcinfo, const char *name, MemoryContext cxt,
 	mtms_check_version_kept(meta, version);
 	MemoryContextSwitchTo(old);
 	if (version == meta->active_version)
-		return active_scorer(name, cxt, meta_out, model_out);
+		return mtms_cache_get_scorer(name, meta_out, model_out);
 
 	old = MemoryContextSwitchTo(cxt);
 	m = mtms_model_load(meta, version);

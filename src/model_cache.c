@@ -19,13 +19,6 @@
 #include "utils/inval.h"
 #include "utils/memutils.h"
 
-/* This backend's local transaction id (PGPROC grew a vxid struct in 17). */
-#if PG_VERSION_NUM >= 170000
-#define MY_LXID (MyProc->vxid.lxid)
-#else
-#define MY_LXID (MyProc->lxid)
-#endif
-
 typedef struct CacheEntry
 {
 	char	   *name;

@@ -15,6 +15,14 @@
 #include "catalog.h"
 #include "model.h"
 #include "score_projection.h"
+#include "storage/proc.h"
+
+/* This backend's local transaction id (PGPROC grew a vxid struct in 17). */
+#if PG_VERSION_NUM >= 170000
+#define MY_LXID (MyProc->vxid.lxid)
+#else
+#define MY_LXID (MyProc->lxid)
+#endif
 
 /* The active version of model name, loaded if needed. ERROR if untrained. */
 extern MtmsModel *mtms_cache_get(const char *name, const MtmsModelMeta **meta);

@@ -14,17 +14,20 @@
 #include "access/parallel.h"
 #include "access/transam.h"
 #include "access/xact.h"
+#include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "model_flat.h"
 #include "model_store.h"
 #include "proj_shared.h"
 #include "score_projection.h"
-#include "storage/condition_variable.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/memutils.h"
-#include "utils/wait_event.h"
 
 #define SHARED_SLOTS	64		/* versions in shared memory at most */
 
@@ -51,6 +54,7 @@ typedef struct SharedSlot
 {
 	SlotState	state;
 	bool		stale;			/* no longer active: free when unpinned */
+	bool		dropped;		/* its model was dropped: evicted first */
 	int			refcount;		/* transactions that pin it */
 	int			loader;			/* pid of the loader while SLOT_LOADING */
 	uint64		load_id;		/* unique among all loads */
@@ -66,7 +70,6 @@ typedef struct SharedCtl
 	LWLock		lock;			/* everything below */
 	int			tranche;
 	dsa_handle	handle;			/* DSA_HANDLE_INVALID until first use */
-	ConditionVariable loaded;	/* a SLOT_LOADING entry changed state */
 	uint64		next_load_id;
 	uint64		tick;
 	SharedSlot	slots[SHARED_SLOTS];
@@ -85,6 +88,9 @@ static int	npinned = 0;
 static int	loading_slot = -1;	/* the entry this backend is loading */
 static dsa_pointer loading_dp = InvalidDsaPointer;
 static bool callbacks_done = false;
+#define MAX_FORGET 16
+static int32 forget[MAX_FORGET];	/* models this transaction dropped */
+static int	nforget = 0;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -115,7 +121,6 @@ shared_shmem_startup(void)
 		ctl->tranche = LWLockNewTrancheId();
 		LWLockInitialize(&ctl->lock, ctl->tranche);
 		ctl->handle = DSA_HANDLE_INVALID;
-		ConditionVariableInit(&ctl->loaded);
 		ctl->next_load_id = 1;
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -212,7 +217,7 @@ slot_find(const SlotKey *key)
 	return -1;
 }
 
-/* The unpinned published entry used longest ago, or -1. */
+/* The unpinned published entry to evict: of a dropped model first, then used longest ago; or -1. */
 static int
 slot_lru(int except)
 {
@@ -222,8 +227,11 @@ slot_lru(int except)
 	{
 		SharedSlot *s = &ctl->slots[i];
 
-		if (i != except && s->state == SLOT_READY && s->refcount == 0 &&
-			(best < 0 || s->last_used < ctl->slots[best].last_used))
+		if (i == except || s->state != SLOT_READY || s->refcount > 0)
+			continue;
+		if (best < 0 || s->dropped > ctl->slots[best].dropped ||
+			(s->dropped == ctl->slots[best].dropped &&
+			 s->last_used < ctl->slots[best].last_used))
 			best = i;
 	}
 	return best;
@@ -292,7 +300,27 @@ release_pins(void)
 		loading_dp = InvalidDsaPointer;
 	}
 	LWLockRelease(&ctl->lock);
-	ConditionVariableBroadcast(&ctl->loaded);
+}
+
+/*
+ * The models this transaction dropped are gone: their versions are the
+ * first to go when room is needed.  (Not at once: a statement that began
+ * before the drop committed may still score with them, as it would with
+ * its own copy; see specs/drop_during_score.spec.)
+ */
+static void
+forget_committed(void)
+{
+	if (nforget == 0)
+		return;
+	LWLockAcquire(&ctl->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < SHARED_SLOTS; i++)
+		for (int k = 0; k < nforget; k++)
+			if (ctl->slots[i].state != SLOT_FREE && ctl->slots[i].key.db == MyDatabaseId &&
+				ctl->slots[i].key.model_id == forget[k])
+				ctl->slots[i].dropped = true;
+	LWLockRelease(&ctl->lock);
+	nforget = 0;
 }
 
 static void
@@ -301,11 +329,15 @@ shared_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:
+			release_pins();
+			forget_committed();
+			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			release_pins();
+			nforget = 0;
 			break;
 		default:
 			break;
@@ -413,6 +445,19 @@ warn_no_room(const MtmsModelMeta *meta, Size bytes, const char *why)
 					 "to share it.")));
 }
 
+/* Test hook: a load pauses between writing its block and publishing it. */
+static void
+test_pause(void)
+{
+	Datum		key;
+
+	if (mtms_test_pause_load == 0)
+		return;
+	key = Int64GetDatum((int64) mtms_test_pause_load);
+	DirectFunctionCall1(pg_advisory_lock_shared_int8, key);
+	DirectFunctionCall1(pg_advisory_unlock_shared_int8, key);
+}
+
 /*
  * Load meta's active version into entry i (ours, SLOT_LOADING) and
  * publish it; returns the session's own copy (in cxt) instead when it
@@ -441,8 +486,9 @@ load_into(const MtmsModelMeta *meta, int i, MemoryContext cxt, bool *published)
 		return model;
 	}
 	mtms_model_flat_write(model, dsa_get_address(area, dp), size);
+	test_pause();
 	proj = mtms_proj_shared_create(area, model->npairs, mtms_scorer_vector_floats(model),
-								   mtms_scorer_cap_bytes(), ctl->tranche);
+								   ctl->tranche);
 
 	LWLockAcquire(&ctl->lock, LW_EXCLUSIVE);
 	Assert(ctl->slots[i].state == SLOT_LOADING && ctl->slots[i].loader == MyProcPid);
@@ -454,7 +500,6 @@ load_into(const MtmsModelMeta *meta, int i, MemoryContext cxt, bool *published)
 	loading_dp = InvalidDsaPointer;
 	slot_pin(i);
 	LWLockRelease(&ctl->lock);
-	ConditionVariableBroadcast(&ctl->loaded);
 	MemoryContextDelete(tmp);
 	*published = true;
 	return NULL;
@@ -475,7 +520,6 @@ load_failed(int i)
 	loading_dp = InvalidDsaPointer;
 	loading_slot = -1;
 	LWLockRelease(&ctl->lock);
-	ConditionVariableBroadcast(&ctl->loaded);
 }
 
 static void
@@ -504,68 +548,124 @@ view_of(int i, MemoryContext cxt, MtmsSharedRef **ref)
 	return mtms_model_flat_view(dsa_get_address(area, s->root), cxt);
 }
 
+/*
+ * The heavyweight lock a loader holds on its version while it loads it,
+ * and others wait for (so that the lock manager sees, and tests can tell,
+ * who waits for whom): an advisory lock tag of our own class (pg_locks:
+ * locktype advisory, objsubid 77, classid/objid the model id and version).
+ */
+#define MTMS_LOCKTAG_CLASS	77
+
+static void
+load_locktag(const SlotKey *key, LOCKTAG *tag)
+{
+	SET_LOCKTAG_ADVISORY(*tag, key->db, (uint32) key->model_id, (uint32) key->version,
+						 MTMS_LOCKTAG_CLASS);
+}
+
+typedef enum Found
+{
+	FOUND_READY,				/* pinned */
+	FOUND_LOADING,				/* someone loads it */
+	FOUND_CLAIMED,				/* ours to load */
+	FOUND_NO_ROOM				/* every entry in use */
+} Found;
+
+/* Look key up (pinning it), or claim an entry when claim. */
+static Found
+find_or_claim(const SlotKey *key, bool claim, int *slot)
+{
+	Found		r;
+	int			i;
+
+	LWLockAcquire(&ctl->lock, LW_EXCLUSIVE);
+
+	/*
+	 * A statement snapshot sees the latest committed version: the others
+	 * are no longer active.  (A transaction snapshot may see an older one;
+	 * a parallel worker the leader's query's.)
+	 */
+	if (!IsolationUsesXactSnapshot() && !IsParallelWorker())
+		mark_others_stale(key);
+	i = slot_find(key);
+	if (i >= 0 && ctl->slots[i].state == SLOT_READY)
+	{
+		slot_pin(i);
+		r = FOUND_READY;
+	}
+	else if (i >= 0)
+		r = FOUND_LOADING;
+	else if (!claim)
+		r = FOUND_CLAIMED;		/* (nobody has it: the caller claims next) */
+	else if ((i = slot_claim()) < 0)
+		r = FOUND_NO_ROOM;
+	else
+	{
+		SharedSlot *s = &ctl->slots[i];
+
+		s->state = SLOT_LOADING;
+		s->stale = false;
+		s->dropped = false;
+		s->refcount = 0;
+		s->loader = MyProcPid;
+		s->load_id = ctl->next_load_id++;
+		s->key = *key;
+		s->root = InvalidDsaPointer;
+		s->proj = InvalidDsaPointer;
+		loading_slot = i;
+		r = FOUND_CLAIMED;
+	}
+	LWLockRelease(&ctl->lock);
+	*slot = i;
+	return r;
+}
+
 MtmsModel *
 mtms_shared_model(const MtmsModelMeta *meta, MemoryContext cxt, MtmsSharedRef **ref)
 {
 	SlotKey		key;
+	LOCKTAG		tag;
 	int			i;
+	Found		f;
 
 	*ref = NULL;
 	if (!mtms_shared_enabled() || meta->active_version <= 0 ||
 		TransactionIdIsCurrentTransactionId(meta->row_xmin))
 		return NULL;
 	make_key(meta, &key);
+	load_locktag(&key, &tag);
 	mtms_shared_area();
 
-	ConditionVariablePrepareToSleep(&ctl->loaded);
 	for (;;)
 	{
-		LWLockAcquire(&ctl->lock, LW_EXCLUSIVE);
-
-		/*
-		 * A statement snapshot sees the latest committed version: the
-		 * others are no longer active.  (A transaction snapshot may see an
-		 * older one; a parallel worker the leader's query's.)
-		 */
-		if (!IsolationUsesXactSnapshot() && !IsParallelWorker())
-			mark_others_stale(&key);
-		i = slot_find(&key);
-		if (i >= 0 && ctl->slots[i].state == SLOT_READY)
-		{
-			slot_pin(i);
-			LWLockRelease(&ctl->lock);
-			ConditionVariableCancelSleep();
+		CHECK_FOR_INTERRUPTS();
+		f = find_or_claim(&key, false, &i);
+		if (f == FOUND_READY)
 			return view_of(i, cxt, ref);
-		}
-		if (i >= 0)
+		if (f == FOUND_LOADING)
 		{
-			/* another session is loading it: wait for it */
-			LWLockRelease(&ctl->lock);
-			ConditionVariableSleep(&ctl->loaded, PG_WAIT_EXTENSION);
+			/* wait until its loader published it (or failed) */
+			(void) LockAcquire(&tag, ShareLock, false, false);
+			LockRelease(&tag, ShareLock, false);
 			continue;
 		}
-		i = slot_claim();
-		if (i >= 0)
-		{
-			SharedSlot *s = &ctl->slots[i];
 
-			s->state = SLOT_LOADING;
-			s->stale = false;
-			s->refcount = 0;
-			s->loader = MyProcPid;
-			s->load_id = ctl->next_load_id++;
-			s->key = key;
-			s->root = InvalidDsaPointer;
-			loading_slot = i;
+		/* a loader claims the entry only while it holds the lock */
+		(void) LockAcquire(&tag, ExclusiveLock, false, false);
+		f = find_or_claim(&key, true, &i);
+		if (f != FOUND_CLAIMED)
+		{
+			LockRelease(&tag, ExclusiveLock, false);
+			if (f == FOUND_READY)
+				return view_of(i, cxt, ref);
+			if (f == FOUND_NO_ROOM)
+			{
+				warn_no_room(meta, 0, "every shared entry is in use");
+				return NULL;
+			}
+			continue;
 		}
-		LWLockRelease(&ctl->lock);
 		break;
-	}
-	ConditionVariableCancelSleep();
-	if (i < 0)
-	{
-		warn_no_room(meta, 0, "every shared entry is in use");
-		return NULL;
 	}
 
 	{
@@ -582,6 +682,7 @@ mtms_shared_model(const MtmsModelMeta *meta, MemoryContext cxt, MtmsSharedRef **
 			PG_RE_THROW();
 		}
 		PG_END_TRY();
+		LockRelease(&tag, ExclusiveLock, false);
 		if (!published)
 		{
 			load_failed(i);
@@ -617,17 +718,58 @@ mtms_shared_repin(MtmsSharedRef *ref)
 void
 mtms_shared_forget_model(int32 model_id)
 {
-	SlotKey		key;
-
-	if (ctl == NULL || ctl->handle == DSA_HANDLE_INVALID)
+	if (ctl == NULL || nforget == MAX_FORGET)
 		return;
+	mtms_shared_area();			/* the callbacks */
+	forget[nforget++] = model_id;
+}
+
+/* ---------------------------------------------------------------------
+ * mtms_shared_models(): what this database has in shared memory
+ * --------------------------------------------------------------------- */
+
+PG_FUNCTION_INFO_V1(mtms_shared_models_list);
+Datum
+mtms_shared_models_list(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	SharedSlot	copy[SHARED_SLOTS];
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (ctl == NULL)
+		PG_RETURN_VOID();
 	mtms_shared_area();
-	memset(&key, 0, sizeof(key));
-	key.db = MyDatabaseId;
-	key.relid = mtms_model_relid();
-	key.model_id = model_id;
-	key.version = -1;			/* matches no entry: all of them are others */
-	LWLockAcquire(&ctl->lock, LW_EXCLUSIVE);
-	mark_others_stale(&key);
+	LWLockAcquire(&ctl->lock, LW_SHARED);
+	memcpy(copy, ctl->slots, sizeof(copy));
 	LWLockRelease(&ctl->lock);
+
+	for (int i = 0; i < SHARED_SLOTS; i++)
+	{
+		SharedSlot *s = &copy[i];
+		Datum		values[8];
+		bool		nulls[8] = {0};
+		int64		keys;
+		int64		zero_keys;
+		int64		pbytes = 0;
+
+		if (s->state == SLOT_FREE || s->key.db != MyDatabaseId)
+			continue;
+		/* (a ready entry's cache lives as long as the entry: read under the lock) */
+		LWLockAcquire(&ctl->lock, LW_SHARED);
+		if (ctl->slots[i].state == SLOT_READY && ctl->slots[i].load_id == s->load_id &&
+			DsaPointerIsValid(ctl->slots[i].proj))
+			mtms_proj_shared_stats(dsa_get_address(area, ctl->slots[i].proj),
+								   &keys, &zero_keys, &pbytes);
+		LWLockRelease(&ctl->lock);
+		values[0] = Int32GetDatum(s->key.model_id);
+		values[1] = Int32GetDatum(s->key.version);
+		values[2] = CStringGetTextDatum(s->state == SLOT_READY ? "ready" : "loading");
+		values[3] = Int32GetDatum(s->refcount);
+		values[4] = BoolGetDatum(s->stale);
+		values[5] = BoolGetDatum(s->dropped);
+		values[6] = Int64GetDatum((int64) s->bytes);
+		values[7] = Int64GetDatum(pbytes);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	PG_RETURN_VOID();
 }

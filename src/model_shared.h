@@ -11,18 +11,20 @@
  * in shared memory by its identity (database, catalog table, model id,
  * version, scenes, fields, params_revision), never by name.
  *
- * Loading: one loader per version; the others wait for it on a condition
- * variable, and a session never sees a half-loaded version (an entry is
- * published, under the registry's lock, only once its block is written).
+ * Loading: one loader per version, holding a heavyweight lock on it (an
+ * advisory lock tag of mtms's own class, 77) while it loads; the others
+ * wait for that lock, and a session never sees a half-loaded version (an
+ * entry is published, under the registry's lock, only once its block is
+ * written).
  * A load that fails leaves nothing behind; one that does not fit in
  * mtms.shared_models_memory (or finds no free entry) gives the session its
  * own copy, with a WARNING saying so once per backend and version.
  *
  * Lifetime: a session pins the entries it scores from until the end of its
  * transaction.  An entry whose version is no longer active (some session
- * found another one active, or the model was dropped) is freed when its
- * last pin goes; an unpinned entry may also be evicted, oldest use first,
- * when a new version needs the room.  A view is only valid while its
+ * found another one active) is freed when its last pin goes; an unpinned
+ * entry may also be evicted when a new version needs the room: of a
+ * dropped model first, then the one used longest ago.  A view is only valid while its
  * entry is pinned: mtms_shared_repin says whether it still is the same.
  *
  * A transaction that changed the model's row (a training, rollback, edit
@@ -72,7 +74,10 @@ extern dsa_area *mtms_shared_area(void);
 /* The LWLock tranche of mtms's shared memory. */
 extern int	mtms_shared_tranche(void);
 
-/* Forget every version of a model (mtms_drop_model): freed once unpinned. */
+/*
+ * This transaction drops the model (mtms_drop_model): when it commits, its
+ * versions in shared memory are the first evicted when room is needed.
+ */
 extern void mtms_shared_forget_model(int32 model_id);
 
 #endif							/* MTMS_MODEL_SHARED_H */

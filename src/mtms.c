@@ -26,6 +26,7 @@ int			mtms_score_cache_mb = -1;
 int			mtms_train_workers = -1;
 bool		mtms_shared_models = true;
 int			mtms_shared_models_memory_mb = 1024;
+int			mtms_test_pause_load = 0;
 
 void		_PG_init(void);
 
@@ -142,6 +143,17 @@ _PG_init(void)
 							default_max_memory_mb(), 16, INT_MAX / 2,
 							PGC_SIGHUP,
 							GUC_UNIT_MB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("mtms.test_pause_load",
+							"Test hook: pause the load of a shared model version on this advisory lock.",
+							"Not 0: a session that loads a version into shared memory waits for a shared "
+							"advisory lock on this key between writing the copy and publishing it, and "
+							"releases it at once.  For tests only.",
+							&mtms_test_pause_load,
+							0, INT_MIN, INT_MAX,
+							PGC_SUSET,
+							GUC_NOT_IN_SAMPLE,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("mtms");

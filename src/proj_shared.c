@@ -49,7 +49,6 @@ struct MtmsProjShared
 {
 	int			npairs;
 	int			h1p;
-	Size		cap;
 	pg_atomic_uint64 bytes;
 	pg_atomic_uint64 keys;
 	pg_atomic_uint64 zero_keys;
@@ -69,7 +68,7 @@ table_bytes(uint64 size)
 }
 
 dsa_pointer
-mtms_proj_shared_create(dsa_area *area, int npairs, int h1p, Size cap, int tranche)
+mtms_proj_shared_create(dsa_area *area, int npairs, int h1p, int tranche)
 {
 	Size		size = offsetof(MtmsProjShared, towers) + sizeof(PsTower) * npairs;
 	dsa_pointer dp = dsa_allocate_extended(area, size, DSA_ALLOC_NO_OOM | DSA_ALLOC_ZERO);
@@ -80,7 +79,6 @@ mtms_proj_shared_create(dsa_area *area, int npairs, int h1p, Size cap, int tranc
 	ps = dsa_get_address(area, dp);
 	ps->npairs = npairs;
 	ps->h1p = h1p;
-	ps->cap = cap;
 	pg_atomic_init_u64(&ps->bytes, size);
 	pg_atomic_init_u64(&ps->keys, 0);
 	pg_atomic_init_u64(&ps->zero_keys, 0);
@@ -174,13 +172,13 @@ mtms_proj_shared_prefetch(dsa_area *area, MtmsProjShared *ps, int p, uint64 hash
 		mtms_prefetch(&tab->data[ps_slot(hash) & (tab->size - 1)]);
 }
 
-/* Reserve bytes of the cap; false when they do not fit. */
+/* Reserve bytes within cap; false when they do not fit. */
 static bool
-reserve(MtmsProjShared *ps, Size bytes)
+reserve(MtmsProjShared *ps, Size bytes, Size cap)
 {
 	uint64		now = pg_atomic_fetch_add_u64(&ps->bytes, bytes);
 
-	if (now + bytes <= ps->cap)
+	if (now + bytes <= cap)
 		return true;
 	pg_atomic_fetch_sub_u64(&ps->bytes, bytes);
 	return false;
@@ -205,7 +203,7 @@ table_put(PsTable *tab, uint64 hash, int32 field, dsa_pointer vec)
 
 /* A table with room for one more entry (the tower's lock held), or NULL. */
 static PsTable *
-table_with_room(dsa_area *area, MtmsProjShared *ps, PsTower *tw)
+table_with_room(dsa_area *area, MtmsProjShared *ps, PsTower *tw, Size cap)
 {
 	PsTable    *old = current_table(area, tw);
 	uint64		size = old ? old->size * 2 : PS_INITIAL;
@@ -214,7 +212,7 @@ table_with_room(dsa_area *area, MtmsProjShared *ps, PsTower *tw)
 
 	if (old && (old->members + 1) * 4 <= old->size * 3)
 		return old;
-	if (!reserve(ps, table_bytes(size)))
+	if (!reserve(ps, table_bytes(size), cap))
 		return NULL;
 	dp = dsa_allocate_extended(area, table_bytes(size),
 							   DSA_ALLOC_NO_OOM | DSA_ALLOC_ZERO | DSA_ALLOC_HUGE);
@@ -240,7 +238,7 @@ table_with_room(dsa_area *area, MtmsProjShared *ps, PsTower *tw)
 
 /* Room for the tower's next vector (its lock held), or Invalid. */
 static dsa_pointer
-vector_slot(dsa_area *area, MtmsProjShared *ps, PsTower *tw)
+vector_slot(dsa_area *area, MtmsProjShared *ps, PsTower *tw, Size cap)
 {
 	Size		vbytes = sizeof(float) * ps->h1p;
 	int64		k = tw->nvec % PS_CHUNK;
@@ -250,7 +248,7 @@ vector_slot(dsa_area *area, MtmsProjShared *ps, PsTower *tw)
 		Size		bytes = PS_CHUNK_HEADER + vbytes * PS_CHUNK;
 		dsa_pointer dp;
 
-		if (!reserve(ps, bytes))
+		if (!reserve(ps, bytes, cap))
 			return InvalidDsaPointer;
 		dp = dsa_allocate_extended(area, bytes, DSA_ALLOC_NO_OOM);
 		if (!DsaPointerIsValid(dp))
@@ -268,7 +266,7 @@ vector_slot(dsa_area *area, MtmsProjShared *ps, PsTower *tw)
 const float *
 mtms_proj_shared_insert(dsa_area *area, MtmsProjShared *ps, int p,
 						uint64 hash, int32 field, bool known,
-						const float *vec, bool *kept)
+						const float *vec, Size cap, bool *kept)
 {
 	PsTower    *tw = &ps->towers[p];
 	PsTable    *tab;
@@ -286,9 +284,9 @@ mtms_proj_shared_insert(dsa_area *area, MtmsProjShared *ps, int p,
 		LWLockRelease(&tw->lock);
 		return DsaPointerIsValid(e->vec) ? dsa_get_address(area, e->vec) : NULL;
 	}
-	tab = table_with_room(area, ps, tw);
+	tab = table_with_room(area, ps, tw, cap);
 	if (tab != NULL && known)
-		vdp = vector_slot(area, ps, tw);
+		vdp = vector_slot(area, ps, tw, cap);
 	if (tab != NULL && (!known || DsaPointerIsValid(vdp)))
 	{
 		if (known)
@@ -310,10 +308,9 @@ mtms_proj_shared_insert(dsa_area *area, MtmsProjShared *ps, int p,
 
 void
 mtms_proj_shared_stats(MtmsProjShared *ps, int64 *keys, int64 *zero_keys,
-					   int64 *bytes, int64 *cap)
+					   int64 *bytes)
 {
 	*keys = (int64) pg_atomic_read_u64(&ps->keys);
 	*zero_keys = (int64) pg_atomic_read_u64(&ps->zero_keys);
 	*bytes = (int64) pg_atomic_read_u64(&ps->bytes);
-	*cap = (int64) ps->cap;
 }

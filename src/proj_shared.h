@@ -11,9 +11,9 @@
  * just computes the projection itself: the same bits).  Inserts into one
  * tower take its LWLock; a table past 3/4 full is replaced by one twice
  * its size (the old one stays readable until the version is freed).
- * Bounded by a byte cap (mtms.score_cache of the session that loaded the
- * version) and by the DSA area's limit; past them projections are
- * computed for the row without being kept.
+ * Bounded by the inserting session's cap (mtms.score_cache) and by the
+ * DSA area's limit; past them projections are computed for the row
+ * without being kept.
  */
 #ifndef MTMS_PROJ_SHARED_H
 #define MTMS_PROJ_SHARED_H
@@ -25,7 +25,7 @@ typedef struct MtmsProjShared MtmsProjShared;
 
 /* A cache for npairs towers of h1p floats per vector; Invalid when no room. */
 extern dsa_pointer mtms_proj_shared_create(dsa_area *area, int npairs, int h1p,
-										   Size cap, int tranche);
+										   int tranche);
 extern void mtms_proj_shared_free(dsa_area *area, dsa_pointer dp);
 
 /*
@@ -41,14 +41,15 @@ extern void mtms_proj_shared_prefetch(dsa_area *area, MtmsProjShared *ps, int p,
 
 /*
  * Keep a projection just computed (known: vec holds h1p floats; else it
- * projects to zero) when the cap allows.  Returns the vector to add: the
- * shared copy, vec when not kept, NULL for zero.  *kept says which.
+ * projects to zero) when the cache then holds at most cap bytes.  Returns
+ * the vector to add: the shared copy, vec when not kept, NULL for zero.
+ * *kept says which.
  */
 extern const float *mtms_proj_shared_insert(dsa_area *area, MtmsProjShared *ps, int p,
 											uint64 hash, int32 field, bool known,
-											const float *vec, bool *kept);
+											const float *vec, Size cap, bool *kept);
 
 extern void mtms_proj_shared_stats(MtmsProjShared *ps, int64 *keys, int64 *zero_keys,
-								   int64 *bytes, int64 *cap);
+								   int64 *bytes);
 
 #endif							/* MTMS_PROJ_SHARED_H */

@@ -13,6 +13,7 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "model_cache.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
@@ -27,6 +28,7 @@ PG_FUNCTION_INFO_V1(mtms_score_cache_stats);
 typedef struct ScoreCallCache
 {
 	uint64		generation;
+	LocalTransactionId lxid;	/* transaction the model was fetched in */
 	Oid			user;			/* role the model was fetched for */
 	char	   *model_name;
 	const MtmsModel *model;
@@ -89,7 +91,12 @@ score_common(FunctionCallInfo fcinfo, const char *model_name, int first,
 	}
 
 	/* the model: cached per call site until the catalog changes */
+	/*
+	 * (A shared version is pinned for a transaction: a call site that
+	 * outlives one fetches the model again.)
+	 */
 	if (cc->model == NULL || cc->generation != mtms_cache_generation() ||
+		cc->lxid != MY_LXID ||
 		cc->user != GetUserId() || strcmp(cc->model_name, model_name) != 0)
 	{
 		const MtmsModelMeta *meta;
@@ -101,6 +108,7 @@ score_common(FunctionCallInfo fcinfo, const char *model_name, int first,
 		cc->model = m;
 		cc->meta = meta;
 		cc->generation = mtms_cache_generation();
+		cc->lxid = MY_LXID;
 		cc->user = GetUserId();
 		if (cc->scene_name)
 			pfree(cc->scene_name);

@@ -69,6 +69,8 @@ typedef struct ProjTower
 typedef struct ProjOps ProjOps;
 static const ProjOps local_ops;
 static const ProjOps shared_ops;
+static const float *projection_insert(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f,
+									  bool known, const float *missbuf);
 
 struct MtmsScorer
 {
@@ -302,42 +304,28 @@ projection_insert(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f, bool know
 	return vec_ptr(pt, e->vec);
 }
 
-/*
- * The vector to add for feature f (NULL: zero), computing it on a miss
- * into missbuf (h1p floats), which must stay untouched until it is added.
- */
-static inline const float *
-projection_get(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f, float *missbuf)
-{
-	ProjEntry  *e = projhash_lookup(pt->ht, f->hash);
-	bool		known;
-
-	if (likely(e != NULL && e->field == f->field))
-		return e->vec >= 0 ? vec_ptr(pt, e->vec) : NULL;
-	known = projection_compute(sc, pt, f, missbuf);
-	sc->computed++;
-	if (e != NULL)
-	{
-		/* the same hash in another field: not kept */
-		sc->uncached++;
-		return known ? missbuf : NULL;
-	}
-	return projection_insert(sc, pt, f, known, missbuf);
-}
-
 /* ----------------------------------------------------------------
  * Where projections are kept: this backend's tables (above), or the
  * shared cache of a shared model version (proj_shared.h).  Both compute a
- * miss with projection_compute, so they hold the same bits.
+ * miss with projection_compute, so they hold the same bits, and both
+ * serve one-row scoring and batches alike.
  * ---------------------------------------------------------------- */
+
+#define PROJ_HIT		1		/* cached: *vec is its vector (NULL: zero) */
+#define PROJ_MISS		0		/* not cached; may be kept once computed */
+#define PROJ_NO_KEEP	(-1)	/* not cached; must not be kept (its hash is
+								 * cached for another field) */
 
 struct ProjOps
 {
 	/* start fetching where the lookup of hash begins */
 	void		(*prefetch) (const MtmsScorer *sc, const ProjTower *pt, uint64 hash);
-	/* the vector to add for f (NULL: zero), computed into missbuf on a miss */
-	const float *(*get) (MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f,
-						 float *missbuf);
+	/* PROJ_HIT, PROJ_MISS or PROJ_NO_KEEP */
+	int			(*lookup) (const MtmsScorer *sc, const ProjTower *pt,
+						   const MtmsFeature *f, const float **vec);
+	/* keep a projection just computed when the cap allows: the vector to add */
+	const float *(*keep) (MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f,
+						  bool known, const float *computed);
 };
 
 static void
@@ -346,33 +334,74 @@ local_prefetch(const MtmsScorer *sc, const ProjTower *pt, uint64 hash)
 	mtms_prefetch(&pt->ht->data[PROJ_HASH(hash) & pt->ht->sizemask]);
 }
 
+static int
+local_lookup(const MtmsScorer *sc, const ProjTower *pt, const MtmsFeature *f,
+			 const float **vec)
+{
+	ProjEntry  *e = projhash_lookup(pt->ht, f->hash);
+
+	if (e == NULL)
+		return PROJ_MISS;
+	if (e->field != f->field)
+		return PROJ_NO_KEEP;
+	*vec = e->vec >= 0 ? vec_ptr(pt, e->vec) : NULL;
+	return PROJ_HIT;
+}
+
 static void
 shared_prefetch(const MtmsScorer *sc, const ProjTower *pt, uint64 hash)
 {
 	mtms_proj_shared_prefetch(sc->area, sc->shared, pt->pair, hash);
 }
 
-static const float *
-shared_get(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f, float *missbuf)
+/* (keyed by hash and field: a hash of two fields is kept twice) */
+static int
+shared_lookup(const MtmsScorer *sc, const ProjTower *pt, const MtmsFeature *f,
+			  const float **vec)
 {
-	const float *v;
-	bool		known;
-	bool		kept;
+	return mtms_proj_shared_lookup(sc->area, sc->shared, pt->pair, f->hash,
+								   f->field, vec) ? PROJ_HIT : PROJ_MISS;
+}
 
-	if (likely(mtms_proj_shared_lookup(sc->area, sc->shared, pt->pair, f->hash,
-									   f->field, &v)))
-		return v;
-	known = projection_compute(sc, pt, f, missbuf);
-	sc->computed++;
-	v = mtms_proj_shared_insert(sc->area, sc->shared, pt->pair, f->hash, f->field,
-								known, missbuf, &kept);
+static const float *
+shared_keep(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f, bool known,
+			const float *computed)
+{
+	bool		kept;
+	const float *v = mtms_proj_shared_insert(sc->area, sc->shared, pt->pair, f->hash,
+											 f->field, known, computed,
+											 mtms_scorer_cap_bytes(), &kept);
+
 	if (!kept)
 		sc->uncached++;
 	return v;
 }
 
-static const ProjOps local_ops = {local_prefetch, projection_get};
-static const ProjOps shared_ops = {shared_prefetch, shared_get};
+static const ProjOps local_ops = {local_prefetch, local_lookup, projection_insert};
+static const ProjOps shared_ops = {shared_prefetch, shared_lookup, shared_keep};
+
+/*
+ * The vector to add for feature f (NULL: zero), computing it on a miss
+ * into missbuf (h1p floats), which must stay untouched until it is added.
+ */
+static inline const float *
+projection_get(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f, float *missbuf)
+{
+	const float *v;
+	int			r = sc->ops->lookup(sc, pt, f, &v);
+	bool		known;
+
+	if (likely(r == PROJ_HIT))
+		return v;
+	known = projection_compute(sc, pt, f, missbuf);
+	sc->computed++;
+	if (r == PROJ_NO_KEEP)
+	{
+		sc->uncached++;
+		return known ? missbuf : NULL;
+	}
+	return sc->ops->keep(sc, pt, f, known, missbuf);
+}
 
 /* dst[0..n) += src[0..n), n a multiple of 4 */
 static inline void
@@ -471,7 +500,7 @@ tower_logit(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *feats, int nfeats)
 			sc->ops->prefetch(sc, pt, fb[i].hash);
 		for (int i = 0; i < n; i++)
 		{
-			v[i] = sc->ops->get(sc, pt, &fb[i], sc->miss + (Size) i * pt->h1p);
+			v[i] = projection_get(sc, pt, &fb[i], sc->miss + (Size) i * pt->h1p);
 			if (v[i])
 				for (int j = 0; j < pt->h1p; j += 16)
 					mtms_prefetch(v[i] + j);
@@ -525,8 +554,8 @@ mtms_scorer_stats(const MtmsScorer *sc, MtmsScorerStats *st)
 {
 	if (sc->shared)
 	{
-		mtms_proj_shared_stats(sc->shared, &st->keys, &st->zero_keys, &st->bytes,
-							   &st->cap_bytes);
+		mtms_proj_shared_stats(sc->shared, &st->keys, &st->zero_keys, &st->bytes);
+		st->cap_bytes = (int64) mtms_scorer_cap_bytes();
 		st->computed = sc->computed;
 		st->uncached = sc->uncached;
 		return;
@@ -589,9 +618,6 @@ mtms_score_batch_create(MtmsScorer *sc)
 	MtmsScoreBatch *b = palloc0(sizeof(MtmsScoreBatch));
 	const MtmsTower *shape = m->tower1[0];
 	int			h1 = shape->sizes[1];
-
-	if (sc->shared)
-		elog(ERROR, "mtms: batches score through a backend's own projection cache");
 
 	/*
 	 * One work area serves every tower: all have the model's hidden sizes,
@@ -687,18 +713,19 @@ batch_lookup(MtmsScoreBatch *b, BatchTower *bt, const int32 *order, int64 nocc,
 			int			rn = order[bt->row0 + i + 1];
 
 			for (int64 q = b->start[rn]; q < b->start[rn + 1]; q++)
-				mtms_prefetch(&pt->ht->data[PROJ_HASH(b->feats[q].hash) & pt->ht->sizemask]);
+				b->sc->ops->prefetch(b->sc, pt, b->feats[q].hash);
 		}
 		for (int k = 0; k < nf; k++, j++)
 		{
-			ProjEntry  *e = projhash_lookup(pt->ht, f[k].hash);
+			const float *v;
+			int			hit = b->sc->ops->lookup(b->sc, pt, &f[k], &v);
 			MtmsFeatureKey key;
 			MtmsFeatureKeyEntry *ke;
 			bool		found;
 
-			if (likely(e != NULL && e->field == f[k].field))
+			if (likely(hit == PROJ_HIT))
 			{
-				bt->vec[j] = e->vec >= 0 ? vec_ptr(pt, e->vec) : NULL;
+				bt->vec[j] = v;
 				bt->miss[j] = -1;
 				continue;
 			}
@@ -723,7 +750,7 @@ batch_lookup(MtmsScoreBatch *b, BatchTower *bt, const int32 *order, int64 nocc,
 				local[ke->id] = bt->nmiss;
 				bt->mkeys[bt->nmiss] = ke->id;
 				/* the same hash in another field: computed, not kept */
-				bt->mkeep[bt->nmiss] = (e == NULL);
+				bt->mkeep[bt->nmiss] = (hit == PROJ_MISS);
 				bt->nmiss++;
 			}
 			bt->miss[j] = local[ke->id];
@@ -751,7 +778,7 @@ batch_keep(MtmsScorer *sc, BatchTower *bt, int i, const MtmsFeatureKey *key,
 		bt->mvec[i] = known ? slot : NULL;
 		return;
 	}
-	bt->mvec[i] = projection_insert(sc, bt->pt, &f, known, slot);
+	bt->mvec[i] = sc->ops->keep(sc, bt->pt, &f, known, slot);
 }
 
 /* The missing projections of a phase-1 tower, key by key as a score does. */

@@ -52,8 +52,9 @@ extern MtmsScorer *mtms_scorer_create(const MtmsModel *m, MemoryContext parent);
 /*
  * A scorer of a shared model version whose projections are kept in the
  * version's shared cache (proj_shared.h, at cache in area) instead: the
- * same scores, bit for bit; only one-row scoring (mtms_scorer_predict), not
- * batches.  Its per-backend part is a few buffers.
+ * same scores, bit for bit, one row at a time or in batches.  A session
+ * adds projections to it while it holds less than the session's
+ * mtms_scorer_cap_bytes().  Its per-backend part is a few buffers.
  */
 extern MtmsScorer *mtms_scorer_create_shared(const MtmsModel *m, MemoryContext parent,
 											 dsa_area *area, dsa_pointer cache);

@@ -67,3 +67,19 @@ AS 'MODULE_PATHNAME', 'mtms_evaluate'
 LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.mtms_evaluate(text, regclass, int) IS
   'Offline metrics of a model per (scene, task) over a sample relation: AUC, logloss, MAE, calibration; of a kept version (default: the active one)';
+
+-- ---------------------------------------------------------------------
+-- Shared models: the versions loaded once for every session.
+-- ---------------------------------------------------------------------
+
+-- With mtms in shared_preload_libraries, one row per model version of this
+-- database loaded in shared memory (src/model_shared.c); no rows without.
+CREATE FUNCTION @extschema@.mtms_shared_models(
+    OUT model_id int, OUT version int, OUT state text, OUT pins int,
+    OUT stale boolean, OUT dropped boolean, OUT bytes bigint,
+    OUT projection_bytes bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'mtms_shared_models_list'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.mtms_shared_models() IS
+  'model versions of this database in shared memory: state loading or ready, pins (transactions scoring with it), stale (no longer active: freed at its last unpin), dropped (its model was dropped: evicted first), bytes of the model and of its shared projection cache';
