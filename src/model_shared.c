@@ -29,6 +29,11 @@
 #include "storage/shmem.h"
 #include "utils/memutils.h"
 
+/* (PostgreSQL 15 and 16 spell it only for dsm handles, which dsa's are) */
+#ifndef DSA_HANDLE_INVALID
+#define DSA_HANDLE_INVALID ((dsa_handle) DSM_HANDLE_INVALID)
+#endif
+
 #define SHARED_SLOTS	64		/* versions in shared memory at most */
 
 typedef enum SlotState

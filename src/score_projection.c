@@ -66,7 +66,31 @@ typedef struct ProjTower
 	int64		nvec;
 } ProjTower;
 
+/*
+ * Where projections are kept: this backend's tables, or the shared cache
+ * of a shared model version (proj_shared.h).  Both compute a miss with
+ * projection_compute, so they hold the same bits, and both serve one-row
+ * scoring and batches alike.
+ */
 typedef struct ProjOps ProjOps;
+
+#define PROJ_HIT		1		/* cached: *vec is its vector (NULL: zero) */
+#define PROJ_MISS		0		/* not cached; may be kept once computed */
+#define PROJ_NO_KEEP	(-1)	/* not cached; must not be kept (its hash is
+								 * cached for another field) */
+
+struct ProjOps
+{
+	/* start fetching where the lookup of hash begins */
+	void		(*prefetch) (const MtmsScorer *sc, const ProjTower *pt, uint64 hash);
+	/* PROJ_HIT, PROJ_MISS or PROJ_NO_KEEP */
+	int			(*lookup) (const MtmsScorer *sc, const ProjTower *pt,
+						   const MtmsFeature *f, const float **vec);
+	/* keep a projection just computed when the cap allows: the vector to add */
+	const float *(*keep) (MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f,
+						  bool known, const float *computed);
+};
+
 static const ProjOps local_ops;
 static const ProjOps shared_ops;
 static const float *projection_insert(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f,
@@ -305,28 +329,8 @@ projection_insert(MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f, bool know
 }
 
 /* ----------------------------------------------------------------
- * Where projections are kept: this backend's tables (above), or the
- * shared cache of a shared model version (proj_shared.h).  Both compute a
- * miss with projection_compute, so they hold the same bits, and both
- * serve one-row scoring and batches alike.
+ * The two ProjOps: this backend's tables (above), the shared cache
  * ---------------------------------------------------------------- */
-
-#define PROJ_HIT		1		/* cached: *vec is its vector (NULL: zero) */
-#define PROJ_MISS		0		/* not cached; may be kept once computed */
-#define PROJ_NO_KEEP	(-1)	/* not cached; must not be kept (its hash is
-								 * cached for another field) */
-
-struct ProjOps
-{
-	/* start fetching where the lookup of hash begins */
-	void		(*prefetch) (const MtmsScorer *sc, const ProjTower *pt, uint64 hash);
-	/* PROJ_HIT, PROJ_MISS or PROJ_NO_KEEP */
-	int			(*lookup) (const MtmsScorer *sc, const ProjTower *pt,
-						   const MtmsFeature *f, const float **vec);
-	/* keep a projection just computed when the cap allows: the vector to add */
-	const float *(*keep) (MtmsScorer *sc, ProjTower *pt, const MtmsFeature *f,
-						  bool known, const float *computed);
-};
 
 static void
 local_prefetch(const MtmsScorer *sc, const ProjTower *pt, uint64 hash)
