@@ -649,8 +649,14 @@ mtms_shared_model(const MtmsModelMeta *meta, MemoryContext cxt, MtmsSharedRef **
 			return view_of(i, cxt, ref);
 		if (f == FOUND_LOADING)
 		{
-			/* wait until its loader published it (or failed) */
-			(void) LockAcquire(&tag, ShareLock, false, false);
+			/*
+			 * Wait until its loader published it (or failed).  (The members
+			 * of a parallel group do not block each other: a leader and its
+			 * workers poll instead.)
+			 */
+			if (LockAcquire(&tag, ShareLock, false, false) == LOCKACQUIRE_OK &&
+				IsInParallelMode())
+				pg_usleep(1000L);
 			LockRelease(&tag, ShareLock, false);
 			continue;
 		}
