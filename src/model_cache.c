@@ -58,11 +58,12 @@ typedef struct CacheEntry
 	LocalTransactionId lxid;
 
 	/*
-	 * The query the entry was checked in (its active snapshot): within it
+	 * The last query that used the entry (its active snapshot): within it
 	 * the entry is kept even if an invalidation arrives, so that one query
 	 * never scores with two catalog states.
 	 */
 	bool		snap_valid;
+	LocalTransactionId snap_lxid;
 	TransactionId snap_xmin;
 	TransactionId snap_xmax;
 	CommandId	snap_curcid;
@@ -193,22 +194,24 @@ wanted_candidate(const MtmsModelMeta *meta)
 	return meta->candidate_version;
 }
 
-/* Whether e was checked in the query now running (same active snapshot). */
+/* Whether e was used in the query now running (same active snapshot). */
 static bool
 entry_in_this_query(const CacheEntry *e)
 {
 	Snapshot	snap;
 
-	if (!e->snap_valid || e->lxid != MY_LXID || !ActiveSnapshotSet())
+	if (!e->snap_valid || e->snap_lxid != MY_LXID || !ActiveSnapshotSet())
 		return false;
 	snap = GetActiveSnapshot();
 	return snap->xmin == e->snap_xmin && snap->xmax == e->snap_xmax &&
 		snap->curcid == e->snap_curcid;
 }
 
+/* Note the query now using e (cheap: called for every row). */
 static void
 entry_note_query(CacheEntry *e)
 {
+	e->snap_lxid = MY_LXID;
 	e->snap_valid = ActiveSnapshotSet();
 	if (e->snap_valid)
 	{
@@ -367,6 +370,7 @@ cache_get_entry(const char *name)
 			  entry_in_this_query(e)))
 	{
 		check_score_privilege(e);
+		entry_note_query(e);
 		return e;
 	}
 
