@@ -9,7 +9,7 @@
 -- below the share; mtms_score_version(model, key) says which version that
 -- is.  mtms_experiment_report(model, samples) compares the arms.
 BEGIN;
-SELECT plan(61);
+SELECT plan(63);
 
 SET LOCAL client_min_messages = warning;
 SET LOCAL max_parallel_workers_per_gather = 0;
@@ -213,17 +213,20 @@ CREATE ROLE mtms_ex_trainer;
 CREATE ROLE mtms_ex_nobody;
 SELECT mtms_grant('ex_m', 'mtms_ex_scorer', 'score');
 SELECT mtms_grant('ex_m', 'mtms_ex_trainer', 'train');
-GRANT SELECT ON ex_probe TO mtms_ex_scorer, mtms_ex_nobody;
+GRANT SELECT ON ex_probe, ex_rep TO mtms_ex_scorer, mtms_ex_nobody;
 SET LOCAL ROLE mtms_ex_scorer;
 SELECT is(pg_temp.state($$SELECT mtms_experiment('ex_m', 1, 0.5)$$), '42501', '''score'' may not declare');
 SELECT is(pg_temp.state($$SELECT mtms_experiment_stop('ex_m')$$), '42501', '''score'' may not stop');
 SELECT is(pg_temp.state($$SELECT mtms_score('ex_m', scene, 'ctr', features, 'k') FROM ex_probe$$), 'ok',
           '''score'' may score with a key');
+SELECT is(pg_temp.state($$SELECT * FROM mtms_experiment_report('ex_m', 'ex_rep')$$), 'ok',
+          '''score'' may read the report');
 RESET ROLE;
 SET LOCAL ROLE mtms_ex_nobody;
 SELECT is(pg_temp.state($$SELECT mtms_score('ex_m', scene, 'ctr', features, 'k') FROM ex_probe$$), '42501',
           'no grant: no keyed scoring');
 SELECT is(pg_temp.state($$SELECT mtms_score_version('ex_m', 'k')$$), '42501', 'no grant: no mtms_score_version');
+SELECT is(pg_temp.state($$SELECT * FROM mtms_experiment_report('ex_m', 'ex_rep')$$), '42501', 'no grant: no report');
 RESET ROLE;
 SET LOCAL ROLE mtms_ex_trainer;
 SELECT is(pg_temp.state($$SELECT mtms_experiment('ex_m', 1, 0.5)$$), 'ok', '''train'' may ramp');
