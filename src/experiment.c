@@ -17,7 +17,6 @@
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
-#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 
 #include "access.h"
@@ -147,36 +146,6 @@ exp_exec(const char *sql, int nargs, Oid *types, Datum *values, int expected)
 			 SPI_result_code_string(rc), sql);
 }
 
-/* ERROR unless version is a kept version of the model (caller is connected). */
-static void
-check_kept_version(ExpSpi *x, const MtmsModelMeta *m, int32 version)
-{
-	Oid			types[1] = {INT4OID};
-	Datum		values[1] = {Int32GetDatum(m->model_id)};
-	StringInfoData kept;
-	bool		found = false;
-
-	exp_exec(psprintf("SELECT version FROM %s.mtms_version WHERE model_id = $1 ORDER BY version",
-					  x->schema), 1, types, values, SPI_OK_SELECT);
-	initStringInfo(&kept);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		int32		v = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
-													SPI_tuptable->tupdesc, 1, &isnull));
-
-		found |= (v == version);
-		appendStringInfo(&kept, "%s%d", i > 0 ? ", " : "", v);
-	}
-	if (!found)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("version %d of model \"%s\" does not exist", version, m->name),
-				 kept.len > 0 ? errdetail("Kept versions: %s.", kept.data) :
-				 errdetail("The model has no trained versions."),
-				 errhint("mtms_versions('%s') lists the kept versions.", m->name)));
-}
-
 static void
 check_not_active(const MtmsModelMeta *m, int32 version)
 {
@@ -218,12 +187,12 @@ mtms_experiment(PG_FUNCTION_ARGS)
 
 	m = mtms_model_lookup_for_change(model, MTMS_PRIV_TRAIN);
 	check_not_active(m, version);
+	mtms_check_version_kept(m, version);
 	values[0] = Int32GetDatum(m->model_id);
 	values[1] = Int32GetDatum(version);
 	values[2] = Float8GetDatum(share);
 
 	exp_spi_begin(&x);
-	check_kept_version(&x, m, version);
 	if (m->experiment_id != 0 && m->candidate_version == version)
 		exp_exec(psprintf("UPDATE %s.mtms_experiment SET share = $3, share_set_at = pg_catalog.now()"
 						  " WHERE model_id = $1 AND version = $2", x.schema),
