@@ -58,6 +58,7 @@ OBJS = \
 	src/model_cache.o \
 	src/score_projection.o \
 	src/score.o \
+	src/experiment.o \
 	src/evaluate.o
 
 # The extension's scripts, the way PostgreSQL's contrib ships them: the

@@ -185,7 +185,12 @@ commit_version(MtmsTrainCtx *cx, const char *relname_plain)
 							  2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not activate the new version");
 
-	/* keep the newest keep_versions versions (and the active one) */
+	/*
+	 * Keep the newest keep_versions versions (and the active one), and an
+	 * experiment's candidate, which keeps serving its share of keys: the
+	 * experiment outlives a new training (its control becomes the new
+	 * version).
+	 */
 	{
 		Oid			t3[3] = {INT4OID, INT4OID, INT4OID};
 		Datum		a3[3];
@@ -196,8 +201,11 @@ commit_version(MtmsTrainCtx *cx, const char *relname_plain)
 		if (SPI_execute_with_args(psprintf("DELETE FROM %s.mtms_version WHERE model_id = $1 "
 										   "AND version <> $2 AND version NOT IN "
 										   "(SELECT version FROM %s.mtms_version WHERE model_id = $1 "
-										   "ORDER BY version DESC LIMIT $3)",
-										   cx->schema, cx->schema),
+										   "ORDER BY version DESC LIMIT $3)%s",
+										   cx->schema, cx->schema,
+										   mtms_catalog_has_experiments() ?
+										   psprintf(" AND version NOT IN (SELECT version FROM %s.mtms_experiment"
+													" WHERE model_id = $1)", cx->schema) : ""),
 								  3, t3, a3, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "could not prune old versions");
 	}
