@@ -232,6 +232,14 @@ mtms_catalog_has_experiments(void)
 	return facts_has_experiments;
 }
 
+bool
+mtms_catalog_has_history(void)
+{
+	Oid			nsp = get_rel_namespace(mtms_model_relid());
+
+	return OidIsValid(get_relname_relid("mtms_training_history", nsp));
+}
+
 /* ---------------------------------------------------------------------
  * Acting as the tables' owner
  * ---------------------------------------------------------------------

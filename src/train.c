@@ -174,6 +174,7 @@ commit_version(MtmsTrainCtx *cx, const char *relname_plain)
 		elog(ERROR, "could not record the new version");
 
 	mtms_model_save(meta, cx->model, version);
+	mtms_history_write(cx->history, cx->model, cx->schema, meta->model_id, version);
 	for (int p = 0; p < cx->model->npairs; p++)
 		rows += mtms_emb_count(cx->model->emb[p]);
 	ereport(NOTICE,
@@ -483,6 +484,7 @@ mtms_train(PG_FUNCTION_ARGS)
 	cx.metric_auc = palloc(sizeof(double) * cx.meta->nscenes * MTMS_NMETRICS);
 	for (int i = 0; i < cx.meta->nscenes * MTMS_NMETRICS; i++)
 		cx.metric_loss[i] = cx.metric_auc[i] = NAN;
+	cx.history = mtms_history_create();
 	start_model(&cx, do_embedding);
 
 	/* what runs the dense products: a user compares speeds by this */

@@ -270,3 +270,84 @@ END
 $fn$;
 COMMENT ON FUNCTION @extschema@.mtms_experiment_report(text, pg_catalog.regclass) IS
   'per arm of the model''s experiment (control, candidate; the arm of a row by its request_key): rows, CTR and CVR with 95% intervals, mean pCTR / pCVR and their calibration, t_charge = sum of bid x conversion (bid column optional)';
+
+-- ---------------------------------------------------------------------
+-- Training history: every validation checkpoint of every unit of a
+-- training, kept with its version (src/train_history.c writes it with the
+-- version, src/training_info.c reads it).  It goes where the version goes:
+-- pruned with it (keep_versions), dropped with the model, dumped by
+-- pg_dump, readable and writable under the same row security.
+-- ---------------------------------------------------------------------
+CREATE TABLE @extschema@.mtms_training_history (
+    model_id    int NOT NULL,
+    version     int NOT NULL,
+    seq         int NOT NULL,               -- the order training wrote the rows in
+    stage       text NOT NULL CHECK (stage IN ('embedding', 'ctcvr', 'finetune')),
+    scene       text NOT NULL,
+    task        text NOT NULL CHECK (task IN ('ctr', 'cvr', 'ctcvr')),
+    epoch       int NOT NULL CHECK (epoch >= 0),
+    checkpoint  int NOT NULL CHECK (checkpoint >= 0),
+    train_loss  float8,
+    valid_loss  float8,
+    valid_auc   float8,
+    rows        bigint NOT NULL,
+    seconds     float8 NOT NULL,
+    kept        boolean NOT NULL,
+    PRIMARY KEY (model_id, version, stage, scene, task, checkpoint),
+    FOREIGN KEY (model_id, version) REFERENCES @extschema@.mtms_version ON DELETE CASCADE
+);
+COMMENT ON TABLE @extschema@.mtms_training_history IS
+  'mtms training history: per kept version, every validation checkpoint of every unit its training ran';
+COMMENT ON COLUMN @extschema@.mtms_training_history.seq IS
+  'the order the training wrote the rows in (stage, unit, checkpoint, task)';
+COMMENT ON COLUMN @extschema@.mtms_training_history.stage IS
+  'the training stage: embedding (units are (scene, task) pairs), ctcvr or finetune (units are scenes)';
+COMMENT ON COLUMN @extschema@.mtms_training_history.scene IS
+  'the unit''s scene';
+COMMENT ON COLUMN @extschema@.mtms_training_history.task IS
+  'ctr or cvr: the pair of an embedding unit; ctr, cvr and ctcvr: a scene unit''s three metrics, one row each';
+COMMENT ON COLUMN @extschema@.mtms_training_history.epoch IS
+  'the pass over the unit''s rows the validation happened in; 0 for the starting parameters';
+COMMENT ON COLUMN @extschema@.mtms_training_history.checkpoint IS
+  'the unit''s validation number: 0 = its starting parameters (validated when they can be kept), then 1, 2, ...';
+COMMENT ON COLUMN @extschema@.mtms_training_history.train_loss IS
+  'mean training loss of the pass so far; NULL before any training';
+COMMENT ON COLUMN @extschema@.mtms_training_history.valid_loss IS
+  'validation loss (log loss) of the task; NULL without validation rows';
+COMMENT ON COLUMN @extschema@.mtms_training_history.valid_auc IS
+  'validation AUC of the task; NULL when it is undefined';
+COMMENT ON COLUMN @extschema@.mtms_training_history.rows IS
+  'rows the unit had trained on so far (cumulative over passes)';
+COMMENT ON COLUMN @extschema@.mtms_training_history.seconds IS
+  'seconds since the unit started training (since the stage started, without kept training rows)';
+COMMENT ON COLUMN @extschema@.mtms_training_history.kept IS
+  'the checkpoint whose parameters the unit kept: one per unit that validated';
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.mtms_training_history', '');
+
+-- Row security as mtms_version's (mtms--0.1--0.2.sql): readable when the
+-- model row is, writable when the model is the role's own.
+ALTER TABLE @extschema@.mtms_training_history ENABLE ROW LEVEL SECURITY;
+CREATE POLICY mtms_training_history_read ON @extschema@.mtms_training_history FOR SELECT
+    USING (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_training_history.model_id));
+CREATE POLICY mtms_training_history_insert ON @extschema@.mtms_training_history FOR INSERT
+    WITH CHECK (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_training_history.model_id
+                          AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')));
+CREATE POLICY mtms_training_history_update ON @extschema@.mtms_training_history FOR UPDATE
+    USING (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_training_history.model_id
+                     AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')))
+    WITH CHECK (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_training_history.model_id
+                          AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')));
+CREATE POLICY mtms_training_history_delete ON @extschema@.mtms_training_history FOR DELETE
+    USING (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_training_history.model_id
+                     AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')));
+GRANT SELECT ON @extschema@.mtms_training_history TO PUBLIC;
+
+CREATE FUNCTION @extschema@.mtms_training_info(model text, version int DEFAULT NULL)
+RETURNS TABLE(version int, stage text, scene text, task text, epoch int,
+              checkpoint int, train_loss float8, valid_loss float8,
+              valid_auc float8, rows bigint, seconds float8, kept boolean)
+AS 'MODULE_PATHNAME', 'mtms_training_info'
+LANGUAGE C STABLE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.mtms_training_info(text, int) IS
+  'the training history of a kept version of a model (default: the active one): per stage, unit and validation checkpoint its losses, AUC, rows and seconds, and which checkpoint the unit kept; needs score on the model';
