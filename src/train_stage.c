@@ -72,6 +72,7 @@ record_pass(MtmsTrainCtx *cx, StageRun *run, int u, const MtmsUnitResult *r, int
 										  (cx->meta->opts.max_epochs + 1));
 	if (epoch > 0)
 		run->rows[u] += r->samples;
+	Assert(run->nhist[u] <= cx->meta->opts.max_epochs);
 	c = &run->hist[u][run->nhist[u]++];
 	memset(c, 0, sizeof(*c));
 	c->checkpoint = epoch;

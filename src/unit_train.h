@@ -96,7 +96,8 @@ extern int64 mtms_unit_rows(const MtmsStageInfo *si, int unit, const MtmsRowStor
 
 /*
  * Train job's unit; the model's other parameters are only read.  Emits
- * one NOTICE (debug level DEBUG1 for units without rows).
+ * one NOTICE (debug level DEBUG1 for units without rows).  out->history
+ * is allocated in the caller's memory context.
  */
 extern void mtms_unit_train(const MtmsUnitJob *job, MtmsUnitOutcome *out);
 
