@@ -4,7 +4,9 @@
  *    version (default: the active one), as mtms_train wrote it into
  *    mtms_training_history (train_history.c).  The caller needs 'score' on
  *    the model, like mtms_versions; the rows are then read as the
- *    catalog's owner (catalog_tables.h).
+ *    catalog's owner (catalog_tables.h).  An unknown model or version is
+ *    undefined_object (42704), the default of a model never trained
+ *    object_not_in_prerequisite_state (55000), as scoring it is.
  */
 #include "mtms.h"
 
@@ -15,41 +17,6 @@
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/tuplestore.h"
-
-/* ERROR unless version is a kept version of m (defaulted: the active one). */
-static void
-check_version(const MtmsModelMeta *m, int32 version, bool defaulted, const char *schema)
-{
-	Oid			types[2] = {INT4OID, INT4OID};
-	Datum		args[2];
-	bool		isnull;
-	bool		found;
-	Datum		kept;
-
-	args[0] = Int32GetDatum(m->model_id);
-	args[1] = Int32GetDatum(version);
-	if (SPI_execute_with_args(psprintf("SELECT coalesce(bool_or(version = $2), false), "
-									   "string_agg(version::text, ', ' ORDER BY version) "
-									   "FROM %s.mtms_version WHERE model_id = $1", schema),
-							  2, types, args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the versions of model \"%s\"", m->name);
-	found = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	kept = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	if (found)
-		return;
-	if (isnull)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 defaulted ?
-				 errmsg("model \"%s\" has no trained version", m->name) :
-				 errmsg("version %d of model \"%s\" does not exist", version, m->name),
-				 errhint("Train it with mtms_train().")));
-	ereport(ERROR,
-			(errcode(ERRCODE_UNDEFINED_OBJECT),
-			 errmsg("version %d of model \"%s\" does not exist", version, m->name),
-			 errdetail("Kept versions: %s.", TextDatumGetCString(kept)),
-			 errhint("mtms_versions('%s') lists the kept versions.", m->name)));
-}
 
 /* The version's history rows, in the order training wrote them. */
 static void
@@ -87,6 +54,13 @@ mtms_training_info(PG_FUNCTION_ARGS)
 				 errmsg("argument \"model\" must not be null")));
 	m = mtms_model_lookup(text_to_cstring(PG_GETARG_TEXT_PP(0)), false, false);
 	mtms_check_privilege(m, MTMS_PRIV_SCORE);
+	if (!PG_ARGISNULL(1))
+		mtms_check_version_kept(m, PG_GETARG_INT32(1));
+	else if (m->active_version <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("model \"%s\" has not been trained", m->name),
+				 errhint("Train it with mtms_train('%s', samples).", m->name)));
 	version = PG_ARGISNULL(1) ? m->active_version : PG_GETARG_INT32(1);
 	schema = mtms_schema_quoted();
 
@@ -95,7 +69,6 @@ mtms_training_info(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	guard = mtms_guard_search_path();
-	check_version(m, version, PG_ARGISNULL(1), schema);
 	read_history((ReturnSetInfo *) fcinfo->resultinfo, m, version, schema);
 	mtms_unguard_search_path(guard);
 	if (SPI_finish() != SPI_OK_FINISH)

@@ -133,8 +133,8 @@ SELECT throws_ok($$SELECT * FROM mtms_training_info('ht_m', 99)$$, '42704',
 SELECT throws_ok($$SELECT * FROM mtms_training_info(NULL)$$, '22004',
                  'argument "model" must not be null', 'a NULL model is null_value_not_allowed');
 SELECT mtms_create_model('ht_new', '{a}', '{f}');
-SELECT throws_ok($$SELECT * FROM mtms_training_info('ht_new')$$, '42704',
-                 'model "ht_new" has no trained version', 'an untrained model has no history to show');
+SELECT throws_ok($$SELECT * FROM mtms_training_info('ht_new')$$, '55000',
+                 'model "ht_new" has not been trained', 'an untrained model has no active version to show');
 CREATE ROLE ht_stranger;
 SET LOCAL ROLE ht_stranger;
 SELECT throws_ok($$SELECT * FROM mtms_training_info('ht_m')$$, '42501', NULL,
