@@ -197,15 +197,38 @@ same_model(const SlotKey *a, const SlotKey *b)
 	return a->db == b->db && a->relid == b->relid && a->model_id == b->model_id;
 }
 
-/* Other versions of key's model are no longer active: free them once unpinned. */
+/*
+ * The versions of key's model that the catalog serves now (its active
+ * version and, during an experiment, its candidate), as key says.
+ */
+typedef struct LiveVersions
+{
+	int32		version[2];
+} LiveVersions;
+
 static void
-mark_others_stale(const SlotKey *key)
+live_versions(const MtmsModelMeta *meta, LiveVersions *live)
+{
+	live->version[0] = meta->active_version;
+	live->version[1] = meta->experiment_id != 0 && meta->candidate_share > 0 ?
+		meta->candidate_version : meta->active_version;
+}
+
+/* Other versions of key's model are no longer served: free them once unpinned. */
+static void
+mark_others_stale(const SlotKey *key, const LiveVersions *live)
 {
 	for (int i = 0; i < SHARED_SLOTS; i++)
 	{
 		SharedSlot *s = &ctl->slots[i];
+		SlotKey		k;
 
-		if (s->state == SLOT_FREE || !same_model(&s->key, key) || key_equal(&s->key, key))
+		if (s->state == SLOT_FREE || !same_model(&s->key, key))
+			continue;
+		k = *key;
+		k.version = s->key.version;
+		if ((k.version == live->version[0] || k.version == live->version[1]) &&
+			key_equal(&s->key, &k))
 			continue;
 		s->stale = true;
 		if (s->state == SLOT_READY && s->refcount == 0)
@@ -429,19 +452,19 @@ shared_allocate(Size size, int slot)
 }
 
 static void
-warn_no_room(const MtmsModelMeta *meta, Size bytes, const char *why)
+warn_no_room(const MtmsModelMeta *meta, int32 version, Size bytes, const char *why)
 {
 	static int32 warned_model = 0;
 	static int32 warned_version = 0;
 
-	if (warned_model == meta->model_id && warned_version == meta->active_version)
+	if (warned_model == meta->model_id && warned_version == version)
 		return;
 	warned_model = meta->model_id;
-	warned_version = meta->active_version;
+	warned_version = version;
 	ereport(WARNING,
 			(errcode(ERRCODE_OUT_OF_MEMORY),
 			 errmsg("model \"%s\" version %d is not shared: %s",
-					meta->name, meta->active_version, why),
+					meta->name, version, why),
 			 bytes > 0 ?
 			 errdetail("It needs %zu MB; mtms.shared_models_memory is %d MB, "
 					   "part of it used by versions other sessions are scoring with.",
@@ -469,12 +492,13 @@ test_pause(void)
  * does not fit.
  */
 static MtmsModel *
-load_into(const MtmsModelMeta *meta, int i, MemoryContext cxt, bool *published)
+load_into(const MtmsModelMeta *meta, int32 version, int i, MemoryContext cxt,
+		  bool *published)
 {
 	MemoryContext tmp = AllocSetContextCreate(CurrentMemoryContext, "mtms shared model load",
 											  ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old = MemoryContextSwitchTo(tmp);
-	MtmsModel  *model = mtms_model_load(meta, meta->active_version);
+	MtmsModel  *model = mtms_model_load(meta, version);
 	Size		size = mtms_model_flat_size(model);
 	dsa_pointer dp;
 	dsa_pointer proj;
@@ -487,7 +511,7 @@ load_into(const MtmsModelMeta *meta, int i, MemoryContext cxt, bool *published)
 		/* keep what we loaded, as this session's own copy */
 		MemoryContextSetParent(model->cxt, cxt);
 		MemoryContextDelete(tmp);
-		warn_no_room(meta, size, "it does not fit in mtms.shared_models_memory");
+		warn_no_room(meta, version, size, "it does not fit in mtms.shared_models_memory");
 		return model;
 	}
 	mtms_model_flat_write(model, dsa_get_address(area, dp), size);
@@ -528,13 +552,13 @@ load_failed(int i)
 }
 
 static void
-make_key(const MtmsModelMeta *meta, SlotKey *key)
+make_key(const MtmsModelMeta *meta, int32 version, SlotKey *key)
 {
 	memset(key, 0, sizeof(SlotKey));
 	key->db = MyDatabaseId;
 	key->relid = mtms_model_relid();
 	key->model_id = meta->model_id;
-	key->version = meta->active_version;
+	key->version = version;
 	key->nscenes = meta->nscenes;
 	key->nfields = meta->nfields;
 	key->params_revision = meta->params_revision;
@@ -578,7 +602,7 @@ typedef enum Found
 
 /* Look key up (pinning it), or claim an entry when claim. */
 static Found
-find_or_claim(const SlotKey *key, bool claim, int *slot)
+find_or_claim(const SlotKey *key, const LiveVersions *live, bool claim, int *slot)
 {
 	Found		r;
 	int			i;
@@ -591,7 +615,7 @@ find_or_claim(const SlotKey *key, bool claim, int *slot)
 	 * a parallel worker the leader's query's.)
 	 */
 	if (!IsolationUsesXactSnapshot() && !IsParallelWorker())
-		mark_others_stale(key);
+		mark_others_stale(key, live);
 	i = slot_find(key);
 	if (i >= 0 && ctl->slots[i].state == SLOT_READY)
 	{
@@ -626,25 +650,28 @@ find_or_claim(const SlotKey *key, bool claim, int *slot)
 }
 
 MtmsModel *
-mtms_shared_model(const MtmsModelMeta *meta, MemoryContext cxt, MtmsSharedRef **ref)
+mtms_shared_model(const MtmsModelMeta *meta, int32 version, MemoryContext cxt,
+				  MtmsSharedRef **ref)
 {
 	SlotKey		key;
+	LiveVersions live;
 	LOCKTAG		tag;
 	int			i;
 	Found		f;
 
 	*ref = NULL;
-	if (!mtms_shared_enabled() || meta->active_version <= 0 ||
+	if (!mtms_shared_enabled() || version <= 0 ||
 		TransactionIdIsCurrentTransactionId(meta->row_xmin))
 		return NULL;
-	make_key(meta, &key);
+	make_key(meta, version, &key);
+	live_versions(meta, &live);
 	load_locktag(&key, &tag);
 	mtms_shared_area();
 
 	for (;;)
 	{
 		CHECK_FOR_INTERRUPTS();
-		f = find_or_claim(&key, false, &i);
+		f = find_or_claim(&key, &live, false, &i);
 		if (f == FOUND_READY)
 			return view_of(i, cxt, ref);
 		if (f == FOUND_LOADING)
@@ -663,7 +690,7 @@ mtms_shared_model(const MtmsModelMeta *meta, MemoryContext cxt, MtmsSharedRef **
 
 		/* a loader claims the entry only while it holds the lock */
 		(void) LockAcquire(&tag, ExclusiveLock, false, false);
-		f = find_or_claim(&key, true, &i);
+		f = find_or_claim(&key, &live, true, &i);
 		if (f != FOUND_CLAIMED)
 		{
 			LockRelease(&tag, ExclusiveLock, false);
@@ -671,7 +698,7 @@ mtms_shared_model(const MtmsModelMeta *meta, MemoryContext cxt, MtmsSharedRef **
 				return view_of(i, cxt, ref);
 			if (f == FOUND_NO_ROOM)
 			{
-				warn_no_room(meta, 0, "every shared entry is in use");
+				warn_no_room(meta, version, 0, "every shared entry is in use");
 				return NULL;
 			}
 			continue;
@@ -685,7 +712,7 @@ mtms_shared_model(const MtmsModelMeta *meta, MemoryContext cxt, MtmsSharedRef **
 
 		PG_TRY();
 		{
-			own = load_into(meta, i, cxt, &published);
+			own = load_into(meta, version, i, cxt, &published);
 		}
 		PG_CATCH();
 		{
@@ -708,6 +735,25 @@ mtms_shared_proj(const MtmsSharedRef *ref)
 {
 	Assert(pinned[ref->slot] == ref->load_id);
 	return ctl->slots[ref->slot].proj;
+}
+
+void
+mtms_shared_served(const MtmsModelMeta *meta)
+{
+	SlotKey		key;
+	LiveVersions live;
+
+	if (!mtms_shared_enabled() || meta->active_version <= 0 ||
+		ctl->handle == DSA_HANDLE_INVALID ||
+		IsolationUsesXactSnapshot() || IsParallelWorker() ||
+		TransactionIdIsCurrentTransactionId(meta->row_xmin))
+		return;
+	mtms_shared_area();
+	make_key(meta, meta->active_version, &key);
+	live_versions(meta, &live);
+	LWLockAcquire(&ctl->lock, LW_EXCLUSIVE);
+	mark_others_stale(&key, &live);
+	LWLockRelease(&ctl->lock);
 }
 
 bool

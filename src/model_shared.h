@@ -21,8 +21,9 @@
  * own copy, with a WARNING saying so once per backend and version.
  *
  * Lifetime: a session pins the entries it scores from until the end of its
- * transaction.  An entry whose version is no longer active (some session
- * found another one active) is freed when its last pin goes; an unpinned
+ * transaction.  An entry whose version is no longer served (some session
+ * found another active version, and no experiment's candidate is it) is
+ * freed when its last pin goes; an unpinned
  * entry may also be evicted when a new version needs the room: of a
  * dropped model first, then the one used longest ago.  A view is only valid while its
  * entry is pinned: mtms_shared_repin says whether it still is the same.
@@ -47,14 +48,22 @@ extern void mtms_shared_init(void);
 extern bool mtms_shared_enabled(void);
 
 /*
- * meta's active version from shared memory, loading it there if needed:
+ * Version version of meta's model (its active version, or its
+ * experiment's candidate) from shared memory, loading it there if needed:
  * a view (in a new child of cxt) with *ref set, the entry pinned for this
  * transaction.  When the version cannot be shared, NULL with *ref NULL;
  * or, when this session loaded it but it did not fit, the session's own
  * copy (in a child of cxt) with *ref NULL.
  */
-extern MtmsModel *mtms_shared_model(const MtmsModelMeta *meta, MemoryContext cxt,
-									MtmsSharedRef **ref);
+extern MtmsModel *mtms_shared_model(const MtmsModelMeta *meta, int32 version,
+									MemoryContext cxt, MtmsSharedRef **ref);
+
+/*
+ * The catalog (as a statement snapshot sees it) serves these versions of
+ * meta's model: the model's other versions in shared memory are freed
+ * once unpinned.  Called when a session re-reads a model's catalog row.
+ */
+extern void mtms_shared_served(const MtmsModelMeta *meta);
 
 /*
  * Pin ref's entry for the current transaction (again); false when its
