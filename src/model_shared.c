@@ -148,13 +148,6 @@ mtms_shared_enabled(void)
 	return ctl != NULL && mtms_shared_models;
 }
 
-int
-mtms_shared_tranche(void)
-{
-	Assert(ctl != NULL);
-	return ctl->tranche;
-}
-
 /* ---------------------------------------------------------------------
  * Entries (the caller holds ctl->lock exclusively)
  * --------------------------------------------------------------------- */

@@ -80,9 +80,6 @@ extern dsa_pointer mtms_shared_proj(const MtmsSharedRef *ref);
 /* The DSA area the shared entries live in (attached). */
 extern dsa_area *mtms_shared_area(void);
 
-/* The LWLock tranche of mtms's shared memory. */
-extern int	mtms_shared_tranche(void);
-
 /*
  * This transaction drops the model (mtms_drop_model): when it commits, its
  * versions in shared memory are the first evicted when room is needed.

@@ -541,12 +541,6 @@ mtms_scorer_create_shared(const MtmsModel *m, MemoryContext parent, dsa_area *ar
 	return sc;
 }
 
-bool
-mtms_scorer_is_shared(const MtmsScorer *sc)
-{
-	return sc->shared != NULL;
-}
-
 int
 mtms_scorer_vector_floats(const MtmsModel *m)
 {

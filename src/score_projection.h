@@ -58,7 +58,6 @@ extern MtmsScorer *mtms_scorer_create(const MtmsModel *m, MemoryContext parent);
  */
 extern MtmsScorer *mtms_scorer_create_shared(const MtmsModel *m, MemoryContext parent,
 											 dsa_area *area, dsa_pointer cache);
-extern bool mtms_scorer_is_shared(const MtmsScorer *sc);
 /* floats of one projection vector of m (its first hidden size, padded) */
 extern int	mtms_scorer_vector_floats(const MtmsModel *m);
 
