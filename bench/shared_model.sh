@@ -13,7 +13,8 @@
 # with its own copy need some 20 GB, more than the machine this ran on.
 # Before each per-backend run the script checks that C times the private
 # memory of the 1-client session fits in half of MemAvailable, and skips
-# the run otherwise.)  The ranking query (pgbench custom script): one request
+# the run otherwise; a watchdog ends a per-backend run's sessions, and
+# says so, if MemAvailable falls below MIN_AVAIL_MB, 3000.)  The ranking query (pgbench custom script): one request
 # = a random user, scene and hour, and 1,000 candidate ads (their ad,
 # advertiser and tag features, from a random window of the 2,000 ads),
 # scored by mtms_score(model, scene, 'ctcvr', features), top 10 returned.
@@ -53,6 +54,8 @@ DIM=${DIM:-4}
 HIDDEN=${HIDDEN:-"{8,4}"}
 SECONDS_RUN=${SECONDS_RUN:-20}
 CLIENTS=${CLIENTS:-"1 8 32"}
+MODES=${MODES:-"shared per-backend"}
+MIN_AVAIL_MB=${MIN_AVAIL_MB:-3000}
 PSQL=${PSQL:-psql}
 PGBENCH=${PGBENCH:-pgbench}
 work=$(mktemp -d -t mtms-shared.XXXXXX)
@@ -131,10 +134,10 @@ run() {	# mode clients -> one result line; memory in $work/mem.$mode.$clients
     if [ "$mode" = per-backend ] && [ "$c" -gt 1 ] && [ -f "$work/mem.per-backend.1" ]; then
         need=$(( $(awk '{print $2}' "$work/mem.per-backend.1") * c ))
         avail=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)
-        if [ "$need" -gt $((avail / 2)) ]; then
+        if [ "$need" -gt $((avail - 2 * MIN_AVAIL_MB * 1024)) ]; then
             # the sessions' own projection caches capped at 8 MB, if that fits
             need=$(( (model_kb + 8192) * c ))
-            if [ "$need" -gt $((avail / 2)) ]; then
+            if [ "$need" -gt $((avail - 2 * MIN_AVAIL_MB * 1024)) ]; then
                 printf "%-11s %7d  skipped: %d sessions with their own copy need about %d MB, MemAvailable is %d MB\n" \
                     "$mode" "$c" "$c" $((need / 1024)) $((avail / 1024))
                 return
@@ -149,9 +152,25 @@ run() {	# mode clients -> one result line; memory in $work/mem.$mode.$clients
         (sleep $((SECONDS_RUN - 5))
          for k in 1 2 3; do backend_memory; sleep 1; done | sort -k3 -n | tail -1 > "$work/mem.${mode%\*}.$c") &
     fi
+    if [ "$mode" != shared ]; then
+        # the watchdog: end the run's sessions before the machine runs short
+        (while sleep 0.2; do
+             if [ "$(awk '/^MemAvailable:/ {print int($2 / 1024)}' /proc/meminfo)" -lt "$MIN_AVAIL_MB" ]; then
+                 q -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pgbench'" >/dev/null
+                 echo "watchdog: MemAvailable below $MIN_AVAIL_MB MB, the sessions were ended" > "$work/watchdog"
+                 break
+             fi
+         done) &
+        watchdog=$!
+    fi
     (cd "$work" && PGOPTIONS="-c mtms.shared_models=$setting -c max_parallel_workers_per_gather=0 -c jit=off$cache" \
         "$PGBENCH" -n -d "$db" -c "$c" -j 2 -T "$SECONDS_RUN" -f rank.sql -l > "pgbench.out" 2>&1)
+    if [ -n "${watchdog:-}" ]; then
+        kill "$watchdog" 2>/dev/null || true
+        watchdog=
+    fi
     wait || true
+    [ -f "$work/watchdog" ] && { cat "$work/watchdog"; rm -f "$work/watchdog"; }
     cat "$work"/pgbench_log.* > "$work/log"
     printf "%-11s %7d  %8s  %10s  %13s  %11s  %7s\n" "$mode" "$c" \
         "$(awk '/^tps/ {printf "%.1f", $3}' "$work/pgbench.out")" \
@@ -181,7 +200,7 @@ echo "a session with its own copy, after one query: Private_Dirty $((model_kb / 
 echo "per-backend*: the sessions' own projection caches capped at 8 MB (mtms.score_cache), when the default would not fit in half of MemAvailable"
 echo
 echo "mode        clients       tps  p99_all_ms  p99_steady_ms  p99_late_ms  queries"
-for mode in shared per-backend; do
+for mode in $MODES; do
     for c in $CLIENTS; do
         run "$mode" "$c"
     done
