@@ -53,6 +53,11 @@ max_wal_senders = 4
 wal_level = replica
 shared_buffers = 32MB
 EOF
+    # MTMS_PRELOAD=1: both servers preload mtms, so the standby's sessions
+    # score from the version in its shared memory (One model for all sessions)
+    if [ -n "${MTMS_PRELOAD:-}" ]; then
+        echo "shared_preload_libraries = 'mtms'" >>"$DIR/$name/postgresql.conf"
+    fi
     # under test/sanitize.sh, servers preload the sanitizers like its own
     local san=()
     if [ -n "${MTMS_SAN_LD_PRELOAD:-}" ]; then
@@ -88,7 +93,7 @@ fi
 major=$("$PG_BINDIR/pg_config" --version | sed -n 's/^PostgreSQL \([0-9]*\).*/\1/p')
 progress=$(PGHOST=$DIR PGPORT=$SPORT PGUSER=postgres "$PG_BINDIR/psql" -X -q -A -t -v VERBOSITY=terse -d mtms_sb \
     -c "SELECT count(*) FROM mtms_progress" 2>&1 | tr '\n' ' ')
-if [ "${major:-0}" -lt 17 ]; then
+if [ "${major:-0}" -lt 17 ] && [ -z "${MTMS_PRELOAD:-}" ]; then
     want="NOTICE:  mtms_progress is empty: mtms is not in shared_preload_libraries 0 "
 else
     want="0 "
