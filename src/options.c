@@ -28,7 +28,10 @@ typedef enum MtmsOptionKind
 {
 	OPT_NUMBER,					/* any JSON number, stored as double */
 	OPT_INTEGER,				/* an integral JSON number, int32 or int64 */
-	OPT_BOOLEAN					/* JSON true / false */
+	OPT_BOOLEAN,				/* JSON true / false */
+	OPT_NAME					/* a JSON string, an identifier (char[NAMEDATALEN]);
+								 * "" is the default and is left out of the
+								 * normalized options */
 } MtmsOptionKind;
 
 typedef struct MtmsOptionDesc
@@ -53,6 +56,9 @@ typedef struct MtmsOptionDesc
 #define INT_OPT(key, field, lo, hi, expect) \
 	{key, OPT_INTEGER, offsetof(MtmsOptions, field), \
 	 sizeof(((MtmsOptions *) 0)->field), 0, false, 0, lo, hi, expect}
+#define NAME_OPT(key, field, expect) \
+	{key, OPT_NAME, offsetof(MtmsOptions, field), NAMEDATALEN, \
+	 0, false, 0, 0, 0, expect}
 #define BOOL_OPT(key, field, expect) \
 	{key, OPT_BOOLEAN, offsetof(MtmsOptions, field), sizeof(bool), \
 	 0, false, 0, 0, 0, expect}
@@ -89,6 +95,8 @@ static const MtmsOptionDesc option_table[] = {
 			"an integer >= 0 (0 means unlimited)"),
 	NUM_OPT("min_delta", min_delta, 0.0, false, 0.1,
 			"a number between 0 and 0.1"),
+	NAME_OPT("cluster", cluster,
+			 "the name of a PL/Proxy cluster (a non-empty string of at most 63 bytes)"),
 };
 
 #define NUM_OPTIONS lengthof(option_table)
@@ -250,6 +258,14 @@ set_option(const MtmsOptionDesc *d, JsonbValue *v, MtmsOptions *o)
 				option_error(d, v);
 			*(bool *) field = v->val.boolean;
 			break;
+		case OPT_NAME:
+			if (v->type != jbvString || v->val.string.len == 0 ||
+				v->val.string.len >= NAMEDATALEN ||
+				memchr(v->val.string.val, '\0', v->val.string.len) != NULL)
+				option_error(d, v);
+			memcpy(field, v->val.string.val, v->val.string.len);
+			field[v->val.string.len] = '\0';
+			break;
 	}
 }
 
@@ -321,6 +337,8 @@ mtms_options_to_jsonb(const MtmsOptions *o)
 		JsonbValue	k;
 		JsonbValue	v;
 
+		if (d->kind == OPT_NAME && field[0] == '\0')
+			continue;			/* unset: as before the option existed */
 		k.type = jbvString;
 		k.val.string.val = (char *) d->key;
 		k.val.string.len = strlen(d->key);
@@ -343,6 +361,11 @@ mtms_options_to_jsonb(const MtmsOptions *o)
 			case OPT_BOOLEAN:
 				v.type = jbvBool;
 				v.val.boolean = *(const bool *) field;
+				break;
+			case OPT_NAME:
+				v.type = jbvString;
+				v.val.string.val = (char *) field;
+				v.val.string.len = strlen(field);
 				break;
 		}
 		pushJsonbValue(&state, WJB_VALUE, &v);

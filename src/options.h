@@ -27,6 +27,8 @@ typedef struct MtmsOptions
 	int32		keep_versions;	/* versions kept per model */
 	int64		max_features;	/* per embedding table; 0 = unlimited */
 	double		min_delta;		/* relative drop of validation loss that counts */
+	char		cluster[NAMEDATALEN];	/* PL/Proxy cluster of data nodes to
+										 * train on ("": train here) */
 } MtmsOptions;
 
 /*
