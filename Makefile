@@ -55,6 +55,9 @@ OBJS = \
 	src/train_parallel.o \
 	src/train_history.o \
 	src/train_units.o \
+	src/node_wire.o \
+	src/node_train.o \
+	src/train_nodes.o \
 	src/train.o \
 	src/model_cache.o \
 	src/score_projection.o \

@@ -293,8 +293,8 @@ start_model(MtmsTrainCtx *cx, bool do_embedding)
 }
 
 /* Every unit's parameters exist (the stage's prepare_unit). */
-static void
-prepare_units(MtmsTrainCtx *cx, const MtmsStageInfo *si)
+void
+mtms_prepare_units(MtmsTrainCtx *cx, const MtmsStageInfo *si)
 {
 	if (si->prepare_unit == NULL)
 		return;
@@ -306,8 +306,8 @@ prepare_units(MtmsTrainCtx *cx, const MtmsStageInfo *si)
  * A stage: as unit jobs over rows kept in memory (mtms.keep_training_rows,
  * when they fit), else pass by pass over the samples.
  */
-static void
-run_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
+void
+mtms_train_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 {
 	const MtmsStageInfo *si = mtms_stage_info(stage);
 	MtmsKeptWindow *kw = &cx->kept[si->window];
@@ -335,13 +335,20 @@ run_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 	}
 	if (kept)
 		mtms_run_units(cx, stage, selected);
+	else if (cx->node_out)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("the %s stage's rows do not fit in memory on this data node", si->name),
+				 errdetail("A multi-node training keeps each node's rows in memory (mtms.keep_training_rows); "
+						   "the pass-by-pass fallback is not available on data nodes."),
+				 errhint("Raise mtms.max_memory on the node, or spread the scenes over more nodes.")));
 	else
 	{
-		prepare_units(cx, si);
+		mtms_prepare_units(cx, si);
 		mtms_run_stage(cx, stage, selected);
 	}
 	/* units that had no rows to train on: their starting parameters */
-	prepare_units(cx, si);
+	mtms_prepare_units(cx, si);
 }
 
 /* A window's kept rows, once no stage will read them again. */
@@ -376,8 +383,8 @@ release_rows(MtmsTrainCtx *cx)
  * that a large scene keeps nearly all its rows for its own sub-models
  * while a small one still gives the fine-tune enough to learn from.
  */
-static void
-plan_finetune_share(MtmsTrainCtx *cx)
+void
+mtms_plan_finetune_share(MtmsTrainCtx *cx)
 {
 	const MtmsOptions *o = &cx->meta->opts;
 	int			nscenes = cx->model->nscenes;
@@ -420,17 +427,22 @@ train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 	SPI_connect();
 	guard = mtms_guard_search_path();
 	MemoryContextSwitchTo(cx->cxt);
-	plan_finetune_share(cx);
-	if (do_embedding)
+	if (cx->meta->opts.cluster[0] != '\0')
+		mtms_train_on_nodes(cx, selected, do_embedding, do_finetune);
+	else
 	{
-		run_stage(cx, MTMS_STAGE_EMBEDDING, selected);
-		if (cx->meta->opts.ctcvr)
-			run_stage(cx, MTMS_STAGE_CTCVR, selected);
-	}
-	if (do_finetune)
-	{
-		release_window(cx, 0);	/* phase 1's rows; fine-tune towers come per unit */
-		run_stage(cx, MTMS_STAGE_FINETUNE, all);
+		mtms_plan_finetune_share(cx);
+		if (do_embedding)
+		{
+			mtms_train_stage(cx, MTMS_STAGE_EMBEDDING, selected);
+			if (cx->meta->opts.ctcvr)
+				mtms_train_stage(cx, MTMS_STAGE_CTCVR, selected);
+		}
+		if (do_finetune)
+		{
+			release_window(cx, 0);	/* phase 1's rows; fine-tune towers come per unit */
+			mtms_train_stage(cx, MTMS_STAGE_FINETUNE, all);
+		}
 	}
 	release_rows(cx);
 	mtms_progress_stage("writing", 0, -1, -1, 0);
