@@ -473,8 +473,8 @@ gather_params(MtmsTrainCtx *cx, const NodeCall *call, const MtmsNodeResult *res)
 
 /* A phase's replies: results read, units gathered, totals summed. */
 static void
-gather_phase(MtmsTrainCtx *cx, const NodeCall *call, const MtmsStage *stages, int nstages,
-			 double seconds)
+gather_phase(MtmsTrainCtx *cx, const char *what, const NodeCall *call, const MtmsStage *stages,
+			 int nstages, double seconds)
 {
 	MtmsNodeResult *res = palloc0(sizeof(MtmsNodeResult) * Max(call->nreplies, 1));
 	int64		samples = 0;
@@ -495,7 +495,7 @@ gather_phase(MtmsTrainCtx *cx, const NodeCall *call, const MtmsStage *stages, in
 	cx->bad_conversions = Max(cx->bad_conversions, bad);
 	ereport(NOTICE,
 			(errmsg("mtms_train %s on %d data nodes of cluster \"%s\": %.2f s, %.1f MB shipped to the nodes, %.1f MB back",
-					mtms_stage_info(stages[0])->name, call->nreplies, cx->meta->opts.cluster, seconds,
+					what, call->nreplies, cx->meta->opts.cluster, seconds,
 					call->shipped / (1024.0 * 1024.0), call->received / (1024.0 * 1024.0))));
 }
 
@@ -516,7 +516,7 @@ mtms_train_on_nodes(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 
 		start = GetCurrentTimestamp();
 		call_nodes(cx, "phase1", selected, nnodes, &call);
-		gather_phase(cx, &call, stages, cx->meta->opts.ctcvr ? 2 : 1,
+		gather_phase(cx, "phase 1", &call, stages, cx->meta->opts.ctcvr ? 2 : 1,
 					 (double) (GetCurrentTimestamp() - start) / 1e6);
 	}
 	if (do_finetune)
@@ -525,7 +525,7 @@ mtms_train_on_nodes(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 
 		start = GetCurrentTimestamp();
 		call_nodes(cx, "finetune", selected, nnodes, &call);
-		gather_phase(cx, &call, stages, 1, (double) (GetCurrentTimestamp() - start) / 1e6);
+		gather_phase(cx, "fine-tune", &call, stages, 1, (double) (GetCurrentTimestamp() - start) / 1e6);
 	}
 	MemoryContextSwitchTo(old);
 }

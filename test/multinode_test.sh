@@ -55,6 +55,8 @@ err() {
 N=${MTMS_MN_ROWS:-12000}
 GEN="mtms_synthetic_samples($N, 7, '{\"slots\": 1}')"
 OPTS='"max_epochs": 2, "seed": 5'
+# a model whose trainings last a few seconds: time to stop a node or cancel
+SLOW='"max_epochs": 40, "patience": 40, "min_delta": 0'
 
 cluster_start coord node1 node2 &&
     for n in coord node1 node2; do
@@ -76,7 +78,9 @@ cluster_start coord node1 node2 &&
         "SELECT mtms_create_model('one', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}',
                                   options => '{$OPTS}')" \
         "SELECT mtms_create_model('mn', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}',
-                                  options => '{$OPTS, \"cluster\": \"mtms_nodes\"}')" >/dev/null
+                                  options => '{$OPTS, \"cluster\": \"mtms_nodes\"}')" \
+        "SELECT mtms_create_model('slow', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}',
+                                  options => '{$SLOW, \"cluster\": \"mtms_nodes\"}')" >/dev/null
 status=$?
 ok $status "a coordinator with PL/Proxy's cluster mtms_nodes and two data nodes holding the scenes' rows"
 if [ $status -ne 0 ]; then
@@ -124,8 +128,9 @@ train mn s >/dev/null
 is "$(params mn)" "$(params one)" "a second training, warm-started from the first: still bit-identical"
 
 # 2. a node stopped mid-training
-before=$(qc "SELECT version FROM mtms_versions('mn') WHERE active")
-err "SELECT count(*) FROM mtms_train('mn', 's')" >"$CLUSTER_DIR/stop.out" &
+train slow s >/dev/null
+before=$(qc "SELECT version FROM mtms_versions('slow') WHERE active")
+err "SELECT count(*) FROM mtms_train('slow', 's')" >"$CLUSTER_DIR/stop.out" &
 bg=$!
 stopped=1
 for _ in $(seq 1 200); do
@@ -139,13 +144,14 @@ for _ in $(seq 1 200); do
 done
 wait $bg
 msg=$(cat "$CLUSTER_DIR/stop.out")
+[ -z "${MTMS_MN_VERBOSE:-}" ] || diag "$msg"
 ok $((stopped == 0 && $(grep -c "data node p1 (host=$cluster_host port=$(cluster_port node2) dbname=$DB) of cluster \"mtms_nodes\" failed" <<<"$msg") == 0 ? 1 : 0)) \
     "a node stopped mid-training: the error names it"
 [ $stopped -eq 0 ] && [[ $msg == *"failed"* ]] || diag "$msg"
-is "$(qc "SELECT version FROM mtms_versions('mn') WHERE active")" "$before" \
+is "$(qc "SELECT version FROM mtms_versions('slow') WHERE active")" "$before" \
     "and the previous version stays active"
 cluster_start_server node2
-is "$(qc "SELECT count(*) > 0 FROM mtms_train('mn', 's')")|$(qc "SELECT version FROM mtms_versions('mn') WHERE active")" \
+is "$(qc "SELECT count(*) > 0 FROM mtms_train('slow', 's')")|$(qc "SELECT version FROM mtms_versions('slow') WHERE active")" \
     "t|$((before + 1))" "with the node back, the next training works"
 
 # 3. statement_timeout and cancel stop the remote calls
@@ -159,16 +165,16 @@ running() {
     done
     echo "$n"
 }
-msg=$(err "SET statement_timeout = '1s'; SELECT count(*) FROM mtms_train('mn', 's')")
+msg=$(err "SET statement_timeout = '1s'; SELECT count(*) FROM mtms_train('slow', 's')")
 is "$msg|$(running)" "canceling statement due to statement timeout|0" \
     "statement_timeout on the coordinator: the training stops, and so do the nodes' calls"
-err "SELECT count(*) FROM mtms_train('mn', 's')" >"$CLUSTER_DIR/cancel.out" &
+err "SELECT count(*) FROM mtms_train('slow', 's')" >"$CLUSTER_DIR/cancel.out" &
 bg=$!
 for _ in $(seq 1 200); do
     [ "$(q1 "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%mtms_node_train%' AND state = 'active' AND pid <> pg_backend_pid()")" != 0 ] && break
     sleep 0.05
 done
-qc "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%mtms_train(''mn''%' AND pid <> pg_backend_pid()" >/dev/null
+qc "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%mtms_train(''slow''%' AND pid <> pg_backend_pid()" >/dev/null
 wait $bg
 is "$(cat "$CLUSTER_DIR/cancel.out")|$(running)" "canceling statement due to user request|0" \
     "a cancel on the coordinator: the training stops, and so do the nodes' calls"
