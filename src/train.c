@@ -292,16 +292,6 @@ start_model(MtmsTrainCtx *cx, bool do_embedding)
 		cx->model = mtms_model_create(cx->meta);
 }
 
-/* Every unit's parameters exist (the stage's prepare_unit). */
-void
-mtms_prepare_units(MtmsTrainCtx *cx, const MtmsStageInfo *si)
-{
-	if (si->prepare_unit == NULL)
-		return;
-	for (int u = 0; u < mtms_stage_nunits(si, cx->model->nscenes); u++)
-		si->prepare_unit(cx->model, u);
-}
-
 /*
  * A stage: as unit jobs over rows kept in memory (mtms.keep_training_rows,
  * when they fit), else pass by pass over the samples.

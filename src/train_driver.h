@@ -98,10 +98,9 @@ extern void mtms_run_units(MtmsTrainCtx *cx, MtmsStage stage, const bool *select
 
 /*
  * train.c: a stage for the selected scenes, as unit jobs over kept rows
- * or pass by pass; the units' starting parameters for units without rows
+ * or pass by pass
  */
 extern void mtms_train_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected);
-extern void mtms_prepare_units(MtmsTrainCtx *cx, const MtmsStageInfo *si);
 /* train.c: each scene's share of rows phase 1 leaves to the fine-tune */
 extern void mtms_plan_finetune_share(MtmsTrainCtx *cx);
 
@@ -121,5 +120,7 @@ extern void mtms_unit_figures(const MtmsTrainState *res, const MtmsStageInfo *si
 extern void mtms_unit_report(MtmsTrainCtx *cx, const MtmsStageInfo *si, int unit,
 							 const MtmsUnitResult *best, double seconds);
 extern char *mtms_unit_name(const MtmsModel *m, const MtmsStageInfo *si, int unit);
+/* train_unit.c: every unit's parameters exist (the stage's prepare_unit) */
+extern void mtms_prepare_units(MtmsTrainCtx *cx, const MtmsStageInfo *si);
 
 #endif							/* MTMS_TRAIN_DRIVER_H */

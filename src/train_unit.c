@@ -130,3 +130,13 @@ mtms_unit_report(MtmsTrainCtx *cx, const MtmsStageInfo *si, int unit,
 		cx->metric_auc[scene * MTMS_NMETRICS + t] = r.valid_auc;
 	}
 }
+
+/* Every unit's parameters exist (the stage's prepare_unit). */
+void
+mtms_prepare_units(MtmsTrainCtx *cx, const MtmsStageInfo *si)
+{
+	if (si->prepare_unit == NULL)
+		return;
+	for (int u = 0; u < mtms_stage_nunits(si, cx->model->nscenes); u++)
+		si->prepare_unit(cx->model, u);
+}
