@@ -61,6 +61,7 @@ typedef struct NodeCall
 {
 	int			nreplies;
 	NodeReply  *replies;
+	const char *cluster;
 	Size		shipped;		/* bytes sent to the nodes */
 	Size		received;
 } NodeCall;
@@ -350,6 +351,13 @@ collect_replies(NodeCall *call)
 			}
 			else if (seq > r->got)
 				missing = true;
+			else if (pass == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("data node %s is more than one partition of cluster \"%s\"",
+								node, call->cluster),
+						 errdetail("Its scenes would be trained twice."),
+						 errhint("Give each data node one partition (PL/Proxy wants 1, 2, 4, ... of them).")));
 		}
 		if (!missing)
 			break;
@@ -384,6 +392,7 @@ call_nodes(MtmsTrainCtx *cx, const char *phase, const bool *selected, int nnodes
 	args[2] = CStringGetTextDatum(cx->relname);
 	args[3] = CStringGetTextDatum(phase);
 	memset(call, 0, sizeof(*call));
+	call->cluster = cx->meta->opts.cluster;
 	call->shipped = (Size) job.len * nnodes;
 	pfree(job.data);
 	mtms_progress_stage(strcmp(phase, "phase1") == 0 ? "embedding" : "finetune", 0, -1, -1, 0);

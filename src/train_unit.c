@@ -2,7 +2,8 @@
  * train_unit.c
  *    Units of a training stage (a pair, or a scene's two pairs) as the
  *    driver sees them: the figures a pass reports for a unit, its name,
- *    and its rows of mtms_train's result.
+ *    its rows of mtms_train's result, and the starting parameters of
+ *    units that had no rows to train on.
  */
 #include "train_driver.h"
 
