@@ -50,7 +50,7 @@ for n in coord node1 node2; do
 done
 log "generating $ROWS rows on each node (its scenes)"
 cluster_sql node1 "$DB" "CREATE TABLE s_all AS SELECT * FROM $GEN" \
-    "CREATE TABLE s AS SELECT * FROM s_all WHERE substr(scene, 2)::int % 2 = 1" >/dev/null
+    "CREATE TABLE s AS SELECT * FROM $GEN WHERE substr(scene, 2)::int % 2 = 1" >/dev/null
 cluster_sql node2 "$DB" "CREATE TABLE s AS SELECT * FROM $GEN WHERE substr(scene, 2)::int % 2 = 0" >/dev/null
 p1="host=$cluster_host port=$(cluster_port node1) dbname=$DB"
 p2="host=$cluster_host port=$(cluster_port node2) dbname=$DB"

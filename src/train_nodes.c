@@ -218,6 +218,31 @@ check_setup(MtmsTrainCtx *cx)
 }
 
 /*
+ * The cluster is defined: a SQL/MED server of PL/Proxy's wrapper, or
+ * PL/Proxy's older configuration functions (plproxy.get_cluster_*).
+ */
+static void
+check_cluster_defined(MtmsTrainCtx *cx)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1];
+
+	args[0] = CStringGetTextDatum(cx->meta->opts.cluster);
+	if (SPI_execute_with_args("SELECT EXISTS (SELECT FROM pg_catalog.pg_foreign_server s "
+							  "JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw "
+							  "WHERE s.srvname = $1 AND w.fdwname = 'plproxy') "
+							  "OR pg_catalog.to_regproc('plproxy.get_cluster_partitions') IS NOT NULL",
+							  1, types, args, NULL, true, 1) != SPI_OK_SELECT ||
+		strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("PL/Proxy cluster \"%s\" of model \"%s\" does not exist",
+						cx->meta->opts.cluster, cx->meta->name),
+				 errhint("Define it on the coordinator: CREATE SERVER %s FOREIGN DATA WRAPPER plproxy OPTIONS (p0 '...', ...), with a user mapping.",
+						 quote_identifier(cx->meta->opts.cluster))));
+}
+
+/*
  * Every node answers and has the coordinator's mtms (version and schema):
  * refused before any work otherwise.  Returns the number of nodes.
  */
@@ -518,6 +543,7 @@ mtms_train_on_nodes(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
 
 	check_setup(cx);
+	check_cluster_defined(cx);
 	nnodes = check_nodes(cx);
 	if (do_embedding)
 	{

@@ -34,7 +34,7 @@ fi
 # shellcheck source=test/cluster.sh
 . test/cluster.sh
 
-plan 17
+plan 20
 
 DB=mtms_mn
 qc() { cluster_sql coord "$DB" "$@"; }
@@ -201,5 +201,24 @@ is "$(err "SELECT count(*) FROM mtms_train('mn', 's')")" \
     "a scene with rows on two nodes is refused, naming the scene and the nodes"
 is "$(qc "SELECT version FROM mtms_versions('mn') WHERE active")" "$((v + 1))" \
     "and the active version is unchanged"
+
+# 6. set-up mistakes, named
+# two spellings of node 1's connection string: two connections to it
+qc "CREATE SERVER dup FOREIGN DATA WRAPPER plproxy
+      OPTIONS (p0 'host=$cluster_host port=$(cluster_port node1) dbname=$DB',
+               p1 'dbname=$DB port=$(cluster_port node1) host=$cluster_host')" \
+   "CREATE USER MAPPING FOR PUBLIC SERVER dup OPTIONS (user 'postgres')" \
+   "SELECT mtms_create_model('dup', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}',
+                             options => '{\"cluster\": \"dup\"}')" \
+   "SELECT mtms_create_model('nowhere', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}',
+                             options => '{\"cluster\": \"nowhere\"}')" >/dev/null
+is "$(err "SELECT count(*) FROM mtms_train('dup', 's')")" \
+    "data node $cluster_host:$(cluster_port node1)/$DB is more than one partition of cluster \"dup\"" \
+    "a node reached by two partitions' connection strings is refused (its scenes would train twice)"
+is "$(err "SELECT count(*) FROM mtms_train('nowhere', 's')")" \
+    "PL/Proxy cluster \"nowhere\" of model \"nowhere\" does not exist" \
+    "a cluster that is not defined is named"
+is "$(qc "SELECT count(*) FROM mtms_versions('dup')")|$(qc "SELECT count(*) FROM mtms_versions('nowhere')")" "0|0" \
+    "and neither wrote a version"
 
 done_testing
