@@ -14,7 +14,7 @@
 
 #define JOB_MAGIC		0x6d746a31	/* "mtj1" */
 #define RESULT_MAGIC	0x6d747231	/* "mtr1" */
-#define WIRE_VERSION	1
+#define WIRE_VERSION	2	/* 2: towers without their Adam moments */
 
 #define REC_OUTCOME		1
 #define REC_PARAMS		2
@@ -149,13 +149,13 @@ mtms_node_job_write(StringInfo buf, const MtmsModelMeta *meta, const MtmsModel *
 	{
 		CHECK_FOR_INTERRUPTS();
 		at = section_begin(buf);
-		mtms_wire_unit(buf, m, &mtms_stage_embedding_info, p);
+		mtms_wire_unit_params(buf, m, &mtms_stage_embedding_info, p);
 		section_end(buf, at);
 		put_int(buf, m->tower2[p] != NULL);
 		if (m->tower2[p])
 		{
 			at = section_begin(buf);
-			mtms_tower_serialize(buf, m->tower2[p]);
+			mtms_tower_serialize_params(buf, m->tower2[p]);
 			section_end(buf, at);
 		}
 	}
@@ -308,7 +308,7 @@ mtms_node_put_params(StringInfo buf, const MtmsModel *m, const MtmsStageInfo *si
 	put_int(buf, (int32) si->stage);
 	put_int(buf, unit);
 	at = section_begin(buf);
-	mtms_wire_unit(buf, m, si, unit);
+	mtms_wire_unit_params(buf, m, si, unit);
 	section_end(buf, at);
 }
 

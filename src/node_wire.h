@@ -4,9 +4,12 @@
  *    node_train.c), as bytes: the job (the model's declaration, options
  *    and full parameters, the scenes to train) and the result (per unit its
  *    outcome and history, and the trained units' parameters, in
- *    unit_wire.c's form).  Both ends must be the same build of mtms: the
- *    job starts with a fingerprint of the structures it carries raw, and a
- *    node refuses a job whose fingerprint is not its own.
+ *    unit_wire.c's form).  Towers travel without their Adam moments (a
+ *    third of the bytes): the coordinator only stores the finished units,
+ *    a stored version has no moments either, and a fine-tune tower starts
+ *    from its phase-1 tower's weights alone.  Both ends must be the same
+ *    build of mtms: the job starts with a fingerprint of the structures it
+ *    carries raw, and a node refuses a job whose fingerprint is not its own.
  */
 #ifndef MTMS_NODE_WIRE_H
 #define MTMS_NODE_WIRE_H
