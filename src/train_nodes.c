@@ -314,12 +314,17 @@ job_array(StringInfo job)
 	int			n = (int) ((job->len + MTMS_NODE_CHUNK - 1) / MTMS_NODE_CHUNK);
 	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
 
-	if ((Size) job->len > MaxAllocSize - 1024 * 1024)
+	/*
+	 * PL/Proxy passes arguments as text (bytea in hex: two characters a
+	 * byte), and the array is one value of at most 1 GB.
+	 */
+	if ((Size) job->len > MaxAllocSize / 2 - 1024 * 1024)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("the model is %.0f MB serialised, more than one PL/Proxy call can carry (1 GB)",
+				 errmsg("the model is %.0f MB serialised, more than one PL/Proxy call can carry (about 510 MB)",
 						job->len / (1024.0 * 1024.0)),
-				 errhint("Cap the embedding tables (the max_features option), or train it on one server.")));
+				 errdetail("PL/Proxy passes bytea as hex text, and one value is at most 1 GB."),
+				 errhint("Cap the embedding tables (the max_features option), or train the model on one server.")));
 	for (int i = 0; i < n; i++)
 	{
 		Size		off = (Size) i * MTMS_NODE_CHUNK;
