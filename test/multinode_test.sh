@@ -34,7 +34,7 @@ fi
 # shellcheck source=test/cluster.sh
 . test/cluster.sh
 
-plan 20
+plan 21
 
 DB=mtms_mn
 qc() { cluster_sql coord "$DB" "$@"; }
@@ -126,6 +126,9 @@ is "$(qc "SELECT samples FROM mtms_versions('mn') WHERE active")" "$N" \
 train one s_all >/dev/null
 train mn s >/dev/null
 is "$(params mn)" "$(params one)" "a second training, warm-started from the first: still bit-identical"
+qc "SELECT count(*) FROM mtms_train('one', 's_all', scenes => '{video}')" >/dev/null
+qc "SELECT count(*) FROM mtms_train('mn', 's', scenes => '{video}')" >/dev/null
+is "$(params mn)" "$(params one)" "phase 1 for one scene (node 2's), the fine-tune for all: still bit-identical"
 
 # 2. a node stopped mid-training
 train slow s >/dev/null
@@ -165,7 +168,7 @@ running() {
     done
     echo "$n"
 }
-msg=$(err "SET statement_timeout = '1s'; SELECT count(*) FROM mtms_train('slow', 's')")
+msg=$(err "SET statement_timeout = '400ms'; SELECT count(*) FROM mtms_train('slow', 's')")
 is "$msg|$(running)" "canceling statement due to statement timeout|0" \
     "statement_timeout on the coordinator: the training stops, and so do the nodes' calls"
 err "SELECT count(*) FROM mtms_train('slow', 's')" >"$CLUSTER_DIR/cancel.out" &
