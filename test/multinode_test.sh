@@ -9,14 +9,16 @@
 # same rows.  Asserts:
 #   - the parameters (md5 over the embedding and tower rows), the scores
 #     and the training history are the single-server training's, bit for
-#     bit, for a first training and a warm-started second one;
+#     bit, for a first training, a warm-started second one and one whose
+#     phase 1 trains one scene;
 #   - a node stopped mid-training: an error naming the node, the active
 #     version unchanged; the node back, the next training works;
 #   - statement_timeout (and a cancel) on the coordinator stop the nodes'
 #     work;
 #   - a node without mtms, or with another version of it, is refused
 #     before any work, naming the node;
-#   - a scene whose rows are on two nodes is refused, naming it.
+#   - a scene whose rows are on two nodes is refused, naming it; so are a
+#     node reached through two partitions and an undefined cluster.
 # Skips (TAP skip_all, a pass) where PL/Proxy is not installed for the
 # PostgreSQL under test.
 set -uo pipefail
