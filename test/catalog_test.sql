@@ -76,7 +76,7 @@ SELECT throws_ok($$SELECT mtms_create_model('tap_x', '{s}', '{f}', options => '{
                  '22023', NULL, 'a wrong option type is invalid_parameter_value');
 SELECT throws_ok($$SELECT mtms_create_model('tap_x', '{s}', NULL)$$,
                  '22004', 'argument "fields" must not be null', 'a NULL argument is null_value_not_allowed');
-SELECT throws_ok($$SELECT mtms_create_model('tap_x', (SELECT array_agg('s' || i) FROM generate_series(1, 257) i), '{f}')$$,
+SELECT throws_ok($$SELECT mtms_create_model('tap_x', (SELECT array_agg('s' || i) FROM generate_series(1, 1025) i), '{f}')$$,
                  '54000', NULL, 'too many scenes is program_limit_exceeded');
 SELECT throws_ok($$SELECT mtms_drop_model('tap_nope')$$,
                  '42704', 'model "tap_nope" does not exist', 'an unknown model is undefined_object');
