@@ -1072,8 +1072,9 @@ check_emb_truncated(double *detail)
 	int			len;
 	int			rejected = 0;
 	bool		ok;
-	Size		rowbytes = sizeof(uint64) + 2 * sizeof(int32) + 6 * sizeof(float);
+	Size		rowbytes = sizeof(uint64) + 4 * sizeof(int32) + 6 * sizeof(float);
 	Size		header = 32;
+	Size		trailer = sizeof(int64);	/* no admitted keys */
 
 	(void) mtms_emb_find_or_create(s, 1, 0, 0);
 	(void) mtms_emb_find_or_create(s, 2, 0, 0);
@@ -1086,7 +1087,7 @@ check_emb_truncated(double *detail)
 		if (deserialize_fails(buf.data, len, false))
 			rejected++;
 	}
-	ok = buf.len == (int) (header + 3 * rowbytes) &&
+	ok = buf.len == (int) (header + 3 * rowbytes + trailer) &&
 		!deserialize_fails(buf.data, buf.len, false);
 	/* bad magic */
 	buf.data[1] ^= 0x10;
@@ -1104,7 +1105,7 @@ check_emb_truncated(double *detail)
 		ok = ok && deserialize_fails(buf.data, buf.len, false);
 	}
 	*detail = rejected;
-	return ok && rejected == (int) (header + 3 * rowbytes);
+	return ok && rejected == (int) (header + 3 * rowbytes + trailer);
 }
 
 /*
