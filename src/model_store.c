@@ -414,6 +414,57 @@ float_array(const float *v, int n)
 	return PointerGetDatum(a);
 }
 
+/*
+ * Rows start .. start + n - 1 of emb with the plan of mtms_model_save;
+ * args[0..4] (model, version, scene, task, field names) are filled in.
+ */
+static void
+save_embedding_batch(SPIPlanPtr plan, Datum *args, const MtmsEmbStore *emb,
+					 int64 start, int n)
+{
+	int			d = mtms_emb_dim(emb);
+	Datum	   *fi = palloc(sizeof(Datum) * n);
+	Datum	   *ft = palloc(sizeof(Datum) * n);
+	Datum	   *vv = palloc(sizeof(Datum) * (Size) n * d);
+	Datum	   *ac = palloc(sizeof(Datum) * n);
+	Datum	   *sn = palloc(sizeof(Datum) * n);
+	Datum	   *ls = palloc(sizeof(Datum) * n);
+	int			rc;
+
+	for (int i = 0; i < n; i++)
+	{
+		const float *v = mtms_emb_vector(emb, start + i);
+
+		fi[i] = Int32GetDatum(mtms_emb_field(emb, start + i) + 1);
+		ft[i] = Int64GetDatum((int64) mtms_emb_key(emb, start + i));
+		for (int k = 0; k < d; k++)
+			vv[(Size) i * d + k] = Float4GetDatum(v[k]);
+		ac[i] = Float4GetDatum(*mtms_emb_accum(emb, start + i));
+		sn[i] = Int64GetDatum((int64) mtms_emb_seen(emb, start + i));
+		ls[i] = Int32GetDatum(mtms_emb_last_seen(emb, start + i));
+	}
+	args[5] = PointerGetDatum(construct_array(fi, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[6] = PointerGetDatum(construct_array(ft, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[7] = PointerGetDatum(construct_array(vv, n * d, FLOAT4OID, 4, true, TYPALIGN_INT));
+	args[8] = PointerGetDatum(construct_array(ac, n, FLOAT4OID, 4, true, TYPALIGN_INT));
+	args[9] = Int32GetDatum(d);
+	args[10] = PointerGetDatum(construct_array(sn, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[11] = PointerGetDatum(construct_array(ls, n, INT4OID, 4, true, TYPALIGN_INT));
+	rc = SPI_execute_plan(plan, args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not store embeddings: %s", SPI_result_code_string(rc));
+	pfree(fi);
+	pfree(ft);
+	pfree(vv);
+	pfree(ac);
+	pfree(sn);
+	pfree(ls);
+	for (int i = 5; i < 12; i++)
+		if (i != 9)
+			pfree(DatumGetPointer(args[i]));
+	CHECK_FOR_INTERRUPTS();
+}
+
 void
 mtms_model_save(const MtmsModelMeta *meta, const MtmsModel *m, int32 version)
 {
@@ -428,7 +479,6 @@ mtms_model_save(const MtmsModelMeta *meta, const MtmsModel *m, int32 version)
 		INT4OID, INT4OID, INT4OID, FLOAT4ARRAYOID, FLOAT4ARRAYOID};
 	Datum	   *fieldd;
 	Datum		fields_arr;
-	int			d = m->dim;
 	int			guard;
 	MtmsCatalogScope scope;
 
@@ -468,56 +518,15 @@ mtms_model_save(const MtmsModelMeta *meta, const MtmsModel *m, int32 version)
 
 		for (int64 start = 0; start < count; start += SAVE_BATCH)
 		{
-			int			n = (int) Min(SAVE_BATCH, count - start);
-			Datum	   *fi = palloc(sizeof(Datum) * n);
-			Datum	   *ft = palloc(sizeof(Datum) * n);
-			Datum	   *vv = palloc(sizeof(Datum) * (Size) n * d);
-			Datum	   *ac = palloc(sizeof(Datum) * n);
-			Datum	   *sn = palloc(sizeof(Datum) * n);
-			Datum	   *ls = palloc(sizeof(Datum) * n);
 			Datum		args[12];
-			int			rc;
 
-			for (int i = 0; i < n; i++)
-			{
-				const float *v = mtms_emb_vector(emb, start + i);
-
-				fi[i] = Int32GetDatum(mtms_emb_field(emb, start + i) + 1);
-				ft[i] = Int64GetDatum((int64) mtms_emb_key(emb, start + i));
-				for (int k = 0; k < d; k++)
-					vv[(Size) i * d + k] = Float4GetDatum(v[k]);
-				ac[i] = Float4GetDatum(*mtms_emb_accum(emb, start + i));
-				sn[i] = Int64GetDatum((int64) mtms_emb_seen(emb, start + i));
-				ls[i] = Int32GetDatum(mtms_emb_last_seen(emb, start + i));
-			}
 			args[0] = Int32GetDatum(meta->model_id);
 			args[1] = Int32GetDatum(version);
 			args[2] = scene;
 			args[3] = task;
 			args[4] = fields_arr;
-			args[5] = PointerGetDatum(construct_array(fi, n, INT4OID, 4, true, TYPALIGN_INT));
-			args[6] = PointerGetDatum(construct_array(ft, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-			args[7] = PointerGetDatum(construct_array(vv, n * d, FLOAT4OID, 4, true, TYPALIGN_INT));
-			args[8] = PointerGetDatum(construct_array(ac, n, FLOAT4OID, 4, true, TYPALIGN_INT));
-			args[9] = Int32GetDatum(d);
-			args[10] = PointerGetDatum(construct_array(sn, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-			args[11] = PointerGetDatum(construct_array(ls, n, INT4OID, 4, true, TYPALIGN_INT));
-			rc = SPI_execute_plan(emb_plan, args, NULL, false, 0);
-			if (rc != SPI_OK_INSERT)
-				elog(ERROR, "could not store embeddings: %s", SPI_result_code_string(rc));
-			pfree(fi);
-			pfree(ft);
-			pfree(vv);
-			pfree(ac);
-			pfree(sn);
-			pfree(ls);
-			pfree(DatumGetPointer(args[10]));
-			pfree(DatumGetPointer(args[11]));
-			pfree(DatumGetPointer(args[5]));
-			pfree(DatumGetPointer(args[6]));
-			pfree(DatumGetPointer(args[7]));
-			pfree(DatumGetPointer(args[8]));
-			CHECK_FOR_INTERRUPTS();
+			save_embedding_batch(emb_plan, args, emb, start,
+								 (int) Min(SAVE_BATCH, count - start));
 		}
 
 		for (int phase = 0; phase < 2; phase++)
