@@ -54,12 +54,15 @@ OBJS = \
 	src/unit_wire.o \
 	src/train_memory.o \
 	src/train_parallel.o \
+	src/train_history.o \
 	src/train_units.o \
 	src/train.o \
 	src/model_cache.o \
 	src/score_projection.o \
 	src/score.o \
-	src/evaluate.o
+	src/experiment.o \
+	src/evaluate.o \
+	src/training_info.o
 
 # The extension's scripts, the way PostgreSQL's contrib ships them: the
 # released install script mtms--0.1.sql stays as it was released, and every

@@ -379,6 +379,24 @@ copy_int_array(Datum d, MemoryContext cxt, int n, const char *model)
 	return out;
 }
 
+/*
+ * The experiment's columns for mtms_model_lookup: read in the statement
+ * that reads active_version, so that the two always agree (0.3 and later).
+ */
+static char *
+experiment_columns(void)
+{
+	char	   *schema;
+
+	if (!mtms_catalog_has_experiments())
+		return "NULL::int8, NULL::int4, NULL::float8";
+	schema = mtms_schema_quoted();
+	return psprintf("(SELECT e.experiment_id FROM %s.mtms_experiment e WHERE e.model_id = m.model_id),"
+					" (SELECT e.version FROM %s.mtms_experiment e WHERE e.model_id = m.model_id),"
+					" (SELECT e.share FROM %s.mtms_experiment e WHERE e.model_id = m.model_id)",
+					schema, schema, schema);
+}
+
 MtmsModelMeta *
 mtms_model_lookup(const char *name, bool missing_ok, bool lock)
 {
@@ -396,9 +414,10 @@ mtms_model_lookup(const char *name, bool missing_ok, bool lock)
 
 	has_acl = mtms_catalog_has_acl();
 	sql = psprintf("SELECT model_id, name, owner, scenes, fields, embedding_dim,"
-				   " hidden, options, active_version, scene_birth, field_birth, %s"
-				   " FROM %s.mtms_model WHERE name = $1%s",
+				   " hidden, options, active_version, scene_birth, field_birth, %s, %s"
+				   " FROM %s.mtms_model m WHERE name = $1%s",
 				   has_acl ? "acl, params_revision" : "NULL::pg_catalog.aclitem[], 0::int8",
+				   experiment_columns(),
 				   mtms_schema_quoted(), lock ? " FOR UPDATE" : "");
 	values[0] = CStringGetTextDatum(name);
 
@@ -470,6 +489,13 @@ mtms_model_lookup(const char *name, bool missing_ok, bool lock)
 			MemoryContextSwitchTo(old);
 		}
 		m->params_revision = DatumGetInt64(SPI_getbinval(tup, desc, 13, &isnull));
+		d = SPI_getbinval(tup, desc, 14, &isnull);
+		if (!isnull)
+		{
+			m->experiment_id = DatumGetInt64(d);
+			m->candidate_version = DatumGetInt32(SPI_getbinval(tup, desc, 15, &isnull));
+			m->candidate_share = DatumGetFloat8(SPI_getbinval(tup, desc, 16, &isnull));
+		}
 	}
 	spi_finish();
 
@@ -782,6 +808,17 @@ mtms_rollback(PG_FUNCTION_ARGS)
 					  " WHERE model_id = $1",
 					  mtms_schema_quoted()),
 			 2, argtypes, values, SPI_OK_UPDATE);
+
+	/*
+	 * Rolling back to the experiment's candidate promotes it: the
+	 * experiment ends in the same transaction, so no session ever sees the
+	 * candidate active and still in an experiment.  Another version leaves
+	 * the experiment running against the new active version.
+	 */
+	if (m->experiment_id != 0 && m->candidate_version == version)
+		spi_exec(psprintf("DELETE FROM %s.mtms_experiment WHERE model_id = $1",
+						  mtms_schema_quoted()),
+				 1, argtypes, values, SPI_OK_DELETE);
 	spi_finish();
 
 	mtms_catalog_changed();

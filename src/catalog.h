@@ -39,6 +39,15 @@ typedef struct MtmsModelMeta
 	bool		has_acl;		/* the schema has acl and params_revision (0.2+) */
 	Acl		   *acl;			/* grants; NULL when none (or no column) */
 	int64		params_revision;	/* bumped by edits of its rows by plain SQL */
+
+	/*
+	 * The model's experiment (experiment.h), read in the same statement as
+	 * active_version: experiment_id 0 when there is none (or the schema
+	 * predates 0.3).
+	 */
+	int64		experiment_id;
+	int32		candidate_version;
+	float8		candidate_share;
 } MtmsModelMeta;
 
 /*

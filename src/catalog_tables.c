@@ -33,6 +33,7 @@ static bool watched_valid = false;	/* no invalidation since it was resolved */
 static uint64 facts_generation = 0;
 static Oid	facts_owner = InvalidOid;
 static bool facts_has_acl = false;
+static bool facts_has_experiments = false;
 
 /* Depth of writing scopes; cleared at every abort. */
 static int	internal_writes = 0;
@@ -200,6 +201,8 @@ read_facts(void)
 	facts_owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
 	ReleaseSysCache(tup);
 	facts_has_acl = get_attnum(relid, "acl") != InvalidAttrNumber;
+	facts_has_experiments = OidIsValid(get_relname_relid("mtms_experiment",
+														 get_rel_namespace(relid)));
 	facts_generation = gen;
 }
 
@@ -226,6 +229,26 @@ mtms_catalog_has_feature_stats(void)
 	return OidIsValid(emb) &&
 		get_attnum(emb, "last_seen") != InvalidAttrNumber &&
 		OidIsValid(get_relname_relid("mtms_feature_count", nsp));
+}
+
+/*
+ * The upgrade to 0.3 creates mtms_experiment with a foreign key to
+ * mtms_model, whose new triggers invalidate mtms_model: the facts are
+ * re-read after it.
+ */
+bool
+mtms_catalog_has_experiments(void)
+{
+	read_facts();
+	return facts_has_experiments;
+}
+
+bool
+mtms_catalog_has_history(void)
+{
+	Oid			nsp = get_rel_namespace(mtms_model_relid());
+
+	return OidIsValid(get_relname_relid("mtms_training_history", nsp));
 }
 
 /* ---------------------------------------------------------------------

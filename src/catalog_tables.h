@@ -45,6 +45,20 @@ extern bool mtms_catalog_has_acl(void);
 extern bool mtms_catalog_has_feature_stats(void);
 
 /*
+ * Whether the installed schema has the experiments table (extension
+ * version 0.3 and later).  Until ALTER EXTENSION mtms UPDATE there are no
+ * experiments: every key is served by the active version.
+ */
+extern bool mtms_catalog_has_experiments(void);
+
+/*
+ * Whether the installed schema has the training history table (0.3 and
+ * later).  Looked up on every call (no relcache event announces the table
+ * of an ALTER EXTENSION mtms UPDATE): call it once per training, not per row.
+ */
+extern bool mtms_catalog_has_history(void);
+
+/*
  * Tell every backend that a model changed: a relcache invalidation of
  * mtms_model, sent at commit (and WAL-logged, so hot standbys see it too).
  */

@@ -26,6 +26,27 @@ extern MtmsModel *mtms_cache_get(const char *name, const MtmsModelMeta **meta);
 extern MtmsScorer *mtms_cache_get_scorer(const char *name, const MtmsModelMeta **meta,
 										 const MtmsModel **model);
 
+/*
+ * What serves a model's request keys: the active version, and during an
+ * experiment with a share above 0 its candidate version (else NULL), each
+ * with its projection cache.  Both come from one read of the catalog, so
+ * the pair and meta's experiment always agree.  Within one query (one
+ * active snapshot) the same state is returned even if a change committed
+ * meanwhile: a query never mixes two states; the next query sees the new
+ * one.  generation is the catalog generation the state was read at.
+ */
+typedef struct MtmsServing
+{
+	const MtmsModelMeta *meta;
+	const MtmsModel *active;
+	MtmsScorer *active_scorer;
+	const MtmsModel *candidate;
+	MtmsScorer *candidate_scorer;
+	uint64		generation;
+} MtmsServing;
+
+extern void mtms_cache_get_serving(const char *name, MtmsServing *out);
+
 /* Name of the model the 3-argument mtms_score uses (mtms.model or the only one). */
 extern const char *mtms_cache_default_model(void);
 

@@ -13,12 +13,14 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "experiment.h"
 #include "model_cache.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
 
 PG_FUNCTION_INFO_V1(mtms_score);
 PG_FUNCTION_INFO_V1(mtms_score_default);
+PG_FUNCTION_INFO_V1(mtms_score_keyed);
 PG_FUNCTION_INFO_V1(mtms_score_reference);
 PG_FUNCTION_INFO_V1(mtms_score_cache_stats);
 
@@ -26,12 +28,10 @@ PG_FUNCTION_INFO_V1(mtms_score_cache_stats);
 
 typedef struct ScoreCallCache
 {
-	uint64		generation;
+	uint64		generation;		/* catalog generation of the serving state */
 	Oid			user;			/* role the model was fetched for */
 	char	   *model_name;
-	const MtmsModel *model;
-	MtmsScorer *scorer;
-	const MtmsModelMeta *meta;
+	MtmsServing serving;		/* active version, experiment's candidate */
 	char	   *scene_name;		/* last scene looked up */
 	int			scene;
 	float	   *scratch;
@@ -68,73 +68,109 @@ check_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 				 errmsg("argument \"%s\" of mtms_score must not be NULL", name)));
 }
 
-static double
-score_common(FunctionCallInfo fcinfo, const char *model_name, int first,
-			 bool reference)
+/* Scratch for the larger of the serving versions. */
+static void
+ensure_scratch(ScoreCallCache *cc, MemoryContext cxt, const MtmsModel *m)
+{
+	if (m == NULL || cc->scratch_len >= mtms_model_scratch_size(m))
+		return;
+	if (cc->scratch)
+		pfree(cc->scratch);
+	cc->scratch_len = mtms_model_scratch_size(m);
+	cc->scratch = MemoryContextAllocExtended(cxt, sizeof(float) * cc->scratch_len,
+											 MCXT_ALLOC_HUGE);
+}
+
+/*
+ * The serving state, cached per call site until the catalog changes.  The
+ * model cache returns one state per query (model_cache.h), so a refresh in
+ * the middle of a query hands back the same models.
+ */
+static ScoreCallCache *
+call_cache(FunctionCallInfo fcinfo, const char *model_name)
 {
 	ScoreCallCache *cc = (ScoreCallCache *) fcinfo->flinfo->fn_extra;
-	text	   *scene_t;
-	int			task;
-	int			nfeats;
-	const MtmsModel *m;
-
-	check_arg(fcinfo, first, "scene");
-	check_arg(fcinfo, first + 1, "task");
-	check_arg(fcinfo, first + 2, "features");
+	MtmsServing sv;
 
 	if (cc == NULL)
 	{
 		cc = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(ScoreCallCache));
 		fcinfo->flinfo->fn_extra = cc;
 	}
+	if (cc->serving.active != NULL && cc->generation == mtms_cache_generation() &&
+		cc->user == GetUserId() && strcmp(cc->model_name, model_name) == 0)
+		return cc;
 
-	/* the model: cached per call site until the catalog changes */
-	if (cc->model == NULL || cc->generation != mtms_cache_generation() ||
-		cc->user != GetUserId() || strcmp(cc->model_name, model_name) != 0)
+	mtms_cache_get_serving(model_name, &sv);
+	cc->generation = sv.generation;
+	cc->user = GetUserId();
+	if (cc->model_name == NULL || strcmp(cc->model_name, model_name) != 0)
 	{
-		const MtmsModelMeta *meta;
-
-		cc->scorer = mtms_cache_get_scorer(model_name, &meta, &m);
 		if (cc->model_name)
 			pfree(cc->model_name);
 		cc->model_name = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, model_name);
-		cc->model = m;
-		cc->meta = meta;
-		cc->generation = mtms_cache_generation();
-		cc->user = GetUserId();
-		if (cc->scene_name)
-			pfree(cc->scene_name);
-		cc->scene_name = NULL;
-		if (cc->scratch_len < mtms_model_scratch_size(m))
-		{
-			if (cc->scratch)
-				pfree(cc->scratch);
-			cc->scratch_len = mtms_model_scratch_size(m);
-			cc->scratch = MemoryContextAllocExtended(fcinfo->flinfo->fn_mcxt,
-													 sizeof(float) * cc->scratch_len,
-													 MCXT_ALLOC_HUGE);
-		}
 	}
-	m = cc->model;
+	else if (memcmp(&sv, &cc->serving, offsetof(MtmsServing, generation)) == 0)
+		return cc;				/* the same state: keep the scene */
+	cc->serving = sv;
+	if (cc->scene_name)
+		pfree(cc->scene_name);
+	cc->scene_name = NULL;
+	ensure_scratch(cc, fcinfo->flinfo->fn_mcxt, sv.active);
+	ensure_scratch(cc, fcinfo->flinfo->fn_mcxt, sv.candidate);
+	return cc;
+}
 
-	scene_t = PG_GETARG_TEXT_PP(first);
+/* The scene argument as an index of the model (both versions share it). */
+static int
+call_scene(FunctionCallInfo fcinfo, ScoreCallCache *cc, int argno, const char *model_name)
+{
+	text	   *scene_t = PG_GETARG_TEXT_PP(argno);
+
 	if (cc->scene_name == NULL ||
 		strlen(cc->scene_name) != VARSIZE_ANY_EXHDR(scene_t) ||
 		memcmp(cc->scene_name, VARDATA_ANY(scene_t), VARSIZE_ANY_EXHDR(scene_t)) != 0)
 	{
 		char	   *sc = text_to_cstring(scene_t);
-		int			s = mtms_model_scene(m, sc, strlen(sc));
+		int			s = mtms_model_scene(cc->serving.active, sc, strlen(sc));
 
 		if (s < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("scene \"%s\" is not a scene of model \"%s\"", sc, model_name),
-					 errhint("The model's scenes are: %s.", mtms_scene_list(cc->meta))));
+					 errhint("The model's scenes are: %s.", mtms_scene_list(cc->serving.meta))));
 		if (cc->scene_name)
 			pfree(cc->scene_name);
 		cc->scene_name = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, sc);
 		cc->scene = s;
 	}
+	return cc->scene;
+}
+
+/*
+ * key_arg: the argument holding the request key, or -1 (no key: the
+ * active version).  A key goes to the experiment's candidate when its
+ * hash falls below the share (experiment.h).
+ */
+static double
+score_common(FunctionCallInfo fcinfo, const char *model_name, int first,
+			 bool reference, int key_arg)
+{
+	ScoreCallCache *cc;
+	int			scene;
+	int			task;
+	int			nfeats;
+	const MtmsModel *m;
+	MtmsScorer *scorer;
+
+	check_arg(fcinfo, first, "scene");
+	check_arg(fcinfo, first + 1, "task");
+	check_arg(fcinfo, first + 2, "features");
+
+	cc = call_cache(fcinfo, model_name);
+	m = cc->serving.active;
+	scorer = cc->serving.active_scorer;
+	scene = call_scene(fcinfo, cc, first, model_name);
 	task = check_task(PG_GETARG_TEXT_PP(first + 1));
 
 	{
@@ -145,17 +181,29 @@ score_common(FunctionCallInfo fcinfo, const char *model_name, int first,
 		MemoryContextSwitchTo(old);
 	}
 
+	if (key_arg >= 0 && !PG_ARGISNULL(key_arg) && cc->serving.candidate != NULL)
+	{
+		text	   *key = PG_GETARG_TEXT_PP(key_arg);
+
+		if (mtms_experiment_routes_candidate(cc->serving.meta, VARDATA_ANY(key),
+											 VARSIZE_ANY_EXHDR(key)))
+		{
+			m = cc->serving.candidate;
+			scorer = cc->serving.candidate_scorer;
+		}
+	}
+
 	if (reference)
 	{
 		if (task == TASK_CTCVR)
-			return mtms_model_predict(m, cc->scene, MTMS_TASK_CTR, cc->feats, nfeats, cc->scratch) *
-				mtms_model_predict(m, cc->scene, MTMS_TASK_CVR, cc->feats, nfeats, cc->scratch);
-		return mtms_model_predict(m, cc->scene, task, cc->feats, nfeats, cc->scratch);
+			return mtms_model_predict(m, scene, MTMS_TASK_CTR, cc->feats, nfeats, cc->scratch) *
+				mtms_model_predict(m, scene, MTMS_TASK_CVR, cc->feats, nfeats, cc->scratch);
+		return mtms_model_predict(m, scene, task, cc->feats, nfeats, cc->scratch);
 	}
 	if (task == TASK_CTCVR)
-		return mtms_scorer_predict(cc->scorer, cc->scene, MTMS_TASK_CTR, cc->feats, nfeats) *
-			mtms_scorer_predict(cc->scorer, cc->scene, MTMS_TASK_CVR, cc->feats, nfeats);
-	return mtms_scorer_predict(cc->scorer, cc->scene, task, cc->feats, nfeats);
+		return mtms_scorer_predict(scorer, scene, MTMS_TASK_CTR, cc->feats, nfeats) *
+			mtms_scorer_predict(scorer, scene, MTMS_TASK_CVR, cc->feats, nfeats);
+	return mtms_scorer_predict(scorer, scene, task, cc->feats, nfeats);
 }
 
 /* mtms_score(model text, scene text, task text, features text[]) */
@@ -166,7 +214,7 @@ mtms_score(PG_FUNCTION_ARGS)
 
 	check_arg(fcinfo, 0, "model");
 	model = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	PG_RETURN_FLOAT8(score_common(fcinfo, model, 1, false));
+	PG_RETURN_FLOAT8(score_common(fcinfo, model, 1, false, -1));
 }
 
 /* mtms_score(scene text, task text, features text[]): mtms.model or the only model */
@@ -177,7 +225,21 @@ mtms_score_default(PG_FUNCTION_ARGS)
 	check_arg(fcinfo, 0, "scene");
 	check_arg(fcinfo, 1, "task");
 	check_arg(fcinfo, 2, "features");
-	PG_RETURN_FLOAT8(score_common(fcinfo, mtms_cache_default_model(), 0, false));
+	PG_RETURN_FLOAT8(score_common(fcinfo, mtms_cache_default_model(), 0, false, -1));
+}
+
+/*
+ * mtms_score(model text, scene text, task text, features text[],
+ * request_key text): the version serving the key (NULL: the active one).
+ */
+Datum
+mtms_score_keyed(PG_FUNCTION_ARGS)
+{
+	char	   *model;
+
+	check_arg(fcinfo, 0, "model");
+	model = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	PG_RETURN_FLOAT8(score_common(fcinfo, model, 1, false, 4));
 }
 
 /*
@@ -192,7 +254,7 @@ mtms_score_reference(PG_FUNCTION_ARGS)
 
 	check_arg(fcinfo, 0, "model");
 	model = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	PG_RETURN_FLOAT8(score_common(fcinfo, model, 1, true));
+	PG_RETURN_FLOAT8(score_common(fcinfo, model, 1, true, -1));
 }
 
 /*

@@ -175,6 +175,7 @@ commit_version(MtmsTrainCtx *cx, const char *relname_plain)
 		elog(ERROR, "could not record the new version");
 
 	mtms_model_save(meta, cx->model, version);
+	mtms_history_write(cx->history, cx->model, cx->schema, meta->model_id, version);
 	for (int p = 0; p < cx->model->npairs; p++)
 		rows += mtms_emb_count(cx->model->emb[p]);
 	ereport(NOTICE,
@@ -186,7 +187,12 @@ commit_version(MtmsTrainCtx *cx, const char *relname_plain)
 							  2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not activate the new version");
 
-	/* keep the newest keep_versions versions (and the active one) */
+	/*
+	 * Keep the newest keep_versions versions (and the active one), and an
+	 * experiment's candidate, which keeps serving its share of keys: the
+	 * experiment outlives a new training (its control becomes the new
+	 * version).
+	 */
 	{
 		Oid			t3[3] = {INT4OID, INT4OID, INT4OID};
 		Datum		a3[3];
@@ -197,8 +203,11 @@ commit_version(MtmsTrainCtx *cx, const char *relname_plain)
 		if (SPI_execute_with_args(psprintf("DELETE FROM %s.mtms_version WHERE model_id = $1 "
 										   "AND version <> $2 AND version NOT IN "
 										   "(SELECT version FROM %s.mtms_version WHERE model_id = $1 "
-										   "ORDER BY version DESC LIMIT $3)",
-										   cx->schema, cx->schema),
+										   "ORDER BY version DESC LIMIT $3)%s",
+										   cx->schema, cx->schema,
+										   mtms_catalog_has_experiments() ?
+										   psprintf(" AND version NOT IN (SELECT version FROM %s.mtms_experiment"
+													" WHERE model_id = $1)", cx->schema) : ""),
 								  3, t3, a3, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "could not prune old versions");
 	}
@@ -485,6 +494,7 @@ mtms_train(PG_FUNCTION_ARGS)
 	cx.metric_auc = palloc(sizeof(double) * cx.meta->nscenes * MTMS_NMETRICS);
 	for (int i = 0; i < cx.meta->nscenes * MTMS_NMETRICS; i++)
 		cx.metric_loss[i] = cx.metric_auc[i] = NAN;
+	cx.history = mtms_history_create();
 	start_model(&cx, do_embedding);
 
 	/* what runs the dense products: a user compares speeds by this */

@@ -19,6 +19,7 @@
 #include "kept_rows.h"
 #include "row_store.h"
 #include "model.h"
+#include "train_history.h"
 #include "train_stages.h"
 #include "train_state.h"
 #include "unit_snapshot.h"
@@ -53,6 +54,7 @@ typedef struct MtmsTrainCtx
 	/* per (scene, metric) validation results of the stages run */
 	double	   *metric_loss;
 	double	   *metric_auc;
+	MtmsHistory *history;		/* every unit's checkpoints, for the version */
 
 	/*
 	 * Training rows kept by the first pass of a window for the passes after

@@ -66,7 +66,8 @@ typedef struct ParJob
 	Size		start_len;
 	dsa_pointer result;			/* its trained parameters */
 	Size		result_len;
-	MtmsUnitOutcome outcome;
+	dsa_pointer history;		/* outcome.nhistory checkpoints */
+	MtmsUnitOutcome outcome;	/* its history pointer is the trainer's own */
 } ParJob;
 
 typedef struct ParShared
@@ -111,6 +112,34 @@ claim(ParShared *sh, uint32 *j)
 	return *j < (uint32) sh->njobs;
 }
 
+/*
+ * A unit's history into the area (the outcome's own copy is freed), and
+ * back out of it into the leader's memory.  Checkpoints are plain structs:
+ * every participant runs the same library.
+ */
+static void
+put_history(dsa_area *area, ParJob *job)
+{
+	Size		len = sizeof(MtmsCheckpoint) * Max(job->outcome.nhistory, 1);
+
+	job->history = dsa_allocate_extended(area, len, DSA_ALLOC_HUGE);
+	memcpy(dsa_get_address(area, job->history), job->outcome.history, len);
+	pfree(job->outcome.history);
+	job->outcome.history = NULL;
+}
+
+static MtmsCheckpoint *
+take_history(dsa_area *area, ParJob *job)
+{
+	Size		len = sizeof(MtmsCheckpoint) * Max(job->outcome.nhistory, 1);
+	MtmsCheckpoint *h = palloc(len);
+
+	memcpy(h, dsa_get_address(area, job->history), len);
+	dsa_free(area, job->history);
+	job->history = InvalidDsaPointer;
+	return h;
+}
+
 /* Train job j in this process: its start from the area, its result back. */
 static void
 train_job(Participant *pt, uint32 j)
@@ -143,6 +172,7 @@ train_job(Participant *pt, uint32 j)
 	memcpy(dsa_get_address(pt->area, job->result), buf.data, buf.len);
 	job->result_len = buf.len;
 	pfree(buf.data);
+	put_history(pt->area, job);
 	mtms_wire_drop_unit(pt->skeleton, si, job->unit);
 	pg_write_barrier();
 	pg_atomic_write_u32(&job->state, JOB_DONE);
@@ -333,6 +363,7 @@ take_back(Feeder *f)
 		dsa_free(f->area, job->result);
 		job->result = InvalidDsaPointer;
 		f->out[j] = job->outcome;
+		f->out[j].history = take_history(f->area, job);
 		f->taken[j] = true;
 		f->taken_count++;
 	}
@@ -385,6 +416,7 @@ fill_segment(ParallelContext *pcxt, MtmsTrainCtx *cx, const MtmsUnitPlan *plan,
 		pg_atomic_init_u32(&sh->jobs[j].state, JOB_WAITING);
 		sh->jobs[j].start = InvalidDsaPointer;
 		sh->jobs[j].result = InvalidDsaPointer;
+		sh->jobs[j].history = InvalidDsaPointer;
 	}
 	shm_toc_insert(pcxt->toc, KEY_SHARED, sh);
 	put_chunk(pcxt, KEY_ROWS, plan->data.rows, plan->data.rows->size);

@@ -28,6 +28,12 @@ typedef struct StageRun
 	MtmsUnitResult *best;		/* the best pass (or the start) */
 	MtmsUnitSnapshot *snap;		/* its parameters */
 	int			any;			/* active units */
+	/* the history: a checkpoint per pass, and the start's */
+	TimestampTz start;
+	MtmsCheckpoint **hist;		/* [nunits] max_epochs + 1 each, or NULL */
+	int		   *nhist;
+	int		   *kept_cp;		/* the checkpoint kept (-1: none) */
+	int64	   *rows;			/* rows trained so far */
 } StageRun;
 
 static void
@@ -40,13 +46,42 @@ stage_run_init(MtmsTrainCtx *cx, StageRun *run, MtmsStage stage, const bool *sel
 	run->best = palloc0(sizeof(MtmsUnitResult) * run->nunits);
 	run->snap = palloc0(sizeof(MtmsUnitSnapshot) * run->nunits);
 	run->any = 0;
+	run->start = GetCurrentTimestamp();
+	run->hist = palloc0(sizeof(MtmsCheckpoint *) * run->nunits);
+	run->nhist = palloc0(sizeof(int) * run->nunits);
+	run->kept_cp = palloc(sizeof(int) * run->nunits);
+	run->rows = palloc0(sizeof(int64) * run->nunits);
 	for (int u = 0; u < run->nunits; u++)
 	{
+		run->kept_cp[u] = -1;
 		run->active[u] = selected[mtms_unit_scene(run->si, u)];
 		run->best[u].crit = INFINITY;
 		run->best[u].valid_loss = run->best[u].valid_auc = run->best[u].train_loss = NAN;
 		run->any += run->active[u];
 	}
+}
+
+/* Unit u's validation after epoch (0: its start) into its history. */
+static void
+record_pass(MtmsTrainCtx *cx, StageRun *run, int u, const MtmsUnitResult *r, int epoch)
+{
+	MtmsCheckpoint *c;
+
+	if (run->hist[u] == NULL)
+		run->hist[u] = MemoryContextAlloc(cx->cxt, sizeof(MtmsCheckpoint) *
+										  (cx->meta->opts.max_epochs + 1));
+	if (epoch > 0)
+		run->rows[u] += r->samples;
+	Assert(run->nhist[u] <= cx->meta->opts.max_epochs);
+	c = &run->hist[u][run->nhist[u]++];
+	memset(c, 0, sizeof(*c));
+	c->checkpoint = epoch;
+	c->epoch = epoch;
+	c->rows = run->rows[u];
+	c->seconds = (double) (GetCurrentTimestamp() - run->start) / 1e6;
+	memcpy(c->train_loss, r->m_train, sizeof(c->train_loss));
+	memcpy(c->valid_loss, r->m_loss, sizeof(c->valid_loss));
+	memcpy(c->valid_auc, r->m_auc, sizeof(c->valid_auc));
 }
 
 /* A pass that only collects the validation rows (and counts the samples). */
@@ -95,12 +130,14 @@ validate_start(MtmsTrainCtx *cx, StageRun *run)
 										  cx->stored_npairs))
 			continue;
 		mtms_unit_figures(st, run->si, u, &r);
+		record_pass(cx, run, u, &r, 0);
 		if (isnan(r.crit))
 			continue;
 		r.train_loss = NAN;
 		r.samples = 0;
 		r.epochs = 0;
 		run->best[u] = r;
+		run->kept_cp[u] = 0;
 		{
 			MemoryContext old = MemoryContextSwitchTo(cx->cxt);
 
@@ -156,6 +193,7 @@ unit_after_pass(MtmsTrainCtx *cx, StageRun *run, int u, const MtmsUnitResult *r,
 
 		*best = *r;
 		run->bad[u] = 0;
+		run->kept_cp[u] = epoch;
 		mtms_unit_snapshot_take(&run->snap[u], cx->model, run->si, u);
 		MemoryContextSwitchTo(old);
 	}
@@ -177,6 +215,7 @@ unit_after_pass(MtmsTrainCtx *cx, StageRun *run, int u, const MtmsUnitResult *r,
 			MemoryContext old = MemoryContextSwitchTo(cx->cxt);
 
 			*best = *r;
+			run->kept_cp[u] = epoch;
 			mtms_unit_snapshot_take(&run->snap[u], cx->model, run->si, u);
 			MemoryContextSwitchTo(old);
 			run->bad[u] = patience_passes(&cx->meta->opts);
@@ -213,6 +252,7 @@ units_after_pass(MtmsTrainCtx *cx, StageRun *run, MtmsTrainState *res, int epoch
 		appendStringInfo(&detail, "%s%s: train %.5f valid %.5f auc %.4f",
 						 detail.len ? "; " : "", mtms_unit_name(cx->model, run->si, u),
 						 r.train_loss, r.valid_loss, r.valid_auc);
+		record_pass(cx, run, u, &r, epoch);
 		fig[0] = r.train_loss;
 		fig[1] = r.valid_loss;
 		fig[2] = r.valid_auc;
@@ -231,7 +271,7 @@ units_after_pass(MtmsTrainCtx *cx, StageRun *run, MtmsTrainState *res, int epoch
 	pfree(detail.data);
 }
 
-/* Every unit back to its best pass; then its result rows. */
+/* Every unit back to its best pass; then its result rows and history. */
 static void
 finish_stage(MtmsTrainCtx *cx, StageRun *run, const bool *selected, double seconds)
 {
@@ -243,6 +283,10 @@ finish_stage(MtmsTrainCtx *cx, StageRun *run, const bool *selected, double secon
 		}
 	for (int u = 0; u < run->nunits; u++)
 	{
+		for (int i = 0; i < run->nhist[u]; i++)
+			run->hist[u][i].kept = run->hist[u][i].checkpoint == run->kept_cp[u];
+		if (run->nhist[u] > 0)
+			mtms_history_add_unit(cx->history, run->si, u, run->hist[u], run->nhist[u]);
 		if (!selected[mtms_unit_scene(run->si, u)] || run->best[u].epochs == 0)
 			continue;
 		mtms_unit_report(cx, run->si, u, &run->best[u], seconds);

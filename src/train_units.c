@@ -186,10 +186,15 @@ mtms_run_units(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 		pfree((void *) plan.data.joined_rows);
 	if (plan.data.joined_valid)
 		pfree((void *) plan.data.joined_valid);
-	/* the result rows in unit order, whatever order the jobs ran in */
+	/* result rows and history in unit order, whatever order the jobs ran in */
 	for (int u = 0; u < mtms_stage_nunits(plan.si, cx->model->nscenes); u++)
 		for (int j = 0; j < plan.njobs; j++)
 			if (plan.units[j] == u)
+			{
 				mtms_unit_report(cx, plan.si, u, &out[j].best, seconds);
+				mtms_history_add_unit(cx->history, plan.si, u, out[j].history,
+									  out[j].nhistory);
+				pfree(out[j].history);
+			}
 	MemoryContextSwitchTo(old);
 }

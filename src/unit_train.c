@@ -62,6 +62,11 @@ typedef struct UnitRun
 	int64		epoch_n[MTMS_NMETRICS];	/* training rows per pass, per slot */
 	MtmsUnitResult last;		/* the last validation during training */
 	bool		done;
+	int64		trained;		/* rows of all its mini-batches so far */
+	TimestampTz start;
+	MtmsCheckpoint *hist;		/* every validation, for the history */
+	int32		nhist;
+	int32		hist_cap;
 } UnitRun;
 
 int64
@@ -196,6 +201,45 @@ unit_validate(UnitRun *run, MtmsUnitResult *r)
 	pfree(zv);
 }
 
+/* A validation into the unit's history. */
+static void
+record_checkpoint(UnitRun *run, const MtmsUnitResult *r, int epoch)
+{
+	MtmsCheckpoint *c;
+
+	if (run->nhist == run->hist_cap)
+	{
+		run->hist_cap = Max(16, run->hist_cap * 2);
+		run->hist = run->hist ?
+			repalloc(run->hist, sizeof(MtmsCheckpoint) * run->hist_cap) :
+			palloc(sizeof(MtmsCheckpoint) * run->hist_cap);
+	}
+	c = &run->hist[run->nhist++];
+	memset(c, 0, sizeof(*c));
+	c->checkpoint = run->checkpoints;
+	c->epoch = epoch;
+	c->rows = run->trained;
+	c->seconds = (double) (GetCurrentTimestamp() - run->start) / 1e6;
+	memcpy(c->train_loss, r->m_train, sizeof(c->train_loss));
+	memcpy(c->valid_loss, r->m_loss, sizeof(c->valid_loss));
+	memcpy(c->valid_auc, r->m_auc, sizeof(c->valid_auc));
+}
+
+/* The history, its kept checkpoint marked, into out (in context cxt). */
+static void
+history_out(UnitRun *run, MemoryContext cxt, MtmsUnitOutcome *out)
+{
+	bool		kept = run->snap.npairs > 0;
+
+	out->nhistory = run->nhist;
+	out->history = MemoryContextAlloc(cxt, sizeof(MtmsCheckpoint) * Max(run->nhist, 1));
+	for (int i = 0; i < run->nhist; i++)
+	{
+		out->history[i] = run->hist[i];
+		out->history[i].kept = kept && run->hist[i].checkpoint == run->best_checkpoint;
+	}
+}
+
 static void
 keep_best(UnitRun *run, const MtmsUnitResult *r)
 {
@@ -215,6 +259,7 @@ unit_checkpoint(UnitRun *run, int epoch)
 	unit_validate(run, &r);
 	r.epochs = epoch;
 	r.trained = true;
+	record_checkpoint(run, &r, epoch);
 	run->last = r;
 	run->since = 0;
 	if (isnan(r.crit))
@@ -300,7 +345,7 @@ unit_grads(const MtmsUnitJob *job, bool on)
 
 /* One pass over the unit's rows, validating every interval rows. */
 static void
-unit_pass(UnitRun *run, int epoch, int64 *order, int64 interval, int64 *trained)
+unit_pass(UnitRun *run, int epoch, int64 *order, int64 interval)
 {
 	int			B = run->job->opts->batch_size;
 
@@ -318,7 +363,7 @@ unit_pass(UnitRun *run, int epoch, int64 *order, int64 interval, int64 *trained)
 		CHECK_FOR_INTERRUPTS();
 		unit_batch(run, order + b, nb);
 		mtms_progress_rows(nb);
-		*trained += nb;
+		run->trained += nb;
 		run->since += nb;
 		if (run->since >= interval || b + nb >= run->n)
 			unit_checkpoint(run, epoch);
@@ -331,15 +376,14 @@ mtms_unit_train(const MtmsUnitJob *job, MtmsUnitOutcome *out)
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "mtms unit",
 											  ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old = MemoryContextSwitchTo(cxt);
-	TimestampTz start = GetCurrentTimestamp();
 	const MtmsOptions *o = job->opts;
 	UnitRun		run;
 	int64	   *order;
 	int64		interval;
-	int64		trained = 0;
 	int			epoch = 0;
 
 	memset(&run, 0, sizeof(run));
+	run.start = GetCurrentTimestamp();
 	unit_grads(job, true);
 	unit_setup(&run, job);
 	run.best.crit = INFINITY;
@@ -349,6 +393,7 @@ mtms_unit_train(const MtmsUnitJob *job, MtmsUnitOutcome *out)
 		MtmsUnitResult r;
 
 		unit_validate(&run, &r);
+		record_checkpoint(&run, &r, 0);
 		if (!isnan(r.crit))
 			keep_best(&run, &r);
 	}
@@ -356,7 +401,8 @@ mtms_unit_train(const MtmsUnitJob *job, MtmsUnitOutcome *out)
 	interval = Max((run.n + o->evals_per_epoch - 1) / Max(o->evals_per_epoch, 1),
 				   (int64) MIN_CHECK_BATCHES * o->batch_size);
 	while (run.n > 0 && !run.done && epoch < o->max_epochs)
-		unit_pass(&run, ++epoch, order, interval, &trained);
+		unit_pass(&run, ++epoch, order, interval);
+	history_out(&run, old, out);
 	if (run.snap.npairs > 0)
 		mtms_unit_snapshot_restore(&run.snap, job->model, job->si);
 	mtms_unit_snapshot_free(&run.snap);
@@ -374,10 +420,10 @@ mtms_unit_train(const MtmsUnitJob *job, MtmsUnitOutcome *out)
 	}
 	out->checkpoints = run.checkpoints;
 	out->best_checkpoint = run.best_checkpoint;
-	out->epochs = run.n > 0 ? (double) trained / run.n : 0;
-	out->rows_trained = trained;
-	out->seconds = (double) (GetCurrentTimestamp() - start) / 1e6;
-	mtms_progress_unit_done(trained, run.n);
+	out->epochs = run.n > 0 ? (double) run.trained / run.n : 0;
+	out->rows_trained = run.trained;
+	out->seconds = (double) (GetCurrentTimestamp() - run.start) / 1e6;
+	mtms_progress_unit_done(run.trained, run.n);
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
 }

@@ -60,6 +60,25 @@ typedef struct MtmsUnitJob
 									 * a validation does better */
 } MtmsUnitJob;
 
+/*
+ * One validation of a unit, for the training history (train_history.h):
+ * checkpoint 0 is the validation of the starting parameters (when they are
+ * a candidate), 1, 2, ... the validations during training.  A plain array
+ * of these crosses process boundaries as bytes (train_parallel.c).
+ */
+typedef struct MtmsCheckpoint
+{
+	int32		checkpoint;
+	int32		epoch;			/* the pass it happened in (0: before any) */
+	int64		rows;			/* rows the unit had trained on so far */
+	double		seconds;		/* since the unit started */
+	bool		kept;			/* the unit kept these parameters */
+	/* per metric slot (CTR, CVR, CTCVR) of the unit's scene; NaN: none */
+	double		train_loss[MTMS_NMETRICS];	/* of the pass so far */
+	double		valid_loss[MTMS_NMETRICS];
+	double		valid_auc[MTMS_NMETRICS];
+} MtmsCheckpoint;
+
 typedef struct MtmsUnitOutcome
 {
 	MtmsUnitResult best;		/* of the kept parameters */
@@ -68,6 +87,8 @@ typedef struct MtmsUnitOutcome
 	double		epochs;			/* passes over the unit's rows, run */
 	int64		rows_trained;	/* rows of all its mini-batches */
 	double		seconds;
+	int32		nhistory;		/* every validation, the start's first */
+	MtmsCheckpoint *history;	/* [nhistory], in the caller's context */
 } MtmsUnitOutcome;
 
 /* The rows unit trains on per pass: its share of the work. */
@@ -75,7 +96,8 @@ extern int64 mtms_unit_rows(const MtmsStageInfo *si, int unit, const MtmsRowStor
 
 /*
  * Train job's unit; the model's other parameters are only read.  Emits
- * one NOTICE (debug level DEBUG1 for units without rows).
+ * one NOTICE (debug level DEBUG1 for units without rows).  out->history
+ * is allocated in the caller's memory context.
  */
 extern void mtms_unit_train(const MtmsUnitJob *job, MtmsUnitOutcome *out);
 

@@ -7,7 +7,8 @@
 # (two versions), one of the superuser.  It is dumped twice: whole
 # (pg_dump -Fc, pg_restore) and as a schema-only dump followed by a
 # data-only dump.  In each restored database: every probe score is
-# bit-identical, the parameter rows are identical, the owner is the same
+# bit-identical, the parameter rows and the training history
+# (mtms_training_info of every kept version) are identical, the owner is the same
 # role (written by name in the dump), and creating, training, rolling back
 # and dropping models works, with the owner's rights as before.
 set -uo pipefail
@@ -35,7 +36,7 @@ trap cleanup EXIT
 cleanup
 mkdir -p "$tmp"
 
-plan 33
+plan 36
 
 # --- the source database ------------------------------------------------
 "$PG_BINDIR/createdb" "$SRC"
@@ -78,6 +79,19 @@ params() {
               SELECT format('v %s %s %s', version, samples, metrics)
                 FROM mtms_version WHERE model_id = mtms_model_id('$2')) s"
 }
+# every kept version's training history, exactly (extra_float_digits 3)
+info() {
+    q "$1" "SELECT count(*) || ' ' || md5(string_agg(format('%s %s %s %s %s %s %s %s %s %s %s %s',
+                h.version, h.stage, h.scene, h.task, h.epoch, h.checkpoint, h.train_loss,
+                h.valid_loss, h.valid_auc, h.rows, h.seconds, h.kept), ',' ORDER BY v.version, h.ord))
+              FROM mtms_versions('$2') v,
+                   LATERAL mtms_training_info('$2', v.version) WITH ORDINALITY
+                       AS h(version, stage, scene, task, epoch, checkpoint, train_loss,
+                            valid_loss, valid_auc, rows, seconds, kept, ord)"
+}
+src_info="$(info $SRC owned) $(info $SRC super)"
+ok "$(case "$src_info" in 0\ *|*\ 0\ *|*ERROR*) echo 1 ;; *) echo 0 ;; esac)" \
+    "source database: both models have a training history"
 src_owned_scores=$(scores $SRC owned)
 src_super_scores=$(scores $SRC super)
 src_owned_params=$(params $SRC owned)
@@ -90,6 +104,8 @@ check_restored() {
     is "$(scores "$db" super)" "$src_super_scores" "$how: scores of the superuser's model are bit-identical"
     is "$(params "$db" owned)$(params "$db" super)" "$src_owned_params$src_super_params" \
         "$how: parameter, tower and version rows are identical"
+    is "$(info "$db" owned) $(info "$db" super)" "$src_info" \
+        "$how: mtms_training_info of every kept version is identical"
     is "$(q "$db" "SELECT owner::text FROM mtms_model WHERE name = 'owned'")" "$OWNER" \
         "$how: the model's owner is the same role"
     is "$(q "$db" "SET ROLE $OTHER" "SELECT mtms_drop_model('owned')")" "ERROR 42501" \

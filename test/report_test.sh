@@ -9,9 +9,8 @@
 # the two versions.  A model whose version has no training history (an
 # mtms_training_info returning no rows) and no --samples gets notes instead
 # of the curves and the sample figures; so does a database without
-# mtms_training_info at all.  An unknown model is an error.  Until
-# mtms_training_info lands, test/report_training_info_standin.sql stands
-# in for it.  A few seconds.
+# mtms_training_info at all.  An unknown model is an error.  A few
+# seconds.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 # shellcheck source=test/tap.sh
@@ -77,15 +76,13 @@ status=$?
 ok $status "a model trained twice, another once"
 [ $status -eq 0 ] || diag "$setup"
 
-# The history: mtms_training_info, or its stand-in in a schema of its own
-# (then searched first); an empty one for the model "without history".
+# The history: mtms_training_info; an empty one for the model "without
+# history".
 has_info=$(q "$DB" "SELECT to_regprocedure('mtms_training_info(text,integer)') IS NOT NULL")
 path=public
 if [ "$has_info" != t ]; then
-    diag "no mtms_training_info in this mtms: test/report_training_info_standin.sql stands in"
-    q "$DB" "CREATE SCHEMA report_hist" "SET search_path = report_hist, public" \
-        "$(cat test/report_training_info_standin.sql)" >/dev/null
-    path=report_hist,public
+    diag "mtms_training_info is missing from this mtms"
+    exit 1
 fi
 q "$DB" "CREATE SCHEMA report_nohist" \
     "CREATE FUNCTION report_nohist.mtms_training_info(model text, version int DEFAULT NULL)

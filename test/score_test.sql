@@ -18,10 +18,10 @@ SELECT volatility_is('mtms_score', ARRAY['text', 'text', 'text', 'text[]'], 'sta
 SELECT volatility_is('mtms_score', ARRAY['text', 'text', 'text[]'], 'stable');
 SELECT is((SELECT array_agg(DISTINCT proparallel::text) FROM pg_proc WHERE proname = 'mtms_score'),
           '{s}'::text[], 'both forms of mtms_score are PARALLEL SAFE');
-SELECT has_function('mtms_evaluate', ARRAY['text', 'regclass']);
+SELECT has_function('mtms_evaluate', ARRAY['text', 'regclass', 'integer']);
 SELECT is((SELECT proargnames FROM pg_proc WHERE proname = 'mtms_evaluate'),
-          '{model,samples,scene,task,n,positives,auc,logloss,mae,calibration}'::text[],
-          'mtms_evaluate has the argument and result names of API.md');
+          '{model,samples,version,scene,task,n,positives,auc,logloss,mae,calibration}'::text[],
+          'mtms_evaluate has the argument and result names of API.md (and the added version)');
 
 -- ---------------------------------------------------------------------------
 -- A trained model.

@@ -6,7 +6,9 @@
 # Installs the frozen 0.1 script (CREATE EXTENSION mtms VERSION '0.1'),
 # trains a model of a non-superuser role, updates to the default version
 # and checks: the version, bit-identical scores and parameters, training
-# and rolling back again, a new model, and that the upgraded database has
+# and rolling back again, a new model, the training history (none for a
+# version trained before 0.3, also from a database at 0.2, whose trainings
+# the library runs without writing one), and that the upgraded database has
 # exactly the objects (and the same definitions) as a fresh install.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,18 +17,20 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DB=mtms_upgrade
 FRESH=mtms_upgrade_fresh
+AT02=mtms_upgrade_02
 OWNER=mtms_upgrade_owner
 
 cleanup() {
     "$PG_BINDIR/dropdb" --if-exists "$DB" 2>/dev/null
     "$PG_BINDIR/dropdb" --if-exists "$FRESH" 2>/dev/null
+    "$PG_BINDIR/dropdb" --if-exists "$AT02" 2>/dev/null
     q postgres "DROP ROLE IF EXISTS $OWNER" >/dev/null
 }
 trap cleanup EXIT
 [ -z "${KEEP:-}" ] || trap - EXIT
 cleanup
 
-plan 14
+plan 16
 
 default_version=$(q postgres "SELECT default_version FROM pg_available_extensions WHERE name = 'mtms'")
 
@@ -81,10 +85,24 @@ is "$(q "$DB" "SELECT options->>'finetune_rows' FROM mtms_model WHERE name = 'm'
 is "$(q "$DB" "SET ROLE $OWNER" "SELECT count(*) FROM mtms_train('m', 'day2')" \
     "SELECT string_agg(version::text || active::text, ',' ORDER BY version) FROM mtms_versions('m')" | tail -n 1)" \
     "1false,2true" "the owner trains version 2 (warm-started from version 1)"
+is "$(q "$DB" "SELECT count(*) FROM mtms_training_info('m', 1)" \
+    "SELECT count(DISTINCT stage) FROM mtms_training_info('m', 2)")" "0
+3" "version 1 (trained before 0.3) has no training history, version 2 has its three stages'"
 is "$(q "$DB" "SET ROLE $OWNER" "SELECT mtms_rollback('m', 1)" >/dev/null && scores "$DB")" "$before_scores" \
     "rolled back to version 1, it scores as before the update"
 is "$(q "$DB" "SET ROLE $OWNER" "SELECT mtms_create_model('m2', '{search}', '{user}')" \
     "SELECT count(*) FROM mtms_model" | tail -n 1)" "2" "a new model can be created"
+
+# A database at 0.2 trains with this library (no history table: none is
+# written), and its version has an empty history after the update.
+"$PG_BINDIR/createdb" "$AT02"
+is "$(q "$AT02" "CREATE EXTENSION mtms VERSION '0.2'" \
+    "CREATE TABLE s AS SELECT * FROM mtms_synthetic_samples(2000, 1)" \
+    "SELECT mtms_create_model('m', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}', 4, '{8}', '{\"max_epochs\": 1}')" \
+    "SELECT count(*) > 0 FROM mtms_train('m', 's')" \
+    "ALTER EXTENSION mtms UPDATE" \
+    "SELECT count(*) FROM mtms_training_info('m')" | tail -n 2)" "t
+0" "at 0.2 a training writes its version without a history; after the update it reads as empty"
 
 # The upgraded database has the same extension objects, with the same
 # definitions, as a database where the current version was installed.

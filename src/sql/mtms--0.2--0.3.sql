@@ -69,6 +69,289 @@ COMMENT ON FUNCTION @extschema@.mtms_evaluate(text, regclass, int) IS
   'Offline metrics of a model per (scene, task) over a sample relation: AUC, logloss, MAE, calibration; of a kept version (default: the active one)';
 
 -- ---------------------------------------------------------------------
+-- Online experiments (src/experiment.c): a candidate version serves a
+-- deterministic share of request keys next to the active version, for an
+-- A/B test whose share is ramped (30% -> 50% -> 90%) and then promoted.
+-- ---------------------------------------------------------------------
+
+-- At most one experiment per model.  experiment_id seeds the routing hash:
+-- a re-declared share keeps it (a ramp moves only the keys between the old
+-- and the new share), a new experiment gets a new one (keys re-randomised).
+-- The candidate must be a kept version: the foreign key refuses deleting
+-- it by plain SQL (mtms_train's pruning skips it; mtms_drop_model cascades).
+CREATE TABLE @extschema@.mtms_experiment (
+    model_id       int PRIMARY KEY REFERENCES @extschema@.mtms_model ON DELETE CASCADE,
+    experiment_id  bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+    version        int NOT NULL,
+    share          float8 NOT NULL CHECK (share >= 0 AND share <= 1),
+    started_at     timestamptz NOT NULL DEFAULT now(),
+    share_set_at   timestamptz NOT NULL DEFAULT now(),
+    FOREIGN KEY (model_id, version) REFERENCES @extschema@.mtms_version
+);
+COMMENT ON TABLE @extschema@.mtms_experiment IS
+  'mtms experiments: per model at most one candidate version serving a deterministic share of request keys (mtms_experiment)';
+COMMENT ON COLUMN @extschema@.mtms_experiment.model_id IS
+  'the model (mtms_model.model_id); dropping the model ends its experiment';
+COMMENT ON COLUMN @extschema@.mtms_experiment.experiment_id IS
+  'seed of the routing hash: kept when only the share changes, new for every new experiment';
+COMMENT ON COLUMN @extschema@.mtms_experiment.version IS
+  'the candidate version (a kept version, never the active one)';
+COMMENT ON COLUMN @extschema@.mtms_experiment.share IS
+  'the candidate''s share of request keys, 0..1: a key goes to the candidate when hash(key, experiment_id) in [0,1) < share';
+COMMENT ON COLUMN @extschema@.mtms_experiment.started_at IS
+  'when the experiment was declared';
+COMMENT ON COLUMN @extschema@.mtms_experiment.share_set_at IS
+  'when the share was last set (the ramp)';
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.mtms_experiment', '');
+SELECT pg_catalog.pg_extension_config_dump(
+    pg_catalog.pg_get_serial_sequence('@extschema@.mtms_experiment', 'experiment_id')::pg_catalog.regclass, '');
+
+-- Row security as for mtms_version: readable with the model, writable by
+-- its owner; mtms's functions write as the catalog's owner after checking
+-- the caller's 'train' privilege.
+ALTER TABLE @extschema@.mtms_experiment ENABLE ROW LEVEL SECURITY;
+CREATE POLICY mtms_experiment_read ON @extschema@.mtms_experiment FOR SELECT
+    USING (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_experiment.model_id));
+CREATE POLICY mtms_experiment_insert ON @extschema@.mtms_experiment FOR INSERT
+    WITH CHECK (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_experiment.model_id
+                          AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')));
+CREATE POLICY mtms_experiment_update ON @extschema@.mtms_experiment FOR UPDATE
+    USING (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_experiment.model_id
+                     AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')))
+    WITH CHECK (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_experiment.model_id
+                          AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')));
+CREATE POLICY mtms_experiment_delete ON @extschema@.mtms_experiment FOR DELETE
+    USING (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_experiment.model_id
+                     AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')));
+
+GRANT SELECT ON @extschema@.mtms_experiment TO PUBLIC;
+DO $$
+BEGIN
+    EXECUTE pg_catalog.format('GRANT SELECT ON SEQUENCE %s TO PUBLIC',
+        pg_catalog.pg_get_serial_sequence('@extschema@.mtms_experiment', 'experiment_id'));
+END
+$$;
+
+-- A change by plain SQL reaches every session's scoring cache, as for the
+-- other catalog tables.
+CREATE TRIGGER mtms_experiment_guard BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.mtms_experiment
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.mtms_catalog_row_trigger();
+CREATE TRIGGER mtms_experiment_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.mtms_experiment
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.mtms_catalog_statement_trigger();
+
+CREATE FUNCTION @extschema@.mtms_experiment(model text, version int, share float8)
+RETURNS void
+AS 'MODULE_PATHNAME', 'mtms_experiment'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.mtms_experiment(text, int, float8) IS
+  'declare a candidate version serving a share (0..1) of request keys, or re-declare it with a new share (the ramp keeps keys below both shares on the candidate); needs ''train''';
+
+CREATE FUNCTION @extschema@.mtms_experiment_stop(model text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'mtms_experiment_stop'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.mtms_experiment_stop(text) IS
+  'end a model''s experiment: every key is served by the active version again; needs ''train''';
+
+CREATE FUNCTION @extschema@.mtms_experiment_promote(model text)
+RETURNS int
+AS 'MODULE_PATHNAME', 'mtms_experiment_promote'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.mtms_experiment_promote(text) IS
+  'make the experiment''s candidate the active version and end the experiment, atomically (as mtms_rollback(model, candidate)); returns the version; needs ''train''';
+
+CREATE FUNCTION @extschema@.mtms_score(model text, scene text, task text, features text[], request_key text)
+RETURNS float8 AS 'MODULE_PATHNAME', 'mtms_score_keyed'
+LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL SAFE COST 1000;
+COMMENT ON FUNCTION @extschema@.mtms_score(text, text, text, text[], text) IS
+  'score one sample with the version serving request_key: the experiment''s candidate for its share of keys, else the active version (NULL key: active)';
+
+-- No mtms_score(scene, task, features, request_key) for the default model:
+-- next to mtms_score(model, scene, task, features) it would make every call
+-- with four literals, mtms_score('m', 'search', 'ctr', '{user=1}'), an
+-- ambiguous function call (text vs text[] in the last two positions).  With
+-- a key, name the model: mtms_score(current_setting('mtms.model'), ...).
+
+CREATE FUNCTION @extschema@.mtms_score_version(model text, request_key text)
+RETURNS int AS 'MODULE_PATHNAME', 'mtms_score_version'
+LANGUAGE C CALLED ON NULL INPUT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.mtms_score_version(text, text) IS
+  'the version mtms_score(model, ..., request_key) uses for this key now: for attributing clicks and conversions to an arm';
+
+-- Per arm: realised rates with 95% normal-approximation intervals, the
+-- models' mean predictions and calibration, and the charge.  Plain SQL over
+-- mtms_score / mtms_score_version, run as the caller (reads the caller's
+-- samples relation).
+CREATE FUNCTION @extschema@.mtms_experiment_report(model text, samples pg_catalog.regclass)
+RETURNS TABLE(arm text, version int, rows bigint, clicks bigint, conversions bigint,
+              ctr float8, ctr_low float8, ctr_high float8,
+              cvr float8, cvr_low float8, cvr_high float8,
+              mean_pctr float8, mean_pcvr float8,
+              ctr_calibration float8, cvr_calibration float8,
+              t_charge float8, t_charge_low float8, t_charge_high float8)
+LANGUAGE plpgsql STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    cand int;
+    missing text;
+    has_bid boolean;
+BEGIN
+    IF model IS NULL OR samples IS NULL THEN
+        RAISE EXCEPTION 'arguments "model" and "samples" of mtms_experiment_report must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM @extschema@.mtms_model_id(model);
+    SELECT e.version INTO cand
+      FROM @extschema@.mtms_experiment e JOIN @extschema@.mtms_model m USING (model_id)
+     WHERE m.name = model;
+    IF cand IS NULL THEN
+        RAISE EXCEPTION 'model "%" has no experiment', model
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Declare one with mtms_experiment(%L, version, share).', model);
+    END IF;
+    SELECT string_agg(c, ', ' ORDER BY o) INTO missing
+      FROM unnest(ARRAY['request_key', 'scene', 'features', 'click', 'conversion']) WITH ORDINALITY AS u(c, o)
+     WHERE NOT EXISTS (SELECT FROM pg_attribute a
+                        WHERE a.attrelid = samples AND a.attname = u.c
+                          AND a.attnum > 0 AND NOT a.attisdropped);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'relation % has no column %', samples, missing
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'mtms_experiment_report needs the samples columns scene, features, click, conversion and the request_key each impression was served with (bid optional).';
+    END IF;
+    has_bid := EXISTS (SELECT FROM pg_attribute a
+                        WHERE a.attrelid = samples AND a.attname = 'bid'
+                          AND a.attnum > 0 AND NOT a.attisdropped);
+    RETURN QUERY EXECUTE format($q$
+      WITH s AS (
+        SELECT v, click, conv,
+               @extschema@.mtms_score($1, scene, 'ctr', features, k) AS pctr,
+               CASE WHEN click THEN @extschema@.mtms_score($1, scene, 'cvr', features, k) END AS pcvr,
+               %s AS charge
+          FROM (SELECT x.request_key::text AS k, x.scene, x.features,
+                       coalesce(x.click, false) AS click,
+                       coalesce(x.click AND x.conversion, false) AS conv,
+                       @extschema@.mtms_score_version($1, x.request_key::text) AS v,
+                       %s AS bid
+                  FROM %s x) r),
+      a AS (
+        SELECT CASE WHEN v = $2 THEN 'candidate' ELSE 'control' END AS arm,
+               min(v) AS version, count(*) AS n,
+               count(*) FILTER (WHERE click) AS clicks,
+               count(*) FILTER (WHERE conv) AS convs,
+               avg(pctr) AS mpctr, avg(pcvr) AS mpcvr,
+               sum(charge) AS tc, count(charge) AS nc, var_samp(charge) AS vc
+          FROM s GROUP BY 1),
+      p AS (
+        SELECT arms.arm, a.version, coalesce(a.n, 0) AS n, coalesce(a.clicks, 0) AS clicks,
+               coalesce(a.convs, 0) AS convs, a.mpctr, a.mpcvr, a.tc, a.nc, a.vc,
+               a.clicks::float8 / nullif(a.n, 0) AS ctr,
+               a.convs::float8 / nullif(a.clicks, 0) AS cvr
+          FROM (VALUES (1, 'control'), (2, 'candidate')) arms(o, arm)
+          LEFT JOIN a USING (arm)
+         ORDER BY arms.o)
+      SELECT arm, version, n, clicks, convs,
+             ctr, ctr - 1.959963984540054 * sqrt(ctr * (1 - ctr) / n),
+                  ctr + 1.959963984540054 * sqrt(ctr * (1 - ctr) / n),
+             cvr, cvr - 1.959963984540054 * sqrt(cvr * (1 - cvr) / clicks),
+                  cvr + 1.959963984540054 * sqrt(cvr * (1 - cvr) / clicks),
+             mpctr, mpcvr, mpctr / nullif(ctr, 0), mpcvr / nullif(cvr, 0),
+             tc, tc - 1.959963984540054 * sqrt(nc * coalesce(vc, 0)),
+                 tc + 1.959963984540054 * sqrt(nc * coalesce(vc, 0))
+        FROM p
+    $q$,
+      CASE WHEN has_bid THEN 'bid * conv::int' ELSE 'NULL::float8' END,
+      CASE WHEN has_bid THEN 'x.bid::float8' ELSE 'NULL::float8' END,
+      samples)
+    USING model, cand;
+END
+$fn$;
+COMMENT ON FUNCTION @extschema@.mtms_experiment_report(text, pg_catalog.regclass) IS
+  'per arm of the model''s experiment (control, candidate; the arm of a row by its request_key): rows, CTR and CVR with 95% intervals, mean pCTR / pCVR and their calibration, t_charge = sum of bid x conversion (bid column optional)';
+
+-- ---------------------------------------------------------------------
+-- Training history: every validation checkpoint of every unit of a
+-- training, kept with its version (src/train_history.c writes it with the
+-- version, src/training_info.c reads it).  It goes where the version goes:
+-- pruned with it (keep_versions), dropped with the model, dumped by
+-- pg_dump, readable and writable under the same row security.
+-- ---------------------------------------------------------------------
+CREATE TABLE @extschema@.mtms_training_history (
+    model_id    int NOT NULL,
+    version     int NOT NULL,
+    seq         int NOT NULL,               -- the order training wrote the rows in
+    stage       text NOT NULL CHECK (stage IN ('embedding', 'ctcvr', 'finetune')),
+    scene       text NOT NULL,
+    task        text NOT NULL CHECK (task IN ('ctr', 'cvr', 'ctcvr')),
+    epoch       int NOT NULL CHECK (epoch >= 0),
+    checkpoint  int NOT NULL CHECK (checkpoint >= 0),
+    train_loss  float8,
+    valid_loss  float8,
+    valid_auc   float8,
+    rows        bigint NOT NULL,
+    seconds     float8 NOT NULL,
+    kept        boolean NOT NULL,
+    PRIMARY KEY (model_id, version, stage, scene, task, checkpoint),
+    FOREIGN KEY (model_id, version) REFERENCES @extschema@.mtms_version ON DELETE CASCADE
+);
+COMMENT ON TABLE @extschema@.mtms_training_history IS
+  'mtms training history: per kept version, every validation checkpoint of every unit its training ran';
+COMMENT ON COLUMN @extschema@.mtms_training_history.seq IS
+  'the order the training wrote the rows in (stage, unit, checkpoint, task)';
+COMMENT ON COLUMN @extschema@.mtms_training_history.stage IS
+  'the training stage: embedding (units are (scene, task) pairs), ctcvr or finetune (units are scenes)';
+COMMENT ON COLUMN @extschema@.mtms_training_history.scene IS
+  'the unit''s scene';
+COMMENT ON COLUMN @extschema@.mtms_training_history.task IS
+  'ctr or cvr: the pair of an embedding unit; ctr, cvr and ctcvr: a scene unit''s three metrics, one row each';
+COMMENT ON COLUMN @extschema@.mtms_training_history.epoch IS
+  'the pass over the unit''s rows the validation happened in; 0 for the starting parameters';
+COMMENT ON COLUMN @extschema@.mtms_training_history.checkpoint IS
+  'the unit''s validation number: 0 = its starting parameters (validated when they can be kept), then 1, 2, ...';
+COMMENT ON COLUMN @extschema@.mtms_training_history.train_loss IS
+  'mean training loss of the pass so far; NULL before any training';
+COMMENT ON COLUMN @extschema@.mtms_training_history.valid_loss IS
+  'validation loss (log loss) of the task; NULL without validation rows';
+COMMENT ON COLUMN @extschema@.mtms_training_history.valid_auc IS
+  'validation AUC of the task; NULL when it is undefined';
+COMMENT ON COLUMN @extschema@.mtms_training_history.rows IS
+  'rows the unit had trained on so far (cumulative over passes)';
+COMMENT ON COLUMN @extschema@.mtms_training_history.seconds IS
+  'seconds since the unit started training (since the stage started, without kept training rows)';
+COMMENT ON COLUMN @extschema@.mtms_training_history.kept IS
+  'the checkpoint whose parameters the unit kept: one per unit that validated';
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.mtms_training_history', '');
+
+-- Row security as mtms_version's (mtms--0.1--0.2.sql): readable when the
+-- model row is, writable when the model is the role's own.
+ALTER TABLE @extschema@.mtms_training_history ENABLE ROW LEVEL SECURITY;
+CREATE POLICY mtms_training_history_read ON @extschema@.mtms_training_history FOR SELECT
+    USING (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_training_history.model_id));
+CREATE POLICY mtms_training_history_insert ON @extschema@.mtms_training_history FOR INSERT
+    WITH CHECK (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_training_history.model_id
+                          AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')));
+CREATE POLICY mtms_training_history_update ON @extschema@.mtms_training_history FOR UPDATE
+    USING (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_training_history.model_id
+                     AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')))
+    WITH CHECK (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_training_history.model_id
+                          AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')));
+CREATE POLICY mtms_training_history_delete ON @extschema@.mtms_training_history FOR DELETE
+    USING (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_training_history.model_id
+                     AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')));
+GRANT SELECT ON @extschema@.mtms_training_history TO PUBLIC;
+
+CREATE FUNCTION @extschema@.mtms_training_info(model text, version int DEFAULT NULL)
+RETURNS TABLE(version int, stage text, scene text, task text, epoch int,
+              checkpoint int, train_loss float8, valid_loss float8,
+              valid_auc float8, rows bigint, seconds float8, kept boolean)
+AS 'MODULE_PATHNAME', 'mtms_training_info'
+LANGUAGE C STABLE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.mtms_training_info(text, int) IS
+  'the training history of a kept version of a model (default: the active one): per stage, unit and validation checkpoint its losses, AUC, rows and seconds, and which checkpoint the unit kept; needs score on the model';
+
 -- Feature hygiene: admission after min_count sightings, eviction after
 -- ttl_slots trainings unseen (model options; src/feature_hygiene.c).
 -- ---------------------------------------------------------------------
