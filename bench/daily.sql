@@ -316,3 +316,25 @@ SELECT r.scene, r.task,
   FROM dl_hy_result r
  GROUP BY 1, 2
  ORDER BY array_position('{search,feeds,video}'::text[], r.scene), array_position('{ctr,cvr,ctcvr}'::text[], r.task);
+
+\echo Cost of one more day (day :hy_slots) per variant, each in a new session and one process
+\echo (mtms.train_workers = 0): CPU seconds of the backend, and its peak resident memory
+\echo (VmHWM) less the shared memory it mapped (RssShmem), from /proc: a superuser on the same machine
+CREATE TABLE IF NOT EXISTS dl_hy_cost (variant text, emb_rows bigint, candidates bigint, cpu_seconds float8,
+                                       wall_seconds float8, vm_hwm_mb float8, rss_shmem_mb float8);
+TRUNCATE dl_hy_cost;
+CREATE OR REPLACE VIEW dl_hy_proc AS
+SELECT (SELECT sum(x::float8) / 100 FROM unnest((string_to_array(
+            split_part(pg_read_file('/proc/self/stat'), ') ', 2), ' '))[12:13]) AS x) AS cpu_seconds,
+       (regexp_match(pg_read_file('/proc/self/status'), 'VmHWM:\s+(\d+)'))[1]::float8 / 1024 AS vm_hwm_mb,
+       (regexp_match(pg_read_file('/proc/self/status'), 'RssShmem:\s+(\d+)'))[1]::float8 / 1024 AS rss_shmem_mb;
+\set hy_variant plain
+\ir daily_cost.sql
+\set hy_variant admit
+\ir daily_cost.sql
+\set hy_variant admit+evict
+\ir daily_cost.sql
+SELECT variant, emb_rows, candidates, round(cpu_seconds::numeric, 2) AS cpu_seconds,
+       round(wall_seconds::numeric, 2) AS wall_seconds, round(vm_hwm_mb::numeric) AS vm_hwm_mb,
+       round((vm_hwm_mb - rss_shmem_mb)::numeric) AS private_peak_mb
+  FROM dl_hy_cost ORDER BY array_position('{plain,admit,admit+evict}'::text[], variant);
