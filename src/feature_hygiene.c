@@ -398,19 +398,26 @@ mtms_hygiene_prepare(MtmsHygiene *h, MtmsModel *m, const MtmsKeptRows *kr,
 		h->nstart[p] = mtms_emb_count(m->emb[p]);
 	}
 	ereport(NOTICE,
-			(errmsg("mtms_train: feature hygiene in slot %d: %lld rows evicted (ttl_slots %d), %lld features admitted (min_count %d)",
+			(errmsg("mtms_train: feature hygiene in slot %d: %lld rows evicted (ttl_slots %d), %lld features admitted (min_count %d); counts and candidates in %.1f MB",
 					h->slot, (long long) h->evicted, h->ttl_slots,
-					(long long) h->admitted, h->min_count)));
+					(long long) h->admitted, h->min_count,
+					(double) MemoryContextMemAllocated(h->cxt, true) / (1024.0 * 1024.0))));
 }
 
 void
-mtms_hygiene_skip(MtmsHygiene *h)
+mtms_hygiene_skip(MtmsHygiene *h, MtmsModel *m, const bool *selected)
 {
 	if (h == NULL || h->skipped)
 		return;
 	h->skipped = true;
+
+	/* nothing counted, nothing admitted: existing rows train, no new ones */
+	if (h->min_count > 0)
+		for (int p = 0; p < h->npairs; p++)
+			if (selected[MTMS_PAIR_SCENE(p)])
+				mtms_emb_set_gated(m->emb[p], true);
 	ereport(NOTICE,
-			(errmsg("mtms_train: phase 1 scans its samples, so this training neither admits nor evicts features (min_count, ttl_slots)"),
+			(errmsg("mtms_train: phase 1 scans its samples, so this training counts no features: it admits none (min_count) and evicts none (ttl_slots)"),
 			 errhint("Feature hygiene counts the rows kept in memory: see mtms.keep_training_rows and mtms.max_memory.")));
 }
 

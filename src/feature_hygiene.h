@@ -26,8 +26,8 @@
  * of trainings: about 40 bytes each in memory while a training runs.
  *
  * Counting needs phase 1's rows in memory (mtms.keep_training_rows); a
- * training that falls back to scanning admits and evicts nothing (a NOTICE
- * says so) and carries the counts over unchanged.
+ * training that falls back to scanning admits no feature and evicts none
+ * (a NOTICE says so) and carries the counts over unchanged.
  */
 #ifndef MTMS_FEATURE_HYGIENE_H
 #define MTMS_FEATURE_HYGIENE_H
@@ -61,8 +61,13 @@ extern MtmsHygiene *mtms_hygiene_begin(const MtmsModelMeta *meta, const MtmsMode
 extern void mtms_hygiene_prepare(MtmsHygiene *h, MtmsModel *m, const MtmsKeptRows *kr,
 								 const MtmsRowStore *rs, const bool *selected);
 
-/* Phase 1 ran without its rows in memory: nothing counted this time. */
-extern void mtms_hygiene_skip(MtmsHygiene *h);
+/*
+ * Phase 1 scans its samples (its rows are not kept in memory): nothing is
+ * counted, so with min_count the selected scenes' tables are gated with
+ * nothing admitted (existing rows train, no feature gets new rows), and
+ * nothing is evicted.
+ */
+extern void mtms_hygiene_skip(MtmsHygiene *h, MtmsModel *m, const bool *selected);
 
 /*
  * After the stages, before the version is written: every row's statistics

@@ -339,7 +339,7 @@ run_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 	if (stage == MTMS_STAGE_EMBEDDING && kept)
 		mtms_hygiene_prepare(cx->hygiene, cx->model, kw->rows, kw->store, selected);
 	else if (stage == MTMS_STAGE_EMBEDDING)
-		mtms_hygiene_skip(cx->hygiene);
+		mtms_hygiene_skip(cx->hygiene, cx->model, selected);
 	if (kept)
 		mtms_run_units(cx, stage, selected);
 	else

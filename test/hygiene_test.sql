@@ -6,7 +6,7 @@
 -- min_count 1) giving the very parameters of a model without them, the
 -- same model with 0 and 2 parallel workers, and bad option values.
 BEGIN;
-SELECT plan(33);
+SELECT plan(35);
 
 SET LOCAL client_min_messages = warning;
 SET LOCAL max_parallel_workers_per_gather = 0;
@@ -115,6 +115,19 @@ SELECT is(ARRAY[pg_temp.seen('hy_min', 2, 'ctr', 'user=x2'), pg_temp.candidate('
 SELECT is((SELECT array_agg(DISTINCT last_seen ORDER BY last_seen) FROM mtms_feature_count JOIN mtms_model USING (model_id)
             WHERE name = 'hy_min' AND version = 2 AND feature = mtms_feature_hash('user=x1')),
           '{2}'::int[], 'a candidate seen again is stamped with the new slot');
+
+-- day 3 scanned (rows not kept in memory): nothing is counted, so x1, seen a
+-- third time, is not admitted, no other feature gets rows, and the
+-- candidates are carried over
+CREATE TEMP TABLE hy_d3 AS SELECT * FROM hy_d2 UNION ALL SELECT 's', '{user=x9,ad=a0}', true, false;
+SET LOCAL mtms.keep_training_rows = off;
+SELECT lives_ok($$SELECT * FROM mtms_train('hy_min', 'hy_d3')$$, 'day 3 trains by scanning');
+RESET mtms.keep_training_rows;
+SELECT is(ARRAY[array_to_string(pg_temp.users('hy_min', 3, 'ctr'), ','),
+                pg_temp.candidate('hy_min', 3, 'ctr', 'user=x1')::text,
+                pg_temp.candidate('hy_min', 3, 'ctr', 'user=x9')::text],
+          ARRAY['u0,u1,u2,u3,x2,x3,x5', '2', NULL],
+          'a scanning training admits no feature and carries the candidates over');
 
 -- ---------------------------------------------------------------------------
 -- ttl_slots 2: y1 seen on day 1 only, y2 every day, y3 on days 1 and 3.
