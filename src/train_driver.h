@@ -63,6 +63,8 @@ typedef struct MtmsTrainCtx
 	 */
 	MtmsKeptWindow kept[2];
 	MtmsRowStore *valid_store;	/* valid grouped by scene, for unit jobs */
+	struct MtmsHygiene *hygiene;	/* min_count / ttl_slots, or NULL
+									 * (feature_hygiene.h) */
 } MtmsTrainCtx;
 
 /* A stage as unit jobs: the shared rows and the units, largest first. */
