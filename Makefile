@@ -44,6 +44,7 @@ OBJS = \
 	src/kept_rows.o \
 	src/row_store.o \
 	src/model_store.o \
+	src/feature_hygiene.o \
 	src/samples.o \
 	src/unit_snapshot.o \
 	src/train_unit.o \

@@ -48,20 +48,24 @@ typedef struct MtmsOptionDesc
 	int64		imin;
 	int64		imax;
 	const char *expect;			/* "an integer between 1 and 65536", ... */
+	const char *hint;			/* errhint of a bad value, or NULL */
 } MtmsOptionDesc;
 
 #define NUM_OPT(key, field, lo, excl, hi, expect) \
 	{key, OPT_NUMBER, offsetof(MtmsOptions, field), sizeof(double), \
-	 lo, excl, hi, 0, 0, expect}
+	 lo, excl, hi, 0, 0, expect, NULL}
 #define INT_OPT(key, field, lo, hi, expect) \
 	{key, OPT_INTEGER, offsetof(MtmsOptions, field), \
-	 sizeof(((MtmsOptions *) 0)->field), 0, false, 0, lo, hi, expect}
+	 sizeof(((MtmsOptions *) 0)->field), 0, false, 0, lo, hi, expect, NULL}
+#define INT_OPT_HINT(key, field, lo, hi, expect, hint) \
+	{key, OPT_INTEGER, offsetof(MtmsOptions, field), \
+	 sizeof(((MtmsOptions *) 0)->field), 0, false, 0, lo, hi, expect, hint}
 #define NAME_OPT(key, field, expect) \
 	{key, OPT_NAME, offsetof(MtmsOptions, field), NAMEDATALEN, \
-	 0, false, 0, 0, 0, expect}
+	 0, false, 0, 0, 0, expect, NULL}
 #define BOOL_OPT(key, field, expect) \
 	{key, OPT_BOOLEAN, offsetof(MtmsOptions, field), sizeof(bool), \
-	 0, false, 0, 0, 0, expect}
+	 0, false, 0, 0, 0, expect, NULL}
 
 static const MtmsOptionDesc option_table[] = {
 	NUM_OPT("lr_embedding", lr_embedding, 0.0, true, 10.0,
@@ -95,6 +99,12 @@ static const MtmsOptionDesc option_table[] = {
 			"an integer >= 0 (0 means unlimited)"),
 	NUM_OPT("min_delta", min_delta, 0.0, false, 0.1,
 			"a number between 0 and 0.1"),
+	INT_OPT_HINT("min_count", min_count, 0, 1000000,
+				 "an integer between 0 and 1000000 (0 means off)",
+				 "A feature gets embedding rows once seen that many times in training, e.g. 3."),
+	INT_OPT_HINT("ttl_slots", ttl_slots, 0, 100000,
+				 "an integer between 0 and 100000 (0 means off)",
+				 "A feature unseen in that many trainings is dropped, e.g. 30 for daily training."),
 	NAME_OPT("cluster", cluster,
 			 "the name of a PL/Proxy cluster (a non-empty string of at most 63 bytes)"),
 };
@@ -124,6 +134,8 @@ mtms_options_default(MtmsOptions *o)
 	o->keep_versions = 2;
 	o->max_features = 0;
 	o->min_delta = 0.0;
+	o->min_count = 0;
+	o->ttl_slots = 0;
 }
 
 /* "lr_embedding, lr_tower, ..." for hints. */
@@ -191,7 +203,8 @@ option_error(const MtmsOptionDesc *d, JsonbValue *v)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("option \"%s\" must be %s, got %s",
-					d->key, d->expect, show_value(v))));
+					d->key, d->expect, show_value(v)),
+			 d->hint ? errhint("%s", d->hint) : 0));
 }
 
 static bool

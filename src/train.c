@@ -26,6 +26,7 @@
 #include "catalog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "feature_hygiene.h"
 #include "funcapi.h"
 #include "kept_rows.h"
 #include "miscadmin.h"
@@ -290,6 +291,7 @@ start_model(MtmsTrainCtx *cx, bool do_embedding)
 				 errhint("Run mtms_train with phases => 'embedding' or 'all' first.")));
 	else
 		cx->model = mtms_model_create(cx->meta);
+	cx->hygiene = mtms_hygiene_begin(cx->meta, cx->model, cx->meta->active_version);
 }
 
 /*
@@ -323,6 +325,11 @@ mtms_train_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 			pfree(active);
 		}
 	}
+	/* feature hygiene: phase 1's features counted, evicted, admitted */
+	if (stage == MTMS_STAGE_EMBEDDING && kept)
+		mtms_hygiene_prepare(cx->hygiene, cx->model, kw->rows, kw->store, selected);
+	else if (stage == MTMS_STAGE_EMBEDDING)
+		mtms_hygiene_skip(cx->hygiene, cx->model, selected);
 	if (kept)
 		mtms_run_units(cx, stage, selected);
 	else if (cx->node_out)
@@ -411,6 +418,7 @@ train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 {
 	bool	   *all = palloc(sizeof(bool) * cx->model->nscenes);
 	int			guard;
+	int32		version;
 
 	for (int s = 0; s < cx->model->nscenes; s++)
 		all[s] = true;
@@ -441,7 +449,9 @@ train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 		ereport(NOTICE,
 				(errmsg("mtms_train: %lld samples have a conversion without a click; their conversion was ignored",
 						(long long) cx->bad_conversions)));
-	commit_version(cx, relname_plain);
+	mtms_hygiene_finish(cx->hygiene, cx->model);
+	version = commit_version(cx, relname_plain);
+	mtms_hygiene_save(cx->hygiene, cx->meta, cx->model, version);
 	mtms_unguard_search_path(guard);
 	SPI_finish();
 }

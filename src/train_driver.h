@@ -63,6 +63,8 @@ typedef struct MtmsTrainCtx
 	 */
 	MtmsKeptWindow kept[2];
 	MtmsRowStore *valid_store;	/* valid grouped by scene, for unit jobs */
+	struct MtmsHygiene *hygiene;	/* min_count / ttl_slots, or NULL
+									 * (feature_hygiene.h) */
 
 	/*
 	 * On a data node of a multi-node training (node_train.c): the units'

@@ -547,6 +547,13 @@ mtms_train_on_nodes(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 	TimestampTz start;
 	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
 
+	if (mtms_options_hygiene(&cx->meta->opts))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("model \"%s\" trains on cluster \"%s\" and uses feature hygiene, which a multi-node training does not support",
+						cx->meta->name, cx->meta->opts.cluster),
+				 errdetail("The options min_count and ttl_slots count features on the server that trains; the data nodes do not send their counts back."),
+				 errhint("Create the model without min_count and ttl_slots, or without the cluster option.")));
 	check_setup(cx);
 	check_cluster_defined(cx);
 	nnodes = check_nodes(cx);

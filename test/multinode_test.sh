@@ -36,7 +36,7 @@ fi
 # shellcheck source=test/cluster.sh
 . test/cluster.sh
 
-plan 21
+plan 22
 
 DB=mtms_mn
 qc() { cluster_sql coord "$DB" "$@"; }
@@ -225,5 +225,10 @@ is "$(err "SELECT count(*) FROM mtms_train('nowhere', 's')")" \
     "a cluster that is not defined is named"
 is "$(qc "SELECT count(*) FROM mtms_versions('dup')")|$(qc "SELECT count(*) FROM mtms_versions('nowhere')")" "0|0" \
     "and neither wrote a version"
+qc "SELECT mtms_create_model('hyg', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}',
+                             options => '{\"cluster\": \"mtms_nodes\", \"min_count\": 2}')" >/dev/null
+is "$(err "SELECT count(*) FROM mtms_train('hyg', 's')")" \
+    "model \"hyg\" trains on cluster \"mtms_nodes\" and uses feature hygiene, which a multi-node training does not support" \
+    "feature hygiene (min_count) on a cluster is refused, not silently skipped"
 
 done_testing

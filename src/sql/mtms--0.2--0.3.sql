@@ -352,6 +352,59 @@ LANGUAGE C STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.mtms_training_info(text, int) IS
   'the training history of a kept version of a model (default: the active one): per stage, unit and validation checkpoint its losses, AUC, rows and seconds, and which checkpoint the unit kept; needs score on the model';
 
+-- Feature hygiene: admission after min_count sightings, eviction after
+-- ttl_slots trainings unseen (model options; src/feature_hygiene.c).
+-- ---------------------------------------------------------------------
+
+-- Each embedding row's statistics.  A slot is a training, numbered by the
+-- version it wrote.  Rows of versions trained before 0.3 get seen 0 (not
+-- counted) and last_seen 0 (not recorded: taken as the version the row
+-- belongs to); both defaults are constants, so adding the columns
+-- rewrites nothing, however many rows there are.
+ALTER TABLE @extschema@.mtms_embedding
+    ADD COLUMN seen bigint NOT NULL DEFAULT 0 CHECK (seen >= 0),
+    ADD COLUMN last_seen int NOT NULL DEFAULT 0 CHECK (last_seen >= 0);
+COMMENT ON COLUMN @extschema@.mtms_embedding.seen IS
+  'sightings of the feature in the (scene, task) pair''s training rows, over every training that counted (min_count, ttl_slots); 0 = not counted';
+COMMENT ON COLUMN @extschema@.mtms_embedding.last_seen IS
+  'the slot (version number) of the last training whose rows held the feature; 0 = not recorded (before 0.3)';
+
+-- Candidates: features counted but not admitted yet (min_count), with the
+-- counts of every training so far, kept per version like the embeddings.
+-- Forgotten once unseen for ttl_slots trainings (30 without ttl_slots) and
+-- capped at max_features per pair when that is set.
+CREATE TABLE @extschema@.mtms_feature_count (
+    model_id   int NOT NULL,
+    version    int NOT NULL,
+    scene      text NOT NULL,
+    task       text NOT NULL,               -- 'ctr' | 'cvr'
+    field      text NOT NULL,
+    feature    bigint NOT NULL,             -- mtms_feature_hash('field=value')
+    seen       bigint NOT NULL CHECK (seen >= 0),
+    last_seen  int NOT NULL CHECK (last_seen > 0),
+    PRIMARY KEY (model_id, version, scene, task, feature),
+    FOREIGN KEY (model_id, version) REFERENCES @extschema@.mtms_version ON DELETE CASCADE
+);
+COMMENT ON TABLE @extschema@.mtms_feature_count IS
+  'mtms feature candidates: features seen in training but not (yet) given embedding rows (min_count), one row per (model, version, scene, task, feature hash)';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.mtms_feature_count', '');
+
+ALTER TABLE @extschema@.mtms_feature_count ENABLE ROW LEVEL SECURITY;
+CREATE POLICY mtms_feature_count_read ON @extschema@.mtms_feature_count FOR SELECT
+    USING (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_feature_count.model_id));
+CREATE POLICY mtms_feature_count_insert ON @extschema@.mtms_feature_count FOR INSERT
+    WITH CHECK (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_feature_count.model_id
+                          AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')));
+CREATE POLICY mtms_feature_count_update ON @extschema@.mtms_feature_count FOR UPDATE
+    USING (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_feature_count.model_id
+                     AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')))
+    WITH CHECK (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_feature_count.model_id
+                          AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')));
+CREATE POLICY mtms_feature_count_delete ON @extschema@.mtms_feature_count FOR DELETE
+    USING (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_feature_count.model_id
+                     AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')));
+GRANT SELECT ON @extschema@.mtms_feature_count TO PUBLIC;
+
 -- ---------------------------------------------------------------------
 -- Training on data nodes (the model option "cluster"; README "Scaling out")
 -- ---------------------------------------------------------------------
