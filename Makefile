@@ -44,6 +44,7 @@ OBJS = \
 	src/kept_rows.o \
 	src/row_store.o \
 	src/model_store.o \
+	src/feature_hygiene.o \
 	src/samples.o \
 	src/unit_snapshot.o \
 	src/train_unit.o \
@@ -55,6 +56,9 @@ OBJS = \
 	src/train_parallel.o \
 	src/train_history.o \
 	src/train_units.o \
+	src/node_wire.o \
+	src/node_train.o \
+	src/train_nodes.o \
 	src/train.o \
 	src/model_flat.o \
 	src/model_shared.o \

@@ -14,6 +14,14 @@
 --     fine-tune; then the same from the first version in one call
 --     (mtms_train(scenes => '{video}'), both phases); video next to
 --     'history' (video in the model from the start).
+--  3. Feature hygiene (min_count, ttl_slots).  :hy_slots days (default 8)
+--     of :hy_rows rows (default 150k a day) from a universe of :hy_users
+--     users (default 200,000: many ids seen once or twice, as in ad logs),
+--     trained warm day after day three times: 'plain' (no hygiene),
+--     'admit' (min_count :hy_min) and 'admit+evict' (min_count :hy_min,
+--     ttl_slots :hy_ttl); per day the embedding rows and candidates each
+--     version keeps, its stored bytes, the training seconds and the next
+--     day's test AUC against 'plain'.  -v life=false runs only this part.
 -- Run with bench/daily.sh (a throwaway cluster) or psql -f on any database.
 \set ON_ERROR_STOP 1
 \pset pager off
@@ -28,6 +36,30 @@
 \if :{?opts}
 \else
 \set opts '{}'
+\endif
+\if :{?life}
+\else
+\set life true
+\endif
+\if :{?hy_rows}
+\else
+\set hy_rows 1200000
+\endif
+\if :{?hy_slots}
+\else
+\set hy_slots 8
+\endif
+\if :{?hy_users}
+\else
+\set hy_users 200000
+\endif
+\if :{?hy_min}
+\else
+\set hy_min 3
+\endif
+\if :{?hy_ttl}
+\else
+\set hy_ttl 2
 \endif
 SET client_min_messages = warning;
 SET max_parallel_workers_per_gather = 0;
@@ -81,6 +113,7 @@ BEGIN
                 coalesce(round(secs::numeric, 1)::text, '-'));
 END $$;
 
+\if :life
 -- ---------------------------------------------------------------------------
 \echo 1. Time slots: day after day, warm against scratch
 SELECT count(*) AS rows_per_day FROM dl_day1;
@@ -191,3 +224,117 @@ SELECT phase, sum(epochs) AS epochs, round(sum(seconds)::numeric, 1) AS seconds
   FROM (SELECT test_day, phase, max(epochs) AS epochs, max(seconds) AS seconds
           FROM dl_stages WHERE variant = 'warm' GROUP BY 1, 2) d
  GROUP BY phase ORDER BY min(CASE phase WHEN 'embedding' THEN 1 WHEN 'ctcvr' THEN 2 ELSE 3 END);
+\endif
+
+-- ---------------------------------------------------------------------------
+\echo
+\echo 3. Feature hygiene: min_count (admission) and ttl_slots (eviction), day after day
+DROP TABLE IF EXISTS dl_hy_all, dl_hy_result CASCADE;
+SELECT count(mtms_drop_model(name)) AS dropped FROM mtms_model WHERE name LIKE 'dl\_hy\_%';
+CREATE TABLE dl_hy_all AS
+  SELECT * FROM mtms_synthetic_samples(:hy_rows, 2, jsonb_build_object('slots', :hy_slots, 'users', :hy_users));
+SELECT format('CREATE VIEW dl_hy_day%s AS SELECT * FROM dl_hy_all WHERE slot = %s', d, d)
+  FROM generate_series(1, :hy_slots) d \gexec
+CREATE TABLE dl_hy_result (variant text, day int, version int, emb_rows bigint, candidates bigint,
+                           stored_bytes bigint, seconds float8, scene text, task text, auc float8,
+                           n bigint, positives bigint);
+-- One warm day of a variant: train on day d, count what the version keeps,
+-- evaluate on day d + 1.
+CREATE FUNCTION pg_temp.hy_day(p_variant text, p_opts jsonb, d int) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+  m text := 'dl_hy_' || replace(p_variant, '+', '_');
+  t0 timestamptz;
+  secs float8;
+  v int;
+  er bigint;
+  cr bigint;
+  sb bigint;
+BEGIN
+  IF d = 1 THEN
+    PERFORM mtms_create_model(m, '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}',
+                              options => p_opts);
+  END IF;
+  t0 := clock_timestamp();
+  PERFORM count(*) FROM mtms_train(m, format('dl_hy_day%s', d)::regclass);
+  secs := extract(epoch FROM clock_timestamp() - t0);
+  SELECT active_version INTO v FROM mtms_model WHERE name = m;
+  SELECT count(*), coalesce(sum(pg_column_size(e.*)), 0) INTO er, sb
+    FROM mtms_embedding e JOIN mtms_model USING (model_id) WHERE name = m AND e.version = v;
+  SELECT count(*), sb + coalesce(sum(pg_column_size(c.*)), 0) INTO cr, sb
+    FROM mtms_feature_count c JOIN mtms_model USING (model_id) WHERE name = m AND c.version = v;
+  INSERT INTO dl_hy_result
+  SELECT p_variant, d, v, er, cr, sb, secs, scene, task, auc, n, positives
+    FROM mtms_evaluate(m, format('dl_hy_day%s', d + 1)::regclass);
+  RETURN format('%-12s day %s: %8s rows, %8s candidates, %6s s', p_variant, d, er, cr,
+                round(secs::numeric, 1));
+END $$;
+SELECT (SELECT count(*) FROM dl_hy_day1) AS rows_per_day,
+       count(DISTINCT f) AS users_on_day1,
+       count(*) FILTER (WHERE n = 1) AS users_seen_once
+  FROM (SELECT f, count(*) AS n FROM dl_hy_day1, unnest(features) f
+         WHERE f LIKE 'user=%' GROUP BY f) u;
+\t on
+SELECT format($q$SELECT pg_temp.hy_day(%L, %L, %s)$q$, v, o, d)
+  FROM generate_series(1, :hy_slots - 1) d,
+       (VALUES (1, 'plain', :'opts'::jsonb),
+               (2, 'admit', :'opts'::jsonb || jsonb_build_object('min_count', :hy_min)),
+               (3, 'admit+evict', :'opts'::jsonb || jsonb_build_object('min_count', :hy_min,
+                                                                      'ttl_slots', :hy_ttl))) AS x(k, v, o)
+ ORDER BY d, k \gexec
+\t off
+
+\echo
+\echo Per day: embedding rows and candidates the version keeps, its stored MB, training seconds,
+\echo mean next-day test AUC over scenes and tasks (CTR, CVR, CTCVR), and its difference to plain
+WITH d AS (
+  SELECT variant, day, max(emb_rows) AS emb_rows, max(candidates) AS candidates,
+         max(stored_bytes) AS bytes, max(seconds) AS seconds, avg(auc) AS auc
+    FROM dl_hy_result GROUP BY 1, 2)
+SELECT d.day, d.variant, d.emb_rows, d.candidates, round(d.bytes / 1e6, 1) AS stored_mb,
+       round(d.seconds::numeric, 1) AS seconds, round(d.auc::numeric, 4) AS mean_auc,
+       round((d.auc - p.auc)::numeric, 4) AS "auc-plain",
+       round(100.0 * d.emb_rows / p.emb_rows, 1) AS "rows % of plain"
+  FROM d JOIN d p ON p.day = d.day AND p.variant = 'plain'
+ ORDER BY d.day, array_position('{plain,admit,admit+evict}'::text[], d.variant);
+
+\echo Over the days: mean rows, seconds, and next-day AUC per task (CTR, CVR over the clicked, CTCVR)
+SELECT variant, round(avg(emb_rows)) AS mean_rows, max(emb_rows) AS last_rows,
+       round(avg(seconds)::numeric, 2) AS mean_seconds,
+       round(avg(auc) FILTER (WHERE task = 'ctr')::numeric, 4) AS ctr,
+       round(avg(auc) FILTER (WHERE task = 'cvr')::numeric, 4) AS cvr,
+       round(avg(auc) FILTER (WHERE task = 'ctcvr')::numeric, 4) AS ctcvr
+  FROM dl_hy_result
+ GROUP BY 1 ORDER BY array_position('{plain,admit,admit+evict}'::text[], variant);
+
+\echo Next-day AUC per scene and task, mean over the days, against plain (with its standard error)
+SELECT r.scene, r.task,
+       round(avg(r.auc) FILTER (WHERE r.variant = 'plain')::numeric, 4) AS plain,
+       round(avg(r.auc) FILTER (WHERE r.variant = 'admit')::numeric, 4) AS admit,
+       round(avg(r.auc) FILTER (WHERE r.variant = 'admit+evict')::numeric, 4) AS "admit+evict",
+       round(avg(pg_temp.auc_se(r.auc, r.n, r.positives)) FILTER (WHERE r.variant = 'plain')::numeric, 4) AS se
+  FROM dl_hy_result r
+ GROUP BY 1, 2
+ ORDER BY array_position('{search,feeds,video}'::text[], r.scene), array_position('{ctr,cvr,ctcvr}'::text[], r.task);
+
+\echo Cost of one more day (day :hy_slots) per variant, each in a new session and one process
+\echo (mtms.train_workers = 0): CPU seconds of the backend, and its peak resident memory
+\echo (VmHWM) less the shared memory it mapped (RssShmem), from /proc: a superuser on the same machine
+CREATE TABLE IF NOT EXISTS dl_hy_cost (variant text, emb_rows bigint, candidates bigint, cpu_seconds float8,
+                                       wall_seconds float8, vm_hwm_mb float8, rss_shmem_mb float8);
+TRUNCATE dl_hy_cost;
+CREATE OR REPLACE VIEW dl_hy_proc AS
+SELECT (SELECT sum(x::float8) / 100 FROM unnest((string_to_array(
+            split_part(pg_read_file('/proc/self/stat'), ') ', 2), ' '))[12:13]) AS x) AS cpu_seconds,
+       (regexp_match(pg_read_file('/proc/self/status'), 'VmHWM:\s+(\d+)'))[1]::float8 / 1024 AS vm_hwm_mb,
+       (regexp_match(pg_read_file('/proc/self/status'), 'RssShmem:\s+(\d+)'))[1]::float8 / 1024 AS rss_shmem_mb;
+\set hy_variant plain
+\ir daily_cost.sql
+\set hy_variant admit
+\ir daily_cost.sql
+\set hy_variant admit+evict
+\ir daily_cost.sql
+SELECT variant, emb_rows, candidates, round(cpu_seconds::numeric, 2) AS cpu_seconds,
+       round(wall_seconds::numeric, 2) AS wall_seconds, round(vm_hwm_mb::numeric) AS vm_hwm_mb,
+       round((vm_hwm_mb - rss_shmem_mb)::numeric) AS private_peak_mb
+  FROM dl_hy_cost ORDER BY array_position('{plain,admit,admit+evict}'::text[], variant);

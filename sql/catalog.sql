@@ -57,7 +57,7 @@ SELECT mtms_create_model('cat_x', '{s,NULL}', '{f}');
 SELECT mtms_create_model('cat_x', '{s}', '{{a,b},{c,d}}');
 SELECT mtms_create_model('cat_x', '{search,feeds,search}', '{f}');
 SELECT mtms_create_model('cat_x', '{s}', '{user,ad,user}');
-SELECT mtms_create_model('cat_x', (SELECT array_agg('s' || i) FROM generate_series(1, 257) i), '{f}');
+SELECT mtms_create_model('cat_x', (SELECT array_agg('s' || i) FROM generate_series(1, 1025) i), '{f}');
 SELECT mtms_create_model('cat_x', '{s}', (SELECT array_agg('f' || i) FROM generate_series(1, 257) i));
 
 -- Sizes.

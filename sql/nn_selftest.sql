@@ -84,7 +84,7 @@ SELECT mtms_nn_deserialize_check(overlay(mtms_nn_sample_state('embedding')
 SELECT mtms_nn_deserialize_check(overlay(mtms_nn_sample_state('embedding')
        PLACING '\xffffffffffffffff'::bytea FROM 25 FOR 8));
 -- embedding rows: the third row repeats the second row's key
-SELECT mtms_nn_deserialize_check(overlay(s PLACING substring(s FROM 73 FOR 8) FROM 113 FOR 8))
+SELECT mtms_nn_deserialize_check(overlay(s PLACING substring(s FROM 81 FOR 8) FROM 129 FOR 8))
   FROM (SELECT mtms_nn_sample_state('embedding') AS s) AS x;
 -- tower header: unsupported version, 255 layers, a layer of -1 units,
 -- two outputs

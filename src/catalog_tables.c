@@ -220,6 +220,17 @@ mtms_catalog_has_acl(void)
 	return facts_has_acl;
 }
 
+bool
+mtms_catalog_has_feature_stats(void)
+{
+	Oid			nsp = get_rel_namespace(mtms_model_relid());
+	Oid			emb = get_relname_relid("mtms_embedding", nsp);
+
+	return OidIsValid(emb) &&
+		get_attnum(emb, "last_seen") != InvalidAttrNumber &&
+		OidIsValid(get_relname_relid("mtms_feature_count", nsp));
+}
+
 /*
  * The upgrade to 0.3 creates mtms_experiment with a foreign key to
  * mtms_model, whose new triggers invalidate mtms_model: the facts are

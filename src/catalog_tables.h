@@ -35,6 +35,16 @@ extern Oid	mtms_catalog_owner(void);
 extern bool mtms_catalog_has_acl(void);
 
 /*
+ * Whether the installed schema keeps feature statistics (extension version
+ * 0.3 and later): mtms_embedding.seen and last_seen, and the candidate
+ * table mtms_feature_count.  On an older schema models train and score as
+ * before, and the feature hygiene options (min_count, ttl_slots) are
+ * refused.  Checked afresh on every call (a syscache lookup): ALTER
+ * EXTENSION UPDATE does not touch mtms_model, so no invalidation says so.
+ */
+extern bool mtms_catalog_has_feature_stats(void);
+
+/*
  * Whether the installed schema has the experiments table (extension
  * version 0.3 and later).  Until ALTER EXTENSION mtms UPDATE there are no
  * experiments: every key is served by the active version.

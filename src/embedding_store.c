@@ -31,21 +31,28 @@
 #include "optimizer.h"
 
 #define MTMS_EMB_MAGIC			0x4D45544D	/* "MTEM" little-endian */
-#define MTMS_EMB_VERSION		2		/* 1: rows without accum0 */
+#define MTMS_EMB_VERSION		3		/* 2: rows without seen, last_seen;
+										 * 1: nor accum0 */
 #define MTMS_EMB_INIT_RANGE		0.05
 #define MTMS_EMB_MAX_SHIFT		14		/* at most 16384 rows per chunk */
 #define MTMS_EMB_MIN_SHIFT		6		/* at least 64 rows per chunk */
 #define MTMS_EMB_CHUNK_BYTES	(1024 * 1024)
 /* row indexes are stored as uint32 in the hash table */
 #define MTMS_EMB_MAX_ROWS		((int64) PG_UINT32_MAX)
+/* hash entry of an admitted key that has no row yet (never a row index) */
+#define MTMS_EMB_ADMITTED		PG_UINT32_MAX
+/* serialized flags (the header's former zero word) */
+#define MTMS_EMB_FLAG_GATED		0x01
 
 /*
- * bytes of one row, in a chunk and serialized: key, field, updates, accum,
- * accum0, vector (version 1 states lack accum0)
+ * bytes of one row, in a chunk and serialized: key, field, updates, seen,
+ * last_seen, accum, accum0, vector (version 2 states lack seen and
+ * last_seen, version 1 states accum0 too)
  */
-#define EMB_ROW_BYTES(dim)		(sizeof(uint64) + 2 * sizeof(int32) + \
+#define EMB_ROW_BYTES(dim)		(sizeof(uint64) + 4 * sizeof(int32) + \
 								 2 * sizeof(float) + (Size) (dim) * sizeof(float))
-#define EMB_ROW_BYTES_V1(dim)	(EMB_ROW_BYTES(dim) - sizeof(float))
+#define EMB_ROW_BYTES_V2(dim)	(EMB_ROW_BYTES(dim) - 2 * sizeof(int32))
+#define EMB_ROW_BYTES_V1(dim)	(EMB_ROW_BYTES_V2(dim) - sizeof(float))
 #define EMB_HEADER_BYTES		(2 * sizeof(uint32) + 2 * sizeof(int32) + \
 								 sizeof(uint64) + sizeof(int64))
 
@@ -178,6 +185,10 @@ emb_add_chunk(MtmsEmbStore *s)
 	c->field = (int32 *) mem;
 	mem += rows * sizeof(int32);
 	c->updates = (int32 *) mem;
+	mem += rows * sizeof(int32);
+	c->seen = (int32 *) mem;
+	mem += rows * sizeof(int32);
+	c->last_seen = (int32 *) mem;
 }
 
 /* Claim row index s->count for key; the caller fills the vector. */
@@ -195,6 +206,8 @@ emb_new_row(MtmsEmbStore *s, uint64 key, int32 field)
 	c->key[r] = key;
 	c->field[r] = field;
 	c->updates[r] = 0;
+	c->seen[r] = 0;
+	c->last_seen[r] = 0;
 	c->accum[r] = 0.0f;
 	c->accum0[r] = 0.0f;
 	s->count++;
@@ -215,7 +228,7 @@ mtms_emb_find(const MtmsEmbStore *s, uint64 key)
 {
 	MtmsEmbEntry *e = mtms_embhash_lookup(s->hash, key);
 
-	return e ? (int64) e->idx : -1;
+	return (e && e->idx != MTMS_EMB_ADMITTED) ? (int64) e->idx : -1;
 }
 
 static pg_attribute_always_inline int64
@@ -232,7 +245,7 @@ emb_find_or_create(MtmsEmbStore *s, uint64 key, int32 field, int64 max_rows)
 				 s->count >= MTMS_EMB_MAX_ROWS))
 	{
 		e = mtms_embhash_lookup(s->hash, key);
-		if (e)
+		if (e && e->idx != MTMS_EMB_ADMITTED)
 			return e->idx;
 		if (max_rows > 0 && s->count >= max_rows)
 			return -1;
@@ -241,10 +254,17 @@ emb_find_or_create(MtmsEmbStore *s, uint64 key, int32 field, int64 max_rows)
 
 	/* most keys exist: a plain lookup is cheaper than an insert */
 	e = mtms_embhash_lookup(s->hash, key);
-	if (likely(e != NULL))
+	if (likely(e != NULL && e->idx != MTMS_EMB_ADMITTED))
 		return e->idx;
-	e = mtms_embhash_insert(s->hash, key, &found);
-	Assert(!found);
+	if (e != NULL)
+		s->nadmitted--;			/* an admitted key gets its row */
+	else if (unlikely(s->gated))
+		return -1;				/* not admitted: pools as zero */
+	else
+	{
+		e = mtms_embhash_insert(s->hash, key, &found);
+		Assert(!found);
+	}
 
 	idx = emb_new_row(s, key, field);
 	e->idx = (uint32) idx;
@@ -279,7 +299,7 @@ mtms_emb_resolve(MtmsEmbStore *s, const MtmsFeature *f, int nf, int32 frozen,
 		{
 			MtmsEmbEntry *e = mtms_embhash_lookup(s->hash, f[j].hash);
 
-			ridx[j] = e ? (int64) e->idx : -1;
+			ridx[j] = (e && e->idx != MTMS_EMB_ADMITTED) ? (int64) e->idx : -1;
 		}
 		else
 			ridx[j] = emb_find_or_create(s, f[j].hash, f[j].field, max_rows);
@@ -303,11 +323,13 @@ mtms_emb_insert(MtmsEmbStore *s, uint64 key, int32 field,
 	if (s->count >= MTMS_EMB_MAX_ROWS)
 		emb_too_many_rows();
 	e = mtms_embhash_insert(s->hash, key, &found);
-	if (found)
+	if (found && e->idx != MTMS_EMB_ADMITTED)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("duplicate embedding row for feature %lld",
 						(long long) key)));
+	if (found)
+		s->nadmitted--;
 	idx = emb_new_row(s, key, field);
 	e->idx = (uint32) idx;
 	memcpy(mtms_emb_vector(s, idx), vec, s->dim * sizeof(float));
@@ -324,11 +346,97 @@ mtms_emb_bytes(const MtmsEmbStore *s)
 	return MemoryContextMemAllocated(s->cxt, true);
 }
 
+/* ----------------------------------------------------------------
+ * Gating (feature admission)
+ * ---------------------------------------------------------------- */
+
+void
+mtms_emb_set_gated(MtmsEmbStore *s, bool gated)
+{
+	s->gated = gated;
+}
+
+bool
+mtms_emb_gated(const MtmsEmbStore *s)
+{
+	return s->gated;
+}
+
+void
+mtms_emb_admit(MtmsEmbStore *s, uint64 key)
+{
+	MtmsEmbEntry *e;
+	bool		found;
+
+	e = mtms_embhash_insert(s->hash, key, &found);
+	if (found)
+	{
+		if (e->idx != MTMS_EMB_ADMITTED)
+			elog(ERROR, "feature %lld already has an embedding row", (long long) key);
+		return;
+	}
+	e->idx = MTMS_EMB_ADMITTED;
+	s->nadmitted++;
+}
+
+int64
+mtms_emb_admitted_pending(const MtmsEmbStore *s)
+{
+	return s->nadmitted;
+}
+
+/* The admitted keys of src (without rows) admitted in dst too. */
+static void
+emb_copy_admitted(MtmsEmbStore *dst, const MtmsEmbStore *src)
+{
+	mtms_embhash_iterator it;
+	MtmsEmbEntry *e;
+
+	dst->gated = src->gated;
+	if (src->nadmitted == 0)
+		return;
+	mtms_embhash_start_iterate(src->hash, &it);
+	while ((e = mtms_embhash_iterate(src->hash, &it)) != NULL)
+		if (e->idx == MTMS_EMB_ADMITTED)
+			mtms_emb_admit(dst, e->key);
+}
+
+MtmsEmbStore *
+mtms_emb_copy_kept(const MtmsEmbStore *s, const bool *keep)
+{
+	MtmsEmbStore *c = emb_create_in(CurrentMemoryContext, s->dim, s->seed, 0);
+	int64		i;
+
+	for (i = 0; i < s->count; i++)
+	{
+		const MtmsEmbChunk *sc = &s->chunks[i >> s->chunk_shift];
+		int64		sr = i & s->chunk_mask;
+		MtmsEmbChunk *dc;
+		int64		idx,
+					r;
+
+		if ((i & 0xFFFF) == 0xFFFF)
+			CHECK_FOR_INTERRUPTS();
+		if (!keep[i])
+			continue;
+		idx = mtms_emb_insert(c, sc->key[sr], sc->field[sr],
+							  sc->vec + sr * s->dim, sc->accum[sr]);
+		dc = &c->chunks[idx >> c->chunk_shift];
+		r = idx & c->chunk_mask;
+		dc->accum0[r] = sc->accum0[sr];
+		dc->updates[r] = sc->updates[sr];
+		dc->seen[r] = sc->seen[sr];
+		dc->last_seen[r] = sc->last_seen[sr];
+	}
+	emb_copy_admitted(c, s);
+	return c;
+}
+
 MtmsEmbStore *
 mtms_emb_copy(const MtmsEmbStore *s)
 {
 	MtmsEmbStore *c = emb_create_in(CurrentMemoryContext, s->dim, s->seed,
-									s->count);
+									s->count + s->nadmitted);
 	Size		chunkbytes = ((Size) 1 << s->chunk_shift) * EMB_ROW_BYTES(s->dim);
 	int64		ci;
 	int64		i;
@@ -354,6 +462,7 @@ mtms_emb_copy(const MtmsEmbStore *s)
 		Assert(!found);
 		e->idx = (uint32) i;
 	}
+	emb_copy_admitted(c, s);
 	return c;
 }
 
@@ -549,6 +658,11 @@ mtms_emb_merge(MtmsEmbStore *dst, const MtmsEmbStore *src)
 				emb_too_many_rows();
 		}
 		e = mtms_embhash_insert(dst->hash, key, &found);
+		if (found && e->idx == MTMS_EMB_ADMITTED)
+		{
+			dst->nadmitted--;
+			found = false;
+		}
 		if (!found)
 		{
 			int64		idx = emb_new_row(dst, key, mtms_emb_field(src, i));
@@ -559,6 +673,7 @@ mtms_emb_merge(MtmsEmbStore *dst, const MtmsEmbStore *src)
 			dst->chunks[idx >> dst->chunk_shift].accum0[idx & dst->chunk_mask] =
 				src->chunks[i >> src->chunk_shift].accum0[i & src->chunk_mask];
 			dst->chunks[idx >> dst->chunk_shift].updates[idx & dst->chunk_mask] = scount;
+			mtms_emb_set_stats(dst, idx, mtms_emb_seen(src, i), mtms_emb_last_seen(src, i));
 		}
 		else
 		{
@@ -615,9 +730,12 @@ mtms_emb_merge(MtmsEmbStore *dst, const MtmsEmbStore *src)
 /* ----------------------------------------------------------------
  * Serialization
  *
- * header: magic u32, version u32, dim i32, zero i32, seed u64, count i64
- * rows (index order): key u64, field i32, updates i32, accum f32,
- * accum0 f32 (not in version 1), vec f32[dim]
+ * header: magic u32, version u32, dim i32, flags i32 (zero before
+ * version 3), seed u64, count i64
+ * rows (index order): key u64, field i32, updates i32, seen i32 and
+ * last_seen i32 (from version 3), accum f32, accum0 f32 (not in version
+ * 1), vec f32[dim]
+ * then (from version 3): admitted keys without rows, count i64, keys u64
  * ---------------------------------------------------------------- */
 
 void
@@ -625,20 +743,23 @@ mtms_emb_serialize(StringInfo buf, const MtmsEmbStore *s)
 {
 	uint32		magic = MTMS_EMB_MAGIC;
 	uint32		version = MTMS_EMB_VERSION;
-	int32		zero = 0;
+	int32		flags = s->gated ? MTMS_EMB_FLAG_GATED : 0;
 	Size		rowbytes = EMB_ROW_BYTES(s->dim);
 	Size		total;
+	int64		nadm = s->nadmitted;
 	char	   *out;
 	int64		i;
 
 	if ((Size) s->count > (MaxAllocSize - EMB_HEADER_BYTES - 1) / rowbytes ||
-		EMB_HEADER_BYTES + s->count * rowbytes >= (Size) (MaxAllocSize - buf->len))
+		(Size) nadm > MaxAllocSize / sizeof(uint64) ||
+		EMB_HEADER_BYTES + s->count * rowbytes + (1 + nadm) * sizeof(uint64) >=
+		(Size) (MaxAllocSize - buf->len))
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("embedding table of %lld rows is too large to serialize",
 						(long long) s->count),
 				 errhint("Use fewer parallel workers or a smaller model.")));
-	total = EMB_HEADER_BYTES + s->count * rowbytes;
+	total = EMB_HEADER_BYTES + s->count * rowbytes + (1 + nadm) * sizeof(uint64);
 	enlargeStringInfo(buf, (int) total);
 	out = buf->data + buf->len;
 
@@ -646,7 +767,7 @@ mtms_emb_serialize(StringInfo buf, const MtmsEmbStore *s)
 	EMB_PUT(&magic, sizeof(magic));
 	EMB_PUT(&version, sizeof(version));
 	EMB_PUT(&s->dim, sizeof(int32));
-	EMB_PUT(&zero, sizeof(int32));
+	EMB_PUT(&flags, sizeof(int32));
 	EMB_PUT(&s->seed, sizeof(uint64));
 	EMB_PUT(&s->count, sizeof(int64));
 	for (i = 0; i < s->count; i++)
@@ -659,9 +780,22 @@ mtms_emb_serialize(StringInfo buf, const MtmsEmbStore *s)
 		EMB_PUT(&c->key[r], sizeof(uint64));
 		EMB_PUT(&c->field[r], sizeof(int32));
 		EMB_PUT(&c->updates[r], sizeof(int32));
+		EMB_PUT(&c->seen[r], sizeof(int32));
+		EMB_PUT(&c->last_seen[r], sizeof(int32));
 		EMB_PUT(&c->accum[r], sizeof(float));
 		EMB_PUT(&c->accum0[r], sizeof(float));
 		EMB_PUT(c->vec + r * s->dim, s->dim * sizeof(float));
+	}
+	EMB_PUT(&nadm, sizeof(int64));
+	if (nadm > 0)
+	{
+		mtms_embhash_iterator it;
+		MtmsEmbEntry *e;
+
+		mtms_embhash_start_iterate(s->hash, &it);
+		while ((e = mtms_embhash_iterate(s->hash, &it)) != NULL)
+			if (e->idx == MTMS_EMB_ADMITTED)
+				EMB_PUT(&e->key, sizeof(uint64));
 	}
 #undef EMB_PUT
 
@@ -682,13 +816,40 @@ emb_read(const char **p, const char *end, void *dst, Size n)
 	*p += n;
 }
 
+/* The admitted keys of a version 3 state: count i64, keys u64. */
+static void
+emb_read_admitted(const char **p, const char *end, MtmsEmbStore *s)
+{
+	int64		n;
+
+	emb_read(p, end, &n, sizeof(n));
+	if (n < 0 || (Size) n > (Size) (end - *p) / sizeof(uint64))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("corrupt embedding state: %lld admitted keys", (long long) n)));
+	for (int64 i = 0; i < n; i++)
+	{
+		uint64		key;
+		MtmsEmbEntry *e;
+
+		emb_read(p, end, &key, sizeof(key));
+		e = mtms_embhash_lookup(s->hash, key);
+		if (e != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("corrupt embedding state: admitted feature %lld appears twice",
+							(long long) key)));
+		mtms_emb_admit(s, key);
+	}
+}
+
 MtmsEmbStore *
 mtms_emb_deserialize(const char **p, const char *end)
 {
 	uint32		magic;
 	uint32		version;
 	int32		dim;
-	int32		zero;
+	int32		flags;
 	uint64		seed;
 	int64		count;
 	Size		rowbytes;
@@ -702,7 +863,7 @@ mtms_emb_deserialize(const char **p, const char *end)
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("corrupt embedding state: bad magic number %08x", magic)));
 	emb_read(p, end, &version, sizeof(version));
-	if (version != MTMS_EMB_VERSION && version != 1)
+	if (version < 1 || version > MTMS_EMB_VERSION)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("corrupt embedding state: unsupported version %u", version)));
@@ -711,10 +872,17 @@ mtms_emb_deserialize(const char **p, const char *end)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("corrupt embedding state: dimension %d", dim)));
-	emb_read(p, end, &zero, sizeof(zero));
+	emb_read(p, end, &flags, sizeof(flags));
+	if (version < 3)
+		flags = 0;
+	else if ((flags & ~MTMS_EMB_FLAG_GATED) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("corrupt embedding state: flags %08x", (uint32) flags)));
 	emb_read(p, end, &seed, sizeof(seed));
 	emb_read(p, end, &count, sizeof(count));
-	rowbytes = (version == 1) ? EMB_ROW_BYTES_V1(dim) : EMB_ROW_BYTES(dim);
+	rowbytes = (version == 1) ? EMB_ROW_BYTES_V1(dim) :
+		(version == 2) ? EMB_ROW_BYTES_V2(dim) : EMB_ROW_BYTES(dim);
 	if (count < 0 || count > MTMS_EMB_MAX_ROWS)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
@@ -732,6 +900,8 @@ mtms_emb_deserialize(const char **p, const char *end)
 		uint64		key;
 		int32		field;
 		int32		updates;
+		int32		seen = 0;
+		int32		last_seen = 0;
 		MtmsEmbEntry *e;
 		bool		found;
 		int64		idx;
@@ -750,6 +920,17 @@ mtms_emb_deserialize(const char **p, const char *end)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_CORRUPTED),
 					 errmsg("corrupt embedding state: negative update count %d", updates)));
+		if (version >= 3)
+		{
+			memcpy(&seen, in, sizeof(int32));
+			in += sizeof(int32);
+			memcpy(&last_seen, in, sizeof(int32));
+			in += sizeof(int32);
+			if (seen < 0 || last_seen < 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_DATA_CORRUPTED),
+						 errmsg("corrupt embedding state: negative feature statistics")));
+		}
 
 		e = mtms_embhash_insert(s->hash, key, &found);
 		if (found)
@@ -762,6 +943,8 @@ mtms_emb_deserialize(const char **p, const char *end)
 		c = &s->chunks[idx >> s->chunk_shift];
 		r = idx & s->chunk_mask;
 		c->updates[r] = updates;
+		c->seen[r] = seen;
+		c->last_seen[r] = last_seen;
 		memcpy(&c->accum[r], in, sizeof(float));
 		in += sizeof(float);
 		if (version == 1)
@@ -775,6 +958,9 @@ mtms_emb_deserialize(const char **p, const char *end)
 		in += dim * sizeof(float);
 	}
 	*p = in;
+	s->gated = (flags & MTMS_EMB_FLAG_GATED) != 0;
+	if (version >= 3)
+		emb_read_admitted(p, end, s);
 	return s;
 }
 

@@ -12,6 +12,13 @@
  * Storage: a simplehash from key to a row index, rows in fixed-size chunks
  * (no allocation over 1 GB however many rows).  Row indexes are stable for
  * the life of the store.
+ *
+ * Feature hygiene (feature_hygiene.h): every row carries how often its
+ * feature was seen in training and the slot (training) that saw it last,
+ * kept with the row wherever it goes (copies, parallel workers, storage).
+ * A store can be gated: then find_or_create creates rows only for keys
+ * admitted beforehand (mtms_emb_admit), and every other feature pools as
+ * zero, as an unseen one does at scoring time.
  */
 #ifndef MTMS_EMBEDDING_STORE_H
 #define MTMS_EMBEDDING_STORE_H
@@ -68,6 +75,24 @@ extern void mtms_emb_resolve(MtmsEmbStore *s, const MtmsFeature *f, int nf,
  * for lookups a little later; changes nothing).
  */
 extern void mtms_emb_prefetch(const MtmsEmbStore *s, uint64 key);
+
+/*
+ * Gating (feature admission): once gated, find_or_create creates rows only
+ * for keys admitted with mtms_emb_admit (which must not be rows yet); an
+ * admitted key without a row is invisible to every lookup.  Gate and
+ * admitted keys go with the store through copy and serialize.
+ */
+extern void mtms_emb_set_gated(MtmsEmbStore *s, bool gated);
+extern bool mtms_emb_gated(const MtmsEmbStore *s);
+extern void mtms_emb_admit(MtmsEmbStore *s, uint64 key);
+/* admitted keys that have no row yet */
+extern int64 mtms_emb_admitted_pending(const MtmsEmbStore *s);
+
+/*
+ * A copy of s holding only the rows with keep[idx] (in index order, so
+ * renumbered), their statistics, gate and admitted keys.
+ */
+extern MtmsEmbStore *mtms_emb_copy_kept(const MtmsEmbStore *s, const bool *keep);
 
 /*
  * Insert a row with given contents (loading from storage).  ERROR if the
@@ -158,6 +183,9 @@ typedef struct MtmsEmbChunk
 	uint64	   *key;
 	int32	   *field;
 	int32	   *updates;
+	int32	   *seen;			/* sightings in training (saturating) */
+	int32	   *last_seen;		/* slot of the last training that saw it;
+								 * 0 = not recorded */
 } MtmsEmbChunk;
 
 struct mtms_embhash_hash;
@@ -173,7 +201,10 @@ struct MtmsEmbStore
 	int64		nchunks;		/* allocated chunks */
 	int64		maxchunks;		/* length of chunks[] */
 	MtmsEmbChunk *chunks;
-	struct mtms_embhash_hash *hash;		/* key -> row index */
+	struct mtms_embhash_hash *hash;		/* key -> row index, or
+										 * MTMS_EMB_ADMITTED */
+	bool		gated;			/* create rows for admitted keys only */
+	int64		nadmitted;		/* admitted keys without a row */
 
 	/* pending mini-batch gradients (see mtms_emb_add_grad) */
 	int64		nbatch;			/* touched rows */
@@ -225,6 +256,29 @@ mtms_emb_field(const MtmsEmbStore *s, int64 idx)
 {
 	Assert(idx >= 0 && idx < s->count);
 	return s->chunks[idx >> s->chunk_shift].field[idx & s->chunk_mask];
+}
+
+/* a row's sightings and last slot (feature hygiene), and setting them */
+static inline int32
+mtms_emb_seen(const MtmsEmbStore *s, int64 idx)
+{
+	Assert(idx >= 0 && idx < s->count);
+	return s->chunks[idx >> s->chunk_shift].seen[idx & s->chunk_mask];
+}
+
+static inline int32
+mtms_emb_last_seen(const MtmsEmbStore *s, int64 idx)
+{
+	Assert(idx >= 0 && idx < s->count);
+	return s->chunks[idx >> s->chunk_shift].last_seen[idx & s->chunk_mask];
+}
+
+static inline void
+mtms_emb_set_stats(MtmsEmbStore *s, int64 idx, int32 seen, int32 last_seen)
+{
+	Assert(idx >= 0 && idx < s->count);
+	s->chunks[idx >> s->chunk_shift].seen[idx & s->chunk_mask] = seen;
+	s->chunks[idx >> s->chunk_shift].last_seen[idx & s->chunk_mask] = last_seen;
 }
 
 static inline int32

@@ -108,6 +108,7 @@ typedef struct LoadCtx
 	int32		version;
 	char	   *schema;
 	Datum		args[2];		/* model_id, version */
+	bool		has_stats;		/* the schema has seen, last_seen (0.3) */
 } LoadCtx;
 
 static Oid load_argtypes[2] = {INT4OID, INT4OID};
@@ -168,7 +169,10 @@ load_embedding_row(LoadCtx *lc, MtmsModel *m, HeapTuple tup, TupleDesc td, float
 	int64		feature = DatumGetInt64(SPI_getbinval(tup, td, 4, &isnull));
 	Datum		vd = SPI_getbinval(tup, td, 5, &isnull);
 	float		accum = DatumGetFloat4(SPI_getbinval(tup, td, 6, &isnull));
+	int64		seen = DatumGetInt64(SPI_getbinval(tup, td, 10, &isnull));
+	int32		last_seen = DatumGetInt32(SPI_getbinval(tup, td, 11, &isnull));
 	MtmsEmbStore *emb;
+	int64		idx;
 
 	if (sn || tn || fn)
 		corrupt(lc->meta, lc->version,
@@ -179,10 +183,15 @@ load_embedding_row(LoadCtx *lc, MtmsModel *m, HeapTuple tup, TupleDesc td, float
 		corrupt(lc->meta, lc->version,
 				psprintf("embedding row (%s, %s, " INT64_FORMAT ") has a bad vector or accumulator",
 						 SPI_getvalue(tup, td, 7), SPI_getvalue(tup, td, 8), feature));
+	if (seen < 0 || last_seen < 0 || last_seen > lc->version)
+		corrupt(lc->meta, lc->version,
+				psprintf("embedding row (%s, %s, " INT64_FORMAT ") has bad feature statistics",
+						 SPI_getvalue(tup, td, 7), SPI_getvalue(tup, td, 8), feature));
 	emb = m->emb[MTMS_PAIR(s, t)];
 	if (mtms_emb_find(emb, (uint64) feature) >= 0)
 		corrupt(lc->meta, lc->version, "an embedding row is duplicated");
-	mtms_emb_insert(emb, (uint64) feature, f, vec, accum);
+	idx = mtms_emb_insert(emb, (uint64) feature, f, vec, accum);
+	mtms_emb_set_stats(emb, idx, (int32) Min(seen, (int64) PG_INT32_MAX), last_seen);
 }
 
 /*
@@ -202,9 +211,11 @@ load_embeddings(LoadCtx *lc, MtmsModel *m)
 	sql = psprintf("SELECT pg_catalog.array_position($3, scene), "
 				   "CASE task WHEN 'ctr' THEN %d WHEN 'cvr' THEN %d END, "
 				   "pg_catalog.array_position($4, field), feature, vector, accum, "
-				   "scene, task, field FROM %s.mtms_embedding "
+				   "scene, task, field, %s FROM %s.mtms_embedding "
 				   "WHERE model_id = $1 AND version = $2",
-				   MTMS_TASK_CTR, MTMS_TASK_CVR, lc->schema);
+				   MTMS_TASK_CTR, MTMS_TASK_CVR,
+				   lc->has_stats ? "seen, last_seen" : "0::int8, 0::int4",
+				   lc->schema);
 	plan = SPI_prepare(sql, 4, types);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -339,6 +350,7 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 	lc.schema = mtms_schema_quoted();
 	lc.args[0] = Int32GetDatum(meta->model_id);
 	lc.args[1] = Int32GetDatum(version);
+	lc.has_stats = mtms_catalog_has_feature_stats();
 
 	/*
 	 * Read the version with a snapshot at least as new as the one that
@@ -402,32 +414,87 @@ float_array(const float *v, int n)
 	return PointerGetDatum(a);
 }
 
+/*
+ * Rows start .. start + n - 1 of emb with the plan of mtms_model_save;
+ * args[0..4] (model, version, scene, task, field names) are filled in.
+ */
+static void
+save_embedding_batch(SPIPlanPtr plan, Datum *args, const MtmsEmbStore *emb,
+					 int64 start, int n)
+{
+	int			d = mtms_emb_dim(emb);
+	Datum	   *fi = palloc(sizeof(Datum) * n);
+	Datum	   *ft = palloc(sizeof(Datum) * n);
+	Datum	   *vv = palloc(sizeof(Datum) * (Size) n * d);
+	Datum	   *ac = palloc(sizeof(Datum) * n);
+	Datum	   *sn = palloc(sizeof(Datum) * n);
+	Datum	   *ls = palloc(sizeof(Datum) * n);
+	int			rc;
+
+	for (int i = 0; i < n; i++)
+	{
+		const float *v = mtms_emb_vector(emb, start + i);
+
+		fi[i] = Int32GetDatum(mtms_emb_field(emb, start + i) + 1);
+		ft[i] = Int64GetDatum((int64) mtms_emb_key(emb, start + i));
+		for (int k = 0; k < d; k++)
+			vv[(Size) i * d + k] = Float4GetDatum(v[k]);
+		ac[i] = Float4GetDatum(*mtms_emb_accum(emb, start + i));
+		sn[i] = Int64GetDatum((int64) mtms_emb_seen(emb, start + i));
+		ls[i] = Int32GetDatum(mtms_emb_last_seen(emb, start + i));
+	}
+	args[5] = PointerGetDatum(construct_array(fi, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[6] = PointerGetDatum(construct_array(ft, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[7] = PointerGetDatum(construct_array(vv, n * d, FLOAT4OID, 4, true, TYPALIGN_INT));
+	args[8] = PointerGetDatum(construct_array(ac, n, FLOAT4OID, 4, true, TYPALIGN_INT));
+	args[9] = Int32GetDatum(d);
+	args[10] = PointerGetDatum(construct_array(sn, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[11] = PointerGetDatum(construct_array(ls, n, INT4OID, 4, true, TYPALIGN_INT));
+	rc = SPI_execute_plan(plan, args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not store embeddings: %s", SPI_result_code_string(rc));
+	pfree(fi);
+	pfree(ft);
+	pfree(vv);
+	pfree(ac);
+	pfree(sn);
+	pfree(ls);
+	for (int i = 5; i < 12; i++)
+		if (i != 9)
+			pfree(DatumGetPointer(args[i]));
+	CHECK_FOR_INTERRUPTS();
+}
+
 void
 mtms_model_save(const MtmsModelMeta *meta, const MtmsModel *m, int32 version)
 {
 	char	   *schema = mtms_schema_quoted();
 	SPIPlanPtr	emb_plan;
 	SPIPlanPtr	tower_plan;
-	Oid			emb_types[10] = {INT4OID, INT4OID, TEXTOID, TEXTOID, TEXTARRAYOID,
-		INT4ARRAYOID, INT8ARRAYOID, FLOAT4ARRAYOID, FLOAT4ARRAYOID, INT4OID};
+	Oid			emb_types[12] = {INT4OID, INT4OID, TEXTOID, TEXTOID, TEXTARRAYOID,
+		INT4ARRAYOID, INT8ARRAYOID, FLOAT4ARRAYOID, FLOAT4ARRAYOID, INT4OID,
+	INT8ARRAYOID, INT4ARRAYOID};
+	bool		has_stats = mtms_catalog_has_feature_stats();
 	Oid			tower_types[10] = {INT4OID, INT4OID, TEXTOID, TEXTOID, TEXTOID,
 		INT4OID, INT4OID, INT4OID, FLOAT4ARRAYOID, FLOAT4ARRAYOID};
 	Datum	   *fieldd;
 	Datum		fields_arr;
-	int			d = m->dim;
 	int			guard;
 	MtmsCatalogScope scope;
 
 	mtms_catalog_scope_begin(&scope, true);
 	SPI_connect();
 	guard = mtms_guard_search_path();
+	/* 0.3 keeps each row's feature statistics (seen, last_seen) */
 	emb_plan = SPI_prepare(psprintf(
 									"INSERT INTO %s.mtms_embedding "
-									"(model_id, version, scene, task, field, feature, vector, accum) "
+									"(model_id, version, scene, task, field, feature, vector, accum%s) "
 									"SELECT $1, $2, $3, $4, $5[($6)[i]], ($7)[i], "
-									"($8)[((i - 1) * $10 + 1):(i * $10)], ($9)[i] "
+									"($8)[((i - 1) * $10 + 1):(i * $10)], ($9)[i]%s "
 									"FROM generate_series(1, cardinality($7)) AS i",
-									schema), 10, emb_types);
+									schema, has_stats ? ", seen, last_seen" : "",
+									has_stats ? ", ($11)[i], ($12)[i]" : ""),
+						   has_stats ? 12 : 10, emb_types);
 	tower_plan = SPI_prepare(psprintf(
 									  "INSERT INTO %s.mtms_tower "
 									  "(model_id, version, phase, scene, task, layer, n_in, n_out, weights, bias) "
@@ -451,46 +518,15 @@ mtms_model_save(const MtmsModelMeta *meta, const MtmsModel *m, int32 version)
 
 		for (int64 start = 0; start < count; start += SAVE_BATCH)
 		{
-			int			n = (int) Min(SAVE_BATCH, count - start);
-			Datum	   *fi = palloc(sizeof(Datum) * n);
-			Datum	   *ft = palloc(sizeof(Datum) * n);
-			Datum	   *vv = palloc(sizeof(Datum) * (Size) n * d);
-			Datum	   *ac = palloc(sizeof(Datum) * n);
-			Datum		args[10];
-			int			rc;
+			Datum		args[12];
 
-			for (int i = 0; i < n; i++)
-			{
-				const float *v = mtms_emb_vector(emb, start + i);
-
-				fi[i] = Int32GetDatum(mtms_emb_field(emb, start + i) + 1);
-				ft[i] = Int64GetDatum((int64) mtms_emb_key(emb, start + i));
-				for (int k = 0; k < d; k++)
-					vv[(Size) i * d + k] = Float4GetDatum(v[k]);
-				ac[i] = Float4GetDatum(*mtms_emb_accum(emb, start + i));
-			}
 			args[0] = Int32GetDatum(meta->model_id);
 			args[1] = Int32GetDatum(version);
 			args[2] = scene;
 			args[3] = task;
 			args[4] = fields_arr;
-			args[5] = PointerGetDatum(construct_array(fi, n, INT4OID, 4, true, TYPALIGN_INT));
-			args[6] = PointerGetDatum(construct_array(ft, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-			args[7] = PointerGetDatum(construct_array(vv, n * d, FLOAT4OID, 4, true, TYPALIGN_INT));
-			args[8] = PointerGetDatum(construct_array(ac, n, FLOAT4OID, 4, true, TYPALIGN_INT));
-			args[9] = Int32GetDatum(d);
-			rc = SPI_execute_plan(emb_plan, args, NULL, false, 0);
-			if (rc != SPI_OK_INSERT)
-				elog(ERROR, "could not store embeddings: %s", SPI_result_code_string(rc));
-			pfree(fi);
-			pfree(ft);
-			pfree(vv);
-			pfree(ac);
-			pfree(DatumGetPointer(args[5]));
-			pfree(DatumGetPointer(args[6]));
-			pfree(DatumGetPointer(args[7]));
-			pfree(DatumGetPointer(args[8]));
-			CHECK_FOR_INTERRUPTS();
+			save_embedding_batch(emb_plan, args, emb, start,
+								 (int) Min(SAVE_BATCH, count - start));
 		}
 
 		for (int phase = 0; phase < 2; phase++)

@@ -20,7 +20,7 @@
 
 /* Catalog limits (validated by mtms_create_model and friends). */
 #define MTMS_NAME_MAXLEN		63		/* model, scene and field names */
-#define MTMS_MAX_SCENES			256
+#define MTMS_MAX_SCENES			1024
 #define MTMS_MAX_FIELDS			256
 #define MTMS_MAX_DIM			512
 #define MTMS_MAX_HIDDEN_LAYERS	8

@@ -1064,6 +1064,73 @@ check_emb_serialize(double *detail)
 	return ok;
 }
 
+/* Serialized and deserialized again (in the current context). */
+static MtmsEmbStore *
+emb_roundtrip(const MtmsEmbStore *s)
+{
+	StringInfoData buf;
+	const char *p;
+	MtmsEmbStore *r;
+
+	initStringInfo(&buf);
+	mtms_emb_serialize(&buf, s);
+	p = buf.data;
+	r = mtms_emb_deserialize(&p, buf.data + buf.len);
+	if (p != buf.data + buf.len)
+		elog(ERROR, "embedding state has trailing bytes");
+	pfree(buf.data);
+	return r;
+}
+
+/*
+ * Feature admission: a gated store creates rows only for admitted keys; an
+ * admitted key without a row is invisible; gate, admitted keys and the
+ * rows' statistics survive copy, serialization and copy_kept.
+ */
+static bool
+check_emb_gate(double *detail)
+{
+	MtmsEmbStore *s = mtms_emb_create(4, 41);
+	MtmsEmbStore *c;
+	MtmsEmbStore *r;
+	MtmsEmbStore *k;
+	bool		keep[3] = {true, false, true};
+	bool		ok = true;
+
+	for (int i = 0; i < 3; i++)
+		ok = ok && mtms_emb_find_or_create(s, test_key(i), 1, 0) == i;
+	mtms_emb_set_stats(s, 2, 7, 5);
+	mtms_emb_set_gated(s, true);
+	mtms_emb_admit(s, test_key(10));
+	ok = ok && mtms_emb_find_or_create(s, test_key(11), 1, 0) == -1 &&
+		mtms_emb_find(s, test_key(10)) == -1 && mtms_emb_count(s) == 3 &&
+		mtms_emb_admitted_pending(s) == 1;
+
+	c = mtms_emb_copy(s);
+	r = emb_roundtrip(s);
+	k = mtms_emb_copy_kept(s, keep);
+	ok = ok && mtms_emb_gated(c) && mtms_emb_gated(r) && mtms_emb_gated(k);
+	ok = ok && mtms_emb_seen(r, 2) == 7 && mtms_emb_last_seen(r, 2) == 5 &&
+		mtms_emb_seen(k, 1) == 7 && mtms_emb_last_seen(k, 1) == 5 &&
+		mtms_emb_count(k) == 2 && mtms_emb_find(k, test_key(1)) == -1 &&
+		mtms_emb_find(k, test_key(2)) == 1;
+	/* each of them creates the admitted key's row, and only that one */
+	ok = ok && mtms_emb_find_or_create(c, test_key(10), 1, 0) == 3 &&
+		mtms_emb_find_or_create(r, test_key(10), 1, 0) == 3 &&
+		mtms_emb_find_or_create(k, test_key(10), 1, 0) == 2 &&
+		mtms_emb_find_or_create(r, test_key(11), 1, 0) == -1 &&
+		mtms_emb_admitted_pending(r) == 0 && mtms_emb_admitted_pending(s) == 1;
+	/* ungated, a store creates rows on first sight again */
+	mtms_emb_set_gated(r, false);
+	ok = ok && mtms_emb_find_or_create(r, test_key(11), 1, 0) == 4;
+	*detail = (double) mtms_emb_count(r);
+	mtms_emb_free(s);
+	mtms_emb_free(c);
+	mtms_emb_free(r);
+	mtms_emb_free(k);
+	return ok;
+}
+
 static bool
 check_emb_truncated(double *detail)
 {
@@ -1072,8 +1139,9 @@ check_emb_truncated(double *detail)
 	int			len;
 	int			rejected = 0;
 	bool		ok;
-	Size		rowbytes = sizeof(uint64) + 2 * sizeof(int32) + 6 * sizeof(float);
+	Size		rowbytes = sizeof(uint64) + 4 * sizeof(int32) + 6 * sizeof(float);
 	Size		header = 32;
+	Size		trailer = sizeof(int64);	/* no admitted keys */
 
 	(void) mtms_emb_find_or_create(s, 1, 0, 0);
 	(void) mtms_emb_find_or_create(s, 2, 0, 0);
@@ -1086,7 +1154,7 @@ check_emb_truncated(double *detail)
 		if (deserialize_fails(buf.data, len, false))
 			rejected++;
 	}
-	ok = buf.len == (int) (header + 3 * rowbytes) &&
+	ok = buf.len == (int) (header + 3 * rowbytes + trailer) &&
 		!deserialize_fails(buf.data, buf.len, false);
 	/* bad magic */
 	buf.data[1] ^= 0x10;
@@ -1104,7 +1172,7 @@ check_emb_truncated(double *detail)
 		ok = ok && deserialize_fails(buf.data, buf.len, false);
 	}
 	*detail = rejected;
-	return ok && rejected == (int) (header + 3 * rowbytes);
+	return ok && rejected == (int) (header + 3 * rowbytes + trailer);
 }
 
 /*
@@ -1376,6 +1444,7 @@ static const SelfTest selftests[] = {
 	{"emb_serialize_roundtrip", check_emb_serialize},
 	{"emb_truncated_state_rejected", check_emb_truncated},
 	{"emb_many_rows", check_emb_many_rows},
+	{"emb_gate_admitted_only", check_emb_gate},
 	{"joined_keys_match_dense", check_joined_keys},
 	{"blas_kernels_match_reference", check_blas_in_use},
 	{"blas_check_rejects_wrong_product", check_blas_rejects_wrong},

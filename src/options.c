@@ -28,7 +28,10 @@ typedef enum MtmsOptionKind
 {
 	OPT_NUMBER,					/* any JSON number, stored as double */
 	OPT_INTEGER,				/* an integral JSON number, int32 or int64 */
-	OPT_BOOLEAN					/* JSON true / false */
+	OPT_BOOLEAN,				/* JSON true / false */
+	OPT_NAME					/* a JSON string, an identifier (char[NAMEDATALEN]);
+								 * "" is the default and is left out of the
+								 * normalized options */
 } MtmsOptionKind;
 
 typedef struct MtmsOptionDesc
@@ -45,17 +48,24 @@ typedef struct MtmsOptionDesc
 	int64		imin;
 	int64		imax;
 	const char *expect;			/* "an integer between 1 and 65536", ... */
+	const char *hint;			/* errhint of a bad value, or NULL */
 } MtmsOptionDesc;
 
 #define NUM_OPT(key, field, lo, excl, hi, expect) \
 	{key, OPT_NUMBER, offsetof(MtmsOptions, field), sizeof(double), \
-	 lo, excl, hi, 0, 0, expect}
+	 lo, excl, hi, 0, 0, expect, NULL}
 #define INT_OPT(key, field, lo, hi, expect) \
 	{key, OPT_INTEGER, offsetof(MtmsOptions, field), \
-	 sizeof(((MtmsOptions *) 0)->field), 0, false, 0, lo, hi, expect}
+	 sizeof(((MtmsOptions *) 0)->field), 0, false, 0, lo, hi, expect, NULL}
+#define INT_OPT_HINT(key, field, lo, hi, expect, hint) \
+	{key, OPT_INTEGER, offsetof(MtmsOptions, field), \
+	 sizeof(((MtmsOptions *) 0)->field), 0, false, 0, lo, hi, expect, hint}
+#define NAME_OPT(key, field, expect) \
+	{key, OPT_NAME, offsetof(MtmsOptions, field), NAMEDATALEN, \
+	 0, false, 0, 0, 0, expect, NULL}
 #define BOOL_OPT(key, field, expect) \
 	{key, OPT_BOOLEAN, offsetof(MtmsOptions, field), sizeof(bool), \
-	 0, false, 0, 0, 0, expect}
+	 0, false, 0, 0, 0, expect, NULL}
 
 static const MtmsOptionDesc option_table[] = {
 	NUM_OPT("lr_embedding", lr_embedding, 0.0, true, 10.0,
@@ -89,6 +99,14 @@ static const MtmsOptionDesc option_table[] = {
 			"an integer >= 0 (0 means unlimited)"),
 	NUM_OPT("min_delta", min_delta, 0.0, false, 0.1,
 			"a number between 0 and 0.1"),
+	INT_OPT_HINT("min_count", min_count, 0, 1000000,
+				 "an integer between 0 and 1000000 (0 means off)",
+				 "A feature gets embedding rows once seen that many times in training, e.g. 3."),
+	INT_OPT_HINT("ttl_slots", ttl_slots, 0, 100000,
+				 "an integer between 0 and 100000 (0 means off)",
+				 "A feature unseen in that many trainings is dropped, e.g. 30 for daily training."),
+	NAME_OPT("cluster", cluster,
+			 "the name of a PL/Proxy cluster (a non-empty string of at most 63 bytes)"),
 };
 
 #define NUM_OPTIONS lengthof(option_table)
@@ -116,6 +134,8 @@ mtms_options_default(MtmsOptions *o)
 	o->keep_versions = 2;
 	o->max_features = 0;
 	o->min_delta = 0.0;
+	o->min_count = 0;
+	o->ttl_slots = 0;
 }
 
 /* "lr_embedding, lr_tower, ..." for hints. */
@@ -183,7 +203,8 @@ option_error(const MtmsOptionDesc *d, JsonbValue *v)
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("option \"%s\" must be %s, got %s",
-					d->key, d->expect, show_value(v))));
+					d->key, d->expect, show_value(v)),
+			 d->hint ? errhint("%s", d->hint) : 0));
 }
 
 static bool
@@ -249,6 +270,14 @@ set_option(const MtmsOptionDesc *d, JsonbValue *v, MtmsOptions *o)
 			if (v->type != jbvBool)
 				option_error(d, v);
 			*(bool *) field = v->val.boolean;
+			break;
+		case OPT_NAME:
+			if (v->type != jbvString || v->val.string.len == 0 ||
+				v->val.string.len >= NAMEDATALEN ||
+				memchr(v->val.string.val, '\0', v->val.string.len) != NULL)
+				option_error(d, v);
+			memcpy(field, v->val.string.val, v->val.string.len);
+			field[v->val.string.len] = '\0';
 			break;
 	}
 }
@@ -321,6 +350,8 @@ mtms_options_to_jsonb(const MtmsOptions *o)
 		JsonbValue	k;
 		JsonbValue	v;
 
+		if (d->kind == OPT_NAME && field[0] == '\0')
+			continue;			/* unset: as before the option existed */
 		k.type = jbvString;
 		k.val.string.val = (char *) d->key;
 		k.val.string.len = strlen(d->key);
@@ -343,6 +374,11 @@ mtms_options_to_jsonb(const MtmsOptions *o)
 			case OPT_BOOLEAN:
 				v.type = jbvBool;
 				v.val.boolean = *(const bool *) field;
+				break;
+			case OPT_NAME:
+				v.type = jbvString;
+				v.val.string.val = (char *) field;
+				v.val.string.len = strlen(field);
 				break;
 		}
 		pushJsonbValue(&state, WJB_VALUE, &v);

@@ -27,7 +27,18 @@ typedef struct MtmsOptions
 	int32		keep_versions;	/* versions kept per model */
 	int64		max_features;	/* per embedding table; 0 = unlimited */
 	double		min_delta;		/* relative drop of validation loss that counts */
+	int32		min_count;		/* sightings before a feature gets rows; 0 = off */
+	int32		ttl_slots;		/* trainings unseen before rows go; 0 = off */
+	char		cluster[NAMEDATALEN];	/* PL/Proxy cluster of data nodes to
+										 * train on ("": train here) */
 } MtmsOptions;
+
+/* Whether feature hygiene (min_count or ttl_slots) is on. */
+static inline bool
+mtms_options_hygiene(const MtmsOptions *o)
+{
+	return o->min_count > 0 || o->ttl_slots > 0;
+}
 
 /*
  * Whether a validation loss crit improves on best: it must drop by more than

@@ -37,6 +37,7 @@
 #include "optimizer.h"
 
 #define MTMS_TOWER_VERSION	2	/* 2: without the gradient accumulators */
+#define MTMS_TOWER_VERSION_PARAMS	3	/* 3: parameters only, Adam moments zero */
 
 /* Elementwise passes over big arrays check for cancel every this many. */
 #define TOWER_CHUNK		(1 << 20)
@@ -783,12 +784,12 @@ mtms_tower_remap_input(MtmsTower *t, int new_nin, const int32 *map)
  * Serialization
  * ---------------------------------------------------------------- */
 
-void
-mtms_tower_serialize(StringInfo buf, const MtmsTower *t)
+static void
+tower_serialize(StringInfo buf, const MtmsTower *t, bool moments)
 {
 	uint32		magic = MTMS_TOWER_MAGIC;
-	uint32		version = MTMS_TOWER_VERSION;
-	Size		nbytes = (Size) (3 * t->nparams) * sizeof(float);
+	uint32		version = moments ? MTMS_TOWER_VERSION : MTMS_TOWER_VERSION_PARAMS;
+	Size		nbytes = (Size) ((moments ? 3 : 1) * t->nparams) * sizeof(float);
 
 	appendBinaryStringInfo(buf, (char *) &magic, sizeof(magic));
 	appendBinaryStringInfo(buf, (char *) &version, sizeof(version));
@@ -804,6 +805,18 @@ mtms_tower_serialize(StringInfo buf, const MtmsTower *t)
 						(long long) t->nparams)));
 	/* weights and biases, then the Adam moments; the gradients are zero */
 	appendBinaryStringInfo(buf, (char *) t->mem, nbytes);
+}
+
+void
+mtms_tower_serialize(StringInfo buf, const MtmsTower *t)
+{
+	tower_serialize(buf, t, true);
+}
+
+void
+mtms_tower_serialize_params(StringInfo buf, const MtmsTower *t)
+{
+	tower_serialize(buf, t, false);
 }
 
 /* Copy n bytes from *p to dst, ERROR if fewer than n remain. */
@@ -839,7 +852,7 @@ mtms_tower_deserialize(const char **p, const char *end)
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("corrupt tower state: bad magic number %08x", magic)));
 	tower_read(p, end, &version, sizeof(version), "header");
-	if (version != MTMS_TOWER_VERSION)
+	if (version != MTMS_TOWER_VERSION && version != MTMS_TOWER_VERSION_PARAMS)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("corrupt tower state: unsupported version %u", version)));
@@ -875,7 +888,7 @@ mtms_tower_deserialize(const char **p, const char *end)
 				 errmsg("corrupt tower state: step or sample count out of range")));
 
 	/* check the remaining length before allocating anything */
-	nbytes = (Size) (3 * nparams) * sizeof(float);
+	nbytes = (Size) ((version == MTMS_TOWER_VERSION ? 3 : 1) * nparams) * sizeof(float);
 	if ((Size) (end - *p) < nbytes)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
@@ -889,7 +902,7 @@ mtms_tower_deserialize(const char **p, const char *end)
 	t->nsamples = nsamples;
 	tower_alloc(t);
 	Assert(t->nparams == nparams);
-	/* weights and biases, the Adam moments (no gradients: zero) */
+	/* weights and biases, the Adam moments or zero (no gradients: zero) */
 	memcpy(t->mem, *p, nbytes);
 	*p += nbytes;
 	return t;

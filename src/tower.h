@@ -196,6 +196,12 @@ extern void mtms_tower_remap_input(MtmsTower *t, int new_nin, const int32 *map);
  * truncated/corrupt buffer, never reading past end; advances *p.
  */
 extern void mtms_tower_serialize(StringInfo buf, const MtmsTower *t);
+/*
+ * The same without the Adam moments (they read back as zero): a third of
+ * the bytes, for towers that will not train further from this state
+ * (a multi-node training's finished units, node_wire.c).
+ */
+extern void mtms_tower_serialize_params(StringInfo buf, const MtmsTower *t);
 extern MtmsTower *mtms_tower_deserialize(const char **p, const char *end);
 
 /*

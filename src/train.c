@@ -26,6 +26,7 @@
 #include "catalog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "feature_hygiene.h"
 #include "funcapi.h"
 #include "kept_rows.h"
 #include "miscadmin.h"
@@ -290,24 +291,15 @@ start_model(MtmsTrainCtx *cx, bool do_embedding)
 				 errhint("Run mtms_train with phases => 'embedding' or 'all' first.")));
 	else
 		cx->model = mtms_model_create(cx->meta);
-}
-
-/* Every unit's parameters exist (the stage's prepare_unit). */
-static void
-prepare_units(MtmsTrainCtx *cx, const MtmsStageInfo *si)
-{
-	if (si->prepare_unit == NULL)
-		return;
-	for (int u = 0; u < mtms_stage_nunits(si, cx->model->nscenes); u++)
-		si->prepare_unit(cx->model, u);
+	cx->hygiene = mtms_hygiene_begin(cx->meta, cx->model, cx->meta->active_version);
 }
 
 /*
  * A stage: as unit jobs over rows kept in memory (mtms.keep_training_rows,
  * when they fit), else pass by pass over the samples.
  */
-static void
-run_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
+void
+mtms_train_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 {
 	const MtmsStageInfo *si = mtms_stage_info(stage);
 	MtmsKeptWindow *kw = &cx->kept[si->window];
@@ -333,15 +325,27 @@ run_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 			pfree(active);
 		}
 	}
+	/* feature hygiene: phase 1's features counted, evicted, admitted */
+	if (stage == MTMS_STAGE_EMBEDDING && kept)
+		mtms_hygiene_prepare(cx->hygiene, cx->model, kw->rows, kw->store, selected);
+	else if (stage == MTMS_STAGE_EMBEDDING)
+		mtms_hygiene_skip(cx->hygiene, cx->model, selected);
 	if (kept)
 		mtms_run_units(cx, stage, selected);
+	else if (cx->node_out)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("the %s stage's rows do not fit in memory on this data node", si->name),
+				 errdetail("A multi-node training keeps each node's rows in memory (mtms.keep_training_rows); "
+						   "the pass-by-pass fallback is not available on data nodes."),
+				 errhint("Raise mtms.max_memory on the node, or spread the scenes over more nodes.")));
 	else
 	{
-		prepare_units(cx, si);
+		mtms_prepare_units(cx, si);
 		mtms_run_stage(cx, stage, selected);
 	}
 	/* units that had no rows to train on: their starting parameters */
-	prepare_units(cx, si);
+	mtms_prepare_units(cx, si);
 }
 
 /* A window's kept rows, once no stage will read them again. */
@@ -376,8 +380,8 @@ release_rows(MtmsTrainCtx *cx)
  * that a large scene keeps nearly all its rows for its own sub-models
  * while a small one still gives the fine-tune enough to learn from.
  */
-static void
-plan_finetune_share(MtmsTrainCtx *cx)
+void
+mtms_plan_finetune_share(MtmsTrainCtx *cx)
 {
 	const MtmsOptions *o = &cx->meta->opts;
 	int			nscenes = cx->model->nscenes;
@@ -414,23 +418,29 @@ train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 {
 	bool	   *all = palloc(sizeof(bool) * cx->model->nscenes);
 	int			guard;
+	int32		version;
 
 	for (int s = 0; s < cx->model->nscenes; s++)
 		all[s] = true;
 	SPI_connect();
 	guard = mtms_guard_search_path();
 	MemoryContextSwitchTo(cx->cxt);
-	plan_finetune_share(cx);
-	if (do_embedding)
+	if (cx->meta->opts.cluster[0] != '\0')
+		mtms_train_on_nodes(cx, selected, do_embedding, do_finetune);
+	else
 	{
-		run_stage(cx, MTMS_STAGE_EMBEDDING, selected);
-		if (cx->meta->opts.ctcvr)
-			run_stage(cx, MTMS_STAGE_CTCVR, selected);
-	}
-	if (do_finetune)
-	{
-		release_window(cx, 0);	/* phase 1's rows; fine-tune towers come per unit */
-		run_stage(cx, MTMS_STAGE_FINETUNE, all);
+		mtms_plan_finetune_share(cx);
+		if (do_embedding)
+		{
+			mtms_train_stage(cx, MTMS_STAGE_EMBEDDING, selected);
+			if (cx->meta->opts.ctcvr)
+				mtms_train_stage(cx, MTMS_STAGE_CTCVR, selected);
+		}
+		if (do_finetune)
+		{
+			release_window(cx, 0);	/* phase 1's rows; fine-tune towers come per unit */
+			mtms_train_stage(cx, MTMS_STAGE_FINETUNE, all);
+		}
 	}
 	release_rows(cx);
 	mtms_progress_stage("writing", 0, -1, -1, 0);
@@ -439,7 +449,9 @@ train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 		ereport(NOTICE,
 				(errmsg("mtms_train: %lld samples have a conversion without a click; their conversion was ignored",
 						(long long) cx->bad_conversions)));
-	commit_version(cx, relname_plain);
+	mtms_hygiene_finish(cx->hygiene, cx->model);
+	version = commit_version(cx, relname_plain);
+	mtms_hygiene_save(cx->hygiene, cx->meta, cx->model, version);
 	mtms_unguard_search_path(guard);
 	SPI_finish();
 }

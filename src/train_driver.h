@@ -63,6 +63,16 @@ typedef struct MtmsTrainCtx
 	 */
 	MtmsKeptWindow kept[2];
 	MtmsRowStore *valid_store;	/* valid grouped by scene, for unit jobs */
+	struct MtmsHygiene *hygiene;	/* min_count / ttl_slots, or NULL
+									 * (feature_hygiene.h) */
+
+	/*
+	 * On a data node of a multi-node training (node_train.c): the units'
+	 * outcomes go into this result (node_wire.h) instead of mtms_train's
+	 * rows and history, and a stage must keep its rows (the scanning
+	 * fallback's snapshots do not travel).  NULL otherwise.
+	 */
+	StringInfo	node_out;
 } MtmsTrainCtx;
 
 /* A stage as unit jobs: the shared rows and the units, largest first. */
@@ -88,6 +98,21 @@ extern bool mtms_collect_window(MtmsTrainCtx *cx, MtmsStage stage, const bool *a
 /* train_units.c: a stage as one job per unit, over kept rows */
 extern void mtms_run_units(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected);
 
+/*
+ * train.c: a stage for the selected scenes, as unit jobs over kept rows
+ * or pass by pass
+ */
+extern void mtms_train_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected);
+/* train.c: each scene's share of rows phase 1 leaves to the fine-tune */
+extern void mtms_plan_finetune_share(MtmsTrainCtx *cx);
+
+/*
+ * train_nodes.c: the stages on the data nodes of the model's cluster (the
+ * model option "cluster"), their units gathered into cx->model
+ */
+extern void mtms_train_on_nodes(MtmsTrainCtx *cx, const bool *selected,
+								bool do_embedding, bool do_finetune);
+
 /* train_stage.c: a stage, epoch by epoch, for the selected scenes */
 extern void mtms_run_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected);
 
@@ -97,5 +122,7 @@ extern void mtms_unit_figures(const MtmsTrainState *res, const MtmsStageInfo *si
 extern void mtms_unit_report(MtmsTrainCtx *cx, const MtmsStageInfo *si, int unit,
 							 const MtmsUnitResult *best, double seconds);
 extern char *mtms_unit_name(const MtmsModel *m, const MtmsStageInfo *si, int unit);
+/* train_unit.c: every unit's parameters exist (the stage's prepare_unit) */
+extern void mtms_prepare_units(MtmsTrainCtx *cx, const MtmsStageInfo *si);
 
 #endif							/* MTMS_TRAIN_DRIVER_H */

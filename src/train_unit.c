@@ -2,7 +2,8 @@
  * train_unit.c
  *    Units of a training stage (a pair, or a scene's two pairs) as the
  *    driver sees them: the figures a pass reports for a unit, its name,
- *    and its rows of mtms_train's result.
+ *    its rows of mtms_train's result, and the starting parameters of
+ *    units that had no rows to train on.
  */
 #include "train_driver.h"
 
@@ -129,4 +130,14 @@ mtms_unit_report(MtmsTrainCtx *cx, const MtmsStageInfo *si, int unit,
 		cx->metric_loss[scene * MTMS_NMETRICS + t] = r.valid_loss;
 		cx->metric_auc[scene * MTMS_NMETRICS + t] = r.valid_auc;
 	}
+}
+
+/* Every unit's parameters exist (the stage's prepare_unit). */
+void
+mtms_prepare_units(MtmsTrainCtx *cx, const MtmsStageInfo *si)
+{
+	if (si->prepare_unit == NULL)
+		return;
+	for (int u = 0; u < mtms_stage_nunits(si, cx->model->nscenes); u++)
+		si->prepare_unit(cx->model, u);
 }

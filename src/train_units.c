@@ -14,6 +14,7 @@
 #include <math.h>
 
 #include "joined_keys.h"
+#include "node_wire.h"
 #include "miscadmin.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -186,6 +187,17 @@ mtms_run_units(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 		pfree((void *) plan.data.joined_rows);
 	if (plan.data.joined_valid)
 		pfree((void *) plan.data.joined_valid);
+	/* on a data node: the outcomes go to the coordinator */
+	if (cx->node_out)
+	{
+		for (int j = 0; j < plan.njobs; j++)
+		{
+			mtms_node_put_outcome(cx->node_out, stage, plan.units[j], &out[j], seconds);
+			pfree(out[j].history);
+		}
+		MemoryContextSwitchTo(old);
+		return;
+	}
 	/* result rows and history in unit order, whatever order the jobs ran in */
 	for (int u = 0; u < mtms_stage_nunits(plan.si, cx->model->nscenes); u++)
 		for (int j = 0; j < plan.njobs; j++)

@@ -125,8 +125,9 @@ mtms_wire_read_shape(const char *data, Size len)
 	return mtms_model_create(&meta);
 }
 
-void
-mtms_wire_unit(StringInfo buf, const MtmsModel *m, const MtmsStageInfo *si, int unit)
+static void
+wire_unit(StringInfo buf, const MtmsModel *m, const MtmsStageInfo *si, int unit,
+		  void (*tower_out) (StringInfo, const MtmsTower *))
 {
 	int			pairs[2];
 	int			n = mtms_unit_pairs(si, unit, pairs);
@@ -136,11 +137,23 @@ mtms_wire_unit(StringInfo buf, const MtmsModel *m, const MtmsStageInfo *si, int 
 		if (si->trains_embeddings)
 		{
 			mtms_emb_serialize(buf, m->emb[pairs[i]]);
-			mtms_tower_serialize(buf, m->tower1[pairs[i]]);
+			tower_out(buf, m->tower1[pairs[i]]);
 		}
 		else
-			mtms_tower_serialize(buf, m->tower2[pairs[i]]);
+			tower_out(buf, m->tower2[pairs[i]]);
 	}
+}
+
+void
+mtms_wire_unit(StringInfo buf, const MtmsModel *m, const MtmsStageInfo *si, int unit)
+{
+	wire_unit(buf, m, si, unit, mtms_tower_serialize);
+}
+
+void
+mtms_wire_unit_params(StringInfo buf, const MtmsModel *m, const MtmsStageInfo *si, int unit)
+{
+	wire_unit(buf, m, si, unit, mtms_tower_serialize_params);
 }
 
 void

@@ -27,6 +27,14 @@ extern MtmsModel *mtms_wire_read_shape(const char *data, Size len);
 extern void mtms_wire_unit(StringInfo buf, const MtmsModel *m, const MtmsStageInfo *si,
 						   int unit);
 
+/*
+ * The same with the towers' parameters only (their Adam moments read back
+ * as zero): for units that are finished, or whose towers start fresh
+ * moments (a multi-node training's job and results, node_wire.c).
+ */
+extern void mtms_wire_unit_params(StringInfo buf, const MtmsModel *m,
+								  const MtmsStageInfo *si, int unit);
+
 /* Replace the unit's parameters in m (in m's context) with those in data. */
 extern void mtms_wire_read_unit(const char *data, Size len, MtmsModel *m,
 								const MtmsStageInfo *si, int unit);

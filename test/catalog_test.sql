@@ -25,7 +25,8 @@ SELECT is((SELECT options FROM mtms_model WHERE name = 'tap_m'),
             "max_epochs": 10, "patience": 4, "validation_fraction": 0.1,
             "finetune_fraction": 0.2, "finetune_rows": 5000, "seed": 42,
             "ctcvr": true, "shuffle_buffer": 65536, "evals_per_epoch": 4,
-            "keep_versions": 2, "max_features": 0, "min_delta": 0}'::jsonb,
+            "keep_versions": 2, "max_features": 0, "min_delta": 0,
+            "min_count": 0, "ttl_slots": 0}'::jsonb,
           'every option is stored with its default');
 SELECT is((SELECT owner::text FROM mtms_model WHERE name = 'tap_m'),
           current_user::text,
@@ -76,7 +77,7 @@ SELECT throws_ok($$SELECT mtms_create_model('tap_x', '{s}', '{f}', options => '{
                  '22023', NULL, 'a wrong option type is invalid_parameter_value');
 SELECT throws_ok($$SELECT mtms_create_model('tap_x', '{s}', NULL)$$,
                  '22004', 'argument "fields" must not be null', 'a NULL argument is null_value_not_allowed');
-SELECT throws_ok($$SELECT mtms_create_model('tap_x', (SELECT array_agg('s' || i) FROM generate_series(1, 257) i), '{f}')$$,
+SELECT throws_ok($$SELECT mtms_create_model('tap_x', (SELECT array_agg('s' || i) FROM generate_series(1, 1025) i), '{f}')$$,
                  '54000', NULL, 'too many scenes is program_limit_exceeded');
 SELECT throws_ok($$SELECT mtms_drop_model('tap_nope')$$,
                  '42704', 'model "tap_nope" does not exist', 'an unknown model is undefined_object');

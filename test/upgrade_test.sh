@@ -18,19 +18,21 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DB=mtms_upgrade
 FRESH=mtms_upgrade_fresh
 AT02=mtms_upgrade_02
+AT02H=mtms_upgrade_02_hygiene
 OWNER=mtms_upgrade_owner
 
 cleanup() {
     "$PG_BINDIR/dropdb" --if-exists "$DB" 2>/dev/null
     "$PG_BINDIR/dropdb" --if-exists "$FRESH" 2>/dev/null
     "$PG_BINDIR/dropdb" --if-exists "$AT02" 2>/dev/null
+    "$PG_BINDIR/dropdb" --if-exists "$AT02H" 2>/dev/null
     q postgres "DROP ROLE IF EXISTS $OWNER" >/dev/null
 }
 trap cleanup EXIT
 [ -z "${KEEP:-}" ] || trap - EXIT
 cleanup
 
-plan 16
+plan 18
 
 default_version=$(q postgres "SELECT default_version FROM pg_available_extensions WHERE name = 'mtms'")
 
@@ -103,6 +105,20 @@ is "$(q "$AT02" "CREATE EXTENSION mtms VERSION '0.2'" \
     "ALTER EXTENSION mtms UPDATE" \
     "SELECT count(*) FROM mtms_training_info('m')" | tail -n 2)" "t
 0" "at 0.2 a training writes its version without a history; after the update it reads as empty"
+
+# Feature hygiene keeps its statistics in the 0.3 schema: at 0.2 a training
+# with min_count is refused (feature_not_supported, with a hint to update);
+# after the update the same model trains and its rows carry their counts.
+"$PG_BINDIR/createdb" "$AT02H"
+is "$(q "$AT02H" "CREATE EXTENSION mtms VERSION '0.2'" \
+    "CREATE TABLE s AS SELECT * FROM mtms_synthetic_samples(2000, 1)" \
+    "SELECT mtms_create_model('h', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}', 4, '{8}', '{\"max_epochs\": 1, \"min_count\": 2}')" \
+    "SELECT count(*) FROM mtms_train('h', 's')" 2>&1 | tail -n 1)" "ERROR 0A000" \
+    "at 0.2 a training with min_count is refused"
+is "$(q "$AT02H" "ALTER EXTENSION mtms UPDATE" \
+    "SELECT count(*) > 0 FROM mtms_train('h', 's')" \
+    "SELECT bool_and(seen >= 2 AND last_seen = 1) FROM mtms_embedding" | tail -n 2)" "t
+t" "after the update it trains, and its rows were seen at least min_count times in slot 1"
 
 # The upgraded database has the same extension objects, with the same
 # definitions, as a database where the current version was installed.

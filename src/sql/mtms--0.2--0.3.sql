@@ -352,6 +352,136 @@ LANGUAGE C STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.mtms_training_info(text, int) IS
   'the training history of a kept version of a model (default: the active one): per stage, unit and validation checkpoint its losses, AUC, rows and seconds, and which checkpoint the unit kept; needs score on the model';
 
+-- Feature hygiene: admission after min_count sightings, eviction after
+-- ttl_slots trainings unseen (model options; src/feature_hygiene.c).
+-- ---------------------------------------------------------------------
+
+-- Each embedding row's statistics.  A slot is a training, numbered by the
+-- version it wrote.  Rows of versions trained before 0.3 get seen 0 (not
+-- counted) and last_seen 0 (not recorded: taken as the version the row
+-- belongs to); both defaults are constants, so adding the columns
+-- rewrites nothing, however many rows there are.
+ALTER TABLE @extschema@.mtms_embedding
+    ADD COLUMN seen bigint NOT NULL DEFAULT 0 CHECK (seen >= 0),
+    ADD COLUMN last_seen int NOT NULL DEFAULT 0 CHECK (last_seen >= 0);
+COMMENT ON COLUMN @extschema@.mtms_embedding.seen IS
+  'sightings of the feature in the (scene, task) pair''s training rows, over every training that counted (min_count, ttl_slots); 0 = not counted';
+COMMENT ON COLUMN @extschema@.mtms_embedding.last_seen IS
+  'the slot (version number) of the last training whose rows held the feature; 0 = not recorded (before 0.3)';
+
+-- Candidates: features counted but not admitted yet (min_count), with the
+-- counts of every training so far, kept per version like the embeddings.
+-- Forgotten once unseen for ttl_slots trainings (30 without ttl_slots) and
+-- capped at max_features per pair when that is set.
+CREATE TABLE @extschema@.mtms_feature_count (
+    model_id   int NOT NULL,
+    version    int NOT NULL,
+    scene      text NOT NULL,
+    task       text NOT NULL,               -- 'ctr' | 'cvr'
+    field      text NOT NULL,
+    feature    bigint NOT NULL,             -- mtms_feature_hash('field=value')
+    seen       bigint NOT NULL CHECK (seen >= 0),
+    last_seen  int NOT NULL CHECK (last_seen > 0),
+    PRIMARY KEY (model_id, version, scene, task, feature),
+    FOREIGN KEY (model_id, version) REFERENCES @extschema@.mtms_version ON DELETE CASCADE
+);
+COMMENT ON TABLE @extschema@.mtms_feature_count IS
+  'mtms feature candidates: features seen in training but not (yet) given embedding rows (min_count), one row per (model, version, scene, task, feature hash)';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.mtms_feature_count', '');
+
+ALTER TABLE @extschema@.mtms_feature_count ENABLE ROW LEVEL SECURITY;
+CREATE POLICY mtms_feature_count_read ON @extschema@.mtms_feature_count FOR SELECT
+    USING (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_feature_count.model_id));
+CREATE POLICY mtms_feature_count_insert ON @extschema@.mtms_feature_count FOR INSERT
+    WITH CHECK (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_feature_count.model_id
+                          AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')));
+CREATE POLICY mtms_feature_count_update ON @extschema@.mtms_feature_count FOR UPDATE
+    USING (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_feature_count.model_id
+                     AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')))
+    WITH CHECK (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_feature_count.model_id
+                          AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')));
+CREATE POLICY mtms_feature_count_delete ON @extschema@.mtms_feature_count FOR DELETE
+    USING (EXISTS (SELECT FROM @extschema@.mtms_model m WHERE m.model_id = mtms_feature_count.model_id
+                     AND @extschema@.mtms_model_access(m.owner, m.acl, 'write')));
+GRANT SELECT ON @extschema@.mtms_feature_count TO PUBLIC;
+
+-- ---------------------------------------------------------------------
+-- Training on data nodes (the model option "cluster"; README "Scaling out")
+-- ---------------------------------------------------------------------
+
+-- A data node's share of a multi-node training: the coordinator's
+-- mtms_train calls it on every node at once through PL/Proxy.  It reads
+-- the node's rows of samples, trains the units of the scenes it holds and
+-- returns them as bytea chunks; it writes nothing.
+CREATE FUNCTION @extschema@.mtms_node_train(job bytea[], samples text, phase text)
+RETURNS TABLE(node text, seq int, nchunks int, chunk bytea)
+AS 'MODULE_PATHNAME', 'mtms_node_train'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.mtms_node_train(bytea[], text, text) IS
+  'a data node''s share of a multi-node mtms_train (called by the coordinator through PL/Proxy): trains the scenes whose rows the node holds and returns the units; writes nothing';
+
+-- The coordinator's PL/Proxy functions, made on demand: PL/Proxy's
+-- language is untrusted (a superuser creates its functions) and mtms must
+-- install without it.  They become members of the extension, so DROP
+-- EXTENSION mtms removes them; a restored dump needs this call again.
+CREATE FUNCTION @extschema@.mtms_cluster_setup()
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    s text := quote_ident('@extschema@');
+    f text;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_language WHERE lanname = 'plproxy') THEN
+        RAISE EXCEPTION 'PL/Proxy is not installed in this database'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'CREATE EXTENSION plproxy; then SELECT mtms_cluster_setup();';
+    END IF;
+    EXECUTE format($q$
+        CREATE OR REPLACE FUNCTION %1$s._mtms_nodes_check(cluster text,
+            OUT node text, OUT extversion text, OUT extschema text)
+        RETURNS SETOF record LANGUAGE plproxy AS $p$
+            CLUSTER pg_catalog.btrim(cluster);
+            RUN ON ALL;
+            SELECT coalesce(pg_catalog.host(pg_catalog.inet_server_addr()), 'local') || ':' ||
+                   coalesce(pg_catalog.inet_server_port()::text, pg_catalog.current_setting('port')) || '/' ||
+                   pg_catalog.current_database() AS node,
+                   (SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'mtms') AS extversion,
+                   (SELECT e.extnamespace::regnamespace::text FROM pg_catalog.pg_extension e
+                     WHERE e.extname = 'mtms') AS extschema;
+        $p$$q$, s);
+    EXECUTE format($q$
+        CREATE OR REPLACE FUNCTION %1$s._mtms_nodes_train(cluster text, job bytea[], samples text, phase text,
+            OUT node text, OUT seq int, OUT nchunks int, OUT chunk bytea)
+        RETURNS SETOF record LANGUAGE plproxy AS $p$
+            CLUSTER pg_catalog.btrim(cluster);
+            RUN ON ALL;
+            SELECT node, seq, nchunks, chunk FROM %1$s.mtms_node_train(job, samples, phase);
+        $p$$q$, s);
+    EXECUTE format($q$
+        CREATE OR REPLACE FUNCTION %1$s._mtms_node_ping(cluster text, part int)
+        RETURNS int LANGUAGE plproxy AS $p$
+            CLUSTER pg_catalog.btrim(cluster);
+            RUN ON part;
+            SELECT 1;
+        $p$$q$, s);
+    FOREACH f IN ARRAY ARRAY['_mtms_nodes_check(text)', '_mtms_nodes_train(text, bytea[], text, text)',
+                             '_mtms_node_ping(text, int)'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_depend d
+                        WHERE d.classid = 'pg_proc'::regclass
+                          AND d.objid = (s || '.' || f)::regprocedure
+                          AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e') THEN
+            EXECUTE format('ALTER EXTENSION mtms ADD FUNCTION %s.%s', s, f);
+        END IF;
+        EXECUTE format('REVOKE ALL ON FUNCTION %s.%s FROM PUBLIC', s, f);
+    END LOOP;
+END
+$fn$;
+REVOKE ALL ON FUNCTION @extschema@.mtms_cluster_setup() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.mtms_cluster_setup() IS
+  'creates the coordinator''s PL/Proxy functions that models with the "cluster" option train through (superuser; after CREATE EXTENSION plproxy)';
+
 -- ---------------------------------------------------------------------
 -- Shared models: the versions loaded once for every session.
 -- ---------------------------------------------------------------------

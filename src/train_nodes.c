@@ -1,0 +1,578 @@
+/*
+ * train_nodes.c
+ *    mtms_train on the data nodes of a PL/Proxy cluster (the model option
+ *    "cluster"): the coordinator's side (the nodes' is node_train.c).
+ *
+ * The samples live on the data nodes, each scene's rows on one node under
+ * the same relation name; the coordinator keeps the catalog and writes the
+ * version.  A training here:
+ *
+ *   1. checks every node (reachable, mtms installed, the coordinator's
+ *      version in the coordinator's schema) before any work;
+ *   2. ships the start model (node_wire.h, bytea chunks) to every node at
+ *      once (PL/Proxy RUN ON ALL) and has each train phase 1 (the
+ *      embedding and CTCVR stages) for the scenes it holds;
+ *   3. ships the model with its new frozen embeddings once more and has
+ *      each node fine-tune its scenes;
+ *   4. gathers the units: every unit from exactly one node (a disjoint
+ *      union, never an average: a scene whose rows are on two nodes is an
+ *      error), into cx->model, whose version train.c then writes in the
+ *      caller's transaction.
+ *
+ * A unit's trajectory depends only on its rows, its starting parameters
+ * and the seed (unit_train.h), so with each scene's rows on one node the
+ * parameters are those of a single-server training of the same rows, bit
+ * for bit.  The nodes write nothing; a failed or cancelled training leaves
+ * the previous version active (PL/Proxy cancels the remote calls when the
+ * coordinator's statement is cancelled or times out).
+ *
+ * The PL/Proxy functions this calls are made by mtms_cluster_setup()
+ * (mtms--0.2--0.3.sql), since only a superuser may create functions in
+ * PL/Proxy's language and the extension must not require PL/Proxy.
+ */
+#include "mtms.h"
+
+#include <math.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "node_wire.h"
+#include "progress.h"
+#include "train_driver.h"
+#include "unit_wire.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+
+/* One node's answer to a call: its name and its result's bytes. */
+typedef struct NodeReply
+{
+	char	   *node;
+	StringInfoData bytes;
+	int32		nchunks;
+	int32		got;
+} NodeReply;
+
+typedef struct NodeCall
+{
+	int			nreplies;
+	NodeReply  *replies;
+	const char *cluster;
+	Size		shipped;		/* bytes sent to the nodes */
+	Size		received;
+} NodeCall;
+
+/* ---------------------------------------------------------------------
+ * Which node failed
+ * --------------------------------------------------------------------- */
+
+/* A partition's connection string without secrets: host, port, dbname. */
+static char *
+safe_connstr(const char *connstr)
+{
+	StringInfoData buf;
+	char	   *copy = pstrdup(connstr);
+	char	   *save = NULL;
+
+	initStringInfo(&buf);
+	for (char *tok = strtok_r(copy, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save))
+		if (strncmp(tok, "host=", 5) == 0 || strncmp(tok, "hostaddr=", 9) == 0 ||
+			strncmp(tok, "port=", 5) == 0 || strncmp(tok, "dbname=", 7) == 0)
+			appendStringInfo(&buf, "%s%s", buf.len ? " " : "", tok);
+	return buf.data;
+}
+
+/*
+ * The cluster's partitions as "p0 (host=... port=... dbname=...)", from
+ * its SQL/MED server (PL/Proxy's p0, p1, ... options); NULL when the
+ * cluster is configured otherwise.
+ */
+static char **
+cluster_partitions(const char *cluster, int *n)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1];
+	char	  **parts;
+
+	args[0] = CStringGetTextDatum(cluster);
+	*n = 0;
+	if (SPI_execute_with_args("SELECT option_name, option_value FROM pg_catalog.pg_options_to_table("
+							  "(SELECT srvoptions FROM pg_catalog.pg_foreign_server WHERE srvname = $1)) "
+							  "WHERE option_name ~ '^p[0-9]+$' ORDER BY substr(option_name, 2)::int",
+							  1, types, args, NULL, true, 0) != SPI_OK_SELECT ||
+		SPI_processed == 0)
+		return NULL;
+	parts = palloc(sizeof(char *) * SPI_processed);
+	for (uint64 i = 0; i < SPI_processed; i++)
+		parts[i] = psprintf("%s (%s)",
+							SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
+							safe_connstr(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2)));
+	*n = (int) SPI_processed;
+	return parts;
+}
+
+/*
+ * Run sql (with args) in a subtransaction; on an error, return it (the
+ * subtransaction rolled back), else NULL.  A cancel, a timeout or a
+ * shutdown is never caught: it ends the training at once.
+ */
+static ErrorData *
+try_execute(const char *sql, int nargs, Oid *types, Datum *args, bool read_only)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		if (SPI_execute_with_args(sql, nargs, types, args, NULL, read_only, 0) < 0)
+			elog(ERROR, "mtms: query on the data nodes failed");
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN ||
+			edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY)
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_END_TRY();
+	return edata;
+}
+
+/*
+ * A call to the nodes failed with edata: find the nodes that do not
+ * answer (one ping per partition) and raise an error naming them, or,
+ * when all answer (the error came from a node's work), the node's error.
+ */
+static void
+report_failure(MtmsTrainCtx *cx, const char *what, ErrorData *edata)
+{
+	const char *cluster = cx->meta->opts.cluster;
+	int			nparts;
+	char	  **parts = cluster_partitions(cluster, &nparts);
+	StringInfoData down;
+	char	   *ping = psprintf("SELECT %s._mtms_node_ping($1, $2)", cx->schema);
+
+	initStringInfo(&down);
+	for (int p = 0; p < nparts; p++)
+	{
+		Oid			types[2] = {TEXTOID, INT4OID};
+		Datum		args[2];
+		ErrorData  *e;
+
+		args[0] = CStringGetTextDatum(cluster);
+		args[1] = Int32GetDatum(p);
+		e = try_execute(ping, 2, types, args, true);
+		if (e != NULL)
+		{
+			appendStringInfo(&down, "%s%s", down.len ? ", " : "", parts[p]);
+			FreeErrorData(e);
+		}
+	}
+	if (down.len > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("data node %s of cluster \"%s\" failed during %s", down.data, cluster, what),
+				 errdetail("%s", edata->message),
+				 errhint("The model's active version is unchanged. Start the node, or take it out of the cluster, and train again.")));
+	ereport(ERROR,
+			(errcode(edata->sqlerrcode),
+			 errmsg("a data node of cluster \"%s\" failed during %s: %s", cluster, what, edata->message),
+			 edata->detail ? errdetail("%s", edata->detail) : 0,
+			 edata->hint ? errhint("%s", edata->hint) : 0));
+}
+
+/* ---------------------------------------------------------------------
+ * Checking the nodes
+ * --------------------------------------------------------------------- */
+
+/* The PL/Proxy functions exist (mtms_cluster_setup() made them). */
+static void
+check_setup(MtmsTrainCtx *cx)
+{
+	char	   *sig = psprintf("%s._mtms_nodes_train(text, bytea[], text, text)", cx->schema);
+
+	if (SPI_execute(psprintf("SELECT pg_catalog.to_regprocedure(%s) IS NOT NULL",
+							 quote_literal_cstr(sig)), true, 1) != SPI_OK_SELECT ||
+		strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("model \"%s\" trains on cluster \"%s\", but mtms's PL/Proxy functions are not set up",
+						cx->meta->name, cx->meta->opts.cluster),
+				 errhint("As a superuser: CREATE EXTENSION plproxy; SELECT mtms_cluster_setup();")));
+}
+
+/*
+ * The cluster is defined: a SQL/MED server of PL/Proxy's wrapper, or
+ * PL/Proxy's older configuration functions (plproxy.get_cluster_*).
+ */
+static void
+check_cluster_defined(MtmsTrainCtx *cx)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1];
+
+	args[0] = CStringGetTextDatum(cx->meta->opts.cluster);
+	if (SPI_execute_with_args("SELECT EXISTS (SELECT FROM pg_catalog.pg_foreign_server s "
+							  "JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw "
+							  "WHERE s.srvname = $1 AND w.fdwname = 'plproxy') "
+							  "OR pg_catalog.to_regproc('plproxy.get_cluster_partitions') IS NOT NULL",
+							  1, types, args, NULL, true, 1) != SPI_OK_SELECT ||
+		strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("PL/Proxy cluster \"%s\" of model \"%s\" does not exist",
+						cx->meta->opts.cluster, cx->meta->name),
+				 errhint("Define it on the coordinator: CREATE SERVER %s FOREIGN DATA WRAPPER plproxy OPTIONS (p0 '...', ...), with a user mapping.",
+						 quote_identifier(cx->meta->opts.cluster))));
+}
+
+/*
+ * Every node answers and has the coordinator's mtms (version and schema):
+ * refused before any work otherwise.  Returns the number of nodes.
+ */
+static int
+check_nodes(MtmsTrainCtx *cx)
+{
+	const char *cluster = cx->meta->opts.cluster;
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1];
+	ErrorData  *e;
+	char	   *version;
+	char	   *schema;
+	int			n;
+
+	if (SPI_execute("SELECT extversion, extnamespace::regnamespace::text FROM pg_catalog.pg_extension "
+					"WHERE extname = 'mtms'", true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "mtms: could not read the extension's version");
+	version = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	schema = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+	args[0] = CStringGetTextDatum(cluster);
+	e = try_execute(psprintf("SELECT node, extversion, extschema FROM %s._mtms_nodes_check($1)",
+							 cx->schema), 1, types, args, true);
+	if (e != NULL)
+		report_failure(cx, "the check of the data nodes", e);
+	n = (int) SPI_processed;
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		char	   *node = SPI_getvalue(t, d, 1);
+		char	   *v = SPI_getvalue(t, d, 2);
+		char	   *sc = SPI_getvalue(t, d, 3);
+
+		if (v == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("data node %s of cluster \"%s\" does not have the extension mtms", node, cluster),
+					 errhint("On every data node: CREATE EXTENSION mtms VERSION '%s' SCHEMA %s (the coordinator's).",
+							 version, schema)));
+		if (strcmp(v, version) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("data node %s of cluster \"%s\" has mtms %s, the coordinator mtms %s",
+							node, cluster, v, version),
+					 errhint("Install the same mtms everywhere, then ALTER EXTENSION mtms UPDATE TO '%s' where it is older.",
+							 version)));
+		if (strcmp(sc, schema) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("data node %s of cluster \"%s\" has mtms in schema %s, the coordinator in %s",
+							node, cluster, sc, schema)));
+	}
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cluster \"%s\" has no data nodes", cluster)));
+	return n;
+}
+
+/* ---------------------------------------------------------------------
+ * Calling the nodes
+ * --------------------------------------------------------------------- */
+
+/* The job as an array of bytea chunks. */
+static Datum
+job_array(StringInfo job)
+{
+	int			n = (int) ((job->len + MTMS_NODE_CHUNK - 1) / MTMS_NODE_CHUNK);
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	/*
+	 * PL/Proxy passes arguments as text (bytea in hex: two characters a
+	 * byte), and the array is one value of at most 1 GB.
+	 */
+	if ((Size) job->len > MaxAllocSize / 2 - 1024 * 1024)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("the model is %.0f MB serialised, more than one PL/Proxy call can carry (about 510 MB)",
+						job->len / (1024.0 * 1024.0)),
+				 errdetail("PL/Proxy passes bytea as hex text, and one value is at most 1 GB."),
+				 errhint("Cap the embedding tables (the max_features option), or train the model on one server.")));
+	for (int i = 0; i < n; i++)
+	{
+		Size		off = (Size) i * MTMS_NODE_CHUNK;
+		Size		len = Min(MTMS_NODE_CHUNK, job->len - off);
+		bytea	   *b = palloc(VARHDRSZ + len);
+
+		SET_VARSIZE(b, VARHDRSZ + len);
+		memcpy(VARDATA(b), job->data + off, len);
+		elems[i] = PointerGetDatum(b);
+	}
+	return PointerGetDatum(construct_array(elems, n, BYTEAOID, -1, false, TYPALIGN_INT));
+}
+
+/* The replies' chunks, joined per node (in seq order, whatever the row order). */
+static void
+collect_replies(NodeCall *call)
+{
+	TupleDesc	d = SPI_tuptable->tupdesc;
+
+	call->replies = palloc0(sizeof(NodeReply) * Max(SPI_processed, 1));
+	call->nreplies = 0;
+	for (int pass = 0;; pass++)
+	{
+		bool		progress = false;
+		bool		missing = false;
+
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	t = SPI_tuptable->vals[i];
+			bool		isnull;
+			char	   *node = SPI_getvalue(t, d, 1);
+			int32		seq = DatumGetInt32(SPI_getbinval(t, d, 2, &isnull));
+			int32		nchunks = DatumGetInt32(SPI_getbinval(t, d, 3, &isnull));
+			NodeReply  *r = NULL;
+
+			for (int k = 0; k < call->nreplies; k++)
+				if (strcmp(call->replies[k].node, node) == 0)
+					r = &call->replies[k];
+			if (r == NULL)
+			{
+				r = &call->replies[call->nreplies++];
+				r->node = node;
+				r->nchunks = nchunks;
+				initStringInfo(&r->bytes);
+			}
+			if (seq == r->got)
+			{
+				bytea	   *b = DatumGetByteaPP(SPI_getbinval(t, d, 4, &isnull));
+
+				appendBinaryStringInfo(&r->bytes, VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b));
+				call->received += VARSIZE_ANY_EXHDR(b);
+				r->got++;
+				progress = true;
+			}
+			else if (seq > r->got)
+				missing = true;
+			else if (pass == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("data node %s is more than one partition of cluster \"%s\"",
+								node, call->cluster),
+						 errdetail("Its scenes would be trained twice."),
+						 errhint("Give each data node one partition (PL/Proxy wants 1, 2, 4, ... of them).")));
+		}
+		if (!missing)
+			break;
+		if (!progress || pass > SPI_processed)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("mtms: a data node's result has missing chunks")));
+	}
+	for (int k = 0; k < call->nreplies; k++)
+		if (call->replies[k].got != call->replies[k].nchunks)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("mtms: data node %s's result has %d of its %d chunks",
+							call->replies[k].node, call->replies[k].got, call->replies[k].nchunks)));
+}
+
+/* One phase on every node at once; their replies. */
+static void
+call_nodes(MtmsTrainCtx *cx, const char *phase, const bool *selected, int nnodes,
+		   NodeCall *call)
+{
+	StringInfoData job;
+	Oid			types[4] = {TEXTOID, BYTEAARRAYOID, TEXTOID, TEXTOID};
+	Datum		args[4];
+	ErrorData  *e;
+
+	initStringInfo(&job);
+	mtms_node_job_write(&job, cx->meta, cx->model, cx->stored_npairs, cx->frozen_fields,
+						selected);
+	args[0] = CStringGetTextDatum(cx->meta->opts.cluster);
+	args[1] = job_array(&job);
+	args[2] = CStringGetTextDatum(cx->relname);
+	args[3] = CStringGetTextDatum(phase);
+	memset(call, 0, sizeof(*call));
+	call->cluster = cx->meta->opts.cluster;
+	call->shipped = (Size) job.len * nnodes;
+	pfree(job.data);
+	mtms_progress_stage(strcmp(phase, "phase1") == 0 ? "embedding" : "finetune", 0, -1, -1, 0);
+	e = try_execute(psprintf("SELECT node, seq, nchunks, chunk FROM %s._mtms_nodes_train($1, $2, $3, $4)",
+							 cx->schema), 4, types, args, true);
+	if (e != NULL)
+		report_failure(cx, strcmp(phase, "phase1") == 0 ? "phase 1 (the embedding and CTCVR stages)" :
+					   "the fine-tune", e);
+	collect_replies(call);
+	mtms_progress_pause();
+}
+
+/* ---------------------------------------------------------------------
+ * Gathering the units
+ * --------------------------------------------------------------------- */
+
+/*
+ * The stage's units from every node's result: each from exactly one node,
+ * reported (mtms_train's rows, metrics, history) in unit order.
+ */
+static void
+gather_outcomes(MtmsTrainCtx *cx, MtmsStage stage, const NodeCall *call,
+				const MtmsNodeResult *res)
+{
+	const MtmsStageInfo *si = mtms_stage_info(stage);
+	int			nunits = mtms_stage_nunits(si, cx->model->nscenes);
+	int		   *from_node = palloc(sizeof(int) * nunits);
+	int		   *from_rec = palloc(sizeof(int) * nunits);
+
+	for (int u = 0; u < nunits; u++)
+		from_node[u] = -1;
+	for (int k = 0; k < call->nreplies; k++)
+		for (int i = 0; i < res[k].noutcomes; i++)
+		{
+			const MtmsNodeOutcome *o = &res[k].outcomes[i];
+
+			if (o->stage != (int32) stage)
+				continue;
+			if (o->unit >= nunits)
+				ereport(ERROR,
+						(errcode(ERRCODE_DATA_CORRUPTED),
+						 errmsg("mtms: data node %s returned an unknown unit", call->replies[k].node)));
+			if (from_node[o->unit] >= 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("scene \"%s\" has rows on data nodes %s and %s",
+								cx->model->scenes[mtms_unit_scene(si, o->unit)],
+								call->replies[from_node[o->unit]].node, call->replies[k].node),
+						 errdetail("A multi-node training trains each scene on the one node that holds its rows; "
+								   "it does not average a unit trained on two nodes."),
+						 errhint("Move all of the scene's rows to one data node.")));
+			from_node[o->unit] = k;
+			from_rec[o->unit] = i;
+		}
+	for (int u = 0; u < nunits; u++)
+	{
+		const MtmsNodeOutcome *o;
+
+		if (from_node[u] < 0)
+			continue;
+		o = &res[from_node[u]].outcomes[from_rec[u]];
+		mtms_unit_report(cx, si, u, &o->outcome.best, o->seconds);
+		mtms_history_add_unit(cx->history, si, u, o->outcome.history, o->outcome.nhistory);
+	}
+	pfree(from_node);
+	pfree(from_rec);
+}
+
+/* The trained units' parameters into cx->model. */
+static void
+gather_params(MtmsTrainCtx *cx, const NodeCall *call, const MtmsNodeResult *res)
+{
+	for (int k = 0; k < call->nreplies; k++)
+		for (int i = 0; i < res[k].nparams; i++)
+		{
+			const MtmsNodeParams *q = &res[k].params[i];
+			const MtmsStageInfo *si = mtms_stage_info((MtmsStage) q->stage);
+
+			if (q->unit >= mtms_stage_nunits(si, cx->model->nscenes))
+				ereport(ERROR,
+						(errcode(ERRCODE_DATA_CORRUPTED),
+						 errmsg("mtms: data node %s returned an unknown unit", call->replies[k].node)));
+			CHECK_FOR_INTERRUPTS();
+			mtms_wire_read_unit(q->data, q->len, cx->model, si, q->unit);
+		}
+}
+
+/* A phase's replies: results read, units gathered, totals summed. */
+static void
+gather_phase(MtmsTrainCtx *cx, const char *what, const NodeCall *call, const MtmsStage *stages,
+			 int nstages, double seconds)
+{
+	MtmsNodeResult *res = palloc0(sizeof(MtmsNodeResult) * Max(call->nreplies, 1));
+	int64		samples = 0;
+	int64		bad = 0;
+
+	for (int k = 0; k < call->nreplies; k++)
+	{
+		mtms_node_result_read(call->replies[k].bytes.data, call->replies[k].bytes.len, &res[k]);
+		samples += res[k].samples;
+		bad += res[k].bad_conversions;
+	}
+	for (int i = 0; i < nstages; i++)
+		gather_outcomes(cx, stages[i], call, res);
+	gather_params(cx, call, res);
+	for (int i = 0; i < nstages; i++)
+		mtms_prepare_units(cx, mtms_stage_info(stages[i]));
+	cx->samples = samples;
+	cx->bad_conversions = Max(cx->bad_conversions, bad);
+	ereport(NOTICE,
+			(errmsg("mtms_train %s on %d data nodes of cluster \"%s\": %.2f s, %.1f MB shipped to the nodes, %.1f MB back",
+					what, call->nreplies, cx->meta->opts.cluster, seconds,
+					call->shipped / (1024.0 * 1024.0), call->received / (1024.0 * 1024.0))));
+}
+
+void
+mtms_train_on_nodes(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
+					bool do_finetune)
+{
+	int			nnodes;
+	NodeCall	call;
+	TimestampTz start;
+	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
+
+	if (mtms_options_hygiene(&cx->meta->opts))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("model \"%s\" trains on cluster \"%s\" and uses feature hygiene, which a multi-node training does not support",
+						cx->meta->name, cx->meta->opts.cluster),
+				 errdetail("The options min_count and ttl_slots count features on the server that trains; the data nodes do not send their counts back."),
+				 errhint("Create the model without min_count and ttl_slots, or without the cluster option.")));
+	check_setup(cx);
+	check_cluster_defined(cx);
+	nnodes = check_nodes(cx);
+	if (do_embedding)
+	{
+		MtmsStage	stages[2] = {MTMS_STAGE_EMBEDDING, MTMS_STAGE_CTCVR};
+
+		start = GetCurrentTimestamp();
+		call_nodes(cx, "phase1", selected, nnodes, &call);
+		gather_phase(cx, "phase 1", &call, stages, cx->meta->opts.ctcvr ? 2 : 1,
+					 (double) (GetCurrentTimestamp() - start) / 1e6);
+	}
+	if (do_finetune)
+	{
+		MtmsStage	stages[1] = {MTMS_STAGE_FINETUNE};
+
+		start = GetCurrentTimestamp();
+		call_nodes(cx, "finetune", selected, nnodes, &call);
+		gather_phase(cx, "fine-tune", &call, stages, 1, (double) (GetCurrentTimestamp() - start) / 1e6);
+	}
+	MemoryContextSwitchTo(old);
+}
