@@ -61,6 +61,7 @@ OBJS = \
 	src/train_nodes.o \
 	src/train.o \
 	src/model_flat.o \
+	src/model_shared_mem.o \
 	src/model_shared.o \
 	src/proj_shared.o \
 	src/model_cache.o \

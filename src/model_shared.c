@@ -2,14 +2,15 @@
  * model_shared.c
  *    Loaded model versions in shared memory (see model_shared.h).
  *
- * The registry is a fixed array of entries in the main shared memory,
- * under one LWLock (taken once per transaction and model, never across a
+ * The registry (model_shared_mem.h) is a fixed array of entries in the
+ * main shared memory, under one LWLock (taken once per transaction and model, never across a
  * load); the blocks live in one DSA area, created by the first session
  * that needs it and pinned for the life of the server, its size capped by
  * mtms.shared_models_memory.  A backend keeps the load ids it pinned in
  * this transaction and unpins them at its end (and at exit).
  */
 #include "model_shared.h"
+#include "model_shared_mem.h"
 
 #include "access/parallel.h"
 #include "access/transam.h"
@@ -29,64 +30,12 @@
 #include "storage/shmem.h"
 #include "utils/memutils.h"
 
-/* (PostgreSQL 15 and 16 spell it only for dsm handles, which dsa's are) */
-#ifndef DSA_HANDLE_INVALID
-#define DSA_HANDLE_INVALID ((dsa_handle) DSM_HANDLE_INVALID)
-#endif
-
-#define SHARED_SLOTS	64		/* versions in shared memory at most */
-
-typedef enum SlotState
-{
-	SLOT_FREE = 0,
-	SLOT_LOADING,				/* a loader writes its block: not to be read */
-	SLOT_READY					/* published: read only */
-} SlotState;
-
-/* What identifies a stored version's parameters (model_cache.c compares the same). */
-typedef struct SlotKey
-{
-	Oid			db;
-	Oid			relid;			/* mtms_model: a re-created extension is another */
-	int32		model_id;
-	int32		version;
-	int32		nscenes;
-	int32		nfields;
-	int64		params_revision;
-} SlotKey;
-
-typedef struct SharedSlot
-{
-	SlotState	state;
-	bool		stale;			/* no longer active: free when unpinned */
-	bool		dropped;		/* its model was dropped: evicted first */
-	int			refcount;		/* transactions that pin it */
-	int			loader;			/* pid of the loader while SLOT_LOADING */
-	uint64		load_id;		/* unique among all loads */
-	uint64		last_used;		/* ctl->tick at its last pin */
-	SlotKey		key;
-	dsa_pointer root;			/* the flat model */
-	dsa_pointer proj;			/* its projection cache (proj_shared.h) */
-	Size		bytes;
-} SharedSlot;
-
-typedef struct SharedCtl
-{
-	LWLock		lock;			/* everything below */
-	int			tranche;
-	dsa_handle	handle;			/* DSA_HANDLE_INVALID until first use */
-	uint64		next_load_id;
-	uint64		tick;
-	SharedSlot	slots[SHARED_SLOTS];
-} SharedCtl;
-
 struct MtmsSharedRef
 {
 	int			slot;
 	uint64		load_id;
 };
 
-static SharedCtl *ctl = NULL;
 static dsa_area *area = NULL;
 static uint64 pinned[SHARED_SLOTS];	/* load id this transaction pinned, or 0 */
 static int	npinned = 0;
@@ -96,66 +45,21 @@ static bool callbacks_done = false;
 #define MAX_FORGET 16
 static int32 forget[MAX_FORGET];	/* models this transaction dropped */
 static int	nforget = 0;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
-/* ---------------------------------------------------------------------
- * Shared memory setup
- * --------------------------------------------------------------------- */
-
-static void
-shared_shmem_request(void)
-{
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(sizeof(SharedCtl));
-}
-
-static void
-shared_shmem_startup(void)
-{
-	bool		found;
-
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	ctl = ShmemInitStruct("mtms shared models", sizeof(SharedCtl), &found);
-	if (!found)
-	{
-		memset(ctl, 0, sizeof(SharedCtl));
-		ctl->tranche = LWLockNewTrancheId();
-		LWLockInitialize(&ctl->lock, ctl->tranche);
-		ctl->handle = DSA_HANDLE_INVALID;
-		ctl->next_load_id = 1;
-	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-void
-mtms_shared_init(void)
-{
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = shared_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = shared_shmem_startup;
-}
 
 bool
 mtms_shared_enabled(void)
 {
-	return ctl != NULL && mtms_shared_models;
+	return mtms_shared_ctl != NULL && mtms_shared_models;
 }
 
 /* ---------------------------------------------------------------------
- * Entries (the caller holds ctl->lock exclusively)
+ * Entries (the caller holds mtms_shared_ctl->lock exclusively)
  * --------------------------------------------------------------------- */
 
 static void
 slot_free(int i)
 {
-	SharedSlot *s = &ctl->slots[i];
+	SharedSlot *s = &mtms_shared_ctl->slots[i];
 
 	Assert(s->refcount == 0 && s->state == SLOT_READY);
 	dsa_free(area, s->root);
@@ -169,7 +73,7 @@ slot_free(int i)
 static void
 slot_unpin(int i, uint64 load_id)
 {
-	SharedSlot *s = &ctl->slots[i];
+	SharedSlot *s = &mtms_shared_ctl->slots[i];
 
 	if (s->state != SLOT_READY || s->load_id != load_id)
 		return;					/* cannot happen: a pinned entry stays */
@@ -213,7 +117,7 @@ mark_others_stale(const SlotKey *key, const LiveVersions *live)
 {
 	for (int i = 0; i < SHARED_SLOTS; i++)
 	{
-		SharedSlot *s = &ctl->slots[i];
+		SharedSlot *s = &mtms_shared_ctl->slots[i];
 		SlotKey		k;
 
 		if (s->state == SLOT_FREE || !same_model(&s->key, key))
@@ -233,7 +137,7 @@ static int
 slot_find(const SlotKey *key)
 {
 	for (int i = 0; i < SHARED_SLOTS; i++)
-		if (ctl->slots[i].state != SLOT_FREE && key_equal(&ctl->slots[i].key, key))
+		if (mtms_shared_ctl->slots[i].state != SLOT_FREE && key_equal(&mtms_shared_ctl->slots[i].key, key))
 			return i;
 	return -1;
 }
@@ -246,13 +150,13 @@ slot_lru(int except)
 
 	for (int i = 0; i < SHARED_SLOTS; i++)
 	{
-		SharedSlot *s = &ctl->slots[i];
+		SharedSlot *s = &mtms_shared_ctl->slots[i];
 
 		if (i == except || s->state != SLOT_READY || s->refcount > 0)
 			continue;
-		if (best < 0 || s->dropped > ctl->slots[best].dropped ||
-			(s->dropped == ctl->slots[best].dropped &&
-			 s->last_used < ctl->slots[best].last_used))
+		if (best < 0 || s->dropped > mtms_shared_ctl->slots[best].dropped ||
+			(s->dropped == mtms_shared_ctl->slots[best].dropped &&
+			 s->last_used < mtms_shared_ctl->slots[best].last_used))
 			best = i;
 	}
 	return best;
@@ -265,7 +169,7 @@ slot_claim(void)
 	int			i;
 
 	for (i = 0; i < SHARED_SLOTS; i++)
-		if (ctl->slots[i].state == SLOT_FREE)
+		if (mtms_shared_ctl->slots[i].state == SLOT_FREE)
 			return i;
 	i = slot_lru(-1);
 	if (i >= 0)
@@ -276,13 +180,13 @@ slot_claim(void)
 static void
 slot_pin(int i)
 {
-	SharedSlot *s = &ctl->slots[i];
+	SharedSlot *s = &mtms_shared_ctl->slots[i];
 
 	if (pinned[i] == s->load_id)
 		return;
 	Assert(pinned[i] == 0);
 	s->refcount++;
-	s->last_used = ++ctl->tick;
+	s->last_used = ++mtms_shared_ctl->tick;
 	pinned[i] = s->load_id;
 	npinned++;
 }
@@ -296,7 +200,7 @@ release_pins(void)
 {
 	if (npinned == 0 && loading_slot < 0)
 		return;
-	LWLockAcquire(&ctl->lock, LW_EXCLUSIVE);
+	LWLockAcquire(&mtms_shared_ctl->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < SHARED_SLOTS; i++)
 		if (pinned[i] != 0)
 		{
@@ -308,7 +212,7 @@ release_pins(void)
 	/* a load interrupted without an error (a FATAL exit) */
 	if (loading_slot >= 0)
 	{
-		SharedSlot *s = &ctl->slots[loading_slot];
+		SharedSlot *s = &mtms_shared_ctl->slots[loading_slot];
 
 		if (s->state == SLOT_LOADING && s->loader == MyProcPid)
 		{
@@ -320,7 +224,7 @@ release_pins(void)
 		loading_slot = -1;
 		loading_dp = InvalidDsaPointer;
 	}
-	LWLockRelease(&ctl->lock);
+	LWLockRelease(&mtms_shared_ctl->lock);
 }
 
 /*
@@ -334,13 +238,13 @@ forget_committed(void)
 {
 	if (nforget == 0)
 		return;
-	LWLockAcquire(&ctl->lock, LW_EXCLUSIVE);
+	LWLockAcquire(&mtms_shared_ctl->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < SHARED_SLOTS; i++)
 		for (int k = 0; k < nforget; k++)
-			if (ctl->slots[i].state != SLOT_FREE && ctl->slots[i].key.db == MyDatabaseId &&
-				ctl->slots[i].key.model_id == forget[k])
-				ctl->slots[i].dropped = true;
-	LWLockRelease(&ctl->lock);
+			if (mtms_shared_ctl->slots[i].state != SLOT_FREE && mtms_shared_ctl->slots[i].key.db == MyDatabaseId &&
+				mtms_shared_ctl->slots[i].key.model_id == forget[k])
+				mtms_shared_ctl->slots[i].dropped = true;
+	LWLockRelease(&mtms_shared_ctl->lock);
 	nforget = 0;
 }
 
@@ -368,7 +272,7 @@ shared_xact_callback(XactEvent event, void *arg)
 static void
 shared_exit(int code, Datum arg)
 {
-	if (ctl != NULL && area != NULL)
+	if (mtms_shared_ctl != NULL && area != NULL)
 		release_pins();
 }
 
@@ -379,31 +283,31 @@ mtms_shared_area(void)
 
 	if (area != NULL)
 		return area;
-	Assert(ctl != NULL);
+	Assert(mtms_shared_ctl != NULL);
 	if (!callbacks_done)
 	{
-		LWLockRegisterTranche(ctl->tranche, "mtms_shared_models");
+		LWLockRegisterTranche(mtms_shared_ctl->tranche, "mtms_shared_models");
 		RegisterXactCallback(shared_xact_callback, NULL);
 		before_shmem_exit(shared_exit, (Datum) 0);
 		callbacks_done = true;
 	}
 	old = MemoryContextSwitchTo(TopMemoryContext);
-	LWLockAcquire(&ctl->lock, LW_EXCLUSIVE);
+	LWLockAcquire(&mtms_shared_ctl->lock, LW_EXCLUSIVE);
 	PG_TRY();
 	{
-		if (ctl->handle == DSA_HANDLE_INVALID)
+		if (mtms_shared_ctl->handle == DSA_HANDLE_INVALID)
 		{
-			area = dsa_create(ctl->tranche);
+			area = dsa_create(mtms_shared_ctl->tranche);
 			dsa_pin(area);
-			ctl->handle = dsa_get_handle(area);
+			mtms_shared_ctl->handle = dsa_get_handle(area);
 		}
 		else
-			area = dsa_attach(ctl->handle);
+			area = dsa_attach(mtms_shared_ctl->handle);
 		dsa_pin_mapping(area);
 	}
 	PG_FINALLY();
 	{
-		LWLockRelease(&ctl->lock);
+		LWLockRelease(&mtms_shared_ctl->lock);
 		MemoryContextSwitchTo(old);
 	}
 	PG_END_TRY();
@@ -432,11 +336,11 @@ shared_allocate(Size size, int slot)
 	{
 		int			victim;
 
-		LWLockAcquire(&ctl->lock, LW_EXCLUSIVE);
+		LWLockAcquire(&mtms_shared_ctl->lock, LW_EXCLUSIVE);
 		victim = slot_lru(slot);
 		if (victim >= 0)
 			slot_free(victim);
-		LWLockRelease(&ctl->lock);
+		LWLockRelease(&mtms_shared_ctl->lock);
 		if (victim < 0)
 			break;
 		dp = dsa_allocate_extended(area, size, DSA_ALLOC_HUGE | DSA_ALLOC_NO_OOM);
@@ -510,18 +414,18 @@ load_into(const MtmsModelMeta *meta, int32 version, int i, MemoryContext cxt,
 	mtms_model_flat_write(model, dsa_get_address(area, dp), size);
 	test_pause();
 	proj = mtms_proj_shared_create(area, model->npairs, mtms_scorer_vector_floats(model),
-								   ctl->tranche);
+								   mtms_shared_ctl->tranche);
 
-	LWLockAcquire(&ctl->lock, LW_EXCLUSIVE);
-	Assert(ctl->slots[i].state == SLOT_LOADING && ctl->slots[i].loader == MyProcPid);
-	ctl->slots[i].root = dp;
-	ctl->slots[i].proj = proj;
-	ctl->slots[i].bytes = size;
-	ctl->slots[i].state = SLOT_READY;
+	LWLockAcquire(&mtms_shared_ctl->lock, LW_EXCLUSIVE);
+	Assert(mtms_shared_ctl->slots[i].state == SLOT_LOADING && mtms_shared_ctl->slots[i].loader == MyProcPid);
+	mtms_shared_ctl->slots[i].root = dp;
+	mtms_shared_ctl->slots[i].proj = proj;
+	mtms_shared_ctl->slots[i].bytes = size;
+	mtms_shared_ctl->slots[i].state = SLOT_READY;
 	loading_slot = -1;
 	loading_dp = InvalidDsaPointer;
 	slot_pin(i);
-	LWLockRelease(&ctl->lock);
+	LWLockRelease(&mtms_shared_ctl->lock);
 	MemoryContextDelete(tmp);
 	*published = true;
 	return NULL;
@@ -531,17 +435,17 @@ load_into(const MtmsModelMeta *meta, int32 version, int i, MemoryContext cxt,
 static void
 load_failed(int i)
 {
-	LWLockAcquire(&ctl->lock, LW_EXCLUSIVE);
-	if (ctl->slots[i].state == SLOT_LOADING && ctl->slots[i].loader == MyProcPid)
+	LWLockAcquire(&mtms_shared_ctl->lock, LW_EXCLUSIVE);
+	if (mtms_shared_ctl->slots[i].state == SLOT_LOADING && mtms_shared_ctl->slots[i].loader == MyProcPid)
 	{
-		memset(&ctl->slots[i], 0, sizeof(SharedSlot));
-		ctl->slots[i].root = InvalidDsaPointer;
+		memset(&mtms_shared_ctl->slots[i], 0, sizeof(SharedSlot));
+		mtms_shared_ctl->slots[i].root = InvalidDsaPointer;
 	}
 	if (DsaPointerIsValid(loading_dp))
 		dsa_free(area, loading_dp);
 	loading_dp = InvalidDsaPointer;
 	loading_slot = -1;
-	LWLockRelease(&ctl->lock);
+	LWLockRelease(&mtms_shared_ctl->lock);
 }
 
 static void
@@ -560,7 +464,7 @@ make_key(const MtmsModelMeta *meta, int32 version, SlotKey *key)
 static MtmsModel *
 view_of(int i, MemoryContext cxt, MtmsSharedRef **ref)
 {
-	SharedSlot *s = &ctl->slots[i];
+	SharedSlot *s = &mtms_shared_ctl->slots[i];
 	MtmsSharedRef *r = MemoryContextAlloc(cxt, sizeof(MtmsSharedRef));
 
 	r->slot = i;
@@ -600,7 +504,7 @@ find_or_claim(const SlotKey *key, const LiveVersions *live, bool claim, int *slo
 	Found		r;
 	int			i;
 
-	LWLockAcquire(&ctl->lock, LW_EXCLUSIVE);
+	LWLockAcquire(&mtms_shared_ctl->lock, LW_EXCLUSIVE);
 
 	/*
 	 * A statement snapshot sees the latest committed version: the others
@@ -610,7 +514,7 @@ find_or_claim(const SlotKey *key, const LiveVersions *live, bool claim, int *slo
 	if (!IsolationUsesXactSnapshot() && !IsParallelWorker())
 		mark_others_stale(key, live);
 	i = slot_find(key);
-	if (i >= 0 && ctl->slots[i].state == SLOT_READY)
+	if (i >= 0 && mtms_shared_ctl->slots[i].state == SLOT_READY)
 	{
 		slot_pin(i);
 		r = FOUND_READY;
@@ -623,21 +527,21 @@ find_or_claim(const SlotKey *key, const LiveVersions *live, bool claim, int *slo
 		r = FOUND_NO_ROOM;
 	else
 	{
-		SharedSlot *s = &ctl->slots[i];
+		SharedSlot *s = &mtms_shared_ctl->slots[i];
 
 		s->state = SLOT_LOADING;
 		s->stale = false;
 		s->dropped = false;
 		s->refcount = 0;
 		s->loader = MyProcPid;
-		s->load_id = ctl->next_load_id++;
+		s->load_id = mtms_shared_ctl->next_load_id++;
 		s->key = *key;
 		s->root = InvalidDsaPointer;
 		s->proj = InvalidDsaPointer;
 		loading_slot = i;
 		r = FOUND_CLAIMED;
 	}
-	LWLockRelease(&ctl->lock);
+	LWLockRelease(&mtms_shared_ctl->lock);
 	*slot = i;
 	return r;
 }
@@ -727,7 +631,7 @@ dsa_pointer
 mtms_shared_proj(const MtmsSharedRef *ref)
 {
 	Assert(pinned[ref->slot] == ref->load_id);
-	return ctl->slots[ref->slot].proj;
+	return mtms_shared_ctl->slots[ref->slot].proj;
 }
 
 void
@@ -737,16 +641,16 @@ mtms_shared_served(const MtmsModelMeta *meta)
 	LiveVersions live;
 
 	if (!mtms_shared_enabled() || meta->active_version <= 0 ||
-		ctl->handle == DSA_HANDLE_INVALID ||
+		mtms_shared_ctl->handle == DSA_HANDLE_INVALID ||
 		IsolationUsesXactSnapshot() || IsParallelWorker() ||
 		TransactionIdIsCurrentTransactionId(meta->row_xmin))
 		return;
 	mtms_shared_area();
 	make_key(meta, meta->active_version, &key);
 	live_versions(meta, &live);
-	LWLockAcquire(&ctl->lock, LW_EXCLUSIVE);
+	LWLockAcquire(&mtms_shared_ctl->lock, LW_EXCLUSIVE);
 	mark_others_stale(&key, &live);
-	LWLockRelease(&ctl->lock);
+	LWLockRelease(&mtms_shared_ctl->lock);
 }
 
 bool
@@ -756,19 +660,19 @@ mtms_shared_repin(MtmsSharedRef *ref)
 
 	if (pinned[ref->slot] == ref->load_id)
 		return true;
-	LWLockAcquire(&ctl->lock, LW_EXCLUSIVE);
-	ok = ctl->slots[ref->slot].state == SLOT_READY &&
-		ctl->slots[ref->slot].load_id == ref->load_id;
+	LWLockAcquire(&mtms_shared_ctl->lock, LW_EXCLUSIVE);
+	ok = mtms_shared_ctl->slots[ref->slot].state == SLOT_READY &&
+		mtms_shared_ctl->slots[ref->slot].load_id == ref->load_id;
 	if (ok)
 		slot_pin(ref->slot);
-	LWLockRelease(&ctl->lock);
+	LWLockRelease(&mtms_shared_ctl->lock);
 	return ok;
 }
 
 void
 mtms_shared_forget_model(int32 model_id)
 {
-	if (ctl == NULL || nforget == MAX_FORGET)
+	if (mtms_shared_ctl == NULL || nforget == MAX_FORGET)
 		return;
 	mtms_shared_area();			/* the callbacks */
 	forget[nforget++] = model_id;
@@ -786,12 +690,12 @@ mtms_shared_models_list(PG_FUNCTION_ARGS)
 	SharedSlot	copy[SHARED_SLOTS];
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (ctl == NULL)
+	if (mtms_shared_ctl == NULL)
 		PG_RETURN_VOID();
 	mtms_shared_area();
-	LWLockAcquire(&ctl->lock, LW_SHARED);
-	memcpy(copy, ctl->slots, sizeof(copy));
-	LWLockRelease(&ctl->lock);
+	LWLockAcquire(&mtms_shared_ctl->lock, LW_SHARED);
+	memcpy(copy, mtms_shared_ctl->slots, sizeof(copy));
+	LWLockRelease(&mtms_shared_ctl->lock);
 
 	for (int i = 0; i < SHARED_SLOTS; i++)
 	{
@@ -805,12 +709,12 @@ mtms_shared_models_list(PG_FUNCTION_ARGS)
 		if (s->state == SLOT_FREE || s->key.db != MyDatabaseId)
 			continue;
 		/* (a ready entry's cache lives as long as the entry: read under the lock) */
-		LWLockAcquire(&ctl->lock, LW_SHARED);
-		if (ctl->slots[i].state == SLOT_READY && ctl->slots[i].load_id == s->load_id &&
-			DsaPointerIsValid(ctl->slots[i].proj))
-			mtms_proj_shared_stats(dsa_get_address(area, ctl->slots[i].proj),
+		LWLockAcquire(&mtms_shared_ctl->lock, LW_SHARED);
+		if (mtms_shared_ctl->slots[i].state == SLOT_READY && mtms_shared_ctl->slots[i].load_id == s->load_id &&
+			DsaPointerIsValid(mtms_shared_ctl->slots[i].proj))
+			mtms_proj_shared_stats(dsa_get_address(area, mtms_shared_ctl->slots[i].proj),
 								   &keys, &zero_keys, &pbytes);
-		LWLockRelease(&ctl->lock);
+		LWLockRelease(&mtms_shared_ctl->lock);
 		values[0] = Int32GetDatum(s->key.model_id);
 		values[1] = Int32GetDatum(s->key.version);
 		values[2] = CStringGetTextDatum(s->state == SLOT_READY ? "ready" : "loading");

@@ -41,9 +41,6 @@
 
 typedef struct MtmsSharedRef MtmsSharedRef;
 
-/* Register the shared memory (from _PG_init while preloading). */
-extern void mtms_shared_init(void);
-
 /* mtms is preloaded and mtms.shared_models is on. */
 extern bool mtms_shared_enabled(void);
 

@@ -4,7 +4,7 @@
  */
 #include "mtms.h"
 #include "progress.h"
-#include "model_shared.h"
+#include "model_shared_mem.h"
 
 #include <limits.h>
 #include <unistd.h>
@@ -24,9 +24,6 @@ int			mtms_max_memory_mb = 4096;
 bool		mtms_keep_training_rows = true;
 int			mtms_score_cache_mb = -1;
 int			mtms_train_workers = -1;
-bool		mtms_shared_models = true;
-int			mtms_shared_models_memory_mb = 1024;
-int			mtms_test_pause_load = 0;
 
 void		_PG_init(void);
 

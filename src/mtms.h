@@ -39,9 +39,6 @@ extern int	mtms_max_memory_mb;		/* mtms.max_memory */
 extern bool mtms_keep_training_rows;	/* mtms.keep_training_rows */
 extern int	mtms_score_cache_mb;	/* mtms.score_cache, -1: max_memory / 16 */
 extern int	mtms_train_workers;		/* mtms.train_workers, -1: max_parallel_maintenance_workers */
-extern bool mtms_shared_models;		/* mtms.shared_models */
-extern int	mtms_shared_models_memory_mb;	/* mtms.shared_models_memory */
-extern int	mtms_test_pause_load;	/* mtms.test_pause_load (test hook) */
 
 extern const char *mtms_task_name(int task);	/* "ctr" / "cvr" */
 
