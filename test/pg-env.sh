@@ -9,7 +9,6 @@
 #               else the one /etc/os-release implies;
 #   PG_CONFIG   /usr/lib/postgresql/$MTMS_PG/bin/pg_config unless set;
 #   PG_PACKAGES the Debian packages the build and the tests need for it
-#               (PL/Proxy for the multi-node test among them)
 #               (and the training report, tools/report.sh: Python 3 with
 #               matplotlib and psycopg2).
 #
@@ -51,8 +50,6 @@ PG_PACKAGES=(
     "postgresql-$MTMS_PG"
     "postgresql-server-dev-$MTMS_PG"
     "postgresql-$MTMS_PG-pgtap"
-    # PL/Proxy: test/multinode_test.sh's coordinator (it skips without it)
-    "postgresql-$MTMS_PG-plproxy"
     libtap-parser-sourcehandler-pgtap-perl
     libopenblas-serial-dev
     pkg-config
@@ -60,4 +57,10 @@ PG_PACKAGES=(
     gcc
     python3-matplotlib
     python3-psycopg2
+)
+
+# Installed when the archive has them (test/setup.sh): PL/Proxy for
+# test/multinode_test.sh's coordinator, which skips where there is none.
+PG_OPTIONAL_PACKAGES=(
+    "postgresql-$MTMS_PG-plproxy"
 )
