@@ -566,6 +566,7 @@ fsync = off
 log_min_messages = log
 log_min_error_statement = panic
 log_line_prefix = '%m [%p] %q%u@%d '
+shared_preload_libraries = 'mtms'
 EOF
     for _ in 1 2 3 4 5; do
         port=$(free_port) || break

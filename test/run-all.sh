@@ -30,8 +30,8 @@ chmod 666 "$counts"
 # (owned by postgres), so parallel runs and existing clusters don't clash.
 # The server only runs SQL; it never reads the build directory.
 # The server preloads mtms, as a production server would for the
-# mtms_progress view (test/pg-versions.sh runs the suite without, on a
-# version that keeps the progress slots in a DSM segment instead).
+# mtms_progress view and shared models (test/pg-versions.sh does too; the
+# servers of test/standby_test.sh do not, and check the view without).
 # The server logs LOG and above, not the ERRORs that tests provoke on
 # purpose: pg_virtualenv prints the log's tail when a test fails, and that
 # should show crashes, not expected errors.
