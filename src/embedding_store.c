@@ -56,18 +56,6 @@
 #define EMB_HEADER_BYTES		(2 * sizeof(uint32) + 2 * sizeof(int32) + \
 								 sizeof(uint64) + sizeof(int64))
 
-/* Keys are already good hashes; still finalise them (murmur3 fmix64). */
-static inline uint32
-emb_hash_key(uint64 k)
-{
-	k ^= k >> 33;
-	k *= UINT64CONST(0xff51afd7ed558ccd);
-	k ^= k >> 33;
-	k *= UINT64CONST(0xc4ceb9fe1a85ec53);
-	k ^= k >> 33;
-	return (uint32) k;
-}
-
 typedef struct MtmsEmbEntry
 {
 	uint64		key;
@@ -79,7 +67,7 @@ typedef struct MtmsEmbEntry
 #define SH_ELEMENT_TYPE	MtmsEmbEntry
 #define SH_KEY_TYPE		uint64
 #define SH_KEY			key
-#define SH_HASH_KEY(tb, k)	emb_hash_key(k)
+#define SH_HASH_KEY(tb, k)	mtms_emb_hash_key(k)
 #define SH_EQUAL(tb, a, b)	((a) == (b))
 #define SH_SCOPE		static inline
 #define SH_DECLARE
@@ -292,7 +280,7 @@ mtms_emb_resolve(MtmsEmbStore *s, const MtmsFeature *f, int nf, int32 frozen,
 	int			j;
 
 	for (j = 0; j < nnext; j++)
-		mtms_prefetch(&s->hash->data[emb_hash_key(next[j].hash) & s->hash->sizemask]);
+		mtms_prefetch(&s->hash->data[mtms_emb_hash_key(next[j].hash) & s->hash->sizemask]);
 	for (j = 0; j < nf; j++)
 	{
 		if (f[j].field < frozen)
@@ -309,7 +297,7 @@ mtms_emb_resolve(MtmsEmbStore *s, const MtmsFeature *f, int nf, int32 frozen,
 void
 mtms_emb_prefetch(const MtmsEmbStore *s, uint64 key)
 {
-	mtms_prefetch(&s->hash->data[emb_hash_key(key) & s->hash->sizemask]);
+	mtms_prefetch(&s->hash->data[mtms_emb_hash_key(key) & s->hash->sizemask]);
 }
 
 int64

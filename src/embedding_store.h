@@ -217,6 +217,22 @@ struct MtmsEmbStore
 	int64	   *bmap_slot;
 };
 
+/*
+ * The hash of a feature key in the store's table (and in any other table
+ * keyed by feature keys): keys are already good hashes; still finalise
+ * them (murmur3's fmix64; PostgreSQL 17 has it as murmurhash64, 15 not).
+ */
+static inline uint32
+mtms_emb_hash_key(uint64 k)
+{
+	k ^= k >> 33;
+	k *= UINT64CONST(0xff51afd7ed558ccd);
+	k ^= k >> 33;
+	k *= UINT64CONST(0xc4ceb9fe1a85ec53);
+	k ^= k >> 33;
+	return (uint32) k;
+}
+
 static inline int
 mtms_emb_dim(const MtmsEmbStore *s)
 {

@@ -36,23 +36,11 @@ typedef struct HygEntry
 	char		status;
 } HygEntry;
 
-/* Keys are already good hashes; still finalise them (murmur3 fmix64). */
-static inline uint32
-hyg_hash_key(uint64 k)
-{
-	k ^= k >> 33;
-	k *= UINT64CONST(0xff51afd7ed558ccd);
-	k ^= k >> 33;
-	k *= UINT64CONST(0xc4ceb9fe1a85ec53);
-	k ^= k >> 33;
-	return (uint32) k;
-}
-
 #define SH_PREFIX		mtms_hyghash
 #define SH_ELEMENT_TYPE	HygEntry
 #define SH_KEY_TYPE		uint64
 #define SH_KEY			key
-#define SH_HASH_KEY(tb, k)	hyg_hash_key(k)
+#define SH_HASH_KEY(tb, k)	mtms_emb_hash_key(k)
 #define SH_EQUAL(tb, a, b)	((a) == (b))
 #define SH_SCOPE		static inline
 #define SH_DECLARE
