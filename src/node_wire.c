@@ -10,6 +10,7 @@
 
 #include "miscadmin.h"
 #include "unit_wire.h"
+#include "wire_codec.h"
 #include "utils/memutils.h"
 
 #define JOB_MAGIC		0x6d746a31	/* "mtj1" */
@@ -38,45 +39,14 @@ build_fingerprint(void)
 	return h;
 }
 
-static void
-put(StringInfo buf, const void *p, Size n)
-{
-	if ((Size) buf->len + n >= MaxAllocHugeSize)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("mtms: a multi-node message would pass %zu bytes",
-						(Size) MaxAllocHugeSize)));
-	appendBinaryStringInfo(buf, p, (int) n);
-}
+#define put(buf, p, n)	mtms_wire_put(buf, p, n)
+#define get(p, end, dst, n)	mtms_wire_get(p, end, dst, n, "multi-node")
+#define get_int(p, end, lo, hi)	mtms_wire_get_int(p, end, lo, hi, "multi-node")
 
 static void
 put_int(StringInfo buf, int32 v)
 {
 	put(buf, &v, sizeof(v));
-}
-
-static void
-get(const char **p, const char *end, void *dst, Size n)
-{
-	if ((Size) (end - *p) < n)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("mtms: truncated multi-node message")));
-	memcpy(dst, *p, n);
-	*p += n;
-}
-
-static int32
-get_int(const char **p, const char *end, int32 lo, int32 hi)
-{
-	int32		v;
-
-	get(p, end, &v, sizeof(v));
-	if (v < lo || v > hi)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("mtms: invalid multi-node message")));
-	return v;
 }
 
 /* A section: its length, then what fill wrote. */

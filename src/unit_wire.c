@@ -5,39 +5,14 @@
 #include "unit_wire.h"
 
 #include "catalog.h"
+#include "wire_codec.h"
 #include "utils/memutils.h"
 
 #define WIRE_MAGIC	0x6d747731	/* "mtw1" */
 
-static void
-put(StringInfo buf, const void *p, Size n)
-{
-	appendBinaryStringInfo(buf, p, (int) n);
-}
-
-static void
-get(const char **p, const char *end, void *dst, Size n)
-{
-	if ((Size) (end - *p) < n)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("mtms: truncated unit message")));
-	memcpy(dst, *p, n);
-	*p += n;
-}
-
-static int32
-get_int(const char **p, const char *end, int32 lo, int32 hi)
-{
-	int32		v;
-
-	get(p, end, &v, sizeof(v));
-	if (v < lo || v > hi)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("mtms: invalid unit message")));
-	return v;
-}
+#define put(buf, p, n)	mtms_wire_put(buf, p, n)
+#define get(p, end, dst, n)	mtms_wire_get(p, end, dst, n, "unit")
+#define get_int(p, end, lo, hi)	mtms_wire_get_int(p, end, lo, hi, "unit")
 
 static char *
 get_name(const char **p, const char *end)
