@@ -95,14 +95,25 @@ check_schema_has_experiments(void)
 				 errhint("Run ALTER EXTENSION mtms UPDATE.")));
 }
 
-static void
-check_has_experiment(const MtmsModelMeta *m)
+/*
+ * The model (argument 0 of fname) locked for a change of its running
+ * experiment: the caller may train it and it has one.
+ */
+static MtmsModelMeta *
+lookup_experiment_model(FunctionCallInfo fcinfo, const char *fname)
 {
+	MtmsModelMeta *m;
+
+	check_not_null(fcinfo, 0, "model", fname, NULL);
+	check_schema_has_experiments();
+	m = mtms_model_lookup_for_change(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+									 MTMS_PRIV_TRAIN);
 	if (m->experiment_id == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("model \"%s\" has no experiment", m->name),
 				 errhint("Declare one with mtms_experiment('%s', version, share).", m->name)));
+	return m;
 }
 
 /* ---------------------------------------------------------------------
@@ -223,11 +234,7 @@ mtms_experiment_stop(PG_FUNCTION_ARGS)
 	Oid			types[1] = {INT4OID};
 	Datum		values[1];
 
-	check_not_null(fcinfo, 0, "model", "mtms_experiment_stop", NULL);
-	check_schema_has_experiments();
-	m = mtms_model_lookup_for_change(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-									 MTMS_PRIV_TRAIN);
-	check_has_experiment(m);
+	m = lookup_experiment_model(fcinfo, "mtms_experiment_stop");
 	values[0] = Int32GetDatum(m->model_id);
 
 	exp_spi_begin(&x);
@@ -251,11 +258,7 @@ mtms_experiment_promote(PG_FUNCTION_ARGS)
 	Oid			types[2] = {INT4OID, INT4OID};
 	Datum		values[2];
 
-	check_not_null(fcinfo, 0, "model", "mtms_experiment_promote", NULL);
-	check_schema_has_experiments();
-	m = mtms_model_lookup_for_change(text_to_cstring(PG_GETARG_TEXT_PP(0)),
-									 MTMS_PRIV_TRAIN);
-	check_has_experiment(m);
+	m = lookup_experiment_model(fcinfo, "mtms_experiment_promote");
 	values[0] = Int32GetDatum(m->model_id);
 	values[1] = Int32GetDatum(m->candidate_version);
 
