@@ -1,19 +1,24 @@
 /*
  * joined_keys.c
- *    Fine-tune rows as distinct keys with frozen joined embeddings, and the
- *    first tower layer through per-key projections (see joined_keys.h for
- *    why this is exact).
+ *    Fine-tune rows as distinct keys with sparse frozen joined embeddings,
+ *    and the first tower layer at a cost that follows the data (see
+ *    joined_keys.h for why this is exact).
  *
- * Layout: the distinct (feature hash, field) keys of a set of rows are
- * numbered field by field, so the keys of field f are [fstart[f],
- * fstart[f+1]) and their joined embeddings J (npairs * dim floats per key,
- * pair q's vector in columns q*dim ..) form one matrix per field.  For a
- * tower, the first-layer columns of field f (dim columns per pair,
- * scattered over the joined input by block_off) are gathered into one
- * h1 x (npairs * dim) matrix Wf, and P_f = J_f Wf^T is one cblas_sgemm;
- * a row's first-layer products are the sum of its keys' rows of P.  The
- * validation rows (MtmsJoinedKeys) and a training batch (MtmsKeyBatch,
- * numbering the batch's keys among the shuffle buffer's) share this.
+ * Layout: a MtmsJoinedTable holds, key by key, the key's entries: the
+ * pairs that have an embedding row for it (in pair order) and that row's
+ * vector.  A MtmsJoinedKeys numbers the distinct keys of a set of rows and
+ * points at their entries in a table.  To go through a tower's first
+ * layer, a list of keys (a batch's, or a validation set's) is laid out in
+ * Panels: field by field, the field's keys as rows and, as columns, only
+ * the field's ACTIVE pairs (those in which one of these keys has an
+ * entry), d columns each, zero where a key has no entry in a pair.  Field
+ * f's products are then one cblas_sgemm of its panel J_f (keys x na*d)
+ * by W1's columns of the blocks (active pair, f), gathered into one
+ * h1 x na*d matrix, and the weight gradient is D_f^T J_f added to those
+ * blocks.  When features occur in every scene (dense joins) the panels
+ * are as wide as the joined input and this is the dense product; when a
+ * scene's keys occur in a few scenes only, the cost shrinks with them.
+ * A row's first layer is the sum of its keys' products.
  */
 #include "joined_keys.h"
 #include "feature_keys.h"
@@ -24,93 +29,435 @@
 
 #define VK_BATCH 512
 
-/*
- * Number n items field by field: fstart[0..F] (zeroed here) gets the first
- * number of each field, pos[i] the number of item i (of field field[i]),
- * items of one field keeping their order.
- */
-static void
-group_by_field(const int32 *field, int64 n, int F, int64 *fstart, int32 *pos)
-{
-	int64	   *next = palloc(sizeof(int64) * Max(F, 1));
+/* ----------------------------------------------------------------
+ * The flat table of entries
+ * ---------------------------------------------------------------- */
 
-	memset(fstart, 0, sizeof(int64) * (F + 1));
+struct MtmsJoinedTable
+{
+	int64		nkeys;
+	int64		nent;			/* entries of all keys */
+	int32		dim;
+	int32		pad;
+	/* then int64 start[nkeys + 1], int32 pair[nent], float vec[nent * dim] */
+};
+
+#define JT_HEADER	MAXALIGN(sizeof(MtmsJoinedTable))
+
+static inline int64 *
+jt_start(const MtmsJoinedTable *jt)
+{
+	return (int64 *) ((char *) jt + JT_HEADER);
+}
+
+static inline int32 *
+jt_pair(const MtmsJoinedTable *jt)
+{
+	return (int32 *) (jt_start(jt) + jt->nkeys + 1);
+}
+
+static inline float *
+jt_vec(const MtmsJoinedTable *jt)
+{
+	return (float *) ((char *) jt_pair(jt) + MAXALIGN(sizeof(int32) * jt->nent));
+}
+
+static Size
+jt_bytes(int64 nkeys, int64 nent, int dim)
+{
+	return JT_HEADER + sizeof(int64) * (nkeys + 1) + MAXALIGN(sizeof(int32) * nent) +
+		sizeof(float) * nent * dim;
+}
+
+Size
+mtms_joined_table_bytes(const MtmsJoinedTable *jt)
+{
+	return jt_bytes(jt->nkeys, jt->nent, jt->dim);
+}
+
+int64
+mtms_joined_table_entries(const MtmsJoinedTable *jt)
+{
+	return jt->nent;
+}
+
+/*
+ * Each key's entries: its row in every pair's frozen table that has one,
+ * in pair order.  One lookup per (key, pair); the vectors are copied once
+ * the number of entries is known.
+ */
+MtmsJoinedTable *
+mtms_joined_table_build(const MtmsModel *m, const MtmsFeatureKey *keys, int64 nkeys)
+{
+	int			d = m->dim;
+	int64		cap = Max(nkeys, 1024);
+	int64		nent = 0;
+	int32	   *pair = palloc_extended(sizeof(int32) * cap, MCXT_ALLOC_HUGE);
+	const float **src = palloc_extended(sizeof(float *) * cap, MCXT_ALLOC_HUGE);
+	int64	   *start = palloc_extended(sizeof(int64) * (nkeys + 1), MCXT_ALLOC_HUGE);
+	MtmsJoinedTable *jt;
+
+	for (int64 k = 0; k < nkeys; k++)
+	{
+		if ((k & 4095) == 0)
+			CHECK_FOR_INTERRUPTS();
+		start[k] = nent;
+		for (int q = 0; q < m->npairs; q++)
+		{
+			int64		idx = mtms_emb_find(m->emb[q], keys[k].hash);
+
+			if (idx < 0)
+				continue;
+			if (nent == cap)
+			{
+				cap *= 2;
+				pair = repalloc_huge(pair, sizeof(int32) * cap);
+				src = repalloc_huge(src, sizeof(float *) * cap);
+			}
+			pair[nent] = q;
+			src[nent++] = mtms_emb_vector(m->emb[q], idx);
+		}
+	}
+	start[nkeys] = nent;
+
+	jt = palloc_extended(jt_bytes(nkeys, nent, d), MCXT_ALLOC_HUGE);
+	jt->nkeys = nkeys;
+	jt->nent = nent;
+	jt->dim = d;
+	jt->pad = 0;
+	memcpy(jt_start(jt), start, sizeof(int64) * (nkeys + 1));
+	memcpy(jt_pair(jt), pair, sizeof(int32) * nent);
+	for (int64 e = 0; e < nent; e++)
+		memcpy(jt_vec(jt) + e * d, src[e], sizeof(float) * d);
+	pfree(start);
+	pfree(src);
+	pfree(pair);
+	return jt;
+}
+
+/* ----------------------------------------------------------------
+ * Panels: a list of keys, field by field, dense over the field's pairs
+ * ---------------------------------------------------------------- */
+
+typedef struct Panels
+{
+	MemoryContext cxt;			/* of the arrays below */
+	int			nfields;
+	int			d;
+	int64		n;				/* keys */
+	int64	   *fstart;			/* [F + 1] keys of field f: order[fstart[f]..] */
+	int64	   *order;			/* [n] panel row -> caller's key */
+	int64		ncap;
+	int64	   *astart;			/* [F + 1] active pairs of field f */
+	int32	   *apair;			/* [sum of na] */
+	int64		acap;
+	int64	   *joff;			/* [F + 1] field f's panel in J */
+	float	   *J;				/* per field nk x (na * d), zero where no entry */
+	int64		jcap;
+	int32	   *pos;			/* [npairs] scratch: pair -> panel column, -1 */
+	int32		npairs;
+	int32	   *run_col;		/* the first-layer column runs of the blocks */
+	int32	   *run_len;
+	int			nruns;
+	int64		runcap;
+	float	   *wc;				/* h1 x (max na * d): gathered W1 columns */
+	int64		wccap;
+	float	   *pp;				/* n x h1: products / gradients, panel order */
+	int64		ppcap;
+} Panels;
+
+/* buf (cap elements of size sz) with room for n, contents not kept */
+static void *
+room(MemoryContext cxt, void *buf, int64 *cap, int64 n, Size sz)
+{
+	if (*cap >= n && buf != NULL)
+		return buf;
+	if (buf)
+		pfree(buf);
+	*cap = Max(n, Max(2 * *cap, 1024));
+	return MemoryContextAllocHuge(cxt, sz * *cap);
+}
+
+static int
+cmp_int32(const void *a, const void *b)
+{
+	int32		x = *(const int32 *) a;
+	int32		y = *(const int32 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* Order the n keys field by field (stable). */
+static void
+panels_order(Panels *pn, const int32 *kfield, int64 n)
+{
+	int			F = pn->nfields;
+	int64	   *next = palloc(sizeof(int64) * F);
+
+	memset(pn->fstart, 0, sizeof(int64) * (F + 1));
 	for (int64 i = 0; i < n; i++)
-		fstart[field[i] + 1]++;
+		pn->fstart[kfield[i] + 1]++;
 	for (int f = 0; f < F; f++)
-		fstart[f + 1] += fstart[f];
-	memcpy(next, fstart, sizeof(int64) * F);
+		pn->fstart[f + 1] += pn->fstart[f];
+	memcpy(next, pn->fstart, sizeof(int64) * F);
 	for (int64 i = 0; i < n; i++)
-		pos[i] = (int32) next[field[i]]++;
+		pn->order[next[kfield[i]]++] = i;
 	pfree(next);
 }
 
-/*
- * A key's joined embedding (npairs * dim floats into dst): its vector in
- * every pair's frozen table, zero where a pair has no row for it.
- */
+/* Field f's active pairs (those with an entry of one of its keys), sorted. */
 static void
-joined_vector(const MtmsModel *m, uint64 hash, float *dst)
+panels_active(Panels *pn, const MtmsJoinedTable *jt, const int64 *kid, int f)
 {
-	int			d = m->dim;
+	const int64 *start = jt_start(jt);
+	const int32 *pair = jt_pair(jt);
+	int64		a0 = pn->astart[f];
+	int64		na = 0;
 
-	for (int q = 0; q < m->npairs; q++)
+	for (int64 r = pn->fstart[f]; r < pn->fstart[f + 1]; r++)
 	{
-		int64		idx = mtms_emb_find(m->emb[q], hash);
+		int64		k = kid[pn->order[r]];
 
-		if (idx >= 0)
-			memcpy(dst + q * d, mtms_emb_vector(m->emb[q], idx), sizeof(float) * d);
+		for (int64 e = start[k]; e < start[k + 1]; e++)
+			if (pn->pos[pair[e]] < 0)
+			{
+				pn->pos[pair[e]] = 0;
+				pn->apair[a0 + na++] = pair[e];
+			}
+	}
+	qsort(pn->apair + a0, na, sizeof(int32), cmp_int32);
+	for (int64 a = 0; a < na; a++)
+		pn->pos[pn->apair[a0 + a]] = -1;
+	pn->astart[f + 1] = a0 + na;
+}
+
+/* Fill field f's panel of J from the keys' entries. */
+static void
+panels_fill(Panels *pn, const MtmsJoinedTable *jt, const int64 *kid, int f)
+{
+	const int64 *start = jt_start(jt);
+	const int32 *pair = jt_pair(jt);
+	const float *vec = jt_vec(jt);
+	int			d = pn->d;
+	int64		na = pn->astart[f + 1] - pn->astart[f];
+	int64		w = na * d;
+	float	   *J = pn->J + pn->joff[f];
+
+	for (int64 a = 0; a < na; a++)
+		pn->pos[pn->apair[pn->astart[f] + a]] = (int32) a;
+	for (int64 r = pn->fstart[f]; r < pn->fstart[f + 1]; r++)
+	{
+		int64		k = kid[pn->order[r]];
+		float	   *row = J + (r - pn->fstart[f]) * w;
+
+		memset(row, 0, sizeof(float) * w);
+		for (int64 e = start[k]; e < start[k + 1]; e++)
+			memcpy(row + (Size) pn->pos[pair[e]] * d, vec + e * d, sizeof(float) * d);
+	}
+	for (int64 a = pn->astart[f]; a < pn->astart[f + 1]; a++)
+		pn->pos[pn->apair[a]] = -1;
+}
+
+/* The first-layer columns of all panels' blocks as merged runs. */
+static void
+panels_runs(Panels *pn, const MtmsModel *m)
+{
+	int			F = pn->nfields;
+	int64		nb = pn->astart[F];
+	int			nr = 0;
+
+	if (pn->runcap < nb || pn->run_col == NULL)
+	{
+		if (pn->run_col)
+		{
+			pfree(pn->run_col);
+			pfree(pn->run_len);
+		}
+		pn->runcap = Max(nb, 1024);
+		pn->run_col = MemoryContextAlloc(pn->cxt, sizeof(int32) * pn->runcap);
+		pn->run_len = MemoryContextAlloc(pn->cxt, sizeof(int32) * pn->runcap);
+	}
+	for (int f = 0; f < F; f++)
+		for (int64 a = pn->astart[f]; a < pn->astart[f + 1]; a++)
+			pn->run_col[nr++] = m->block_off[pn->apair[a] * F + f];
+	qsort(pn->run_col, nr, sizeof(int32), cmp_int32);
+	pn->nruns = 0;
+	for (int i = 0; i < nr; i++)
+	{
+		int			r = pn->nruns - 1;
+
+		if (r >= 0 && pn->run_col[r] + pn->run_len[r] == pn->run_col[i])
+			pn->run_len[r] += pn->d;
 		else
-			memset(dst + q * d, 0, sizeof(float) * d);
+		{
+			pn->run_col[pn->nruns] = pn->run_col[i];
+			pn->run_len[pn->nruns++] = pn->d;
+		}
 	}
 }
 
+/*
+ * Build the panels of n keys (key i: number kid[i] in jt, field kfield[i])
+ * for m's layout.
+ */
 static void
-check_joined_tower(const MtmsModel *m, const MtmsTower *t, int W)
+panels_build(Panels *pn, const MtmsModel *m, const MtmsJoinedTable *jt,
+			 const int64 *kid, const int32 *kfield, int64 n)
 {
-	if (t->sizes[0] != MTMS_INPUT2(m) || W != m->npairs * m->dim)
+	int			F = m->nfields;
+	int64		total = 0;
+
+	if (pn->fstart == NULL || pn->nfields != F || pn->npairs != m->npairs)
+	{
+		if (pn->fstart)
+		{
+			pfree(pn->fstart);
+			pfree(pn->astart);
+			pfree(pn->joff);
+			pfree(pn->pos);
+		}
+		pn->nfields = F;
+		pn->npairs = m->npairs;
+		pn->fstart = MemoryContextAlloc(pn->cxt, sizeof(int64) * (F + 1));
+		pn->astart = MemoryContextAlloc(pn->cxt, sizeof(int64) * (F + 1));
+		pn->joff = MemoryContextAlloc(pn->cxt, sizeof(int64) * (F + 1));
+		pn->pos = MemoryContextAlloc(pn->cxt, sizeof(int32) * Max(m->npairs, 1));
+		memset(pn->pos, 0xff, sizeof(int32) * Max(m->npairs, 1));	/* -1 */
+	}
+	pn->d = m->dim;
+	pn->n = n;
+	pn->order = room(pn->cxt, pn->order, &pn->ncap, n, sizeof(int64));
+	panels_order(pn, kfield, n);
+	pn->apair = room(pn->cxt, pn->apair, &pn->acap, (int64) F * m->npairs, sizeof(int32));
+	pn->astart[0] = 0;
+	for (int f = 0; f < F; f++)
+	{
+		panels_active(pn, jt, kid, f);
+		pn->joff[f] = total;
+		total += (pn->fstart[f + 1] - pn->fstart[f]) *
+			(pn->astart[f + 1] - pn->astart[f]) * pn->d;
+	}
+	pn->joff[F] = total;
+	pn->J = room(pn->cxt, pn->J, &pn->jcap, total, sizeof(float));
+	for (int f = 0; f < F; f++)
+		panels_fill(pn, jt, kid, f);
+	panels_runs(pn, m);
+}
+static Panels *
+panels_create(MemoryContext cxt)
+{
+	Panels	   *pn = MemoryContextAllocZero(cxt, sizeof(Panels));
+
+	pn->cxt = cxt;
+	return pn;
+}
+
+static void
+panels_free(Panels *pn)
+{
+	void	   *bufs[] = {pn->fstart, pn->order, pn->astart, pn->apair, pn->joff,
+	pn->J, pn->pos, pn->run_col, pn->run_len, pn->wc, pn->pp};
+
+	for (int i = 0; i < lengthof(bufs); i++)
+		if (bufs[i])
+			pfree(bufs[i]);
+	pfree(pn);
+}
+
+static void
+check_joined_tower(const MtmsModel *m, const MtmsTower *t)
+{
+	if (t->sizes[0] != MTMS_INPUT2(m))
 		elog(ERROR, "fine-tune tower input of %d columns does not match the model's %d",
 			 t->sizes[0], MTMS_INPUT2(m));
 }
 
-/* Wf (h1 x W) = tower t's first-layer columns of field f, pair by pair. */
+/* wc (h1 x na*d) = tower t's first-layer columns of field f's active blocks. */
 static void
-gather_field_columns(const MtmsModel *m, const MtmsTower *t, int f, float *Wf)
+panels_gather_columns(Panels *pn, const MtmsModel *m, const MtmsTower *t, int f)
 {
-	int			F = m->nfields;
-	int			d = m->dim;
-	int			W = m->npairs * d;
+	int			d = pn->d;
+	int			h1 = t->sizes[1];
 	int			nin = t->sizes[0];
+	int64		a0 = pn->astart[f];
+	int64		w = (pn->astart[f + 1] - a0) * d;
 
-	for (int o = 0; o < t->sizes[1]; o++)
-		for (int q = 0; q < m->npairs; q++)
-			memcpy(Wf + (Size) o * W + q * d,
-				   t->W[0] + (Size) o * nin + m->block_off[q * F + f],
+	pn->wc = room(pn->cxt, pn->wc, &pn->wccap, h1 * w, sizeof(float));
+	for (int o = 0; o < h1; o++)
+		for (int64 a = 0; a * d < w; a++)
+			memcpy(pn->wc + o * w + a * d,
+				   t->W[0] + (Size) o * nin + m->block_off[pn->apair[a0 + a] * pn->nfields + f],
 				   sizeof(float) * d);
 }
 
 /*
- * P (keys x h1) = each key's first-layer products for tower t: the keys'
- * joined embeddings J (W floats each) are grouped by field as fstart says;
- * Wf is scratch of h1 x W floats.
+ * P (keys x h1, the caller's key order) = each key's first-layer products
+ * for tower t: per field one cblas_sgemm of its panel by the gathered
+ * columns of its active blocks.
  */
 static void
-project_keys(const MtmsModel *m, const MtmsTower *t, const float *J,
-			 const int64 *fstart, float *Wf, float *P)
+panels_project(Panels *pn, const MtmsModel *m, const MtmsTower *t, float *P)
 {
-	int			W = m->npairs * m->dim;
 	int			h1 = t->sizes[1];
 
-	for (int f = 0; f < m->nfields; f++)
+	pn->pp = room(pn->cxt, pn->pp, &pn->ppcap, Max(pn->n, 1) * h1, sizeof(float));
+	for (int f = 0; f < pn->nfields; f++)
 	{
-		int64		k0 = fstart[f];
-		int64		nk = fstart[f + 1] - k0;
+		int64		nk = pn->fstart[f + 1] - pn->fstart[f];
+		int64		w = (pn->astart[f + 1] - pn->astart[f]) * pn->d;
+		float	   *out = pn->pp + pn->fstart[f] * h1;
 
 		if (nk == 0)
 			continue;
-		gather_field_columns(m, t, f, Wf);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) nk, h1, W,
-					1.0f, J + k0 * W, W, Wf, W, 0.0f, P + k0 * h1, h1);
+		if (w == 0)
+		{
+			memset(out, 0, sizeof(float) * nk * h1);
+			continue;
+		}
+		panels_gather_columns(pn, m, t, f);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int) nk, h1, (int) w,
+					1.0f, pn->J + pn->joff[f], (int) w, pn->wc, (int) w, 0.0f, out, h1);
+	}
+	for (int64 r = 0; r < pn->n; r++)
+		memcpy(P + (Size) pn->order[r] * h1, pn->pp + r * h1, sizeof(float) * h1);
+}
+
+/*
+ * t->gW[0] += D^T X in the panels' blocks: per field G = D_f^T J_f (one
+ * cblas_sgemm), added to the blocks' columns.  D: keys x h1, caller order.
+ */
+static void
+panels_weight_grad(Panels *pn, const MtmsModel *m, MtmsTower *t, const float *D)
+{
+	int			d = pn->d;
+	int			h1 = t->sizes[1];
+	int			nin = t->sizes[0];
+
+	pn->pp = room(pn->cxt, pn->pp, &pn->ppcap, Max(pn->n, 1) * h1, sizeof(float));
+	for (int64 r = 0; r < pn->n; r++)
+		memcpy(pn->pp + r * h1, D + (Size) pn->order[r] * h1, sizeof(float) * h1);
+	for (int f = 0; f < pn->nfields; f++)
+	{
+		int64		nk = pn->fstart[f + 1] - pn->fstart[f];
+		int64		a0 = pn->astart[f];
+		int64		w = (pn->astart[f + 1] - a0) * d;
+
+		if (nk == 0 || w == 0)
+			continue;
+		pn->wc = room(pn->cxt, pn->wc, &pn->wccap, h1 * w, sizeof(float));
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, h1, (int) w, (int) nk,
+					1.0f, pn->pp + pn->fstart[f] * h1, h1, pn->J + pn->joff[f], (int) w,
+					0.0f, pn->wc, (int) w);
+		for (int o = 0; o < h1; o++)
+			for (int64 a = 0; a * d < w; a++)
+			{
+				float	   *restrict dst = t->gW[0] + (Size) o * nin +
+					m->block_off[pn->apair[a0 + a] * pn->nfields + f];
+				const float *restrict src = pn->wc + o * w + a * d;
+
+				for (int k = 0; k < d; k++)
+					dst[k] += src[k];
+			}
 	}
 }
 
@@ -139,20 +486,20 @@ sum_projections(float *restrict H, const float *restrict P, int h1,
 }
 
 /* ----------------------------------------------------------------
- * Row sets (validation rows, shuffle buffers)
+ * Row sets (validation rows, shuffle buffers, a unit's rows)
  * ---------------------------------------------------------------- */
 
 struct MtmsJoinedKeys
 {
-	int32		nfields;
-	int32		width;			/* npairs * dim */
+	const MtmsJoinedTable *jt;	/* the keys' entries */
+	MtmsJoinedTable *own_jt;	/* jt, when built for these keys */
 	int64		nkeys;
-	int64	   *field_start;	/* [nfields + 1] */
+	int64	   *key_id;			/* [nkeys] number in jt */
 	int32	   *key_field;		/* [nkeys] */
-	float	   *J;				/* [nkeys * width] */
 	int64		nrows;
 	int64	   *row_start;		/* [nrows + 1] */
 	int32	   *row_keys;		/* key of every feature occurrence */
+	Panels	   *all;			/* every key's panels (logits) */
 };
 
 MtmsJoinedKeys *
@@ -160,17 +507,11 @@ mtms_joined_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
 					   const int64 *rows, int64 nrows)
 {
 	MtmsJoinedKeys *vk = palloc0(sizeof(MtmsJoinedKeys));
-	int			F = m->nfields;
-	int			d = m->dim;
 	int64		nocc = 0;
 	int64		nkeys = 0;
 	mtms_fkhash_hash *tab;
 	MtmsFeatureKey *keys;
-	int32	   *fields;
-	int32	   *remap;
 
-	vk->nfields = F;
-	vk->width = m->npairs * d;
 	vk->nrows = nrows;
 	if (rows == NULL)
 		nocc = vs->start[nrows] - vs->start[0];
@@ -211,83 +552,46 @@ mtms_joined_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
 	vk->row_start[nrows] = nocc;
 	mtms_fkhash_destroy(tab);
 
-	/* renumber field by field, and look each key up once */
+	/* each key looked up once in every pair */
 	vk->nkeys = nkeys;
-	vk->field_start = palloc(sizeof(int64) * (F + 1));
-	fields = palloc_extended(sizeof(int32) * Max(nkeys, 1), MCXT_ALLOC_HUGE);
-	remap = palloc_extended(sizeof(int32) * Max(nkeys, 1), MCXT_ALLOC_HUGE);
-	for (int64 k = 0; k < nkeys; k++)
-		fields[k] = keys[k].field;
-	group_by_field(fields, nkeys, F, vk->field_start, remap);
-	vk->J = palloc_extended(sizeof(float) * Max(nkeys, 1) * vk->width, MCXT_ALLOC_HUGE);
+	vk->own_jt = mtms_joined_table_build(m, keys, nkeys);
+	vk->jt = vk->own_jt;
+	vk->key_id = palloc_extended(sizeof(int64) * Max(nkeys, 1), MCXT_ALLOC_HUGE);
 	vk->key_field = palloc_extended(sizeof(int32) * Max(nkeys, 1), MCXT_ALLOC_HUGE);
 	for (int64 k = 0; k < nkeys; k++)
 	{
-		float	   *dst = vk->J + (Size) remap[k] * vk->width;
-
-		if ((k & 4095) == 0)
-			CHECK_FOR_INTERRUPTS();
-		vk->key_field[remap[k]] = keys[k].field;
-		joined_vector(m, keys[k].hash, dst);
+		vk->key_id[k] = k;
+		vk->key_field[k] = keys[k].field;
 	}
-	for (int64 j = 0; j < nocc; j++)
-		vk->row_keys[j] = remap[vk->row_keys[j]];
-	pfree(fields);
-	pfree(remap);
 	pfree(keys);
 	return vk;
 }
 
 /*
- * A store's keys' joined embeddings from m's frozen tables: row k of the
- * result (npairs * dim floats) is key k's vector in every pair, zero where
- * a pair has no row for it.
- */
-float *
-mtms_joined_table_build(const MtmsModel *m, const MtmsFeatureKey *keys, int64 nkeys)
-{
-	int			d = m->dim;
-	Size		width = (Size) m->npairs * d;
-	float	   *J = palloc_extended(sizeof(float) * Max(nkeys, 1) * width, MCXT_ALLOC_HUGE);
-
-	for (int64 k = 0; k < nkeys; k++)
-	{
-		float	   *dst = J + (Size) k * width;
-
-		if ((k & 4095) == 0)
-			CHECK_FOR_INTERRUPTS();
-		joined_vector(m, keys[k].hash, dst);
-	}
-	return J;
-}
-
-/*
- * The keys of rows rows[0..n) of a row store, their joined embeddings taken
- * from J (the store's keys' table, mtms_joined_table_build): the same
- * layout as mtms_joined_keys_build, without looking anything up.
+ * The keys of rows rows[0..n) of a row store, their entries in jt (the
+ * store's keys' table, mtms_joined_table_build): nothing is looked up.
  */
 MtmsJoinedKeys *
 mtms_joined_keys_from_store(const MtmsRowStore *st, const int64 *rows, int64 n,
-							const float *J, int nfields, int width)
+							const MtmsJoinedTable *jt, int nfields)
 {
 	MtmsJoinedKeys *vk = palloc0(sizeof(MtmsJoinedKeys));
 	const int64 *rstart = mtms_rs_row_start(st);
 	const int32 *occ = mtms_rs_occ(st);
 	const MtmsFeatureKey *skeys = mtms_rs_keys(st);
 	int32	   *local = palloc_extended(sizeof(int32) * Max(st->nkeys, 1), MCXT_ALLOC_HUGE);
-	int64	   *global;
-	int32	   *fields;
-	int32	   *remap;
 	int64		nocc = 0;
 
+	if (jt->nkeys != st->nkeys)
+		elog(ERROR, "joined table of " INT64_FORMAT " keys for a row store of " INT64_FORMAT,
+			 jt->nkeys, st->nkeys);
 	for (int64 i = 0; i < n; i++)
 		nocc += rstart[rows[i] + 1] - rstart[rows[i]];
-	vk->nfields = nfields;
-	vk->width = width;
+	vk->jt = jt;
 	vk->nrows = n;
 	vk->row_start = palloc_extended(sizeof(int64) * (n + 1), MCXT_ALLOC_HUGE);
 	vk->row_keys = palloc_extended(sizeof(int32) * Max(nocc, 1), MCXT_ALLOC_HUGE);
-	global = palloc_extended(sizeof(int64) * Max(nocc, 1), MCXT_ALLOC_HUGE);
+	vk->key_id = palloc_extended(sizeof(int64) * Max(nocc, 1), MCXT_ALLOC_HUGE);
 	memset(local, 0xff, sizeof(int32) * Max(st->nkeys, 1));
 
 	/* number the distinct keys in order of first sight */
@@ -302,54 +606,41 @@ mtms_joined_keys_from_store(const MtmsRowStore *st, const int64 *rows, int64 n,
 			if (local[g] < 0)
 			{
 				local[g] = (int32) vk->nkeys;
-				global[vk->nkeys++] = g;
+				vk->key_id[vk->nkeys++] = g;
 			}
 			vk->row_keys[nocc++] = local[g];
 		}
 	}
 	vk->row_start[n] = nocc;
-
-	/* field by field, as the projections want them */
-	vk->field_start = palloc(sizeof(int64) * (nfields + 1));
-	fields = palloc_extended(sizeof(int32) * Max(vk->nkeys, 1), MCXT_ALLOC_HUGE);
-	remap = palloc_extended(sizeof(int32) * Max(vk->nkeys, 1), MCXT_ALLOC_HUGE);
-	for (int64 k = 0; k < vk->nkeys; k++)
-		fields[k] = skeys[global[k]].field;
-	group_by_field(fields, vk->nkeys, nfields, vk->field_start, remap);
-	vk->J = palloc_extended(sizeof(float) * Max(vk->nkeys, 1) * width, MCXT_ALLOC_HUGE);
 	vk->key_field = palloc_extended(sizeof(int32) * Max(vk->nkeys, 1), MCXT_ALLOC_HUGE);
 	for (int64 k = 0; k < vk->nkeys; k++)
-	{
-		memcpy(vk->J + (Size) remap[k] * width, J + (Size) global[k] * width,
-			   sizeof(float) * width);
-		vk->key_field[remap[k]] = fields[k];
-	}
-	for (int64 j = 0; j < nocc; j++)
-		vk->row_keys[j] = remap[vk->row_keys[j]];
-	pfree(fields);
-	pfree(remap);
-	pfree(global);
+		vk->key_field[k] = skeys[vk->key_id[k]].field;
 	pfree(local);
+	(void) nfields;
 	return vk;
 }
 
 void
-mtms_joined_keys_logits(const MtmsJoinedKeys *vk, const MtmsModel *m,
+mtms_joined_keys_logits(MtmsJoinedKeys *vk, const MtmsModel *m,
 						const MtmsTower *t, float *logits)
 {
 	int			h1 = t->sizes[1];
-	float	   *Wf;
 	float	   *P;
 	float	   *H;
 	MtmsTowerWork *w;
 
-	check_joined_tower(m, t, vk->width);
+	check_joined_tower(m, t);
 	if (vk->nrows == 0)
 		return;
+	if (vk->all == NULL)
+	{
+		/* kept as long as vk */
+		vk->all = panels_create(GetMemoryChunkContext(vk));
+		panels_build(vk->all, m, vk->jt, vk->key_id, vk->key_field, vk->nkeys);
+	}
 
-	Wf = palloc(sizeof(float) * h1 * vk->width);
 	P = palloc_extended(sizeof(float) * Max(vk->nkeys, 1) * h1, MCXT_ALLOC_HUGE);
-	project_keys(m, t, vk->J, vk->field_start, Wf, P);
+	panels_project(vk->all, m, t, P);
 
 	/* per row the sum of its keys' projections, then the other layers */
 	H = palloc(sizeof(float) * VK_BATCH * h1);
@@ -365,7 +656,6 @@ mtms_joined_keys_logits(const MtmsJoinedKeys *vk, const MtmsModel *m,
 	mtms_tower_work_free(w);
 	pfree(H);
 	pfree(P);
-	pfree(Wf);
 }
 
 void
@@ -373,9 +663,12 @@ mtms_joined_keys_free(MtmsJoinedKeys *vk)
 {
 	if (vk == NULL)
 		return;
-	pfree(vk->field_start);
+	if (vk->all)
+		panels_free(vk->all);
+	if (vk->own_jt)
+		pfree(vk->own_jt);
+	pfree(vk->key_id);
 	pfree(vk->key_field);
-	pfree(vk->J);
 	pfree(vk->row_start);
 	pfree(vk->row_keys);
 	pfree(vk);
@@ -388,25 +681,20 @@ mtms_joined_keys_free(MtmsJoinedKeys *vk)
 struct MtmsKeyBatch
 {
 	MemoryContext cxt;
-	int32	   *mark;			/* buffer key -> local key, or -1 */
+	int32	   *mark;			/* row set key -> local key, or -1 */
 	int64		markcap;
 	int			n;				/* rows of the batch */
 	int			nloc;			/* distinct keys */
-	int32	   *loc;			/* local key -> buffer key, grouped by field */
-	int32	   *locfield;		/* field of loc[i] while numbering */
-	int32	   *locpos;			/* its local number */
-	int64	   *fstart;			/* [nfields + 1] local keys of each field */
+	int64	   *lkid;			/* local key -> number in the table */
+	int32	   *lfield;			/* local key -> field */
+	int32	   *loc;			/* local key -> row set key */
 	int64	   *rstart;			/* [n + 1] */
 	int32	   *rkeys;			/* local key of every occurrence */
 	int64		occcap;
 	int			rowcap;
-	int			W;				/* npairs * dim */
-	float	   *Jb;				/* nloc x W */
-	float	   *Wf;				/* h1 x W */
-	float	   *PD;				/* nloc x h1: projections, then gradients */
-	int64		pdcap;
-	float	   *G;				/* h1 x W */
-	int			h1cap;
+	Panels	   *pn;				/* the batch's keys' panels */
+	float	   *P;				/* nloc x h1: projections, then gradients */
+	int64		pcap;			/* floats of P */
 };
 
 MtmsKeyBatch *
@@ -415,25 +703,14 @@ mtms_key_batch_create(void)
 	MtmsKeyBatch *kb = palloc0(sizeof(MtmsKeyBatch));
 
 	kb->cxt = CurrentMemoryContext;
+	kb->pn = panels_create(kb->cxt);
 	return kb;
 }
 
-void
-mtms_key_batch_prepare(MtmsKeyBatch *kb, const MtmsJoinedKeys *vk,
-					   const int64 *rows, int n)
+/* Room for a batch of n rows with nocc occurrences of keys of vk. */
+static void
+key_batch_room(MtmsKeyBatch *kb, const MtmsJoinedKeys *vk, int n, int64 nocc)
 {
-	MemoryContext old = MemoryContextSwitchTo(kb->cxt);
-	int			F = vk->nfields;
-	int64		nocc = 0;
-	int			nloc = 0;
-
-	if (kb->fstart == NULL || kb->W != vk->width)
-	{
-		kb->fstart = kb->fstart ? repalloc(kb->fstart, sizeof(int64) * (F + 1)) :
-			palloc(sizeof(int64) * (F + 1));
-		kb->W = vk->width;
-		kb->h1cap = 0;
-	}
 	if (kb->markcap < vk->nkeys)
 	{
 		if (kb->mark)
@@ -442,8 +719,6 @@ mtms_key_batch_prepare(MtmsKeyBatch *kb, const MtmsJoinedKeys *vk,
 		kb->mark = palloc_extended(sizeof(int32) * kb->markcap, MCXT_ALLOC_HUGE);
 		memset(kb->mark, 0xff, sizeof(int32) * kb->markcap);	/* -1 */
 	}
-	for (int i = 0; i < n; i++)
-		nocc += vk->row_start[rows[i] + 1] - vk->row_start[rows[i]];
 	if (kb->rowcap < n + 1)
 	{
 		kb->rowcap = n + 1;
@@ -458,42 +733,46 @@ mtms_key_batch_prepare(MtmsKeyBatch *kb, const MtmsJoinedKeys *vk,
 		{
 			pfree(kb->rkeys);
 			pfree(kb->loc);
-			pfree(kb->locfield);
-			pfree(kb->locpos);
+			pfree(kb->lkid);
+			pfree(kb->lfield);
 		}
 		kb->rkeys = palloc(sizeof(int32) * kb->occcap);
 		kb->loc = palloc(sizeof(int32) * kb->occcap);
-		kb->locfield = palloc(sizeof(int32) * kb->occcap);
-		kb->locpos = palloc(sizeof(int32) * kb->occcap);
+		kb->lkid = palloc(sizeof(int64) * kb->occcap);
+		kb->lfield = palloc(sizeof(int32) * kb->occcap);
 	}
+}
 
-	/* the distinct keys in order of first sight (mark = 1 meanwhile) */
+void
+mtms_key_batch_prepare(MtmsKeyBatch *kb, const MtmsModel *m, const MtmsJoinedKeys *vk,
+					   const int64 *rows, int n)
+{
+	MemoryContext old = MemoryContextSwitchTo(kb->cxt);
+	int64		nocc = 0;
+	int			nloc = 0;
+
 	for (int i = 0; i < n; i++)
+		nocc += vk->row_start[rows[i] + 1] - vk->row_start[rows[i]];
+	key_batch_room(kb, vk, n, nocc);
+
+	/* local numbers in order of first sight; rkeys[] in local numbers */
+	nocc = 0;
+	for (int i = 0; i < n; i++)
+	{
+		kb->rstart[i] = nocc;
 		for (int64 j = vk->row_start[rows[i]]; j < vk->row_start[rows[i] + 1]; j++)
 		{
 			int32		k = vk->row_keys[j];
 
 			if (kb->mark[k] < 0)
 			{
-				kb->mark[k] = 1;
-				kb->locfield[nloc] = vk->key_field[k];
-				kb->loc[nloc++] = k;
+				kb->mark[k] = nloc;
+				kb->loc[nloc] = k;
+				kb->lkid[nloc] = vk->key_id[k];
+				kb->lfield[nloc++] = vk->key_field[k];
 			}
+			kb->rkeys[nocc++] = kb->mark[k];
 		}
-
-	/* local numbers grouped by field; rkeys[] in local numbers */
-	group_by_field(kb->locfield, nloc, F, kb->fstart, kb->locpos);
-	for (int i = 0; i < nloc; i++)
-		kb->mark[kb->loc[i]] = kb->locpos[i];
-	for (int i = 0; i < nloc; i++)
-		kb->locfield[kb->locpos[i]] = kb->loc[i];	/* reused: keys by number */
-	memcpy(kb->loc, kb->locfield, sizeof(int32) * nloc);
-	nocc = 0;
-	for (int i = 0; i < n; i++)
-	{
-		kb->rstart[i] = nocc;
-		for (int64 j = vk->row_start[rows[i]]; j < vk->row_start[rows[i] + 1]; j++)
-			kb->rkeys[nocc++] = kb->mark[vk->row_keys[j]];
 	}
 	kb->rstart[n] = nocc;
 	for (int i = 0; i < nloc; i++)
@@ -501,100 +780,54 @@ mtms_key_batch_prepare(MtmsKeyBatch *kb, const MtmsJoinedKeys *vk,
 	kb->n = n;
 	kb->nloc = nloc;
 
-	/* the keys' joined embeddings, contiguous */
-	if (kb->pdcap < (int64) nloc)
-	{
-		kb->pdcap = Max(nloc, 1024);
-		if (kb->Jb)
-			pfree(kb->Jb);
-		kb->Jb = palloc_extended(sizeof(float) * kb->pdcap * kb->W, MCXT_ALLOC_HUGE);
-		if (kb->PD)
-			pfree(kb->PD);
-		kb->PD = NULL;			/* sized with h1 on first use */
-		kb->h1cap = 0;
-	}
-	for (int i = 0; i < nloc; i++)
-		memcpy(kb->Jb + (Size) i * kb->W, vk->J + (Size) kb->loc[i] * vk->width,
-			   sizeof(float) * kb->W);
+	panels_build(kb->pn, m, vk->jt, kb->lkid, kb->lfield, nloc);
 	MemoryContextSwitchTo(old);
 }
 
-/* Scratch sized for first layers of h1 units. */
+/* Room for the keys' products of first layers of h1 units. */
 static void
 key_batch_reserve(MtmsKeyBatch *kb, int h1)
 {
-	MemoryContext old;
-
-	if (kb->h1cap >= h1 && kb->PD != NULL)
-		return;
-	old = MemoryContextSwitchTo(kb->cxt);
-	if (kb->PD)
-		pfree(kb->PD);
-	if (kb->Wf)
-		pfree(kb->Wf);
-	if (kb->G)
-		pfree(kb->G);
-	kb->h1cap = h1;
-	kb->PD = palloc_extended(sizeof(float) * Max(kb->pdcap, 1) * h1, MCXT_ALLOC_HUGE);
-	kb->Wf = palloc(sizeof(float) * h1 * kb->W);
-	kb->G = palloc(sizeof(float) * h1 * kb->W);
-	MemoryContextSwitchTo(old);
+	kb->P = room(kb->cxt, kb->P, &kb->pcap, (int64) Max(kb->nloc, 1) * h1, sizeof(float));
 }
 
 void
 mtms_key_batch_forward(MtmsKeyBatch *kb, const MtmsModel *m, const MtmsTower *t,
 					   float *H1)
 {
-	check_joined_tower(m, t, kb->W);
+	check_joined_tower(m, t);
 	key_batch_reserve(kb, t->sizes[1]);
-	project_keys(m, t, kb->Jb, kb->fstart, kb->Wf, kb->PD);
-	sum_projections(H1, kb->PD, t->sizes[1], kb->rstart, kb->rkeys, kb->n);
+	panels_project(kb->pn, m, t, kb->P);
+	sum_projections(H1, kb->P, t->sizes[1], kb->rstart, kb->rkeys, kb->n);
 }
 
 void
 mtms_key_batch_weight_grad(MtmsKeyBatch *kb, const MtmsModel *m, MtmsTower *t,
 						   const float *delta1)
 {
-	int			F = m->nfields;
-	int			d = m->dim;
-	int			W = kb->W;
-	int			nin = t->sizes[0];
 	int			h1 = t->sizes[1];
 
+	check_joined_tower(m, t);
 	key_batch_reserve(kb, h1);
 	/* per key, the sum of the output gradients of the rows holding it */
-	memset(kb->PD, 0, sizeof(float) * (Size) kb->nloc * h1);
+	memset(kb->P, 0, sizeof(float) * (Size) kb->nloc * h1);
 	for (int i = 0; i < kb->n; i++)
 	{
 		const float *restrict g = delta1 + (Size) i * h1;
 
 		for (int64 j = kb->rstart[i]; j < kb->rstart[i + 1]; j++)
 		{
-			float	   *restrict D = kb->PD + (Size) kb->rkeys[j] * h1;
+			float	   *restrict D = kb->P + (Size) kb->rkeys[j] * h1;
 
 			for (int o = 0; o < h1; o++)
 				D[o] += g[o];
 		}
 	}
-	for (int f = 0; f < F; f++)
-	{
-		int64		k0 = kb->fstart[f];
-		int64		nk = kb->fstart[f + 1] - k0;
+	panels_weight_grad(kb->pn, m, t, kb->P);
+}
 
-		if (nk == 0)
-			continue;
-		/* G (h1 x W) = D_f^T J_f, then into the field's columns of gW[0] */
-		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, h1, W, (int) nk,
-					1.0f, kb->PD + (Size) k0 * h1, h1, kb->Jb + (Size) k0 * W, W,
-					0.0f, kb->G, W);
-		for (int o = 0; o < h1; o++)
-			for (int q = 0; q < m->npairs; q++)
-			{
-				float	   *restrict dst = t->gW[0] + (Size) o * nin + m->block_off[q * F + f];
-				const float *restrict src = kb->G + (Size) o * W + q * d;
-
-				for (int k = 0; k < d; k++)
-					dst[k] += src[k];
-			}
-	}
+void
+mtms_key_batch_step(MtmsKeyBatch *kb, MtmsTower *t, float lr, float l2)
+{
+	mtms_tower_step_input_runs(t, lr, l2, kb->pn->run_col, kb->pn->run_len, kb->pn->nruns);
 }

@@ -16,7 +16,6 @@ part_seed(uint64 seed, int kind, int pair)
 
 #define SEED_EMB	0
 #define SEED_TOWER1 1
-#define SEED_TOWER2 2
 
 static char **
 copy_names(int n, char *const *names)
@@ -282,13 +281,11 @@ static MtmsTower *
 finetune_tower_from(const MtmsModel *m, int p)
 {
 	const MtmsTower *t1 = m->tower1[p];
-	MtmsTower  *t2 = mtms_tower_create(MTMS_INPUT2(m), m->nhidden, m->hidden,
-									   part_seed(m->seed, SEED_TOWER2, p));
+	MtmsTower  *t2 = mtms_tower_create_zero(MTMS_INPUT2(m), m->nhidden, m->hidden);
 	int			in1 = MTMS_INPUT1(m);
 	int			in2 = MTMS_INPUT2(m);
 	int			h1 = t1->sizes[1];
 
-	memset(t2->W[0], 0, sizeof(float) * (Size) h1 * in2);
 	for (int j = 0; j < h1; j++)
 		for (int f = 0; f < m->nfields; f++)
 			memcpy(t2->W[0] + (Size) j * in2 + m->block_off[p * m->nfields + f],
@@ -301,7 +298,6 @@ finetune_tower_from(const MtmsModel *m, int p)
 		memcpy(t2->b[l], t1->b[l], sizeof(float) * t1->sizes[l + 1]);
 	}
 	/* gradients come when it trains */
-	mtms_tower_drop_grad(t2);
 	return t2;
 }
 

@@ -1356,7 +1356,7 @@ check_joined_keys(double *detail)
 		}
 		mtms_tower_forward_train(td, wd, X, B, z1);
 		mtms_tower_backward(td, wd, dl, NULL);
-		mtms_key_batch_prepare(kb, vk, brows, B);
+		mtms_key_batch_prepare(kb, m, vk, brows, B);
 		mtms_key_batch_forward(kb, m, tk, H1);
 		mtms_tower_forward_hidden(tk, wk, H1, B, z2);
 		mtms_key_batch_weight_grad(kb, m, tk, mtms_tower_backward_hidden(tk, wk, dl));
@@ -1380,6 +1380,35 @@ check_joined_keys(double *detail)
 				norm += fabs(td->gW[0][i]);
 			if (norm < 1e-3)
 				maxerr = 1;
+		}
+
+		/*
+		 * The lazy step moves the blocks the batch touched as the dense
+		 * step does (from zero moments, a zero gradient moves nothing)
+		 * and leaves every other first-layer weight exactly as it was.
+		 */
+		{
+			MtmsTower  *t0 = mtms_tower_copy(tk);
+			int64		nw0 = (int64) td->sizes[0] * td->sizes[1];
+			int64		moved = 0;
+
+			mtms_tower_step(td, 0.01f, 0.0f);
+			mtms_key_batch_step(kb, tk, 0.01f, 0.0f);
+			for (int l = 0; l < td->nlayers; l++)
+				for (int64 i = 0; i < (int64) td->sizes[l] * td->sizes[l + 1]; i++)
+					maxerr = Max(maxerr, fabs((double) td->W[l][i] - tk->W[l][i]));
+			for (int64 i = 0; i < nw0; i++)
+			{
+				if (tk->gW[0][i] != 0.0f)
+					maxerr = 1;	/* gradients zeroed */
+				if (t0->W[0][i] != tk->W[0][i])
+					moved++;
+				else if (td->W[0][i] != t0->W[0][i] && fabs(td->W[0][i] - t0->W[0][i]) > 1e-6)
+					maxerr = 1;	/* dense moved a weight the lazy step left */
+			}
+			if (moved == 0)
+				maxerr = 1;	/* the step moved something */
+			mtms_tower_free(t0);
 		}
 		mtms_tower_free(td);
 		mtms_tower_free(tk);

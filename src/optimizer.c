@@ -25,54 +25,94 @@
  *   v = b2 * v + (1 - b2) * g^2
  *   w -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
  *
- * The bias corrections are computed once in double precision.
+ * inv_bc1 and inv_bc2 are the inverse bias corrections (adam_corrections).
+ * Inlined into both entry points, so each is vectorised in each clone.
  */
-MTMS_VEC_CLONES void
-mtms_adam_update(float *w, const float *grad, float *m, float *v,
-				 int64 n, float lr, float l2, int64 step)
+static inline void
+adam_kernel(float *restrict w, const float *restrict grad, float *restrict m,
+			float *restrict v, int64 n, float lr, float l2, float inv_bc1, float inv_bc2)
 {
-	double		t = (double) Max(step, 1);
-	float		inv_bc1 = (float) (1.0 / (1.0 - pow((double) MTMS_ADAM_BETA1, t)));
-	float		inv_bc2 = (float) (1.0 / (1.0 - pow((double) MTMS_ADAM_BETA2, t)));
 	const float b1 = MTMS_ADAM_BETA1;
 	const float b2 = MTMS_ADAM_BETA2;
 	const float c1 = 1.0f - MTMS_ADAM_BETA1;
 	const float c2 = 1.0f - MTMS_ADAM_BETA2;
-	int64		start;
+	int64		i;
 
-	for (start = 0; start < n; start += ADAM_CHUNK)
+	if (l2 > 0.0f)
 	{
-		int64		end = Min(n, start + ADAM_CHUNK);
-		int64		i;
+		for (i = 0; i < n; i++)
+		{
+			float		g = grad[i] + l2 * w[i];
+			float		mi = b1 * m[i] + c1 * g;
+			float		vi = b2 * v[i] + c2 * g * g;
+
+			m[i] = mi;
+			v[i] = vi;
+			w[i] -= lr * (mi * inv_bc1) / (sqrtf(vi * inv_bc2) + MTMS_ADAM_EPS);
+		}
+	}
+	else
+	{
+		for (i = 0; i < n; i++)
+		{
+			float		g = grad[i];
+			float		mi = b1 * m[i] + c1 * g;
+			float		vi = b2 * v[i] + c2 * g * g;
+
+			m[i] = mi;
+			v[i] = vi;
+			w[i] -= lr * (mi * inv_bc1) / (sqrtf(vi * inv_bc2) + MTMS_ADAM_EPS);
+		}
+	}
+}
+
+/* The bias corrections of step `step`, computed once in double precision. */
+static void
+adam_corrections(int64 step, float *inv_bc1, float *inv_bc2)
+{
+	double		t = (double) Max(step, 1);
+
+	*inv_bc1 = (float) (1.0 / (1.0 - pow((double) MTMS_ADAM_BETA1, t)));
+	*inv_bc2 = (float) (1.0 / (1.0 - pow((double) MTMS_ADAM_BETA2, t)));
+}
+
+MTMS_VEC_CLONES void
+mtms_adam_update(float *w, const float *grad, float *m, float *v,
+				 int64 n, float lr, float l2, int64 step)
+{
+	float		inv_bc1;
+	float		inv_bc2;
+
+	adam_corrections(step, &inv_bc1, &inv_bc2);
+	for (int64 start = 0; start < n; start += ADAM_CHUNK)
+	{
+		int64		len = Min(n - start, ADAM_CHUNK);
 
 		if (start > 0)
 			CHECK_FOR_INTERRUPTS();
+		adam_kernel(w + start, grad + start, m + start, v + start, len, lr, l2,
+					inv_bc1, inv_bc2);
+	}
+}
 
-		if (l2 > 0.0f)
+MTMS_VEC_CLONES void
+mtms_adam_update_runs(float *w, const float *grad, float *m, float *v,
+					  int nrows, int64 stride, const int32 *col, const int32 *len,
+					  int nruns, float lr, float l2, int64 step)
+{
+	float		inv_bc1;
+	float		inv_bc2;
+
+	adam_corrections(step, &inv_bc1, &inv_bc2);
+	for (int r = 0; r < nrows; r++)
+	{
+		int64		row = (int64) r * stride;
+
+		for (int k = 0; k < nruns; k++)
 		{
-			for (i = start; i < end; i++)
-			{
-				float		g = grad[i] + l2 * w[i];
-				float		mi = b1 * m[i] + c1 * g;
-				float		vi = b2 * v[i] + c2 * g * g;
+			int64		o = row + col[k];
 
-				m[i] = mi;
-				v[i] = vi;
-				w[i] -= lr * (mi * inv_bc1) / (sqrtf(vi * inv_bc2) + MTMS_ADAM_EPS);
-			}
-		}
-		else
-		{
-			for (i = start; i < end; i++)
-			{
-				float		g = grad[i];
-				float		mi = b1 * m[i] + c1 * g;
-				float		vi = b2 * v[i] + c2 * g * g;
-
-				m[i] = mi;
-				v[i] = vi;
-				w[i] -= lr * (mi * inv_bc1) / (sqrtf(vi * inv_bc2) + MTMS_ADAM_EPS);
-			}
+			adam_kernel(w + o, grad + o, m + o, v + o, len[k], lr, l2, inv_bc1, inv_bc2);
 		}
 	}
 }

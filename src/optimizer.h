@@ -47,6 +47,18 @@ extern void mtms_adam_update(float *w, const float *grad, float *m, float *v,
 							 int64 n, float lr, float l2, int64 step);
 
 /*
+ * The same step on some columns of a row-major matrix of nrows rows
+ * (stride floats apart): in every row, the runs of len[k] columns from
+ * col[k], k < nruns.  Every other element is left as it is (the lazy Adam
+ * of the fine-tune's first layer, joined_keys.h).  Same arithmetic per
+ * element as mtms_adam_update.
+ */
+extern void mtms_adam_update_runs(float *w, const float *grad, float *m, float *v,
+								  int nrows, int64 stride, const int32 *col,
+								  const int32 *len, int nruns, float lr, float l2,
+								  int64 step);
+
+/*
  * Row-wise Adagrad on one embedding row of dim floats:
  *   g += l2 * w;  acc += mean(g^2);  w -= lr * g / (sqrt(acc) + eps)
  */

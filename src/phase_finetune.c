@@ -50,7 +50,7 @@ mtms_step_finetune(MtmsStepCtx *st, int scene, const MtmsRowSet *rs,
 		w->h1b = palloc(sizeof(float) * w->max_batch * m->tower2[pv]->sizes[1]);
 		MemoryContextSwitchTo(old);
 	}
-	mtms_key_batch_prepare(w->kb, st->keys, rows, n);
+	mtms_key_batch_prepare(w->kb, m, st->keys, rows, n);
 	mtms_key_batch_forward(w->kb, m, m->tower2[pc], w->h1a);
 	mtms_key_batch_forward(w->kb, m, m->tower2[pv], w->h1b);
 	mtms_tower_forward_hidden(m->tower2[pc], w->w2a, w->h1a, n, w->za);
@@ -62,8 +62,8 @@ mtms_step_finetune(MtmsStepCtx *st, int scene, const MtmsRowSet *rs,
 							   mtms_tower_backward_hidden(m->tower2[pc], w->w2a, w->da));
 	mtms_key_batch_weight_grad(w->kb, m, m->tower2[pv],
 							   mtms_tower_backward_hidden(m->tower2[pv], w->w2b, w->db));
-	mtms_tower_step(m->tower2[pc], (float) st->opts->lr_tower, (float) st->opts->l2);
-	mtms_tower_step(m->tower2[pv], (float) st->opts->lr_tower, (float) st->opts->l2);
+	mtms_key_batch_step(w->kb, m->tower2[pc], (float) st->opts->lr_tower, (float) st->opts->l2);
+	mtms_key_batch_step(w->kb, m->tower2[pv], (float) st->opts->lr_tower, (float) st->opts->l2);
 	m->tower2[pc]->nsamples += n;
 	m->tower2[pv]->nsamples += n;
 }

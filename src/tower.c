@@ -180,21 +180,29 @@ mtms_tower_drop_grad(MtmsTower *t)
 }
 
 MtmsTower *
-mtms_tower_create(int nin, int nhidden, const int32 *hidden, uint64 seed)
+mtms_tower_create_zero(int nin, int nhidden, const int32 *hidden)
 {
 	MtmsTower  *t;
-	pg_prng_state rng;
-	int			l;
 
 	tower_check_shape(nin, nhidden, hidden);
 
 	t = palloc0(sizeof(MtmsTower));
 	t->nlayers = nhidden + 1;
 	t->sizes[0] = nin;
-	for (l = 0; l < nhidden; l++)
+	for (int l = 0; l < nhidden; l++)
 		t->sizes[l + 1] = hidden[l];
 	t->sizes[t->nlayers] = 1;
 	tower_alloc(t);
+	return t;
+}
+
+MtmsTower *
+mtms_tower_create(int nin, int nhidden, const int32 *hidden, uint64 seed)
+{
+	MtmsTower  *t = mtms_tower_create_zero(nin, nhidden, hidden);
+	pg_prng_state rng;
+	int			l;
+
 	mtms_tower_ensure_grad(t);
 
 	/* He-uniform: U(-sqrt(6 / fan_in), sqrt(6 / fan_in)), biases zero. */
@@ -560,6 +568,38 @@ mtms_tower_step(MtmsTower *t, float lr, float l2)
 	mtms_adam_update(p, g, m, v, nw, lr, l2, t->step);
 	mtms_adam_update(p + nw, g + nw, m + nw, v + nw, nb, lr, 0.0f, t->step);
 	memset(g, 0, t->nparams * sizeof(float));
+}
+
+void
+mtms_tower_step_input_runs(MtmsTower *t, float lr, float l2, const int32 *col,
+						   const int32 *len, int nruns)
+{
+	int			nin = t->sizes[0];
+	int			h1 = t->sizes[1];
+	int64		nw0 = (int64) nin * h1;
+	float	   *p = t->mem;
+	float	   *g = t->grad;
+	float	   *m = t->mem + t->nparams;
+	float	   *v = t->mem + 2 * t->nparams;
+	int64		nw = t->nweights;
+	int64		nb = t->nparams - t->nweights;
+
+	tower_check_grad(t);
+	for (int k = 0; k < nruns; k++)
+		if (col[k] < 0 || len[k] < 0 || col[k] + len[k] > nin)
+			elog(ERROR, "tower input columns %d..%d out of %d", col[k], col[k] + len[k], nin);
+
+	t->step++;
+	t->nin_used = 0;
+	/* the first layer's runs (W[0] leads the block of weights) */
+	mtms_adam_update_runs(p, g, m, v, h1, nin, col, len, nruns, lr, l2, t->step);
+	for (int o = 0; o < h1; o++)
+		for (int k = 0; k < nruns; k++)
+			memset(g + (int64) o * nin + col[k], 0, sizeof(float) * len[k]);
+	/* the other layers' weights with L2, every bias without */
+	mtms_adam_update(p + nw0, g + nw0, m + nw0, v + nw0, nw - nw0, lr, l2, t->step);
+	mtms_adam_update(p + nw, g + nw, m + nw, v + nw, nb, lr, 0.0f, t->step);
+	memset(g + nw0, 0, (t->nparams - nw0) * sizeof(float));
 }
 
 void

@@ -80,6 +80,11 @@ typedef struct MtmsTowerWork
  */
 extern MtmsTower *mtms_tower_create(int nin, int nhidden, const int32 *hidden,
 									uint64 seed);
+/*
+ * The same shape with every parameter and moment zero and no gradient
+ * accumulators: for a caller that sets the parameters itself.
+ */
+extern MtmsTower *mtms_tower_create_zero(int nin, int nhidden, const int32 *hidden);
 /* A copy, without gradient accumulators (they are zero between steps). */
 extern MtmsTower *mtms_tower_copy(const MtmsTower *t);
 extern void mtms_tower_free(MtmsTower *t);
@@ -149,6 +154,16 @@ extern void mtms_tower_step(MtmsTower *t, float lr, float l2);
  * tower learns its new inputs without moving what it already knew.
  */
 extern void mtms_tower_step_columns(MtmsTower *t, float lr, float l2, int first_col);
+
+/*
+ * Adam step on the first layer's input columns in the runs [col[k],
+ * col[k] + len[k]) only, every other layer and every bias as usual, then
+ * zero those gradients: the lazy step of a sparse first layer, whose
+ * gradient is zero outside the runs (joined_keys.h).  The first layer's
+ * other weights keep their values and Adam moments.
+ */
+extern void mtms_tower_step_input_runs(MtmsTower *t, float lr, float l2,
+									   const int32 *col, const int32 *len, int nruns);
 
 /* Set nin_used from the trailing all-zero input columns of the first layer. */
 extern void mtms_tower_trim_input(MtmsTower *t);

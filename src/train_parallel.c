@@ -37,6 +37,7 @@
 #include "utils/dsa.h"
 #include "utils/memutils.h"
 
+#include "joined_keys.h"
 #include "train_memory.h"
 #include "unit_wire.h"
 
@@ -436,7 +437,6 @@ mtms_train_parallel(MtmsTrainCtx *cx, MtmsUnitPlan *plan, MtmsUnitOutcome *out,
 					int *workers)
 {
 	int			nworkers = mtms_train_workers_for(plan->njobs);
-	int			width = cx->model->npairs * cx->model->dim;
 	ParallelContext *pcxt;
 	StringInfoData shape;
 	Sizes		sz;
@@ -456,9 +456,9 @@ mtms_train_parallel(MtmsTrainCtx *cx, MtmsUnitPlan *plan, MtmsUnitOutcome *out,
 	sz.frozen = (cx->frozen_fields && plan->si->trains_embeddings) ?
 		sizeof(int32) * cx->model->npairs : 0;
 	sz.jrows = plan->data.joined_rows ?
-		mul_size(sizeof(float) * width, Max(plan->data.rows->nkeys, 1)) : 0;
+		mtms_joined_table_bytes(plan->data.joined_rows) : 0;
 	sz.jvalid = plan->data.joined_valid ?
-		mul_size(sizeof(float) * width, Max(plan->data.valid->nkeys, 1)) : 0;
+		mtms_joined_table_bytes(plan->data.joined_valid) : 0;
 
 	EnterParallelMode();
 	pcxt = CreateParallelContext("mtms", "mtms_train_parallel_main", nworkers);

@@ -115,9 +115,9 @@ check_memory(MtmsTrainCtx *cx, const MtmsUnitPlan *plan)
 	const MtmsModel *m = cx->model;
 	Size		joined = 0;
 
-	if (plan->si->keyed_rows)
-		joined = (Size) (plan->data.rows->nkeys + plan->data.valid->nkeys) *
-			m->npairs * m->dim * sizeof(float);
+	if (plan->data.joined_rows)
+		joined = mtms_joined_table_bytes(plan->data.joined_rows) +
+			mtms_joined_table_bytes(plan->data.joined_valid);
 	mtms_check_units_memory(m, plan->si, mtms_stage_nunits(plan->si, m->nscenes),
 							plan->data.rows->size + plan->data.valid->size, joined);
 }
@@ -162,14 +162,15 @@ mtms_run_units(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 	plan.si = mtms_stage_info(stage);
 	plan.data.rows = window_store(cx, plan.si);
 	plan.data.valid = validation_store(cx);
-	check_memory(cx, &plan);
 	if (plan.si->keyed_rows)
 	{
+		/* sparse: each key's rows in the pairs that have one */
 		plan.data.joined_rows = mtms_joined_table_build(cx->model, mtms_rs_keys(plan.data.rows),
 														plan.data.rows->nkeys);
 		plan.data.joined_valid = mtms_joined_table_build(cx->model, mtms_rs_keys(plan.data.valid),
 														 plan.data.valid->nkeys);
 	}
+	check_memory(cx, &plan);
 	plan_jobs(cx, plan.si, selected, plan.data.rows, &plan, &rows_per_pass);
 	mtms_progress_stage(plan.si->name, 0, plan.njobs, rows_per_pass, 0);
 	out = palloc0(sizeof(MtmsUnitOutcome) * Max(plan.njobs, 1));

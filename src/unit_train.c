@@ -128,12 +128,10 @@ unit_setup(UnitRun *run, const MtmsUnitJob *job)
 		run->batch_pos[i] = i;
 	if (job->si->keyed_rows)
 	{
-		int			width = m->npairs * m->dim;
-
 		run->ctx.keys = mtms_joined_keys_from_store(d->rows, run->store_row, run->n,
-													d->joined_rows, m->nfields, width);
+													d->joined_rows, m->nfields);
 		run->vkeys = mtms_joined_keys_from_store(d->valid, vstore, vcount,
-												 d->joined_valid, m->nfields, width);
+												 d->joined_valid, m->nfields);
 		mtms_rowset_reserve(&run->labels, run->n, 0);
 		for (int64 i = 0; i < run->n; i++)
 			run->labels.scene[i] = run->scene, run->labels.label[i] = label[run->store_row[i]];

@@ -43,9 +43,10 @@ typedef struct MtmsUnitData
 {
 	const MtmsRowStore *rows;	/* the stage's window of training rows */
 	const MtmsRowStore *valid;	/* the validation rows */
-	const float *joined_rows;	/* keyed stages: the joined embeddings of
-								 * rows' keys (mtms_joined_table_build) */
-	const float *joined_valid;	/* ... and of valid's keys */
+	const struct MtmsJoinedTable *joined_rows;	/* keyed stages: the joined
+												 * embeddings of rows' keys
+												 * (mtms_joined_table_build) */
+	const struct MtmsJoinedTable *joined_valid; /* ... and of valid's keys */
 } MtmsUnitData;
 
 typedef struct MtmsUnitJob
