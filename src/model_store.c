@@ -263,8 +263,9 @@ create_finetune_towers(MtmsModel *m)
 			MemoryContext old = MemoryContextSwitchTo(m->cxt);
 
 			has2[MTMS_PAIR(s, t)] = true;
+			/* every parameter is read from the rows below */
 			m->tower2[MTMS_PAIR(s, t)] =
-				mtms_tower_create(MTMS_INPUT2(m), m->nhidden, m->hidden, 0);
+				mtms_tower_create_zero(MTMS_INPUT2(m), m->nhidden, m->hidden);
 			MemoryContextSwitchTo(old);
 		}
 	}
