@@ -1,6 +1,7 @@
 -- Training through a parallel plan: both aggregates run as partial
 -- aggregates in parallel workers whose states are combined; the model is
 -- as good as the serial one on held-out rows.  Scoring in a parallel query
+-- (the scan in the workers, mtms_score, PARALLEL RESTRICTED, in the leader)
 -- gives the serial scores.
 \set SHOW_CONTEXT never
 SET client_min_messages = warning;
@@ -38,7 +39,7 @@ SELECT mtms_finetune('token', scene::text, features, click, conversion) FROM tp_
 SELECT phase, scene, task, epochs BETWEEN 1 AND 2 AS epochs_ok, samples > 0 AS has_samples,
        valid_auc IS NULL OR valid_auc BETWEEN 0 AND 1 AS auc_ok
   FROM mtms_train('tp_parallel', 'tp_train');
--- scoring in a parallel query
+-- scoring in a parallel query: the workers scan, the leader scores
 EXPLAIN (COSTS OFF)
 SELECT sum(mtms_score('tp_parallel', scene, 'ctr', features)) FROM tp_all;
 CREATE TEMP TABLE tp_par_sum AS

@@ -192,7 +192,7 @@ is "$(err "SELECT count(*) FROM mtms_train('mn', 's')")" \
     "a node without mtms is refused, named"
 q2 "CREATE EXTENSION mtms VERSION '0.2'" >/dev/null
 is "$(err "SELECT count(*) FROM mtms_train('mn', 's')")" \
-    "data node $node2 of cluster \"mtms_nodes\" has mtms 0.2, the coordinator mtms 0.3" \
+    "data node $node2 of cluster \"mtms_nodes\" has mtms 0.2, the coordinator mtms 0.4" \
     "a node with another version of mtms is refused, named"
 q2 "ALTER EXTENSION mtms UPDATE" >/dev/null
 v=$(qc "SELECT version FROM mtms_versions('mn') WHERE active")

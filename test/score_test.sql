@@ -3,7 +3,7 @@
 -- with its SQLSTATE and message, the cache following versions in this
 -- transaction, and mtms_evaluate against SQL computations.
 BEGIN;
-SELECT plan(55);
+SELECT plan(56);
 
 SET LOCAL client_min_messages = warning;
 SET LOCAL max_parallel_workers_per_gather = 0;
@@ -17,7 +17,29 @@ SELECT function_returns('mtms_score', ARRAY['text', 'text', 'text[]'], 'double p
 SELECT volatility_is('mtms_score', ARRAY['text', 'text', 'text', 'text[]'], 'stable');
 SELECT volatility_is('mtms_score', ARRAY['text', 'text', 'text[]'], 'stable');
 SELECT is((SELECT array_agg(DISTINCT proparallel::text) FROM pg_proc WHERE proname = 'mtms_score'),
-          '{s}'::text[], 'both forms of mtms_score are PARALLEL SAFE');
+          '{r}'::text[], 'every form of mtms_score is PARALLEL RESTRICTED (scores in the leader, whose model is warm)');
+
+-- A parallel plan scans in the workers and scores above the Gather, in the
+-- leader: no worker loads the model for one query.
+CREATE FUNCTION pg_temp.plan_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    r text;
+    o text := '';
+BEGIN
+    FOR r IN EXECUTE 'EXPLAIN (VERBOSE, COSTS OFF) ' || q LOOP
+        o := o || r || E'\n';
+    END LOOP;
+    RETURN o;
+END $$;
+CREATE TABLE ts_par AS SELECT * FROM mtms_synthetic_samples(500, 1);
+SET LOCAL max_parallel_workers_per_gather = 2;
+SET LOCAL parallel_setup_cost = 0;
+SET LOCAL parallel_tuple_cost = 0;
+SET LOCAL min_parallel_table_scan_size = 0;
+SELECT ok(plan ~ 'Gather' AND split_part(plan, 'Gather', 2) !~ 'mtms_score',
+          'a parallel plan evaluates mtms_score above its Gather')
+  FROM pg_temp.plan_of($$SELECT sum(mtms_score('ts_m', scene, 'ctr', features)) FROM ts_par$$) plan;
+SET LOCAL max_parallel_workers_per_gather = 0;
 SELECT has_function('mtms_evaluate', ARRAY['text', 'regclass', 'integer']);
 SELECT is((SELECT proargnames FROM pg_proc WHERE proname = 'mtms_evaluate'),
           '{model,samples,version,scene,task,n,positives,auc,logloss,mae,calibration}'::text[],
