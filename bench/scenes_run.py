@@ -31,6 +31,27 @@ def make_samples(rel, rows, names, seed):
           (rows, seed, json.dumps({'scenes': names})))
 
 
+WORLD = 20   # scenes of one world (--worlds)
+
+
+def make_world_samples(rel, nscenes, per_scene, seed):
+    """nscenes / WORLD disjoint worlds of WORLD scenes: each its own synthetic
+    universe (seed) with its feature values prefixed by the world, so a
+    feature occurs in at most WORLD scenes whatever the number of scenes."""
+    P.sql('DROP TABLE IF EXISTS %s' % rel)
+    P.sql("""CREATE TABLE %s AS
+             SELECT s.slot, 'w' || w || '_' || s.scene AS scene,
+                    array(SELECT split_part(f, '=', 1) || '=w' || w || '_' || split_part(f, '=', 2)
+                            FROM unnest(s.features) f) AS features,
+                    s.click, s.conversion
+               FROM generate_series(0, %%s - 1) w,
+                    LATERAL mtms_synthetic_samples(%%s, %%s * 1000 + w,
+                        jsonb_build_object('universe_seed', 77 + w,
+                                           'scenes', (SELECT jsonb_agg('s' || lpad(i::text, 2, '0'))
+                                                        FROM generate_series(1, %d) i))) s""" % (rel, WORLD),
+          (nscenes // WORLD, per_scene * WORLD, seed))
+
+
 def serve(model, test, rows):
     """Load (first score of a new session), scoring and evaluation rates."""
     c = S.connect()
@@ -54,14 +75,20 @@ def serve(model, test, rows):
             'evaluate_rows_per_s_per_task': 3 * rows / best_eval}
 
 
-def run(nscenes, rows, test_rows):
-    names = ['s%03d' % i for i in range(1, nscenes + 1)]
-    S.log('%d scenes, %d rows' % (nscenes, rows))
-    make_samples('sc_samples', rows, names, 1)
-    make_samples('sc_test', test_rows, names, 2)
+def run(nscenes, rows, test_rows, data):
+    if data == 'worlds':
+        names = ['w%d_s%02d' % (w, i) for w in range(nscenes // WORLD) for i in range(1, WORLD + 1)]
+        S.log('%d scenes in %d worlds, %d rows' % (nscenes, nscenes // WORLD, rows))
+        make_world_samples('sc_samples', nscenes, rows // nscenes, 1)
+        make_world_samples('sc_test', nscenes, max(test_rows // nscenes, 1), 2)
+    else:
+        names = ['s%03d' % i for i in range(1, nscenes + 1)]
+        S.log('%d scenes, %d rows' % (nscenes, rows))
+        make_samples('sc_samples', rows, names, 1)
+        make_samples('sc_test', test_rows, names, 2)
     model = 'sc_%d_%d' % (nscenes, rows)
     r = S.mtms_train(model, 'sc_samples', -1, scenes=names)
-    out = {'scenes': nscenes, 'rows': rows, 'wall': r['wall'],
+    out = {'scenes': nscenes, 'rows': rows, 'data': data, 'wall': r['wall'],
            'param_opt_mb': r['param_opt_mb'], 'peak_mb': r['peak_rss_anon_mb'], 'stages': {}}
     for n in r['notices']:
         m = UNITS_RE.search(n)
@@ -89,12 +116,13 @@ def report(R):
 
         def rate(s):
             return '%.0f' % st[s]['rows_per_s'] if s in st else '-'
-        rows.append([r['scenes'], r['rows'], '%.1f' % r['wall'], rate('embedding'), rate('ctcvr'),
+        rows.append([r['scenes'], r.get('data', 'shared'), r['rows'], '%.1f' % r['wall'],
+                     '%.1f' % (r['wall'] * 1e6 / r['rows']), rate('embedding'), rate('ctcvr'),
                      rate('finetune'), '%.2f' % r.get('write_seconds', 0), '%.0f' % r['param_opt_mb'],
                      '%.2fx' % (r['peak_mb'] / r['param_opt_mb']), '%.0f' % r['load_ms'],
                      '%.0f' % r['score_rows_per_s'], '%.0f' % r['evaluate_rows_per_s_per_task'],
                      '%.2fx' % (r['evaluate_rows_per_s_per_task'] / r['score_rows_per_s'])])
-    print(S.table(['scenes', 'rows', 'wall s', 'embedding rows/s', 'ctcvr rows/s', 'finetune rows/s',
+    print(S.table(['scenes', 'features', 'rows', 'wall s', 'us/row', 'embedding rows/s', 'ctcvr rows/s', 'finetune rows/s',
                    'write s', 'params+opt MB', 'peak/params', 'load ms', 'score rows/s',
                    'evaluate rows/s/task', 'evaluate/score'], rows))
 
@@ -105,12 +133,17 @@ def main():
     ap.add_argument('--total', type=int, default=1000000)
     ap.add_argument('--per-scene', type=int, default=10000)
     ap.add_argument('--test', type=int, default=50000)
+    ap.add_argument('--worlds', action='store_true',
+                    help='also, at each multiple of 20 scenes, --per-scene rows per scene in '
+                         'disjoint 20-scene worlds (a feature occurs in at most 20 scenes)')
     ap.add_argument('--json', default='/tmp/mtms_scenes.json')
     a = ap.parse_args()
     R = {'env': P.env(), 'runs': []}
     for n in [int(x) for x in a.scenes.split(',')]:
         for rows in sorted({a.total, n * a.per_scene}):
-            R['runs'].append(run(n, rows, a.test))
+            R['runs'].append(run(n, rows, a.test, 'shared'))
+        if a.worlds and n % WORLD == 0:
+            R['runs'].append(run(n, n * a.per_scene, a.test, 'worlds'))
     with open(a.json, 'w') as f:
         json.dump(R, f, indent=1, default=str)
     report(R)
