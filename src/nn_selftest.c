@@ -139,8 +139,8 @@ towers_identical(const MtmsTower *a, const MtmsTower *b)
 	return a->nlayers == b->nlayers &&
 		memcmp(a->sizes, b->sizes, sizeof(a->sizes)) == 0 &&
 		a->nparams == b->nparams &&
-		a->step == b->step && a->nsamples == b->nsamples &&
-		memcmp(a->mem, b->mem, 3 * a->nparams * sizeof(float)) == 0;
+		a->step == b->step && a->nsamples == b->nsamples && a->moments == b->moments &&
+		memcmp(a->mem, b->mem, (a->moments ? 3 : 1) * a->nparams * sizeof(float)) == 0;
 }
 
 /*
@@ -635,6 +635,41 @@ check_tower_copy(double *detail)
 	ok = ok && towers_identical(t, orig) && !towers_identical(t, c);
 	*detail = (double) mtms_tower_bytes(t);
 	return ok && mtms_tower_bytes(t) >= 4 * t->nparams * sizeof(float);
+}
+
+/*
+ * Adam moments exist only while a tower trains: a zero-created tower has
+ * none (a third of the memory), ensure_grad gives zero ones, dropping the
+ * training state keeps the parameters bit for bit, and such a tower
+ * travels as parameters only and comes back the same.  Detail: bytes of
+ * the tower without moments.
+ */
+static bool
+check_tower_moments(double *detail)
+{
+	int32		hidden[] = {8, 4};
+	MtmsTower  *z = mtms_tower_create_zero(GC_NIN, 2, hidden);
+	MtmsTower  *t = trained_tower(GC_NIN, 23);
+	MtmsTower  *before = mtms_tower_copy(t);
+	StringInfoData buf;
+	const char *p;
+	MtmsTower  *back;
+	bool		ok = !z->moments && z->grad == NULL && z->mW[0] == NULL &&
+		mtms_tower_bytes(z) < 2 * z->nparams * sizeof(float) + sizeof(MtmsTower);
+
+	mtms_tower_ensure_grad(z);
+	ok = ok && z->moments && z->mW[0] != NULL && z->vb[0][0] == 0.0f && z->gW[0] != NULL;
+	mtms_tower_drop_training_state(t);
+	ok = ok && !t->moments && t->grad == NULL &&
+		memcmp(t->mem, before->mem, t->nparams * sizeof(float)) == 0;
+	initStringInfo(&buf);
+	mtms_tower_serialize(&buf, t);
+	ok = ok && buf.len < (int) (2 * t->nparams * sizeof(float));
+	p = buf.data;
+	back = mtms_tower_deserialize(&p, buf.data + buf.len);
+	ok = ok && towers_identical(t, back);
+	*detail = (double) mtms_tower_bytes(t);
+	return ok;
 }
 
 static bool
@@ -1463,6 +1498,7 @@ static const SelfTest selftests[] = {
 	{"tower_serialize_roundtrip", check_tower_serialize},
 	{"tower_truncated_state_rejected", check_tower_truncated},
 	{"tower_copy_independent", check_tower_copy},
+	{"tower_moments_while_training", check_tower_moments},
 	{"tower_average", check_tower_average},
 	{"tower_remap_input", check_tower_remap},
 	{"emb_find_create_count", check_emb_find_create},

@@ -109,6 +109,7 @@ const MtmsStageInfo mtms_stage_finetune_info = {
 	.window = 1,
 	.validates_start = true,
 	.reports_per_task = true,
+	.last_for_towers = true,
 	.checkpoints = true,
 	.step = mtms_step_finetune,
 	.takes_row = scene_takes_row,

@@ -5,7 +5,9 @@
  *
  * Memory layout: the parameters and optimizer state of a tower live in ONE
  * allocation t->mem of 3 * nparams floats, as three blocks of the same
- * layout: parameters, Adam first moments, Adam second moments; the
+ * layout: parameters, Adam first moments, Adam second moments (a tower
+ * that does not train, one loaded for scoring or one whose training is
+ * over, has the first block only: t->moments false); the
  * gradient accumulators, a fourth block of that layout, are a separate
  * allocation t->grad that only a tower being trained has (NULL
  * otherwise: a model that is only held, scored or written carries no
@@ -43,7 +45,7 @@
 #define TOWER_CHUNK		(1 << 20)
 
 static void tower_check_shape(int nin, int nhidden, const int32 *hidden);
-static void tower_alloc(MtmsTower *t);
+static void tower_alloc(MtmsTower *t, bool moments);
 static void tower_set_pointers(MtmsTower *t);
 static void *tower_alloc_floats(int64 n);
 
@@ -107,12 +109,12 @@ tower_set_pointers(MtmsTower *t)
 
 			t->W[l] = t->mem + woff;
 			t->gW[l] = t->grad ? t->grad + woff : NULL;
-			t->mW[l] = t->mem + t->nparams + woff;
-			t->vW[l] = t->mem + 2 * t->nparams + woff;
+			t->mW[l] = t->moments ? t->mem + t->nparams + woff : NULL;
+			t->vW[l] = t->moments ? t->mem + 2 * t->nparams + woff : NULL;
 			t->b[l] = t->mem + boff;
 			t->gb[l] = t->grad ? t->grad + boff : NULL;
-			t->mb[l] = t->mem + t->nparams + boff;
-			t->vb[l] = t->mem + 2 * t->nparams + boff;
+			t->mb[l] = t->moments ? t->mem + t->nparams + boff : NULL;
+			t->vb[l] = t->moments ? t->mem + 2 * t->nparams + boff : NULL;
 			woff += nout * nin;
 			boff += nout;
 		}
@@ -125,11 +127,11 @@ tower_set_pointers(MtmsTower *t)
 }
 
 /*
- * Compute nweights/nparams from sizes, allocate zeroed mem (no gradients),
- * set pointers.
+ * Compute nweights/nparams from sizes, allocate zeroed mem (with room for
+ * the Adam moments when moments; no gradients), set pointers.
  */
 static void
-tower_alloc(MtmsTower *t)
+tower_alloc(MtmsTower *t, bool moments)
 {
 	int64		nweights = 0;
 	int64		nbias = 0;
@@ -147,8 +149,21 @@ tower_alloc(MtmsTower *t)
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("tower with %lld parameters is too large",
 						(long long) t->nparams)));
-	t->mem = tower_alloc_floats(3 * t->nparams);
+	t->moments = moments;
+	t->mem = tower_alloc_floats((moments ? 3 : 1) * t->nparams);
 	t->grad = NULL;
+	tower_set_pointers(t);
+}
+
+/* Zero Adam moments for a tower that has none. */
+static void
+tower_ensure_moments(MtmsTower *t)
+{
+	if (t->moments)
+		return;
+	t->mem = repalloc_huge(t->mem, Max(3 * t->nparams, 1) * sizeof(float));
+	memset(t->mem + t->nparams, 0, 2 * t->nparams * sizeof(float));
+	t->moments = true;
 	tower_set_pointers(t);
 }
 
@@ -156,16 +171,28 @@ tower_alloc(MtmsTower *t)
 static inline void
 tower_check_grad(const MtmsTower *t)
 {
-	if (unlikely(t->grad == NULL))
+	if (unlikely(t->grad == NULL || !t->moments))
 		elog(ERROR, "mtms: a tower without gradient accumulators was trained");
 }
 
 void
 mtms_tower_ensure_grad(MtmsTower *t)
 {
+	tower_ensure_moments(t);
 	if (t->grad)
 		return;
 	t->grad = tower_alloc_floats(t->nparams);
+	tower_set_pointers(t);
+}
+
+void
+mtms_tower_drop_training_state(MtmsTower *t)
+{
+	mtms_tower_drop_grad(t);
+	if (!t->moments)
+		return;
+	t->mem = repalloc_huge(t->mem, Max(t->nparams, 1) * sizeof(float));
+	t->moments = false;
 	tower_set_pointers(t);
 }
 
@@ -192,7 +219,7 @@ mtms_tower_create_zero(int nin, int nhidden, const int32 *hidden)
 	for (int l = 0; l < nhidden; l++)
 		t->sizes[l + 1] = hidden[l];
 	t->sizes[t->nlayers] = 1;
-	tower_alloc(t);
+	tower_alloc(t, false);
 	return t;
 }
 
@@ -228,11 +255,11 @@ MtmsTower *
 mtms_tower_copy(const MtmsTower *t)
 {
 	MtmsTower  *c = palloc(sizeof(MtmsTower));
+	int64		n = (t->moments ? 3 : 1) * t->nparams;
 
 	memcpy(c, t, sizeof(MtmsTower));
-	c->mem = palloc_extended(Max(3 * t->nparams, 1) * sizeof(float),
-							 MCXT_ALLOC_HUGE);
-	memcpy(c->mem, t->mem, 3 * t->nparams * sizeof(float));
+	c->mem = palloc_extended(Max(n, 1) * sizeof(float), MCXT_ALLOC_HUGE);
+	memcpy(c->mem, t->mem, n * sizeof(float));
 	/* gradients are zero between steps: a copy gets them when trained */
 	c->grad = NULL;
 	tower_set_pointers(c);
@@ -254,7 +281,8 @@ mtms_tower_free(MtmsTower *t)
 Size
 mtms_tower_bytes(const MtmsTower *t)
 {
-	return sizeof(MtmsTower) + (Size) ((t->grad ? 4 : 3) * t->nparams) * sizeof(float);
+	return sizeof(MtmsTower) +
+		(Size) (((t->moments ? 3 : 1) + (t->grad ? 1 : 0)) * t->nparams) * sizeof(float);
 }
 
 /* ----------------------------------------------------------------
@@ -728,20 +756,23 @@ mtms_tower_average(MtmsTower *dst, double wdst,
 	else
 		a = b = 0.5f;
 
-	/* parameters, first and second moments; gradients are left alone */
-	for (k = 0; k < 3; k++)
+	/*
+	 * parameters, first and second moments (those of a tower without
+	 * moments count as zero); gradients are left alone
+	 */
+	for (k = 0; k < (dst->moments ? 3 : 1); k++)
 	{
 		float	   *d;
 		const float *s;
 		int64		i;
 
 		d = dst->mem + k * dst->nparams;
-		s = src->mem + k * src->nparams;
+		s = (k == 0 || src->moments) ? src->mem + k * src->nparams : NULL;
 		for (i = 0; i < dst->nparams; i++)
 		{
 			if ((i & (TOWER_CHUNK - 1)) == TOWER_CHUNK - 1)
 				CHECK_FOR_INTERRUPTS();
-			d[i] = a * d[i] + b * s[i];
+			d[i] = a * d[i] + (s ? b * s[i] : 0.0f);
 		}
 	}
 	dst->step = Max(dst->step, src->step);
@@ -772,7 +803,7 @@ mtms_tower_remap_input(MtmsTower *t, int new_nin, const int32 *map)
 
 	old = *t;
 	t->sizes[0] = new_nin;
-	tower_alloc(t);
+	tower_alloc(t, old.moments);
 	/* gradients are zero between steps: new zero ones, if it had any */
 	if (old.grad)
 	{
@@ -797,7 +828,7 @@ mtms_tower_remap_input(MtmsTower *t, int new_nin, const int32 *map)
 			t->nin_used = old.nin_used > 0 ? old.nin_used : old_nin;
 	}
 
-	for (k = 0; k < 3; k++)
+	for (k = 0; k < (old.moments ? 3 : 1); k++)
 	{
 		const float *osrc = old.mem + k * old.nparams;
 		float	   *ndst = t->mem + k * t->nparams;
@@ -828,8 +859,13 @@ static void
 tower_serialize(StringInfo buf, const MtmsTower *t, bool moments)
 {
 	uint32		magic = MTMS_TOWER_MAGIC;
-	uint32		version = moments ? MTMS_TOWER_VERSION : MTMS_TOWER_VERSION_PARAMS;
-	Size		nbytes = (Size) ((moments ? 3 : 1) * t->nparams) * sizeof(float);
+	uint32		version;
+	Size		nbytes;
+
+	/* a tower without moments travels as parameters only */
+	moments = moments && t->moments;
+	version = moments ? MTMS_TOWER_VERSION : MTMS_TOWER_VERSION_PARAMS;
+	nbytes = (Size) ((moments ? 3 : 1) * t->nparams) * sizeof(float);
 
 	appendBinaryStringInfo(buf, (char *) &magic, sizeof(magic));
 	appendBinaryStringInfo(buf, (char *) &version, sizeof(version));
@@ -940,9 +976,9 @@ mtms_tower_deserialize(const char **p, const char *end)
 	memcpy(t->sizes, sizes, (nlayers + 1) * sizeof(int32));
 	t->step = step;
 	t->nsamples = nsamples;
-	tower_alloc(t);
+	tower_alloc(t, version == MTMS_TOWER_VERSION);
 	Assert(t->nparams == nparams);
-	/* weights and biases, the Adam moments or zero (no gradients: zero) */
+	/* weights and biases, the Adam moments if sent (no gradients: zero) */
 	memcpy(t->mem, *p, nbytes);
 	*p += nbytes;
 	return t;

@@ -43,7 +43,9 @@ typedef struct MtmsTower
 	int64		step;			/* Adam steps taken */
 	int64		nsamples;		/* rows trained since last reset (combine weight) */
 	/* private: the allocations and their layout */
-	float	   *mem;			/* 3 * nparams floats: params, m, v */
+	float	   *mem;			/* 3 * nparams floats: params, m, v; or
+								 * nparams: params only (!moments) */
+	bool		moments;		/* mem holds the Adam moments */
 	float	   *grad;			/* nparams floats, or NULL (see tower.c) */
 	int64		nweights;		/* floats in all W[l] */
 	int64		nparams;		/* nweights + floats in all b[l] */
@@ -99,6 +101,15 @@ extern Size mtms_tower_bytes(const MtmsTower *t);
  */
 extern void mtms_tower_ensure_grad(MtmsTower *t);
 extern void mtms_tower_drop_grad(MtmsTower *t);
+
+/*
+ * Adam moments: a tower that trains has them (ensure_grad creates zero
+ * ones); a created-zero or params-only deserialized tower has none, and
+ * drop_training_state frees them with the gradients once the tower trains
+ * no further in this training (they are never stored: a next training
+ * starts its moments at zero).  The parameters stay.
+ */
+extern void mtms_tower_drop_training_state(MtmsTower *t);
 
 extern MtmsTowerWork *mtms_tower_work_create(const MtmsTower *t, int max_batch);
 extern void mtms_tower_work_free(MtmsTowerWork *w);

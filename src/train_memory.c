@@ -57,13 +57,32 @@ largest_unit(const MtmsModel *m, const MtmsStageInfo *si)
 	return largest;
 }
 
+/*
+ * The fine-tune towers a fine-tune stage will add to the model: one per
+ * pair that has none yet, its parameters only once its unit is done (a
+ * unit in training is counted by largest_unit).
+ */
+static double
+towers_to_come(const MtmsModel *m, const MtmsStageInfo *si)
+{
+	int			missing = 0;
+
+	if (si->trains_embeddings)
+		return 0;
+	for (int p = 0; p < m->npairs; p++)
+		if (m->tower2[p] == NULL)
+			missing++;
+	return (double) missing * mtms_model_finetune_tower_bytes(m) / 4;
+}
+
 /* The model and the units' copies in every process. */
 static double
 fixed_bytes(const MtmsModel *m, const MtmsStageInfo *si, int njobs)
 {
 	int			processes = 1 + mtms_train_workers_for(njobs);
 
-	return (double) mtms_model_bytes(m) + 3.0 * processes * largest_unit(m, si);
+	return (double) mtms_model_bytes(m) + towers_to_come(m, si) +
+		3.0 * processes * largest_unit(m, si);
 }
 
 Size

@@ -38,6 +38,9 @@ typedef struct MtmsStageInfo
 									 * output, not an initialisation */
 	bool		reports_per_task;	/* a scene unit reports CTR and CVR rows and
 									 * all three metrics, else one CTCVR row */
+	bool		last_for_towers;	/* a unit's towers train no further in this
+									 * training: their Adam moments go when the
+									 * unit is done */
 	/* one mini-batch of unit on rows[0..n) of rs */
 	void		(*step) (MtmsStepCtx *ctx, int unit, const MtmsRowSet *rs,
 						 const int64 *rows, int n);

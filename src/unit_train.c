@@ -319,7 +319,8 @@ unit_batch(UnitRun *run, const int64 *order, int nb)
 
 /*
  * The unit's towers get gradient accumulators for its training (in the
- * model's context) and lose them after: a held model carries none.
+ * model's context) and lose them after: a held model carries none (nor,
+ * after its last stage, Adam moments).
  */
 static void
 unit_grads(const MtmsUnitJob *job, bool on)
@@ -335,6 +336,8 @@ unit_grads(const MtmsUnitJob *job, bool on)
 
 		if (on)
 			mtms_tower_ensure_grad(t);
+		else if (job->si->last_for_towers)
+			mtms_tower_drop_training_state(t);
 		else
 			mtms_tower_drop_grad(t);
 	}
