@@ -22,7 +22,7 @@ import parallel_run as P  # noqa: E402
 import speed_run as S  # noqa: E402
 
 UNITS_RE = re.compile(r'mtms_train (\w+): (\d+) units in ([0-9.]+) s, (\d+) workers, (\d+) training rows/s')
-WRITE_RE = re.compile(r'version \d+ written: (\d+) embedding rows, ([0-9.]+) s')
+WRITE_RE = re.compile(r'version \d+ written: (\d+) embedding rows, [0-9.]+ MB of tower parameters, ([0-9.]+) s')
 
 
 def make_samples(rel, rows, names, seed):

@@ -644,7 +644,7 @@ mtms_joined_keys_logits(MtmsJoinedKeys *vk, const MtmsModel *m,
 
 	/* per row the sum of its keys' projections, then the other layers */
 	H = palloc(sizeof(float) * VK_BATCH * h1);
-	w = mtms_tower_work_create(t, VK_BATCH);
+	w = mtms_tower_work_create_hidden(t, VK_BATCH);
 	for (int64 b = 0; b < vk->nrows; b += VK_BATCH)
 	{
 		int			n = (int) Min(VK_BATCH, vk->nrows - b);

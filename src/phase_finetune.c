@@ -28,8 +28,8 @@ mtms_step_finetune(MtmsStepCtx *st, int scene, const MtmsRowSet *rs,
 	{
 		MemoryContext old = MemoryContextSwitchTo(st->cxt);
 
-		w->w2a = mtms_tower_work_create(m->tower2[pc], w->max_batch);
-		w->w2b = mtms_tower_work_create(m->tower2[pc], w->max_batch);
+		w->w2a = mtms_tower_work_create_hidden(m->tower2[pc], w->max_batch);
+		w->w2b = mtms_tower_work_create_hidden(m->tower2[pc], w->max_batch);
 		MemoryContextSwitchTo(old);
 	}
 

@@ -251,19 +251,32 @@ mtms_tower_create(int nin, int nhidden, const int32 *hidden, uint64 seed)
 	return t;
 }
 
-MtmsTower *
-mtms_tower_copy(const MtmsTower *t)
+static MtmsTower *
+tower_copy(const MtmsTower *t, bool moments)
 {
 	MtmsTower  *c = palloc(sizeof(MtmsTower));
-	int64		n = (t->moments ? 3 : 1) * t->nparams;
+	int64		n = (moments ? 3 : 1) * t->nparams;
 
 	memcpy(c, t, sizeof(MtmsTower));
+	c->moments = moments;
 	c->mem = palloc_extended(Max(n, 1) * sizeof(float), MCXT_ALLOC_HUGE);
 	memcpy(c->mem, t->mem, n * sizeof(float));
 	/* gradients are zero between steps: a copy gets them when trained */
 	c->grad = NULL;
 	tower_set_pointers(c);
 	return c;
+}
+
+MtmsTower *
+mtms_tower_copy(const MtmsTower *t)
+{
+	return tower_copy(t, t->moments);
+}
+
+MtmsTower *
+mtms_tower_copy_params(const MtmsTower *t)
+{
+	return tower_copy(t, false);
 }
 
 void
@@ -289,8 +302,8 @@ mtms_tower_bytes(const MtmsTower *t)
  * Batch scratch
  * ---------------------------------------------------------------- */
 
-MtmsTowerWork *
-mtms_tower_work_create(const MtmsTower *t, int max_batch)
+static MtmsTowerWork *
+tower_work_create(const MtmsTower *t, int max_batch, bool input_copy)
 {
 	MtmsTowerWork *w;
 	int			l;
@@ -307,10 +320,22 @@ mtms_tower_work_create(const MtmsTower *t, int max_batch)
 	{
 		int64		n = (int64) max_batch * t->sizes[l];
 
-		w->act[l] = tower_alloc_floats(n);
+		w->act[l] = (l > 0 || input_copy) ? tower_alloc_floats(n) : NULL;
 		w->delta[l] = (l == 0) ? NULL : tower_alloc_floats(n);
 	}
 	return w;
+}
+
+MtmsTowerWork *
+mtms_tower_work_create(const MtmsTower *t, int max_batch)
+{
+	return tower_work_create(t, max_batch, true);
+}
+
+MtmsTowerWork *
+mtms_tower_work_create_hidden(const MtmsTower *t, int max_batch)
+{
+	return tower_work_create(t, max_batch, false);
 }
 
 void
@@ -425,6 +450,8 @@ mtms_tower_forward(const MtmsTower *t, MtmsTowerWork *w,
 	w->batch = B;
 	if (B == 0)
 		return;
+	if (w->act[0] == NULL)
+		elog(ERROR, "mtms: tower forward with a work area made for forward_hidden");
 	memcpy(w->act[0], X, (Size) B * t->sizes[0] * sizeof(float));
 	w->in0 = w->act[0];
 	tower_forward_layers(t, w, B, logits);

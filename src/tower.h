@@ -89,6 +89,8 @@ extern MtmsTower *mtms_tower_create(int nin, int nhidden, const int32 *hidden,
 extern MtmsTower *mtms_tower_create_zero(int nin, int nhidden, const int32 *hidden);
 /* A copy, without gradient accumulators (they are zero between steps). */
 extern MtmsTower *mtms_tower_copy(const MtmsTower *t);
+/* A copy of the parameters only (no Adam moments either). */
+extern MtmsTower *mtms_tower_copy_params(const MtmsTower *t);
 extern void mtms_tower_free(MtmsTower *t);
 /* bytes of parameters + optimizer state (+ gradients, when it has them) */
 extern Size mtms_tower_bytes(const MtmsTower *t);
@@ -112,6 +114,12 @@ extern void mtms_tower_drop_grad(MtmsTower *t);
 extern void mtms_tower_drop_training_state(MtmsTower *t);
 
 extern MtmsTowerWork *mtms_tower_work_create(const MtmsTower *t, int max_batch);
+/*
+ * The same without room for a copy of the input: for forward_hidden and
+ * backward_hidden only (or forward_train, which reads the caller's X), at
+ * no cost in the input's width (a fine-tune tower's is the joined input).
+ */
+extern MtmsTowerWork *mtms_tower_work_create_hidden(const MtmsTower *t, int max_batch);
 extern void mtms_tower_work_free(MtmsTowerWork *w);
 
 /*

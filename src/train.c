@@ -143,6 +143,7 @@ commit_version(MtmsTrainCtx *cx, const char *relname_plain)
 	MtmsCatalogScope scope;
 	TimestampTz start = GetCurrentTimestamp();
 	int64		rows = 0;
+	int64		tower_params = 0;
 
 	/* the caller may train the model (checked at the start): write as mtms */
 	mtms_catalog_scope_begin(&scope, true);
@@ -177,10 +178,15 @@ commit_version(MtmsTrainCtx *cx, const char *relname_plain)
 	mtms_model_save(meta, cx->model, version);
 	mtms_history_write(cx->history, cx->model, cx->schema, meta->model_id, version);
 	for (int p = 0; p < cx->model->npairs; p++)
+	{
 		rows += mtms_emb_count(cx->model->emb[p]);
+		tower_params += cx->model->tower1[p]->nparams +
+			(cx->model->tower2[p] ? cx->model->tower2[p]->nparams : 0);
+	}
 	ereport(NOTICE,
-			(errmsg("mtms_train: version %d written: %lld embedding rows, %.2f s",
-					version, (long long) rows, (double) (GetCurrentTimestamp() - start) / 1e6)));
+			(errmsg("mtms_train: version %d written: %lld embedding rows, %.1f MB of tower parameters, %.2f s",
+					version, (long long) rows, (double) tower_params * sizeof(float) / (1024 * 1024),
+					(double) (GetCurrentTimestamp() - start) / 1e6)));
 
 	if (SPI_execute_with_args(psprintf("UPDATE %s.mtms_model SET active_version = $2 WHERE model_id = $1",
 									   cx->schema),

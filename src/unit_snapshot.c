@@ -39,7 +39,9 @@ mtms_unit_snapshot_take(MtmsUnitSnapshot *s, const MtmsModel *m,
 		else
 		{
 			s->emb[i] = NULL;
-			s->tower[i] = mtms_tower_copy(m->tower2[p]);
+			/* after the last stage its moments go anyway (unit_train.c) */
+			s->tower[i] = si->last_for_towers ? mtms_tower_copy_params(m->tower2[p]) :
+				mtms_tower_copy(m->tower2[p]);
 		}
 	}
 }
