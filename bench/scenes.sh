@@ -8,7 +8,7 @@
 #
 #   bash bench/scenes.sh [--scenes 3,20,100] [--total 1000000] [--per-scene 10000] [--test 50000] [--worlds]
 #
-# --worlds adds, at 20 and 100 scenes, data made of disjoint 20-scene worlds
+# --worlds adds (--worlds-only: only), at 20 and 100 scenes, data made of disjoint 20-scene worlds
 # (feature values prefixed by the world), where a row's features occur in
 # at most 20 scenes at every scene count: the fine-tune's cost per row
 # should not grow with the number of scenes there.

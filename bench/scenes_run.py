@@ -136,13 +136,15 @@ def main():
     ap.add_argument('--worlds', action='store_true',
                     help='also, at each multiple of 20 scenes, --per-scene rows per scene in '
                          'disjoint 20-scene worlds (a feature occurs in at most 20 scenes)')
+    ap.add_argument('--worlds-only', action='store_true',
+                    help='only the worlds data (e.g. --scenes 300 --worlds-only)')
     ap.add_argument('--json', default='/tmp/mtms_scenes.json')
     a = ap.parse_args()
     R = {'env': P.env(), 'runs': []}
     for n in [int(x) for x in a.scenes.split(',')]:
-        for rows in sorted({a.total, n * a.per_scene}):
+        for rows in ([] if a.worlds_only else sorted({a.total, n * a.per_scene})):
             R['runs'].append(run(n, rows, a.test, 'shared'))
-        if a.worlds and n % WORLD == 0:
+        if (a.worlds or a.worlds_only) and n % WORLD == 0:
             R['runs'].append(run(n, n * a.per_scene, a.test, 'worlds'))
     with open(a.json, 'w') as f:
         json.dump(R, f, indent=1, default=str)

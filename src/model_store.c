@@ -402,16 +402,23 @@ mtms_model_load(const MtmsModelMeta *meta, int32 version)
 	return m;
 }
 
+/*
+ * A real[] of v[0..n): the array built around one copy of the floats
+ * (construct_array would go through a Datum per element).
+ */
 static Datum
 float_array(const float *v, int n)
 {
-	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
-	ArrayType  *a;
+	Size		nbytes = ARR_OVERHEAD_NONULLS(1) + sizeof(float4) * (Size) n;
+	ArrayType  *a = palloc0(nbytes);
 
-	for (int i = 0; i < n; i++)
-		d[i] = Float4GetDatum(v[i]);
-	a = construct_array(d, n, FLOAT4OID, sizeof(float4), true, TYPALIGN_INT);
-	pfree(d);
+	SET_VARSIZE(a, nbytes);
+	a->ndim = 1;
+	a->dataoffset = 0;
+	a->elemtype = FLOAT4OID;
+	ARR_DIMS(a)[0] = n;
+	ARR_LBOUND(a)[0] = 1;
+	memcpy(ARR_DATA_PTR(a), v, sizeof(float4) * (Size) n);
 	return PointerGetDatum(a);
 }
 

@@ -1,7 +1,7 @@
 -- pgTAP: the model catalog (create, add scene, add field, drop, rollback,
 -- the owner check and the SQLSTATE of each kind of error).
 BEGIN;
-SELECT plan(49);
+SELECT plan(51);
 
 -- The functions of API.md exist with their argument types.
 SELECT has_function('mtms_create_model',
@@ -152,6 +152,20 @@ SELECT lives_ok($$SELECT mtms_create_model('tap_m3', '{s}', '{f}');
                   SELECT mtms_add_scene('tap_m3', 's2');
                   SELECT mtms_drop_model('tap_m3')$$,
                 'create, change and drop after the extension was re-created');
+
+-- Parameter columns: no statistics (ANALYZE would hash every float), and
+-- tower weights compressed (zero blocks of a fine-tune tower's first layer)
+SELECT is((SELECT array_agg(attrelid::regclass || '.' || attname || '=' || attstattarget
+                            ORDER BY attrelid::regclass::text, attname)
+             FROM pg_attribute
+            WHERE (attrelid, attname) IN (('mtms_tower'::regclass, 'weights'),
+                                          ('mtms_tower'::regclass, 'bias'),
+                                          ('mtms_embedding'::regclass, 'vector'))),
+          '{mtms_embedding.vector=0,mtms_tower.bias=0,mtms_tower.weights=0}'::text[],
+          'no statistics are gathered on the parameters');
+SELECT is((SELECT attstorage::text FROM pg_attribute
+            WHERE attrelid = 'mtms_tower'::regclass AND attname = 'weights'),
+          'x', 'tower weights are stored compressible (EXTENDED)');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -24,3 +24,31 @@ ALTER FUNCTION @extschema@.mtms_score(text, text, text, text[]) PARALLEL RESTRIC
 ALTER FUNCTION @extschema@.mtms_score(text, text, text[]) PARALLEL RESTRICTED;
 ALTER FUNCTION @extschema@.mtms_score(text, text, text, text[], text) PARALLEL RESTRICTED;
 ALTER FUNCTION @extschema@.mtms_score_reference(text, text, text, text[]) PARALLEL RESTRICTED;
+
+-- ---------------------------------------------------------------------
+-- Parameter tables: no statistics on the parameters; tower weights
+-- compressed again, with lz4 where the server has it.
+--
+-- After every training, autovacuum's ANALYZE of mtms_tower built element
+-- statistics of every weights array (hashing each of a 300-scene model's
+-- 1.1 billion floats) and took a core for minutes; nothing ever filters on
+-- the parameters' values.  0.2 stored the weights uncompressed (dense
+-- floats do not compress); but a fine-tune tower's first layer is zero in
+-- every block of a pair whose embeddings its scene's features never meet,
+-- most of it when scenes have their own vocabularies, and lz4 gives up
+-- quickly on what does not compress.
+-- ---------------------------------------------------------------------
+
+ALTER TABLE @extschema@.mtms_tower ALTER COLUMN weights SET STATISTICS 0;
+ALTER TABLE @extschema@.mtms_tower ALTER COLUMN bias SET STATISTICS 0;
+ALTER TABLE @extschema@.mtms_embedding ALTER COLUMN vector SET STATISTICS 0;
+
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_settings
+                WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
+        ALTER TABLE @extschema@.mtms_tower ALTER COLUMN weights SET COMPRESSION lz4;
+    END IF;
+END
+$$;
+ALTER TABLE @extschema@.mtms_tower ALTER COLUMN weights SET STORAGE EXTENDED;
