@@ -45,7 +45,8 @@ SELECT count(*) AS figures,
                           AND e.calibration IS NOT DISTINCT FROM o.calibration) AS identical
   FROM shm_own_eval o JOIN mtms_evaluate('shm_m', 'shm_s') e USING (scene, task);
 
--- parallel workers score from the shared copy too
+-- a parallel plan (the scan in workers, the scores in the leader: mtms_score
+-- is PARALLEL RESTRICTED) gives the same scores
 \c
 SET client_min_messages = warning;
 SET max_parallel_workers_per_gather = 2;
@@ -70,6 +71,16 @@ SELECT current_setting('shared_preload_libraries') !~ 'mtms'
        OR (SELECT array_agg(s.version) FROM mtms_shared_models() s JOIN mtms_model m USING (model_id)
             WHERE m.name = 'shm_m') = ARRAY[2]
        AS only_the_new_version;
+
+-- which model a row is: shown to its owner's roles (and pg_read_all_stats)
+SELECT current_setting('shared_preload_libraries') !~ 'mtms' AS not_preloaded \gset
+CREATE ROLE shm_other;
+SET ROLE shm_other;
+SELECT :'not_preloaded'::boolean
+       OR (SELECT count(*) > 0 AND bool_and(model_id IS NULL AND version IS NULL)
+             FROM mtms_shared_models()) AS hidden_from_another_role;
+RESET ROLE;
+DROP ROLE shm_other;
 
 SELECT mtms_drop_model('shm_m');
 DROP TABLE shm_s, shm_rows, shm_own, shm_own_eval, shm_shared, shm_par;

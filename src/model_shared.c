@@ -15,6 +15,7 @@
 #include "access/parallel.h"
 #include "access/transam.h"
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -23,6 +24,7 @@
 #include "proj_shared.h"
 #include "score_projection.h"
 #include "storage/lock.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "storage/ipc.h"
@@ -499,7 +501,8 @@ typedef enum Found
 
 /* Look key up (pinning it), or claim an entry when claim. */
 static Found
-find_or_claim(const SlotKey *key, const LiveVersions *live, bool claim, int *slot)
+find_or_claim(const SlotKey *key, const LiveVersions *live, bool claim, Oid owner,
+			  int *slot)
 {
 	Found		r;
 	int			i;
@@ -536,6 +539,7 @@ find_or_claim(const SlotKey *key, const LiveVersions *live, bool claim, int *slo
 		s->loader = MyProcPid;
 		s->load_id = mtms_shared_ctl->next_load_id++;
 		s->key = *key;
+		s->owner = owner;
 		s->root = InvalidDsaPointer;
 		s->proj = InvalidDsaPointer;
 		loading_slot = i;
@@ -568,7 +572,7 @@ mtms_shared_model(const MtmsModelMeta *meta, int32 version, MemoryContext cxt,
 	for (;;)
 	{
 		CHECK_FOR_INTERRUPTS();
-		f = find_or_claim(&key, &live, false, &i);
+		f = find_or_claim(&key, &live, false, meta->owner, &i);
 		if (f == FOUND_READY)
 			return view_of(i, cxt, ref);
 		if (f == FOUND_LOADING)
@@ -587,7 +591,7 @@ mtms_shared_model(const MtmsModelMeta *meta, int32 version, MemoryContext cxt,
 
 		/* a loader claims the entry only while it holds the lock */
 		(void) LockAcquire(&tag, ExclusiveLock, false, false);
-		f = find_or_claim(&key, &live, true, &i);
+		f = find_or_claim(&key, &live, true, meta->owner, &i);
 		if (f != FOUND_CLAIMED)
 		{
 			LockRelease(&tag, ExclusiveLock, false);
@@ -717,6 +721,10 @@ mtms_shared_models_list(PG_FUNCTION_ARGS)
 		LWLockRelease(&mtms_shared_ctl->lock);
 		values[0] = Int32GetDatum(s->key.model_id);
 		values[1] = Int32GetDatum(s->key.version);
+		/* which model: for its owner's roles and pg_read_all_stats only */
+		if (!has_privs_of_role(GetUserId(), s->owner) &&
+			!has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS))
+			nulls[0] = nulls[1] = true;
 		values[2] = CStringGetTextDatum(s->state == SLOT_READY ? "ready" : "loading");
 		values[3] = Int32GetDatum(s->refcount);
 		values[4] = BoolGetDatum(s->stale);

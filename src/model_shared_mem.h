@@ -47,6 +47,7 @@ typedef struct SharedSlot
 	uint64		load_id;		/* unique among all loads */
 	uint64		last_used;		/* ctl->tick at its last pin */
 	SlotKey		key;
+	Oid			owner;			/* the model's owner (who may see the row) */
 	dsa_pointer root;			/* the flat model */
 	dsa_pointer proj;			/* its projection cache (proj_shared.h) */
 	Size		bytes;

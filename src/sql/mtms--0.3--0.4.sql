@@ -52,3 +52,12 @@ BEGIN
 END
 $$;
 ALTER TABLE @extschema@.mtms_tower ALTER COLUMN weights SET STORAGE EXTENDED;
+
+-- ---------------------------------------------------------------------
+-- mtms_shared_models(): which model a row is (model_id, version) only for
+-- the roles of its owner and pg_read_all_stats, as pg_stat_activity shows
+-- a session's query (src/model_shared.c); the memory figures for all.
+-- ---------------------------------------------------------------------
+
+COMMENT ON FUNCTION @extschema@.mtms_shared_models() IS
+  'model versions of this database in shared memory: state loading or ready, pins (transactions scoring with it), stale (no longer active: freed at its last unpin), dropped (its model was dropped: evicted first), bytes of the model and of its shared projection cache; model_id and version are NULL unless the caller has the privileges of the model''s owner or of pg_read_all_stats';
