@@ -1,7 +1,7 @@
 -- pgTAP: the model catalog (create, add scene, add field, drop, rollback,
 -- the owner check and the SQLSTATE of each kind of error).
 BEGIN;
-SELECT plan(51);
+SELECT plan(58);
 
 -- The functions of API.md exist with their argument types.
 SELECT has_function('mtms_create_model',
@@ -143,6 +143,28 @@ SELECT lives_ok($$SELECT mtms_create_model('tap_other', '{s}', '{f}');
                 'a role with table privileges creates and changes its own model');
 RESET ROLE;
 SELECT lives_ok($$SELECT mtms_drop_model('tap_other')$$, 'a superuser may drop any model');
+
+-- A version's parameter rows go with it (a trigger, not a foreign key:
+-- inserting them checks nothing per row), and a version keeps its number.
+CREATE TEMP TABLE tap_fk_s AS SELECT * FROM mtms_synthetic_samples(1500, 1);
+SELECT lives_ok($$SELECT mtms_create_model('tap_fk', '{search,feeds,video}',
+                         '{user,ad,advertiser,hour,device,tag}',
+                         options => '{"max_epochs": 1, "keep_versions": 3}')$$, 'a model to delete versions of');
+SELECT ok((SELECT count(*) FROM mtms_train('tap_fk', 'tap_fk_s')) > 0, 'version 1');
+SELECT ok((SELECT count(*) FROM mtms_train('tap_fk', 'tap_fk_s')) > 0, 'version 2');
+SELECT is((SELECT count(*)::int FROM pg_constraint
+            WHERE contype = 'f' AND conrelid IN ('mtms_embedding'::regclass, 'mtms_tower'::regclass)),
+          0, 'no foreign key checks the parameter rows');
+DELETE FROM mtms_version v USING mtms_model m
+ WHERE v.model_id = m.model_id AND m.name = 'tap_fk' AND v.version = 1;
+SELECT is((SELECT array_agg(DISTINCT e.version) || array_agg(DISTINCT t.version)
+             FROM mtms_model m JOIN mtms_embedding e USING (model_id) JOIN mtms_tower t USING (model_id)
+            WHERE m.name = 'tap_fk'),
+          '{2,2}'::int[], 'deleting a version deletes its embedding and tower rows');
+SELECT throws_ok($$UPDATE mtms_version v SET version = 9 FROM mtms_model m
+                    WHERE v.model_id = m.model_id AND m.name = 'tap_fk'$$,
+                 '23503', NULL, 'a version cannot be renumbered');
+SELECT lives_ok($$SELECT mtms_drop_model('tap_fk')$$, 'and the model dropped');
 
 -- The cached OID of mtms_model (for cache invalidation) survives
 -- DROP EXTENSION / CREATE EXTENSION in the same session.

@@ -61,3 +61,52 @@ ALTER TABLE @extschema@.mtms_tower ALTER COLUMN weights SET STORAGE EXTENDED;
 
 COMMENT ON FUNCTION @extschema@.mtms_shared_models() IS
   'model versions of this database in shared memory: state loading or ready, pins (transactions scoring with it), stale (no longer active: freed at its last unpin), dropped (its model was dropped: evicted first), bytes of the model and of its shared projection cache; model_id and version are NULL unless the caller has the privileges of the model''s owner or of pg_read_all_stats';
+
+-- ---------------------------------------------------------------------
+-- A version's parameter rows go with it through a trigger, not a foreign
+-- key.
+--
+-- The foreign keys of mtms_embedding and mtms_tower to mtms_version
+-- checked every inserted row against the version the same training had
+-- just inserted: a query per row, about 40% of writing a version (perf,
+-- 590k embedding rows of a 100-scene model).  The rows are written by
+-- mtms_train only after their version row; what the keys gave besides,
+-- the cascade when a version goes (keep_versions, mtms_drop_model, or a
+-- DELETE by hand), this trigger gives; it runs as the deleting role (no
+-- function of the extension is SECURITY DEFINER: mtms_train and
+-- mtms_drop_model write as the catalog's owner anyway, and a role allowed
+-- to delete versions by SQL needs DELETE on the parameter tables too, as
+-- the README's grants give it); and a version's model_id and number cannot
+-- change (the foreign key refused that while it had rows).
+-- ---------------------------------------------------------------------
+
+ALTER TABLE @extschema@.mtms_embedding DROP CONSTRAINT mtms_embedding_model_id_version_fkey;
+ALTER TABLE @extschema@.mtms_tower DROP CONSTRAINT mtms_tower_model_id_version_fkey;
+
+CREATE FUNCTION @extschema@.mtms_version_parameters_trigger()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF (NEW.model_id, NEW.version) IS DISTINCT FROM (OLD.model_id, OLD.version) THEN
+            RAISE EXCEPTION 'version % of model % cannot be renumbered', OLD.version, OLD.model_id
+                USING ERRCODE = 'foreign_key_violation',
+                      HINT = 'A version''s embedding and tower rows are keyed by its model_id and number.';
+        END IF;
+        RETURN NEW;
+    END IF;
+    DELETE FROM @extschema@.mtms_embedding
+     WHERE model_id = OLD.model_id AND version = OLD.version;
+    DELETE FROM @extschema@.mtms_tower
+     WHERE model_id = OLD.model_id AND version = OLD.version;
+    RETURN OLD;
+END
+$fn$;
+REVOKE ALL ON FUNCTION @extschema@.mtms_version_parameters_trigger() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.mtms_version_parameters_trigger() IS
+  'trigger of mtms_version: deleting a version deletes its embedding and tower rows; a version cannot be renumbered';
+CREATE TRIGGER mtms_version_parameters AFTER DELETE OR UPDATE OF model_id, version
+    ON @extschema@.mtms_version
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.mtms_version_parameters_trigger();
