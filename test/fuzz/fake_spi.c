@@ -191,7 +191,8 @@ position_in(Datum a, Datum s)
  * The embedding query as SQL computes it from the stored (scene, task,
  * field, feature, vector, accum) rows: array_position of scene in $3,
  * the task's index, array_position of field in $4 (NULL when unknown),
- * then the stored columns, then scene, task and field again as text.
+ * then the stored columns, then scene, task and field again as text, then
+ * the statistics the query selects as 0 on a catalog without them.
  */
 static void
 derive_embedding_rows(Datum *args)
@@ -207,7 +208,7 @@ derive_embedding_rows(Datum *args)
 		int			sp = position_in(args[2], in->values[0]);
 		int			fp = position_in(args[3], in->values[2]);
 
-		r->natts = 9;
+		r->natts = 11;
 		r->values[0] = Int32GetDatum(sp);
 		r->nulls[0] = sp == 0;
 		r->values[1] = Int32GetDatum(strcmp(task, "ctr") == 0 ? MTMS_TASK_CTR : MTMS_TASK_CVR);
@@ -224,6 +225,8 @@ derive_embedding_rows(Datum *args)
 			r->values[6 + a] = in->values[a];
 			r->varlena[6 + a] = true;
 		}
+		r->values[9] = Int64GetDatum(0);	/* seen */
+		r->values[10] = Int32GetDatum(0);	/* last_seen */
 	}
 	rowsets[FAKE_EMBEDDING] = out;
 }
@@ -354,4 +357,14 @@ mtms_catalog_scope_begin(MtmsCatalogScope *scope, bool writes)
 void
 mtms_catalog_scope_end(MtmsCatalogScope *scope)
 {
+}
+
+/*
+ * catalog.c: the fake embedding rows have the columns of extension
+ * version 0.2 (no seen and last_seen statistics)
+ */
+bool
+mtms_catalog_has_feature_stats(void)
+{
+	return false;
 }

@@ -8,7 +8,7 @@
 
 #include "postgres.h"
 
-#define FAKE_MAX_ATTS 10
+#define FAKE_MAX_ATTS 12
 
 typedef struct FakeRow
 {

@@ -75,6 +75,12 @@ mtms_unguard_search_path(int level)
 {
 }
 
+/* progress.c (not linked): no shared memory to report rows to */
+void
+mtms_progress_rows(int64 n)
+{
+}
+
 void
 ProcessInterrupts(void)
 {
@@ -468,6 +474,39 @@ Size
 GetMemoryChunkSpace(void *p)
 {
 	return stub_chunk_of(p, "GetMemoryChunkSpace")->size + sizeof(StubChunk);
+}
+
+/*
+ * The backend's overflow-checked size arithmetic (shmem.c).  Defined here:
+ * PostgreSQL 15.20's frontend libpgcommon puts its own add_size and
+ * mul_size into fe_memutils.o, whose palloc and friends would then clash
+ * with the stubs above.
+ */
+Size
+add_size(Size s1, Size s2)
+{
+	Size		result = s1 + s2;
+
+	if (result < s1 || result < s2)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("requested shared memory size overflows size_t")));
+	return result;
+}
+
+Size
+mul_size(Size s1, Size s2)
+{
+	Size		result;
+
+	if (s1 == 0 || s2 == 0)
+		return 0;
+	result = s1 * s2;
+	if (result / s2 != s1)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("requested shared memory size overflows size_t")));
+	return result;
 }
 
 char *
