@@ -605,8 +605,14 @@ mtms_tower_backward_hidden(MtmsTower *t, MtmsTowerWork *w, const float *dlogits)
 	return w->delta[1];
 }
 
-void
-mtms_tower_step(MtmsTower *t, float lr, float l2)
+/*
+ * Adam on the weights from float `from` of the weight block (with L2) and
+ * on every bias (without), then zero their gradients.  W[0] leads the
+ * weight block, so from = 0 is every weight and from = |W[0]| every layer
+ * but the first.
+ */
+static void
+tower_step_from(MtmsTower *t, int64 from, float lr, float l2)
 {
 	float	   *p = t->mem;
 	float	   *g = t->grad;
@@ -615,14 +621,19 @@ mtms_tower_step(MtmsTower *t, float lr, float l2)
 	int64		nw = t->nweights;
 	int64		nb = t->nparams - t->nweights;
 
+	mtms_adam_update(p + from, g + from, m + from, v + from, nw - from, lr, l2, t->step);
+	mtms_adam_update(p + nw, g + nw, m + nw, v + nw, nb, lr, 0.0f, t->step);
+	memset(g + from, 0, (t->nparams - from) * sizeof(float));
+}
+
+void
+mtms_tower_step(MtmsTower *t, float lr, float l2)
+{
 	tower_check_grad(t);
 
 	t->step++;
 	t->nin_used = 0;			/* every column may now be non-zero */
-	/* weights with L2, biases without */
-	mtms_adam_update(p, g, m, v, nw, lr, l2, t->step);
-	mtms_adam_update(p + nw, g + nw, m + nw, v + nw, nb, lr, 0.0f, t->step);
-	memset(g, 0, t->nparams * sizeof(float));
+	tower_step_from(t, 0, lr, l2);
 }
 
 void
@@ -631,13 +642,6 @@ mtms_tower_step_input_runs(MtmsTower *t, float lr, float l2, const int32 *col,
 {
 	int			nin = t->sizes[0];
 	int			h1 = t->sizes[1];
-	int64		nw0 = (int64) nin * h1;
-	float	   *p = t->mem;
-	float	   *g = t->grad;
-	float	   *m = t->mem + t->nparams;
-	float	   *v = t->mem + 2 * t->nparams;
-	int64		nw = t->nweights;
-	int64		nb = t->nparams - t->nweights;
 
 	tower_check_grad(t);
 	for (int k = 0; k < nruns; k++)
@@ -646,15 +650,13 @@ mtms_tower_step_input_runs(MtmsTower *t, float lr, float l2, const int32 *col,
 
 	t->step++;
 	t->nin_used = 0;
-	/* the first layer's runs (W[0] leads the block of weights) */
-	mtms_adam_update_runs(p, g, m, v, h1, nin, col, len, nruns, lr, l2, t->step);
+	/* the first layer's runs, then every other layer and bias */
+	mtms_adam_update_runs(t->W[0], t->gW[0], t->mW[0], t->vW[0], h1, nin, col, len, nruns,
+						  lr, l2, t->step);
 	for (int o = 0; o < h1; o++)
 		for (int k = 0; k < nruns; k++)
-			memset(g + (int64) o * nin + col[k], 0, sizeof(float) * len[k]);
-	/* the other layers' weights with L2, every bias without */
-	mtms_adam_update(p + nw0, g + nw0, m + nw0, v + nw0, nw - nw0, lr, l2, t->step);
-	mtms_adam_update(p + nw, g + nw, m + nw, v + nw, nb, lr, 0.0f, t->step);
-	memset(g + nw0, 0, (t->nparams - nw0) * sizeof(float));
+			memset(t->gW[0] + (int64) o * nin + col[k], 0, sizeof(float) * len[k]);
+	tower_step_from(t, (int64) nin * h1, lr, l2);
 }
 
 void
