@@ -75,12 +75,6 @@ mtms_joined_table_bytes(const MtmsJoinedTable *jt)
 	return jt_bytes(jt->nkeys, jt->nent, jt->dim);
 }
 
-int64
-mtms_joined_table_entries(const MtmsJoinedTable *jt)
-{
-	return jt->nent;
-}
-
 /*
  * Each key's entries: its row in every pair's frozen table that has one,
  * in pair order.  One lookup per (key, pair); the vectors are copied once
@@ -372,6 +366,13 @@ check_joined_tower(const MtmsModel *m, const MtmsTower *t)
 			 t->sizes[0], MTMS_INPUT2(m));
 }
 
+/* First joined-input column of field f's a-th active block. */
+static inline int32
+panel_block_col(const Panels *pn, const MtmsModel *m, int f, int64 a)
+{
+	return m->block_off[pn->apair[pn->astart[f] + a] * pn->nfields + f];
+}
+
 /* wc (h1 x na*d) = tower t's first-layer columns of field f's active blocks. */
 static void
 panels_gather_columns(Panels *pn, const MtmsModel *m, const MtmsTower *t, int f)
@@ -385,8 +386,7 @@ panels_gather_columns(Panels *pn, const MtmsModel *m, const MtmsTower *t, int f)
 	pn->wc = room(pn->cxt, pn->wc, &pn->wccap, h1 * w, sizeof(float));
 	for (int o = 0; o < h1; o++)
 		for (int64 a = 0; a * d < w; a++)
-			memcpy(pn->wc + o * w + a * d,
-				   t->W[0] + (Size) o * nin + m->block_off[pn->apair[a0 + a] * pn->nfields + f],
+			memcpy(pn->wc + o * w + a * d, t->W[0] + (Size) o * nin + panel_block_col(pn, m, f, a),
 				   sizeof(float) * d);
 }
 
@@ -451,8 +451,7 @@ panels_weight_grad(Panels *pn, const MtmsModel *m, MtmsTower *t, const float *D)
 		for (int o = 0; o < h1; o++)
 			for (int64 a = 0; a * d < w; a++)
 			{
-				float	   *restrict dst = t->gW[0] + (Size) o * nin +
-					m->block_off[pn->apair[a0 + a] * pn->nfields + f];
+				float	   *restrict dst = t->gW[0] + (Size) o * nin + panel_block_col(pn, m, f, a);
 				const float *restrict src = pn->wc + o * w + a * d;
 
 				for (int k = 0; k < d; k++)
@@ -573,7 +572,7 @@ mtms_joined_keys_build(const MtmsModel *m, const MtmsRowSet *vs,
  */
 MtmsJoinedKeys *
 mtms_joined_keys_from_store(const MtmsRowStore *st, const int64 *rows, int64 n,
-							const MtmsJoinedTable *jt, int nfields)
+							const MtmsJoinedTable *jt)
 {
 	MtmsJoinedKeys *vk = palloc0(sizeof(MtmsJoinedKeys));
 	const int64 *rstart = mtms_rs_row_start(st);
@@ -616,7 +615,6 @@ mtms_joined_keys_from_store(const MtmsRowStore *st, const int64 *rows, int64 n,
 	for (int64 k = 0; k < vk->nkeys; k++)
 		vk->key_field[k] = skeys[vk->key_id[k]].field;
 	pfree(local);
-	(void) nfields;
 	return vk;
 }
 

@@ -43,9 +43,8 @@ typedef struct MtmsJoinedTable MtmsJoinedTable;
  */
 extern MtmsJoinedTable *mtms_joined_table_build(const MtmsModel *m, const MtmsFeatureKey *keys,
 												int64 nkeys);
-/* Its size in bytes (to copy it), and its number of entries. */
+/* Its size in bytes (to copy it). */
 extern Size mtms_joined_table_bytes(const MtmsJoinedTable *jt);
-extern int64 mtms_joined_table_entries(const MtmsJoinedTable *jt);
 
 typedef struct MtmsJoinedKeys MtmsJoinedKeys;
 
@@ -62,8 +61,7 @@ extern MtmsJoinedKeys *mtms_joined_keys_build(const MtmsModel *m, const MtmsRowS
  * the table of the store's keys (which must outlive the result).
  */
 extern MtmsJoinedKeys *mtms_joined_keys_from_store(const MtmsRowStore *st, const int64 *rows,
-												   int64 n, const MtmsJoinedTable *jt,
-												   int nfields);
+												   int64 n, const MtmsJoinedTable *jt);
 
 /*
  * Logits of tower t (a fine-tune tower of m, input MTMS_INPUT2(m)) for every

@@ -663,21 +663,16 @@ void
 mtms_tower_step_columns(MtmsTower *t, float lr, float l2, int first_col)
 {
 	int			nin = t->sizes[0];
-	int			nout = t->sizes[1];
-	int			ncols = nin - first_col;
+	int32		ncols = nin - first_col;
 
 	tower_check_grad(t);
 
 	t->step++;
 	t->nin_used = 0;
+	/* one run of columns in every row of the first layer */
 	if (ncols > 0)
-		for (int o = 0; o < nout; o++)
-		{
-			int64		off = (int64) o * nin + first_col;
-
-			mtms_adam_update(t->W[0] + off, t->gW[0] + off, t->mW[0] + off,
-							 t->vW[0] + off, ncols, lr, l2, t->step);
-		}
+		mtms_adam_update_runs(t->W[0], t->gW[0], t->mW[0], t->vW[0], t->sizes[1], nin,
+							  &first_col, &ncols, 1, lr, l2, t->step);
 	memset(t->grad, 0, t->nparams * sizeof(float));
 }
 

@@ -129,9 +129,9 @@ unit_setup(UnitRun *run, const MtmsUnitJob *job)
 	if (job->si->keyed_rows)
 	{
 		run->ctx.keys = mtms_joined_keys_from_store(d->rows, run->store_row, run->n,
-													d->joined_rows, m->nfields);
+													d->joined_rows);
 		run->vkeys = mtms_joined_keys_from_store(d->valid, vstore, vcount,
-												 d->joined_valid, m->nfields);
+												 d->joined_valid);
 		mtms_rowset_reserve(&run->labels, run->n, 0);
 		for (int64 i = 0; i < run->n; i++)
 			run->labels.scene[i] = run->scene, run->labels.label[i] = label[run->store_row[i]];
