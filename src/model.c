@@ -302,7 +302,7 @@ finetune_tower_from(const MtmsModel *m, int p)
 }
 
 Size
-mtms_model_finetune_tower_bytes(const MtmsModel *m)
+mtms_model_finetune_tower_bytes(const MtmsModel *m, bool training)
 {
 	int64		nparams = 0;
 	int			in = MTMS_INPUT2(m);
@@ -314,7 +314,8 @@ mtms_model_finetune_tower_bytes(const MtmsModel *m)
 		nparams += (int64) in * out + out;
 		in = out;
 	}
-	return (Size) (4 * nparams) * sizeof(float);
+	/* parameters; training adds gradients and both Adam moments */
+	return (Size) ((training ? 4 : 1) * nparams) * sizeof(float);
 }
 
 void

@@ -80,8 +80,11 @@ extern void mtms_model_layout(MtmsModel *m);
 
 /* Create the fine-tune towers that are missing. */
 extern void mtms_model_ensure_finetune(MtmsModel *m);
-/* bytes of one fine-tune tower with its gradients, existing or not */
-extern Size mtms_model_finetune_tower_bytes(const MtmsModel *m);
+/*
+ * bytes of one fine-tune tower, existing or not: its parameters, and when
+ * training, its gradients and Adam moments too
+ */
+extern Size mtms_model_finetune_tower_bytes(const MtmsModel *m, bool training);
 /* ... of pair p only (a fine-tune unit's, created when it trains) */
 extern void mtms_model_ensure_finetune_pair(MtmsModel *m, int p);
 

@@ -46,11 +46,11 @@ largest_unit(const MtmsModel *m, const MtmsStageInfo *si)
 		{
 			int			p = pairs[i];
 
+			/* a fine-tune tower at rest has no moments: count it training */
 			if (si->trains_embeddings)
 				bytes += mtms_emb_bytes(m->emb[p]) + mtms_tower_bytes(m->tower1[p]);
 			else
-				bytes += m->tower2[p] ? mtms_tower_bytes(m->tower2[p]) :
-					mtms_model_finetune_tower_bytes(m);
+				bytes += mtms_model_finetune_tower_bytes(m, true);
 		}
 		largest = Max(largest, bytes);
 	}
@@ -72,7 +72,7 @@ towers_to_come(const MtmsModel *m, const MtmsStageInfo *si)
 	for (int p = 0; p < m->npairs; p++)
 		if (m->tower2[p] == NULL)
 			missing++;
-	return (double) missing * mtms_model_finetune_tower_bytes(m) / 4;
+	return (double) missing * mtms_model_finetune_tower_bytes(m, false);
 }
 
 /* The model and the units' copies in every process. */
