@@ -120,11 +120,20 @@ mtms_state_prepare(MtmsTrainState *st)
 
 		mtms_emb_reset_counts(m->emb[p]);
 		m->tower1[p]->nsamples = 0;
-		mtms_tower_ensure_grad(m->tower1[p]);
 		if (m->tower2[p])
-		{
 			m->tower2[p]->nsamples = 0;
-			mtms_tower_ensure_grad(m->tower2[p]);
+
+		/*
+		 * Gradients (and Adam moments) for the towers this state trains; a
+		 * collecting pass trains nothing, and its state shares the driver's
+		 * model: every tower of a warm-started model would keep them for
+		 * the whole training (the unit jobs give their towers their own).
+		 */
+		if (!st->collect_only)
+		{
+			mtms_tower_ensure_grad(m->tower1[p]);
+			if (m->tower2[p])
+				mtms_tower_ensure_grad(m->tower2[p]);
 		}
 		MemoryContextSwitchTo(mc);
 	}
