@@ -154,6 +154,7 @@ typedef struct Panels
 	int32	   *run_len;
 	int			nruns;
 	int64		runcap;
+	int64		lencap;
 	float	   *wc;				/* h1 x (max na * d): gathered W1 columns */
 	int64		wccap;
 	float	   *pp;				/* n x h1: products / gradients, panel order */
@@ -252,7 +253,17 @@ panels_fill(Panels *pn, const MtmsJoinedTable *jt, const int64 *kid, int f)
 		pn->pos[pn->apair[a]] = -1;
 }
 
-/* The first-layer columns of all panels' blocks as merged runs. */
+/* First joined-input column of field f's a-th active block. */
+static inline int32
+panel_block_col(const Panels *pn, const MtmsModel *m, int f, int64 a)
+{
+	return m->block_off[pn->apair[pn->astart[f] + a] * pn->nfields + f];
+}
+
+/*
+ * The first-layer columns of all panels' blocks as merged runs: what a
+ * training step's lazy Adam moves (validation panels need none).
+ */
 static void
 panels_runs(Panels *pn, const MtmsModel *m)
 {
@@ -260,20 +271,11 @@ panels_runs(Panels *pn, const MtmsModel *m)
 	int64		nb = pn->astart[F];
 	int			nr = 0;
 
-	if (pn->runcap < nb || pn->run_col == NULL)
-	{
-		if (pn->run_col)
-		{
-			pfree(pn->run_col);
-			pfree(pn->run_len);
-		}
-		pn->runcap = Max(nb, 1024);
-		pn->run_col = MemoryContextAlloc(pn->cxt, sizeof(int32) * pn->runcap);
-		pn->run_len = MemoryContextAlloc(pn->cxt, sizeof(int32) * pn->runcap);
-	}
+	pn->run_col = room(pn->cxt, pn->run_col, &pn->runcap, nb, sizeof(int32));
+	pn->run_len = room(pn->cxt, pn->run_len, &pn->lencap, nb, sizeof(int32));
 	for (int f = 0; f < F; f++)
-		for (int64 a = pn->astart[f]; a < pn->astart[f + 1]; a++)
-			pn->run_col[nr++] = m->block_off[pn->apair[a] * F + f];
+		for (int64 a = 0; a < pn->astart[f + 1] - pn->astart[f]; a++)
+			pn->run_col[nr++] = panel_block_col(pn, m, f, a);
 	qsort(pn->run_col, nr, sizeof(int32), cmp_int32);
 	pn->nruns = 0;
 	for (int i = 0; i < nr; i++)
@@ -335,8 +337,8 @@ panels_build(Panels *pn, const MtmsModel *m, const MtmsJoinedTable *jt,
 	pn->J = room(pn->cxt, pn->J, &pn->jcap, total, sizeof(float));
 	for (int f = 0; f < F; f++)
 		panels_fill(pn, jt, kid, f);
-	panels_runs(pn, m);
 }
+
 static Panels *
 panels_create(MemoryContext cxt)
 {
@@ -364,13 +366,6 @@ check_joined_tower(const MtmsModel *m, const MtmsTower *t)
 	if (t->sizes[0] != MTMS_INPUT2(m))
 		elog(ERROR, "fine-tune tower input of %d columns does not match the model's %d",
 			 t->sizes[0], MTMS_INPUT2(m));
-}
-
-/* First joined-input column of field f's a-th active block. */
-static inline int32
-panel_block_col(const Panels *pn, const MtmsModel *m, int f, int64 a)
-{
-	return m->block_off[pn->apair[pn->astart[f] + a] * pn->nfields + f];
 }
 
 /* wc (h1 x na*d) = tower t's first-layer columns of field f's active blocks. */
@@ -779,6 +774,7 @@ mtms_key_batch_prepare(MtmsKeyBatch *kb, const MtmsModel *m, const MtmsJoinedKey
 	kb->nloc = nloc;
 
 	panels_build(kb->pn, m, vk->jt, kb->lkid, kb->lfield, nloc);
+	panels_runs(kb->pn, m);
 	MemoryContextSwitchTo(old);
 }
 
