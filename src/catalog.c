@@ -832,13 +832,36 @@ mtms_rollback(PG_FUNCTION_ARGS)
  * mtms_model_id(model text) -> int: the model's id in the catalog tables,
  * or an error for an unknown model (mtms_versions uses it as its check).
  */
+/* The last model mtms_model_id looked up at a call site (fn_extra). */
+typedef struct ModelIdCache
+{
+	char	   *model;
+	int32		model_id;
+} ModelIdCache;
+
+/*
+ * STABLE: in "WHERE model_id = mtms_model_id('m')" over a parameter table
+ * a sequential scan calls it once per row, so the call site keeps its last
+ * answer for the rest of the statement.
+ */
 PG_FUNCTION_INFO_V1(mtms_model_id);
 Datum
 mtms_model_id(PG_FUNCTION_ARGS)
 {
 	char	   *model = check_text_arg(fcinfo, 0, "model");
-	MtmsModelMeta *m = mtms_model_lookup(model, false, false);
+	ModelIdCache *cache = (ModelIdCache *) fcinfo->flinfo->fn_extra;
+	MtmsModelMeta *m;
 
+	if (cache != NULL && strcmp(cache->model, model) == 0)
+		PG_RETURN_INT32(cache->model_id);
+	m = mtms_model_lookup(model, false, false);
 	mtms_check_privilege(m, MTMS_PRIV_SCORE);
+	if (cache == NULL)
+		cache = fcinfo->flinfo->fn_extra =
+			MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(ModelIdCache));
+	else
+		pfree(cache->model);
+	cache->model = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, model);
+	cache->model_id = m->model_id;
 	PG_RETURN_INT32(m->model_id);
 }

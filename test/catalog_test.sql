@@ -1,7 +1,7 @@
 -- pgTAP: the model catalog (create, add scene, add field, drop, rollback,
 -- the owner check and the SQLSTATE of each kind of error).
 BEGIN;
-SELECT plan(58);
+SELECT plan(60);
 
 -- The functions of API.md exist with their argument types.
 SELECT has_function('mtms_create_model',
@@ -188,6 +188,16 @@ SELECT is((SELECT array_agg(attrelid::regclass || '.' || attname || '=' || attst
 SELECT is((SELECT attstorage::text FROM pg_attribute
             WHERE attrelid = 'mtms_tower'::regclass AND attname = 'weights'),
           'x', 'tower weights are stored compressible (EXTENDED)');
+
+-- mtms_model_id keeps its last answer per call site: another argument
+-- at the same call site is looked up again
+SELECT mtms_create_model('tap_i1', '{s}', '{f}'), mtms_create_model('tap_i2', '{s}', '{f}');
+SELECT is((SELECT count(*) FILTER (WHERE mtms_model_id(n) = m.model_id)
+             FROM mtms_model m, LATERAL (VALUES (m.name), (m.name)) v(n)
+            WHERE m.name IN ('tap_i1', 'tap_i2')),
+          4::bigint, 'mtms_model_id answers each model at one call site, in turn');
+SELECT throws_ok($$SELECT mtms_model_id(n) FROM (VALUES ('tap_i1'), ('tap_nope')) v(n)$$,
+                 '42704', NULL, 'mtms_model_id: an unknown model after a known one is still an error');
 
 SELECT * FROM finish();
 ROLLBACK;
