@@ -57,6 +57,7 @@ OBJS = \
 	src/train_history.o \
 	src/train_units.o \
 	src/node_wire.o \
+	src/wire_chunks.o \
 	src/node_train.o \
 	src/train_nodes.o \
 	src/train.o \

@@ -88,7 +88,7 @@ run() {
     t1=$(date +%s.%N)
     local shipped back figures
     shipped=$(printf '%s\n' "$out" | sed -n 's/.*: [0-9.]* s, \([0-9.]*\) MB shipped to the nodes.*/\1/p' | paste -sd+ | bc)
-    back=$(printf '%s\n' "$out" | sed -n 's/.*MB shipped to the nodes, \([0-9.]*\) MB back.*/\1/p' | paste -sd+ | bc)
+    back=$(printf '%s\n' "$out" | sed -n 's/.*MB shipped to the nodes[^,]*, \([0-9.]*\) MB back.*/\1/p' | paste -sd+ | bc)
     figures=$(printf '%s\n' "$out" | grep -v '^NOTICE\|^WARNING' | tail -n 1)
     local p1 ft wr
     p1=$(printf '%s\n' "$out" | sed -n 's/.*phase 1 on [0-9]* data nodes[^:]*: \([0-9.]*\) s,.*/\1/p')

@@ -24,6 +24,7 @@ int			mtms_max_memory_mb = 4096;
 bool		mtms_keep_training_rows = true;
 int			mtms_score_cache_mb = -1;
 int			mtms_train_workers = -1;
+int			mtms_node_chunk_kb = 64 * 1024;
 
 void		_PG_init(void);
 
@@ -96,6 +97,16 @@ _PG_init(void)
 							-1, -1, 1024,
 							PGC_USERSET,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("mtms.node_chunk_size",
+							"Largest piece of a multi-node training's job or result in one value.",
+							"A job of more than four pieces is staged on the data nodes piece by "
+							"piece before the training call.  For tests and troubleshooting.",
+							&mtms_node_chunk_kb,
+							64 * 1024, 8, 256 * 1024,
+							PGC_USERSET,
+							GUC_UNIT_KB | GUC_NOT_IN_SAMPLE,
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("mtms.blas_test_hook",

@@ -10,7 +10,9 @@
  * the scenes it holds rows of with the same unit jobs as a single-server
  * training (train_units.c: the leader and mtms.train_workers workers),
  * and returns the units' outcomes and parameters as rows of bytea chunks.
- * It writes nothing: the coordinator commits the version.
+ * It writes nothing: the coordinator commits the version.  A job too large
+ * for one call is staged first, chunk by chunk (stage-begin, stage), and
+ * the training call's phase then ends in "-staged".
  *
  *   phase1    the embedding stage, then the CTCVR stage (when the model
  *             runs it), for the job's selected scenes the node has rows
@@ -26,6 +28,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "node_wire.h"
+#include "wire_chunks.h"
 #include "samples.h"
 #include "train_driver.h"
 #include "utils/array.h"
@@ -33,28 +36,129 @@
 #include "utils/memutils.h"
 #include "utils/regproc.h"
 
-/* The job's chunks, joined. */
-static StringInfo
-job_bytes(ArrayType *arr)
+/* The chunks of a bytea[] argument. */
+static bytea **
+array_chunks(ArrayType *arr, int *n, Size *total)
 {
-	StringInfo	buf = makeStringInfo();
 	Datum	   *elems;
 	bool	   *nulls;
-	int			n;
+	bytea	  **chunks;
 
-	deconstruct_array(arr, BYTEAOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	for (int i = 0; i < n; i++)
+	deconstruct_array(arr, BYTEAOID, -1, false, TYPALIGN_INT, &elems, &nulls, n);
+	chunks = palloc(sizeof(bytea *) * Max(*n, 1));
+	*total = 0;
+	for (int i = 0; i < *n; i++)
 	{
-		bytea	   *b;
-
 		if (nulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("a multi-node training job must not contain NULL chunks")));
-		b = DatumGetByteaPP(elems[i]);
-		appendBinaryStringInfo(buf, VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b));
+		chunks[i] = DatumGetByteaPP(elems[i]);
+		*total += VARSIZE_ANY_EXHDR(chunks[i]);
 	}
-	return buf;
+	return chunks;
+}
+
+/* ---------------------------------------------------------------------
+ * A job staged in this session
+ *
+ * A job too large for one call (node_wire.h) comes in "stage" calls before
+ * the training call, each its own transaction: the bytes wait in session
+ * memory, which PL/Proxy's connection (one per node per coordinator
+ * backend) keeps.  The first call announces the size; the training call
+ * takes the bytes, which then go with its memory, error or not.  A staging
+ * that a coordinator abandons waits until the next one or the end of the
+ * connection.
+ * --------------------------------------------------------------------- */
+
+static MemoryContext staged_cxt = NULL;
+static char *staged = NULL;
+static Size staged_len = 0;
+static Size staged_total = 0;
+
+static void
+staged_drop(void)
+{
+	if (staged_cxt)
+		MemoryContextDelete(staged_cxt);
+	staged_cxt = NULL;
+	staged = NULL;
+	staged_len = staged_total = 0;
+}
+
+/* "stage-begin" (the size as int8, then chunks) or "stage" (chunks). */
+static void
+stage_chunks(ArrayType *arr, bool begin)
+{
+	int			n;
+	Size		total;
+	bytea	  **chunks = array_chunks(arr, &n, &total);
+	int			first = 0;
+
+	if (begin)
+	{
+		int64		size;
+
+		staged_drop();
+		if (n < 1 || VARSIZE_ANY_EXHDR(chunks[0]) != sizeof(int64))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a staged multi-node job must begin with its size")));
+		memcpy(&size, VARDATA_ANY(chunks[0]), sizeof(int64));
+		if (size <= 0 || (Size) size > MaxAllocHugeSize)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid size %lld of a staged multi-node job", (long long) size)));
+		staged_cxt = AllocSetContextCreate(TopMemoryContext, "mtms staged job",
+										   ALLOCSET_DEFAULT_SIZES);
+		staged = MemoryContextAllocHuge(staged_cxt, (Size) size);
+		staged_total = (Size) size;
+		total -= sizeof(int64);
+		first = 1;
+	}
+	else if (staged == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no multi-node job is being staged in this session"),
+				 errhint("The coordinator's connection to this node changed during the training: train again.")));
+	if (total > staged_total - staged_len)
+	{
+		staged_drop();
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("a staged multi-node job has more bytes than announced")));
+	}
+	for (int i = first; i < n; i++)
+	{
+		memcpy(staged + staged_len, VARDATA_ANY(chunks[i]), VARSIZE_ANY_EXHDR(chunks[i]));
+		staged_len += VARSIZE_ANY_EXHDR(chunks[i]);
+	}
+}
+
+/* The staged job, now owned by cxt. */
+static char *
+staged_take(MemoryContext cxt, Size *len)
+{
+	char	   *data = staged;
+
+	if (staged == NULL || staged_len != staged_total)
+	{
+		Size		got = staged_len,
+					want = staged_total;
+
+		staged_drop();
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the multi-node job staged in this session is incomplete: %zu of %zu bytes",
+						got, want),
+				 errhint("The coordinator's connection to this node changed during the training: train again.")));
+	}
+	MemoryContextSetParent(staged_cxt, cxt);
+	*len = staged_len;
+	staged_cxt = NULL;
+	staged = NULL;
+	staged_len = staged_total = 0;
+	return data;
 }
 
 /* This node, as the coordinator's messages name it. */
@@ -73,26 +177,18 @@ node_name(void)
 
 /* The result's chunks as rows (node, seq, nchunks, chunk). */
 static void
-emit_chunks(ReturnSetInfo *rsinfo, const char *node, StringInfo out)
+emit_chunks(ReturnSetInfo *rsinfo, const char *node, const MtmsChunks *out)
 {
-	int32		nchunks = (int32) ((out->len + MTMS_NODE_CHUNK - 1) / MTMS_NODE_CHUNK);
-
-	for (int32 i = 0; i < nchunks; i++)
+	for (int32 i = 0; i < out->nchunks; i++)
 	{
-		Size		off = (Size) i * MTMS_NODE_CHUNK;
-		Size		len = Min(MTMS_NODE_CHUNK, out->len - off);
-		bytea	   *b = palloc(VARHDRSZ + len);
 		Datum		values[4];
 		bool		nulls[4] = {0};
 
-		SET_VARSIZE(b, VARHDRSZ + len);
-		memcpy(VARDATA(b), out->data + off, len);
 		values[0] = CStringGetTextDatum(node);
 		values[1] = Int32GetDatum(i);
-		values[2] = Int32GetDatum(nchunks);
-		values[3] = PointerGetDatum(b);
+		values[2] = Int32GetDatum(out->nchunks);
+		values[3] = PointerGetDatum(out->chunks[i]);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		pfree(b);
 	}
 }
 
@@ -142,15 +238,56 @@ train_phase(MtmsTrainCtx *cx, bool phase1, const bool *local)
 	}
 }
 
+/* The call's phase: phase1, finetune, or staging (stage-begin, stage). */
+static void
+check_phase(const char *phase, bool *phase1, bool *staged_job)
+{
+	static const char *const valid[] = {"phase1", "finetune", "phase1-staged",
+	"finetune-staged", "stage-begin", "stage"};
+	bool		ok = false;
+
+	for (int i = 0; i < lengthof(valid); i++)
+		ok |= strcmp(phase, valid[i]) == 0;
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid phase \"%s\"", phase),
+				 errhint("Valid values are 'phase1' and 'finetune', either with '-staged', and 'stage-begin' and 'stage'.")));
+	*phase1 = strncmp(phase, "phase1", 6) == 0;
+	*staged_job = strstr(phase, "-staged") != NULL;
+}
+
+/* The job: the call's chunks joined, or the one staged in this session. */
+static void
+read_job(MtmsNodeJob *job, ArrayType *arr, bool staged_job, MemoryContext cxt)
+{
+	char	   *data;
+	Size		len;
+
+	if (staged_job)
+		data = staged_take(cxt, &len);
+	else
+	{
+		int			n;
+		bytea	  **chunks = array_chunks(arr, &n, &len);
+
+		data = mtms_chunks_join(chunks, n, len);
+		pfree(chunks);
+	}
+	memset(job, 0, sizeof(*job));
+	mtms_node_job_read(data, len, job);
+	pfree(data);
+}
+
 PG_FUNCTION_INFO_V1(mtms_node_train);
 Datum
 mtms_node_train(PG_FUNCTION_ARGS)
 {
 	MtmsTrainCtx cx;
 	MtmsNodeJob job;
-	StringInfo	in;
 	char	   *phase;
 	bool		phase1;
+	bool		staged_job;
 	bool	   *local;
 	int64		rows_total;
 	char	   *node;
@@ -163,23 +300,19 @@ mtms_node_train(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("the arguments of mtms_node_train must not be NULL")));
 	phase = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	if (strcmp(phase, "phase1") != 0 && strcmp(phase, "finetune") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid phase \"%s\"", phase),
-				 errhint("Valid values are 'phase1' and 'finetune'.")));
-	phase1 = strcmp(phase, "phase1") == 0;
-
+	check_phase(phase, &phase1, &staged_job);
 	InitMaterializedSRF(fcinfo, 0);
+	if (strncmp(phase, "stage", 5) == 0)
+	{
+		stage_chunks(PG_GETARG_ARRAYTYPE_P(0), strcmp(phase, "stage-begin") == 0);
+		return (Datum) 0;
+	}
+
 	memset(&cx, 0, sizeof(cx));
 	cx.cxt = AllocSetContextCreate(CurrentMemoryContext, "mtms_node_train",
 								   ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(cx.cxt);
-
-	in = job_bytes(PG_GETARG_ARRAYTYPE_P(0));
-	memset(&job, 0, sizeof(job));
-	mtms_node_job_read(in->data, in->len, &job);
-	pfree(in->data);
+	read_job(&job, PG_GETARG_ARRAYTYPE_P(0), staged_job, cx.cxt);
 
 	cx.meta = job.meta;
 	cx.model = job.model;
@@ -191,7 +324,7 @@ mtms_node_train(PG_FUNCTION_ARGS)
 	cx.metric_loss = palloc(sizeof(double) * cx.model->nscenes * MTMS_NMETRICS);
 	cx.metric_auc = palloc(sizeof(double) * cx.model->nscenes * MTMS_NMETRICS);
 	cx.history = mtms_history_create();
-	cx.node_out = makeStringInfo();
+	cx.node_out = mtms_chunks_create(mtms_node_chunk_bytes());
 	mtms_node_result_begin(cx.node_out);
 	local = palloc(sizeof(bool) * cx.model->nscenes);
 

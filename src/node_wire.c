@@ -10,6 +10,7 @@
 
 #include "miscadmin.h"
 #include "unit_wire.h"
+#include "wire_chunks.h"
 #include "wire_codec.h"
 #include "utils/memutils.h"
 
@@ -90,10 +91,11 @@ get_section(const char **p, const char *end, Size *len)
  * --------------------------------------------------------------------- */
 
 void
-mtms_node_job_write(StringInfo buf, const MtmsModelMeta *meta, const MtmsModel *m,
+mtms_node_job_write(MtmsChunks *out, const MtmsModelMeta *meta, const MtmsModel *m,
 					int32 stored_npairs, const int32 *frozen_fields,
 					const bool *selected)
 {
+	StringInfo	buf = mtms_chunks_buf(out);
 	uint32		magic = JOB_MAGIC;
 	uint32		fp = build_fingerprint();
 	int32		len = strlen(meta->name);
@@ -115,9 +117,11 @@ mtms_node_job_write(StringInfo buf, const MtmsModelMeta *meta, const MtmsModel *
 	if (frozen_fields)
 		put(buf, frozen_fields, sizeof(int32) * m->npairs);
 	put(buf, selected, sizeof(bool) * m->nscenes);
+	/* then one record per pair: a StringInfo holds a pair, not the model */
 	for (int p = 0; p < m->npairs; p++)
 	{
 		CHECK_FOR_INTERRUPTS();
+		mtms_chunks_boundary(out);
 		at = section_begin(buf);
 		mtms_wire_unit_params(buf, m, &mtms_stage_embedding_info, p);
 		section_end(buf, at);
@@ -129,6 +133,7 @@ mtms_node_job_write(StringInfo buf, const MtmsModelMeta *meta, const MtmsModel *
 			section_end(buf, at);
 		}
 	}
+	mtms_chunks_finish(out);
 }
 
 /* The node's meta for the job's model: its declaration, no catalog row. */
@@ -245,17 +250,18 @@ mtms_node_job_read(const char *data, Size len, MtmsNodeJob *job)
  * --------------------------------------------------------------------- */
 
 void
-mtms_node_result_begin(StringInfo buf)
+mtms_node_result_begin(MtmsChunks *out)
 {
 	uint32		magic = RESULT_MAGIC;
 
-	put(buf, &magic, sizeof(magic));
+	put(mtms_chunks_buf(out), &magic, sizeof(magic));
 }
 
 void
-mtms_node_put_outcome(StringInfo buf, MtmsStage stage, int unit,
+mtms_node_put_outcome(MtmsChunks *out, MtmsStage stage, int unit,
 					  const MtmsUnitOutcome *o, double seconds)
 {
+	StringInfo	buf = mtms_chunks_buf(out);
 	MtmsUnitOutcome copy = *o;
 
 	copy.history = NULL;
@@ -266,12 +272,14 @@ mtms_node_put_outcome(StringInfo buf, MtmsStage stage, int unit,
 	put(buf, &copy, sizeof(copy));
 	if (o->nhistory > 0)
 		put(buf, o->history, sizeof(MtmsCheckpoint) * o->nhistory);
+	mtms_chunks_boundary(out);
 }
 
 void
-mtms_node_put_params(StringInfo buf, const MtmsModel *m, const MtmsStageInfo *si,
+mtms_node_put_params(MtmsChunks *out, const MtmsModel *m, const MtmsStageInfo *si,
 					 int unit)
 {
+	StringInfo	buf = mtms_chunks_buf(out);
 	int			at;
 
 	put_int(buf, REC_PARAMS);
@@ -280,14 +288,19 @@ mtms_node_put_params(StringInfo buf, const MtmsModel *m, const MtmsStageInfo *si
 	at = section_begin(buf);
 	mtms_wire_unit_params(buf, m, si, unit);
 	section_end(buf, at);
+	mtms_chunks_boundary(out);
 }
 
+/* The last record. */
 void
-mtms_node_put_totals(StringInfo buf, int64 samples, int64 bad_conversions)
+mtms_node_put_totals(MtmsChunks *out, int64 samples, int64 bad_conversions)
 {
+	StringInfo	buf = mtms_chunks_buf(out);
+
 	put_int(buf, REC_TOTALS);
 	put(buf, &samples, sizeof(samples));
 	put(buf, &bad_conversions, sizeof(bad_conversions));
+	mtms_chunks_finish(out);
 }
 
 void

@@ -20,9 +20,15 @@
 #include "model.h"
 #include "train_stages.h"
 #include "unit_train.h"
+#include "wire_chunks.h"
 
-/* Largest chunk of a job or a result in one bytea (well under 1 GB). */
-#define MTMS_NODE_CHUNK		((Size) 64 * 1024 * 1024)
+/*
+ * A job of at most this many chunks (mtms.node_chunk_size) travels in the
+ * training call itself; a larger one is staged on the nodes chunk by chunk
+ * first (train_nodes.c).  PL/Proxy passes a bytea array as hex text in
+ * one value of at most 1 GB: the default 4 x 64 MB is half of that.
+ */
+#define MTMS_NODE_INLINE_CHUNKS	4
 
 /* A job as a node reads it. */
 typedef struct MtmsNodeJob
@@ -34,8 +40,8 @@ typedef struct MtmsNodeJob
 	bool	   *selected;		/* [nscenes] scenes phase 1 trains */
 } MtmsNodeJob;
 
-/* The job for meta's model m (all its parameters) into buf. */
-extern void mtms_node_job_write(StringInfo buf, const MtmsModelMeta *meta,
+/* The job for meta's model m (all its parameters), written and finished. */
+extern void mtms_node_job_write(MtmsChunks *out, const MtmsModelMeta *meta,
 								const MtmsModel *m, int32 stored_npairs,
 								const int32 *frozen_fields, const bool *selected);
 
@@ -70,13 +76,13 @@ typedef struct MtmsNodeResult
 	MtmsNodeParams *params;
 } MtmsNodeResult;
 
-/* A result under construction: the header, then records. */
-extern void mtms_node_result_begin(StringInfo buf);
-extern void mtms_node_put_outcome(StringInfo buf, MtmsStage stage, int unit,
+/* A result under construction: the header, then records, totals last. */
+extern void mtms_node_result_begin(MtmsChunks *out);
+extern void mtms_node_put_outcome(MtmsChunks *out, MtmsStage stage, int unit,
 								  const MtmsUnitOutcome *o, double seconds);
-extern void mtms_node_put_params(StringInfo buf, const MtmsModel *m,
+extern void mtms_node_put_params(MtmsChunks *out, const MtmsModel *m,
 								 const MtmsStageInfo *si, int unit);
-extern void mtms_node_put_totals(StringInfo buf, int64 samples, int64 bad_conversions);
+extern void mtms_node_put_totals(MtmsChunks *out, int64 samples, int64 bad_conversions);
 
 /* Read a node's result (it points into data, which must outlive it). */
 extern void mtms_node_result_read(const char *data, Size len, MtmsNodeResult *res);

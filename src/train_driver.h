@@ -72,7 +72,7 @@ typedef struct MtmsTrainCtx
 	 * rows and history, and a stage must keep its rows (the scanning
 	 * fallback's snapshots do not travel).  NULL otherwise.
 	 */
-	StringInfo	node_out;
+	struct MtmsChunks *node_out;
 } MtmsTrainCtx;
 
 /* A stage as unit jobs: the shared rows and the units, largest first. */

@@ -9,9 +9,10 @@
  *
  *   1. checks every node (reachable, mtms installed, the coordinator's
  *      version in the coordinator's schema) before any work;
- *   2. ships the start model (node_wire.h, bytea chunks) to every node at
- *      once (PL/Proxy RUN ON ALL) and has each train phase 1 (the
- *      embedding and CTCVR stages) for the scenes it holds;
+ *   2. ships the start model (node_wire.h, bytea chunks: in the call, or
+ *      staged chunk by chunk first when it is larger than a few chunks)
+ *      to every node at once (PL/Proxy RUN ON ALL) and has each train
+ *      phase 1 (the embedding and CTCVR stages) for the scenes it holds;
  *   3. ships the model with its new frozen embeddings once more and has
  *      each node fine-tune its scenes;
  *   4. gathers the units: every unit from exactly one node (a disjoint
@@ -42,19 +43,22 @@
 #include "progress.h"
 #include "train_driver.h"
 #include "unit_wire.h"
+#include "wire_chunks.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 
-/* One node's answer to a call: its name and its result's bytes. */
+/* One node's answer to a call: its name and its result's chunks. */
 typedef struct NodeReply
 {
 	char	   *node;
-	StringInfoData bytes;
+	bytea	  **chunks;			/* [nchunks], in seq order */
+	Size		len;			/* their bytes */
 	int32		nchunks;
 	int32		got;
+	char	   *data;			/* the result: the chunks joined */
 } NodeReply;
 
 typedef struct NodeCall
@@ -64,6 +68,7 @@ typedef struct NodeCall
 	const char *cluster;
 	Size		shipped;		/* bytes sent to the nodes */
 	Size		received;
+	int			staging_calls;	/* calls that staged the job (0: in the call) */
 } NodeCall;
 
 /* ---------------------------------------------------------------------
@@ -307,38 +312,79 @@ check_nodes(MtmsTrainCtx *cx)
  * Calling the nodes
  * --------------------------------------------------------------------- */
 
-/* The job as an array of bytea chunks. */
+/* chunks[0..n) (after an int8 size when size >= 0) as a bytea[]. */
 static Datum
-job_array(StringInfo job)
+chunk_array(bytea *const *chunks, int n, int64 size)
 {
-	int			n = (int) ((job->len + MTMS_NODE_CHUNK - 1) / MTMS_NODE_CHUNK);
-	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	Datum	   *elems = palloc(sizeof(Datum) * (n + 1));
+	int			k = 0;
 
-	/*
-	 * PL/Proxy passes arguments as text (bytea in hex: two characters a
-	 * byte), and the array is one value of at most 1 GB.
-	 */
-	if ((Size) job->len > MaxAllocSize / 2 - 1024 * 1024)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("the model is %.0f MB serialised, more than one PL/Proxy call can carry (about 510 MB)",
-						job->len / (1024.0 * 1024.0)),
-				 errdetail("PL/Proxy passes bytea as hex text, and one value is at most 1 GB."),
-				 errhint("Cap the embedding tables (the max_features option), or train the model on one server.")));
-	for (int i = 0; i < n; i++)
+	if (size >= 0)
 	{
-		Size		off = (Size) i * MTMS_NODE_CHUNK;
-		Size		len = Min(MTMS_NODE_CHUNK, job->len - off);
-		bytea	   *b = palloc(VARHDRSZ + len);
+		bytea	   *b = palloc(VARHDRSZ + sizeof(int64));
 
-		SET_VARSIZE(b, VARHDRSZ + len);
-		memcpy(VARDATA(b), job->data + off, len);
-		elems[i] = PointerGetDatum(b);
+		SET_VARSIZE(b, VARHDRSZ + sizeof(int64));
+		memcpy(VARDATA(b), &size, sizeof(int64));
+		elems[k++] = PointerGetDatum(b);
 	}
-	return PointerGetDatum(construct_array(elems, n, BYTEAOID, -1, false, TYPALIGN_INT));
+	for (int i = 0; i < n; i++)
+		elems[k++] = PointerGetDatum(chunks[i]);
+	return PointerGetDatum(construct_array(elems, k, BYTEAOID, -1, false, TYPALIGN_INT));
 }
 
-/* The replies' chunks, joined per node (in seq order, whatever the row order). */
+/*
+ * A job of more than MTMS_NODE_INLINE_CHUNKS chunks, staged on every node
+ * one chunk a call (node_train.c keeps it in the session of PL/Proxy's
+ * connection): no value passes 1 GB however large the model is.
+ */
+static void
+stage_job(MtmsTrainCtx *cx, const MtmsChunks *job, const char *what, NodeCall *call)
+{
+	Oid			types[4] = {TEXTOID, BYTEAARRAYOID, TEXTOID, TEXTOID};
+	Datum		args[4];
+	char	   *sql = psprintf("SELECT count(*) FROM %s._mtms_nodes_train($1, $2, $3, $4)",
+							   cx->schema);
+
+	args[0] = CStringGetTextDatum(cx->meta->opts.cluster);
+	args[2] = CStringGetTextDatum(cx->relname);
+	for (int i = 0; i < job->nchunks; i++)
+	{
+		ErrorData  *e;
+
+		CHECK_FOR_INTERRUPTS();
+		args[1] = chunk_array(&job->chunks[i], 1, i == 0 ? (int64) job->len : -1);
+		args[3] = CStringGetTextDatum(i == 0 ? "stage-begin" : "stage");
+		e = try_execute(sql, 4, types, args, true);
+		if (e != NULL)
+			report_failure(cx, what, e);
+		pfree(DatumGetPointer(args[1]));
+		call->staging_calls++;
+	}
+}
+/* The reply of node, added on first sight. */
+static NodeReply *
+reply_of(NodeCall *call, char *node, int32 nchunks)
+{
+	NodeReply  *r;
+
+	for (int k = 0; k < call->nreplies; k++)
+		if (strcmp(call->replies[k].node, node) == 0)
+			return &call->replies[k];
+	if (nchunks < 1 || (uint64) nchunks > SPI_processed)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("mtms: data node %s announces %d chunks", node, nchunks)));
+	r = &call->replies[call->nreplies++];
+	r->node = node;
+	r->nchunks = nchunks;
+	r->chunks = palloc0(sizeof(bytea *) * nchunks);
+	return r;
+}
+
+/*
+ * The replies' chunks per node in seq order, whatever the row order, then
+ * joined (a node's result may pass 1 GB).
+ */
 static void
 collect_replies(NodeCall *call)
 {
@@ -346,62 +392,46 @@ collect_replies(NodeCall *call)
 
 	call->replies = palloc0(sizeof(NodeReply) * Max(SPI_processed, 1));
 	call->nreplies = 0;
-	for (int pass = 0;; pass++)
+	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		bool		progress = false;
-		bool		missing = false;
+		HeapTuple	t = SPI_tuptable->vals[i];
+		bool		isnull;
+		char	   *node = SPI_getvalue(t, d, 1);
+		int32		seq = DatumGetInt32(SPI_getbinval(t, d, 2, &isnull));
+		NodeReply  *r = reply_of(call, node, DatumGetInt32(SPI_getbinval(t, d, 3, &isnull)));
+		bytea	   *b;
 
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			HeapTuple	t = SPI_tuptable->vals[i];
-			bool		isnull;
-			char	   *node = SPI_getvalue(t, d, 1);
-			int32		seq = DatumGetInt32(SPI_getbinval(t, d, 2, &isnull));
-			int32		nchunks = DatumGetInt32(SPI_getbinval(t, d, 3, &isnull));
-			NodeReply  *r = NULL;
-
-			for (int k = 0; k < call->nreplies; k++)
-				if (strcmp(call->replies[k].node, node) == 0)
-					r = &call->replies[k];
-			if (r == NULL)
-			{
-				r = &call->replies[call->nreplies++];
-				r->node = node;
-				r->nchunks = nchunks;
-				initStringInfo(&r->bytes);
-			}
-			if (seq == r->got)
-			{
-				bytea	   *b = DatumGetByteaPP(SPI_getbinval(t, d, 4, &isnull));
-
-				appendBinaryStringInfo(&r->bytes, VARDATA_ANY(b), VARSIZE_ANY_EXHDR(b));
-				call->received += VARSIZE_ANY_EXHDR(b);
-				r->got++;
-				progress = true;
-			}
-			else if (seq > r->got)
-				missing = true;
-			else if (pass == 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("data node %s is more than one partition of cluster \"%s\"",
-								node, call->cluster),
-						 errdetail("Its scenes would be trained twice."),
-						 errhint("Give each data node one partition (PL/Proxy wants 1, 2, 4, ... of them).")));
-		}
-		if (!missing)
-			break;
-		if (!progress || pass > SPI_processed)
+		if (seq < 0 || seq >= r->nchunks)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_CORRUPTED),
-					 errmsg("mtms: a data node's result has missing chunks")));
+					 errmsg("mtms: data node %s sent chunk %d of %d", node, seq, r->nchunks)));
+		if (r->chunks[seq] != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("data node %s is more than one partition of cluster \"%s\"",
+							node, call->cluster),
+					 errdetail("Its scenes would be trained twice."),
+					 errhint("Give each data node one partition (PL/Proxy wants 1, 2, 4, ... of them).")));
+		b = DatumGetByteaPP(SPI_getbinval(t, d, 4, &isnull));
+		r->chunks[seq] = b;
+		r->len += VARSIZE_ANY_EXHDR(b);
+		r->got++;
 	}
 	for (int k = 0; k < call->nreplies; k++)
-		if (call->replies[k].got != call->replies[k].nchunks)
+	{
+		NodeReply  *r = &call->replies[k];
+
+		CHECK_FOR_INTERRUPTS();
+		if (r->got != r->nchunks)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_CORRUPTED),
 					 errmsg("mtms: data node %s's result has %d of its %d chunks",
-							call->replies[k].node, call->replies[k].got, call->replies[k].nchunks)));
+							r->node, r->got, r->nchunks)));
+		r->data = mtms_chunks_join(r->chunks, r->nchunks, r->len);
+		call->received += r->len;
+		pfree(r->chunks);
+		r->chunks = NULL;
+	}
 }
 
 /* One phase on every node at once; their replies. */
@@ -409,28 +439,33 @@ static void
 call_nodes(MtmsTrainCtx *cx, const char *phase, const bool *selected, int nnodes,
 		   NodeCall *call)
 {
-	StringInfoData job;
+	MtmsChunks *job = mtms_chunks_create(mtms_node_chunk_bytes());
 	Oid			types[4] = {TEXTOID, BYTEAARRAYOID, TEXTOID, TEXTOID};
 	Datum		args[4];
+	const char *what = strcmp(phase, "phase1") == 0 ?
+		"phase 1 (the embedding and CTCVR stages)" : "the fine-tune";
+	bool		staged;
 	ErrorData  *e;
 
-	initStringInfo(&job);
-	mtms_node_job_write(&job, cx->meta, cx->model, cx->stored_npairs, cx->frozen_fields,
+	mtms_node_job_write(job, cx->meta, cx->model, cx->stored_npairs, cx->frozen_fields,
 						selected);
-	args[0] = CStringGetTextDatum(cx->meta->opts.cluster);
-	args[1] = job_array(&job);
-	args[2] = CStringGetTextDatum(cx->relname);
-	args[3] = CStringGetTextDatum(phase);
 	memset(call, 0, sizeof(*call));
 	call->cluster = cx->meta->opts.cluster;
-	call->shipped = (Size) job.len * nnodes;
-	pfree(job.data);
+	call->shipped = mtms_chunks_len(job) * nnodes;
 	mtms_progress_stage(strcmp(phase, "phase1") == 0 ? "embedding" : "finetune", 0, -1, -1, 0);
+	staged = job->nchunks > MTMS_NODE_INLINE_CHUNKS;
+	if (staged)
+		stage_job(cx, job, what, call);
+	args[0] = CStringGetTextDatum(cx->meta->opts.cluster);
+	args[1] = chunk_array(job->chunks, staged ? 0 : job->nchunks, -1);
+	args[2] = CStringGetTextDatum(cx->relname);
+	args[3] = CStringGetTextDatum(staged ? psprintf("%s-staged", phase) : phase);
+	for (int i = 0; i < job->nchunks; i++)
+		pfree(job->chunks[i]);
 	e = try_execute(psprintf("SELECT node, seq, nchunks, chunk FROM %s._mtms_nodes_train($1, $2, $3, $4)",
 							 cx->schema), 4, types, args, true);
 	if (e != NULL)
-		report_failure(cx, strcmp(phase, "phase1") == 0 ? "phase 1 (the embedding and CTCVR stages)" :
-					   "the fine-tune", e);
+		report_failure(cx, what, e);
 	collect_replies(call);
 	mtms_progress_pause();
 }
@@ -521,7 +556,7 @@ gather_phase(MtmsTrainCtx *cx, const char *what, const NodeCall *call, const Mtm
 
 	for (int k = 0; k < call->nreplies; k++)
 	{
-		mtms_node_result_read(call->replies[k].bytes.data, call->replies[k].bytes.len, &res[k]);
+		mtms_node_result_read(call->replies[k].data, call->replies[k].len, &res[k]);
 		samples += res[k].samples;
 		bad += res[k].bad_conversions;
 	}
@@ -533,9 +568,11 @@ gather_phase(MtmsTrainCtx *cx, const char *what, const NodeCall *call, const Mtm
 	cx->samples = samples;
 	cx->bad_conversions = Max(cx->bad_conversions, bad);
 	ereport(NOTICE,
-			(errmsg("mtms_train %s on %d data nodes of cluster \"%s\": %.2f s, %.1f MB shipped to the nodes, %.1f MB back",
+			(errmsg("mtms_train %s on %d data nodes of cluster \"%s\": %.2f s, %.1f MB shipped to the nodes%s, %.1f MB back",
 					what, call->nreplies, cx->meta->opts.cluster, seconds,
-					call->shipped / (1024.0 * 1024.0), call->received / (1024.0 * 1024.0))));
+					call->shipped / (1024.0 * 1024.0),
+					call->staging_calls > 0 ? psprintf(" (staged in %d calls)", call->staging_calls) : "",
+					call->received / (1024.0 * 1024.0))));
 }
 
 void

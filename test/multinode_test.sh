@@ -9,8 +9,9 @@
 # same rows.  Asserts:
 #   - the parameters (md5 over the embedding and tower rows), the scores
 #     and the training history are the single-server training's, bit for
-#     bit, for a first training, a warm-started second one and one whose
-#     phase 1 trains one scene;
+#     bit, for a first training, a warm-started second one (its job staged
+#     on the nodes and every message in 16 kB chunks) and one whose phase 1
+#     trains one scene;
 #   - a node stopped mid-training: an error naming the node, the active
 #     version unchanged; the node back, the next training works;
 #   - statement_timeout (and a cancel) on the coordinator stop the nodes'
@@ -36,7 +37,7 @@ fi
 # shellcheck source=test/cluster.sh
 . test/cluster.sh
 
-plan 22
+plan 23
 
 DB=mtms_mn
 qc() { cluster_sql coord "$DB" "$@"; }
@@ -125,9 +126,21 @@ is "$(scores mn)" "$(scores one)" "first training: scores identical"
 is "$(history mn)" "$(history one)" "first training: the training history is one server's"
 is "$(qc "SELECT samples FROM mtms_versions('mn') WHERE active")" "$N" \
     "the version counts the nodes' rows"
+# the second training ships its job and results in 16 kB chunks: the job
+# (more than four chunks) is staged on the nodes before the training call
 train one s_all >/dev/null
-train mn s >/dev/null
-is "$(params mn)" "$(params one)" "a second training, warm-started from the first: still bit-identical"
+for n in node1 node2; do
+    cluster_sql $n "$DB" "ALTER DATABASE $DB SET mtms.node_chunk_size = '16kB'" >/dev/null
+done
+staged=$(PGHOST=$CLUSTER_DIR PGPORT=$(cluster_port coord) PGUSER=postgres "$PG_BINDIR/psql" -X -q -At -d "$DB" \
+    -c "SET mtms.node_chunk_size = '16kB'" -c "SELECT count(*) FROM mtms_train('mn', 's')" 2>&1 |
+    sed -n 's/.*phase 1 on 2 data nodes.*shipped to the nodes (staged in \([0-9]*\) calls).*/\1/p')
+for n in node1 node2; do
+    cluster_sql $n "$DB" "ALTER DATABASE $DB RESET mtms.node_chunk_size" >/dev/null
+done
+[ "${staged:-0}" -gt 4 ]
+ok $? "a job of more than four chunks is staged on the nodes (${staged:-no} staging calls)"
+is "$(params mn)" "$(params one)" "a second training, warm-started from the first, in 16 kB chunks: still bit-identical"
 qc "SELECT count(*) FROM mtms_train('one', 's_all', scenes => '{video}')" >/dev/null
 qc "SELECT count(*) FROM mtms_train('mn', 's', scenes => '{video}')" >/dev/null
 is "$(params mn)" "$(params one)" "phase 1 for one scene (node 2's), the fine-tune for all: still bit-identical"
