@@ -56,6 +56,8 @@ OBJS = \
 	src/train_parallel.o \
 	src/train_history.o \
 	src/train_units.o \
+	src/train_refit.o \
+	src/train_dispatch.o \
 	src/node_wire.o \
 	src/wire_chunks.o \
 	src/node_train.o \

@@ -12,6 +12,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -241,6 +242,22 @@ mtms_catalog_has_experiments(void)
 {
 	read_facts();
 	return facts_has_experiments;
+}
+
+/*
+ * Whether the installed catalog is at least version (of the "0.N" form
+ * this extension's versions have), read through SPI (connected).
+ */
+bool
+mtms_catalog_at_least(const char *version)
+{
+	char	   *v;
+
+	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'mtms'",
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "mtms: could not read the installed version of mtms");
+	v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	return strlen(v) > strlen(version) || (strlen(v) == strlen(version) && strcmp(v, version) >= 0);
 }
 
 bool

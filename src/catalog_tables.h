@@ -57,6 +57,7 @@ extern bool mtms_catalog_has_experiments(void);
  * of an ALTER EXTENSION mtms UPDATE): call it once per training, not per row.
  */
 extern bool mtms_catalog_has_history(void);
+extern bool mtms_catalog_at_least(const char *version);
 
 /*
  * Tell every backend that a model changed: a relcache invalidation of

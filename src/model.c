@@ -108,6 +108,19 @@ init_pair(MtmsModel *m, int p)
 	m->tower2[p] = NULL;
 }
 
+void
+mtms_model_reset_pair(MtmsModel *m, int p)
+{
+	MemoryContext old = MemoryContextSwitchTo(m->cxt);
+
+	mtms_emb_free(m->emb[p]);
+	mtms_tower_free(m->tower1[p]);
+	if (m->tower2[p])
+		mtms_tower_free(m->tower2[p]);
+	init_pair(m, p);
+	MemoryContextSwitchTo(old);
+}
+
 MtmsModel *
 mtms_model_create(const MtmsModelMeta *meta)
 {

@@ -75,6 +75,12 @@ extern void mtms_model_extend(MtmsModel *m, const MtmsModelMeta *meta);
 /* Index of the scene named by len bytes at name, or -1. */
 extern int	mtms_model_scene(const MtmsModel *m, const char *name, int len);
 
+/*
+ * Pair p as a new model has it: fresh embeddings and phase-1 tower (the
+ * same as mtms_model_create's), no fine-tune tower.
+ */
+extern void mtms_model_reset_pair(MtmsModel *m, int p);
+
 /* (Re)compute block_off from the births. */
 extern void mtms_model_layout(MtmsModel *m);
 

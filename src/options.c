@@ -29,6 +29,8 @@ typedef enum MtmsOptionKind
 	OPT_NUMBER,					/* any JSON number, stored as double */
 	OPT_INTEGER,				/* an integral JSON number, int32 or int64 */
 	OPT_BOOLEAN,				/* JSON true / false */
+	OPT_FLAG,					/* JSON true / false, false by default and then
+								 * left out of the normalized options */
 	OPT_NAME					/* a JSON string, an identifier (char[NAMEDATALEN]);
 								 * "" is the default and is left out of the
 								 * normalized options */
@@ -65,6 +67,9 @@ typedef struct MtmsOptionDesc
 	 0, false, 0, 0, 0, expect, NULL}
 #define BOOL_OPT(key, field, expect) \
 	{key, OPT_BOOLEAN, offsetof(MtmsOptions, field), sizeof(bool), \
+	 0, false, 0, 0, 0, expect, NULL}
+#define FLAG_OPT(key, field, expect) \
+	{key, OPT_FLAG, offsetof(MtmsOptions, field), sizeof(bool), \
 	 0, false, 0, 0, 0, expect, NULL}
 
 static const MtmsOptionDesc option_table[] = {
@@ -105,6 +110,7 @@ static const MtmsOptionDesc option_table[] = {
 	INT_OPT_HINT("ttl_slots", ttl_slots, 0, 100000,
 				 "an integer between 0 and 100000 (0 means off)",
 				 "A feature unseen in that many trainings is dropped, e.g. 30 for daily training."),
+	FLAG_OPT("refit", refit, "a boolean"),
 	NAME_OPT("cluster", cluster,
 			 "the name of a PL/Proxy cluster (a non-empty string of at most 63 bytes)"),
 };
@@ -267,6 +273,7 @@ set_option(const MtmsOptionDesc *d, JsonbValue *v, MtmsOptions *o)
 				break;
 			}
 		case OPT_BOOLEAN:
+		case OPT_FLAG:
 			if (v->type != jbvBool)
 				option_error(d, v);
 			*(bool *) field = v->val.boolean;
@@ -350,7 +357,8 @@ mtms_options_to_jsonb(const MtmsOptions *o)
 		JsonbValue	k;
 		JsonbValue	v;
 
-		if (d->kind == OPT_NAME && field[0] == '\0')
+		if ((d->kind == OPT_NAME && field[0] == '\0') ||
+			(d->kind == OPT_FLAG && !*(const bool *) field))
 			continue;			/* unset: as before the option existed */
 		k.type = jbvString;
 		k.val.string.val = (char *) d->key;
@@ -372,6 +380,7 @@ mtms_options_to_jsonb(const MtmsOptions *o)
 												 *(const int64 *) field);
 				break;
 			case OPT_BOOLEAN:
+			case OPT_FLAG:
 				v.type = jbvBool;
 				v.val.boolean = *(const bool *) field;
 				break;

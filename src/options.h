@@ -29,6 +29,9 @@ typedef struct MtmsOptions
 	double		min_delta;		/* relative drop of validation loss that counts */
 	int32		min_count;		/* sightings before a feature gets rows; 0 = off */
 	int32		ttl_slots;		/* trainings unseen before rows go; 0 = off */
+	bool		refit;			/* small scenes: phase 1 again on all their
+								 * rows, kept where it validates better than
+								 * the fine-tune (train_refit.c) */
 	char		cluster[NAMEDATALEN];	/* PL/Proxy cluster of data nodes to
 										 * train on ("": train here) */
 } MtmsOptions;

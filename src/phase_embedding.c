@@ -287,6 +287,23 @@ const MtmsStageInfo mtms_stage_embedding_info = {
 	.validation_logits = phase1_validation_logits,
 };
 
+/* The embedding stage on a scene's phase-1 and fine-tune rows together. */
+const MtmsStageInfo mtms_stage_refit_info = {
+	.stage = MTMS_STAGE_REFIT,
+	.name = "refit",
+	.aggregate = "mtms_embedding_update",
+	.unit_is_pair = true,
+	.trains_embeddings = true,
+	.keyed_rows = false,
+	.window = 2,
+	.validates_start = false,
+	.reports_per_task = false,
+	.checkpoints = false,
+	.step = mtms_step_pair,
+	.takes_row = pair_takes_row,
+	.validation_logits = phase1_validation_logits,
+};
+
 const MtmsStageInfo mtms_stage_ctcvr_info = {
 	.stage = MTMS_STAGE_CTCVR,
 	.name = "ctcvr",

@@ -36,6 +36,7 @@
 #include "samples.h"
 #include "train_driver.h"
 #include "train_memory.h"
+#include "train_refit.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/json.h"
@@ -120,6 +121,13 @@ metrics_jsonb(MtmsTrainCtx *cx)
 				appendStringInfo(&buf, "%.6f", cx->metric_auc[slot]);
 			appendStringInfoChar(&buf, '}');
 		}
+		if (!first && (mtms_refit_kept(cx, MTMS_PAIR(s, MTMS_TASK_CTR)) ||
+					   mtms_refit_kept(cx, MTMS_PAIR(s, MTMS_TASK_CVR))))
+			appendStringInfo(&buf, ", \"refit\": [%s%s%s]",
+							 mtms_refit_kept(cx, MTMS_PAIR(s, MTMS_TASK_CTR)) ? "\"ctr\"" : "",
+							 mtms_refit_kept(cx, MTMS_PAIR(s, MTMS_TASK_CTR)) &&
+							 mtms_refit_kept(cx, MTMS_PAIR(s, MTMS_TASK_CVR)) ? ", " : "",
+							 mtms_refit_kept(cx, MTMS_PAIR(s, MTMS_TASK_CVR)) ? "\"cvr\"" : "");
 		if (!first)
 			appendStringInfoChar(&buf, '}');
 	}
@@ -300,60 +308,6 @@ start_model(MtmsTrainCtx *cx, bool do_embedding)
 	cx->hygiene = mtms_hygiene_begin(cx->meta, cx->model, cx->meta->active_version);
 }
 
-/*
- * A stage: as unit jobs over rows kept in memory (mtms.keep_training_rows,
- * when they fit), else pass by pass over the samples.
- */
-void
-mtms_train_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
-{
-	const MtmsStageInfo *si = mtms_stage_info(stage);
-	MtmsKeptWindow *kw = &cx->kept[si->window];
-	bool		kept = false;
-
-	if (mtms_keep_training_rows && !kw->failed)
-	{
-		if (kw->store || kw->rows)
-		{
-			kept = true;
-			for (int s = 0; s < cx->model->nscenes; s++)
-				if (selected[s] && !kw->scenes[s])
-					kept = false;
-		}
-		else
-		{
-			int			nunits = mtms_stage_nunits(si, cx->model->nscenes);
-			bool	   *active = palloc(sizeof(bool) * nunits);
-
-			for (int u = 0; u < nunits; u++)
-				active[u] = selected[mtms_unit_scene(si, u)];
-			kept = mtms_collect_window(cx, stage, active);
-			pfree(active);
-		}
-	}
-	/* feature hygiene: phase 1's features counted, evicted, admitted */
-	if (stage == MTMS_STAGE_EMBEDDING && kept)
-		mtms_hygiene_prepare(cx->hygiene, cx->model, kw->rows, kw->store, selected);
-	else if (stage == MTMS_STAGE_EMBEDDING)
-		mtms_hygiene_skip(cx->hygiene, cx->model, selected);
-	if (kept)
-		mtms_run_units(cx, stage, selected);
-	else if (cx->node_out)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("the %s stage's rows do not fit in memory on this data node", si->name),
-				 errdetail("A multi-node training keeps each node's rows in memory (mtms.keep_training_rows); "
-						   "the pass-by-pass fallback is not available on data nodes."),
-				 errhint("Raise mtms.max_memory on the node, or spread the scenes over more nodes.")));
-	else
-	{
-		mtms_prepare_units(cx, si);
-		mtms_run_stage(cx, stage, selected);
-	}
-	/* units that had no rows to train on: their starting parameters */
-	mtms_prepare_units(cx, si);
-}
-
 /* A window's kept rows, once no stage will read them again. */
 static void
 release_window(MtmsTrainCtx *cx, int w)
@@ -436,6 +390,8 @@ train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 	else
 	{
 		mtms_plan_finetune_share(cx);
+		if (do_embedding && do_finetune)
+			mtms_refit_plan(cx, selected);
 		if (do_embedding)
 		{
 			mtms_train_stage(cx, MTMS_STAGE_EMBEDDING, selected);
@@ -445,7 +401,10 @@ train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 		if (do_finetune)
 		{
 			release_window(cx, 0);	/* phase 1's rows; fine-tune towers come per unit */
-			mtms_train_stage(cx, MTMS_STAGE_FINETUNE, all);
+			if (cx->refit)
+				mtms_refit_finetune(cx, all);
+			else
+				mtms_train_stage(cx, MTMS_STAGE_FINETUNE, all);
 		}
 	}
 	release_rows(cx);

@@ -55,13 +55,18 @@ typedef struct MtmsTrainCtx
 	double	   *metric_loss;
 	double	   *metric_auc;
 	MtmsHistory *history;		/* every unit's checkpoints, for the version */
+	double	   *unit_crit;		/* [npairs] or NULL: the criterion each unit
+								 * of the last stage reported kept */
+	struct MtmsRefit *refit;	/* the refit option's plan, or NULL
+								 * (train_refit.h) */
 
 	/*
 	 * Training rows kept by the first pass of a window for the passes after
 	 * it (mtms.keep_training_rows): [0] phase 1's window (the embedding and
-	 * CTCVR stages train on the same rows), [1] the fine-tune's.
+	 * CTCVR stages train on the same rows), [1] the fine-tune's, [2] both
+	 * (the refit's).
 	 */
-	MtmsKeptWindow kept[2];
+	MtmsKeptWindow kept[3];
 	MtmsRowStore *valid_store;	/* valid grouped by scene, for unit jobs */
 	struct MtmsHygiene *hygiene;	/* min_count / ttl_slots, or NULL
 									 * (feature_hygiene.h) */
@@ -99,7 +104,7 @@ extern bool mtms_collect_window(MtmsTrainCtx *cx, MtmsStage stage, const bool *a
 extern void mtms_run_units(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected);
 
 /*
- * train.c: a stage for the selected scenes, as unit jobs over kept rows
+ * train_dispatch.c: a stage for the selected scenes, as unit jobs over kept rows
  * or pass by pass
  */
 extern void mtms_train_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected);
@@ -115,6 +120,13 @@ extern void mtms_train_on_nodes(MtmsTrainCtx *cx, const bool *selected,
 
 /* train_stage.c: a stage, epoch by epoch, for the selected scenes */
 extern void mtms_run_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected);
+/*
+ * train_stage.c: the validation figures of the selected scenes' units as
+ * the model stands (what the stage would start from), into out[nunits]
+ * (crit NaN for the others)
+ */
+extern void mtms_stage_validate_start(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected,
+									  MtmsUnitResult *out);
 
 /* train_unit.c: units' figures and result rows */
 extern void mtms_unit_figures(const MtmsTrainState *res, const MtmsStageInfo *si,

@@ -64,6 +64,17 @@ next_row(MtmsHistory *h)
 }
 
 void
+mtms_history_forget(MtmsHistory *h, const MtmsStageInfo *si, int scene)
+{
+	int			n = 0;
+
+	for (int i = 0; i < h->n; i++)
+		if (h->rows[i].scene != scene || strcmp(h->rows[i].stage, si->name) != 0)
+			h->rows[n++] = h->rows[i];
+	h->n = n;
+}
+
+void
 mtms_history_add_unit(MtmsHistory *h, const MtmsStageInfo *si, int unit,
 					  const MtmsCheckpoint *cps, int n)
 {

@@ -27,6 +27,9 @@ extern MtmsHistory *mtms_history_create(void);
 extern void mtms_history_add_unit(MtmsHistory *h, const MtmsStageInfo *si, int unit,
 								  const MtmsCheckpoint *cps, int n);
 
+/* Drop the rows of scene's units of a stage (it runs again). */
+extern void mtms_history_forget(MtmsHistory *h, const MtmsStageInfo *si, int scene);
+
 /*
  * Write the history as version's, in one statement, through SPI (the
  * caller is connected, inside a writing catalog scope).  Nothing on a

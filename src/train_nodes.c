@@ -591,6 +591,10 @@ mtms_train_on_nodes(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 						cx->meta->name, cx->meta->opts.cluster),
 				 errdetail("The options min_count and ttl_slots count features on the server that trains; the data nodes do not send their counts back."),
 				 errhint("Create the model without min_count and ttl_slots, or without the cluster option.")));
+	if (cx->meta->opts.refit && do_embedding && do_finetune)
+		ereport(NOTICE,
+				(errmsg("mtms_train: model \"%s\" trains on cluster \"%s\" without its refit option, which a multi-node training does not run",
+						cx->meta->name, cx->meta->opts.cluster)));
 	check_setup(cx);
 	check_cluster_defined(cx);
 	nnodes = check_nodes(cx);

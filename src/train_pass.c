@@ -41,7 +41,7 @@ kept_bytes(MtmsTrainCtx *cx)
 {
 	double		bytes = 0;
 
-	for (int w = 0; w < 2; w++)
+	for (int w = 0; w < lengthof(cx->kept); w++)
 		if (cx->kept[w].cxt)
 			bytes += (double) MemoryContextMemAllocated(cx->kept[w].cxt, true);
 	return bytes;
@@ -95,6 +95,11 @@ pass_base(MtmsTrainCtx *cx, const MtmsStageInfo *si, int epoch, const bool *acti
 		{
 			base->train_lo[s] = vf;
 			base->train_hi[s] = ff > 0 ? vf + ff : 1.0;
+		}
+		else if (si->window == 2)
+		{
+			base->train_lo[s] = vf;
+			base->train_hi[s] = 1.0;
 		}
 		else
 		{
@@ -311,7 +316,8 @@ mtms_collect_window(MtmsTrainCtx *cx, MtmsStage stage, const bool *active)
 	if (kw->rows != NULL)
 		ereport(NOTICE,
 				(errmsg("mtms_train: %s rows read: %lld samples, %lld training rows kept in %.1f MB, %.2f s",
-						si->window == 0 ? "phase-1" : "fine-tune", (long long) cx->samples,
+						si->window == 0 ? "phase-1" : si->window == 1 ? "fine-tune" : "refit",
+						(long long) cx->samples,
 						(long long) mtms_kept_rows_count(kw->rows), kept_bytes(cx) / (1024.0 * 1024.0),
 						(double) (GetCurrentTimestamp() - start) / 1e6)));
 	return kw->rows != NULL;

@@ -284,7 +284,7 @@ mtms_state_deserialize(const char *data, Size len, MemoryContext parent)
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("not an mtms training state (bad magic number)")));
 	get(&p, end, &stage, sizeof(int32));
-	if (stage < MTMS_STAGE_EMBEDDING || stage > MTMS_STAGE_FINETUNE)
+	if (stage < MTMS_STAGE_EMBEDDING || stage > MTMS_STAGE_REFIT)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("mtms training state has an invalid stage %d", stage)));

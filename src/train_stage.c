@@ -287,10 +287,38 @@ finish_stage(MtmsTrainCtx *cx, StageRun *run, const bool *selected, double secon
 			run->hist[u][i].kept = run->hist[u][i].checkpoint == run->kept_cp[u];
 		if (run->nhist[u] > 0)
 			mtms_history_add_unit(cx->history, run->si, u, run->hist[u], run->nhist[u]);
+		if (cx->unit_crit && selected[mtms_unit_scene(run->si, u)])
+			cx->unit_crit[u] = run->best[u].crit;
 		if (!selected[mtms_unit_scene(run->si, u)] || run->best[u].epochs == 0)
 			continue;
 		mtms_unit_report(cx, run->si, u, &run->best[u], seconds);
 	}
+}
+
+void
+mtms_stage_validate_start(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected,
+						  MtmsUnitResult *out)
+{
+	const MtmsStageInfo *si = mtms_stage_info(stage);
+	int			nunits = mtms_stage_nunits(si, cx->model->nscenes);
+	bool	   *active = palloc(sizeof(bool) * nunits);
+	MtmsTrainState *st;
+
+	if (cx->valid == NULL)
+		elog(ERROR, "mtms: no validation rows to validate a stage's start on");
+	for (int u = 0; u < nunits; u++)
+	{
+		active[u] = selected[mtms_unit_scene(si, u)];
+		memset(&out[u], 0, sizeof(MtmsUnitResult));
+		out[u].crit = NAN;
+	}
+	st = mtms_state_create(cx->model, &cx->meta->opts, stage, 0, active, cx->valid);
+	mtms_state_validate(st);
+	for (int u = 0; u < nunits; u++)
+		if (active[u])
+			mtms_unit_figures(st, si, u, &out[u]);
+	mtms_state_free(st);
+	pfree(active);
 }
 
 void

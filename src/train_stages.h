@@ -11,7 +11,10 @@
  *              the joint loss (phase_embedding.c);
  *   finetune   a unit is a scene, its two fine-tune towers trained on the
  *              frozen joined embeddings with the joint loss
- *              (phase_finetune.c).
+ *              (phase_finetune.c);
+ *   refit      the embedding stage again, for the small scenes of a model
+ *              with the refit option, on their phase-1 and fine-tune rows
+ *              together (phase_embedding.c, train_refit.c).
  */
 #ifndef MTMS_TRAIN_STAGES_H
 #define MTMS_TRAIN_STAGES_H
@@ -31,7 +34,7 @@ typedef struct MtmsStageInfo
 	bool		checkpoints;	/* a pass validates evals_per_epoch times and
 								 * each unit keeps its best checkpoint */
 	int			window;			/* rows it trains on: 0 = phase 1's, 1 = the
-								 * fine-tune's (finetune_fraction) */
+								 * fine-tune's (finetune_fraction), 2 = both */
 	bool		validates_start;	/* always validate the starting parameters
 									 * (even of a model's first training or a
 									 * scene added since): they are a stage's
@@ -63,6 +66,7 @@ typedef struct MtmsStageInfo
 extern const MtmsStageInfo mtms_stage_embedding_info;
 extern const MtmsStageInfo mtms_stage_ctcvr_info;
 extern const MtmsStageInfo mtms_stage_finetune_info;
+extern const MtmsStageInfo mtms_stage_refit_info;
 
 /* The table of a stage. */
 static inline const MtmsStageInfo *
@@ -74,6 +78,8 @@ mtms_stage_info(MtmsStage stage)
 			return &mtms_stage_embedding_info;
 		case MTMS_STAGE_CTCVR:
 			return &mtms_stage_ctcvr_info;
+		case MTMS_STAGE_REFIT:
+			return &mtms_stage_refit_info;
 		default:
 			return &mtms_stage_finetune_info;
 	}

@@ -20,7 +20,9 @@ typedef enum MtmsStage
 {
 	MTMS_STAGE_EMBEDDING = 0,	/* phase 1: every pair on its own samples */
 	MTMS_STAGE_CTCVR = 1,		/* phase 1: pCTR x pCVR per scene */
-	MTMS_STAGE_FINETUNE = 2		/* phase 2: towers on the joined embeddings */
+	MTMS_STAGE_FINETUNE = 2,	/* phase 2: towers on the joined embeddings */
+	MTMS_STAGE_REFIT = 3		/* after it: small scenes' phase 1 again on
+								 * all their training rows (train_refit.c) */
 } MtmsStage;
 
 /* Scratch buffers of the training steps, sized for one mini-batch. */

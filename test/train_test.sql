@@ -4,7 +4,7 @@
 -- versions, and the SQLSTATE and message of every input error, after which
 -- the model is unchanged.
 BEGIN;
-SELECT plan(68);
+SELECT plan(76);
 
 SET LOCAL client_min_messages = warning;
 SET LOCAL max_parallel_workers_per_gather = 0;
@@ -296,6 +296,60 @@ SELECT is((SELECT bool_and(c.samples > n.samples) FROM tt_holdout c JOIN tt_hold
           true, 'and the capped scenes train phase 1 on the rows they keep');
 SELECT throws_ok($$SELECT mtms_create_model('tt_bad', '{s}', '{f}', options => '{"finetune_rows": -1}')$$,
                  '22023', NULL, 'a negative finetune_rows is refused');
+
+-- ---------------------------------------------------------------------------
+-- The refit option: the small scenes (every scene of tt_s: none is capped)
+-- train phase 1 again on all their rows after the fine-tune; each pair
+-- keeps the refit where it validates better.  With every scene capped
+-- (finetune_rows 10) nothing refits and the model is the one without it.
+CREATE FUNCTION pg_temp.tt_params(model text) RETURNS text LANGUAGE sql AS $$
+  SELECT md5(string_agg(r, ',' ORDER BY r)) FROM (
+    SELECT format('e %s %s %s %s %s', scene, task, feature, vector, accum) AS r
+      FROM mtms_embedding WHERE model_id = mtms_model_id(model)
+    UNION ALL
+    SELECT format('t %s %s %s %s %s %s', phase, scene, task, layer, weights, bias)
+      FROM mtms_tower WHERE model_id = mtms_model_id(model)) s $$;
+SELECT mtms_create_model(m, '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}', 4, '{8}',
+                         options => o::jsonb)
+  FROM (VALUES ('tt_rf', '{"seed": 1, "refit": true}'),
+               ('tt_rf2', '{"seed": 1, "refit": true}'),
+               ('tt_rfc', '{"max_epochs": 2, "seed": 5, "refit": true, "finetune_rows": 10}'),
+               ('tt_rfc0', '{"max_epochs": 2, "seed": 5, "finetune_rows": 10}')) v(m, o);
+CREATE TEMP TABLE tt_rf_rows AS SELECT 'tt_rf' AS model, * FROM mtms_train('tt_rf', 'tt_s');
+INSERT INTO tt_rf_rows SELECT 'tt_rf2', * FROM mtms_train('tt_rf2', 'tt_s');
+INSERT INTO tt_rf_rows SELECT 'tt_rfc', * FROM mtms_train('tt_rfc', 'tt_s');
+INSERT INTO tt_rf_rows SELECT 'tt_rfc0', * FROM mtms_train('tt_rfc0', 'tt_s');
+SELECT results_eq(
+    $$SELECT model, count(*) FILTER (WHERE phase = 'refit') FROM tt_rf_rows GROUP BY 1 ORDER BY 1$$,
+    $$VALUES ('tt_rf', 6::bigint), ('tt_rf2', 6), ('tt_rfc', 0), ('tt_rfc0', 0)$$,
+    'refit: a result row for each pair of the small scenes; none where every scene is capped');
+SELECT is((SELECT count(DISTINCT (scene, task)) FROM mtms_training_info('tt_rf') WHERE stage = 'refit'),
+          6::bigint, 'refit: its checkpoints are in the training history');
+SELECT is(pg_temp.tt_params('tt_rf'), pg_temp.tt_params('tt_rf2'),
+          'refit: the same seed gives the same model');
+SELECT is(pg_temp.tt_params('tt_rfc'), pg_temp.tt_params('tt_rfc0'),
+          'refit with every scene capped: the model of the same options without it');
+SELECT results_eq(
+    $$SELECT options ? 'refit', options->'refit' FROM mtms_model WHERE name IN ('tt_rf', 'tt_rfc0') ORDER BY name$$,
+    $$VALUES (true, 'true'::jsonb), (false, NULL)$$,
+    'refit is stored when true, left out when false');
+-- a pair that kept its refit: the version's metrics list it, with the
+-- validation loss of the refit's best checkpoint
+CREATE TEMP TABLE tt_rf_kept AS
+SELECT s.key AS scene, t.value #>> '{}' AS task,
+       round((v.metrics -> s.key -> (t.value #>> '{}') ->> 'valid_loss')::numeric, 4) AS metric_loss
+  FROM mtms_versions('tt_rf') v, jsonb_each(v.metrics) s, jsonb_array_elements(s.value -> 'refit') t
+ WHERE v.active;
+SELECT cmp_ok((SELECT count(*) FROM tt_rf_kept), '>', 0::bigint,
+              'refit: some pair of this data keeps its separate sub-model');
+SELECT is((SELECT count(*) FROM tt_rf_kept k
+             JOIN mtms_training_info('tt_rf') h ON h.stage = 'refit' AND h.kept
+                                               AND (h.scene, h.task) = (k.scene, k.task)
+            WHERE round(h.valid_loss::numeric, 4) = k.metric_loss),
+          (SELECT count(*) FROM tt_rf_kept),
+          'refit: a kept pair''s metrics are its refit''s validation');
+SELECT throws_ok($$SELECT mtms_create_model('tt_bad', '{s}', '{f}', options => '{"refit": "yes"}')$$,
+                 '22023', NULL, 'a refit that is not a boolean is refused');
 
 SELECT * FROM finish();
 ROLLBACK;
