@@ -10,6 +10,8 @@ protocol), then trains on days 1-11 and tests on days 12-14:
   (--seeds 42,43,44: each side once per seed, the AUC table gives the mean
   and the spread; the speed table is the first seed's)
   mtms       mtms, both phases
+  refit      mtms, both phases with the refit option (README: How training
+             works)
   PyTorch    bench/pytorch_mtms.py, both phases (and its 'separate')
 
 and prints per (scene, task) test AUC and the per-stage speed ratio
@@ -102,6 +104,10 @@ def main():
         S.log('seed %d: mtms (both phases)' % seed)
         run['mtms'] = S.mtms_train('kr_mtms', 'kr_train', 0, opts, scenes=SCENES, fields=FIELDS)
         run['auc_mtms'] = S.mtms_evaluate('kr_mtms', 'kr_test')
+        S.log('seed %d: mtms with the refit option' % seed)
+        run['refit'] = S.mtms_train('kr_refit', 'kr_train', 0, '{"seed": %d, "refit": true}' % seed,
+                                    scenes=SCENES, fields=FIELDS)
+        run['auc_refit'] = S.mtms_evaluate('kr_refit', 'kr_test')
         seed_arg = ['--seed', str(seed)]
         S.log('seed %d: PyTorch (both phases)' % seed)
         run['torch'] = S.run_torch(common + seed_arg, 1, 'torch_kuairand_%d.log' % seed)
@@ -110,7 +116,8 @@ def main():
                                             'torch_kuairand_separate_%d.log' % seed)
         R['runs'].append(run)
     # the speed tables: the first seed's runs
-    for k in ('separate', 'auc_separate', 'mtms', 'auc_mtms', 'torch', 'torch_separate'):
+    for k in ('separate', 'auc_separate', 'mtms', 'auc_mtms', 'refit', 'auc_refit', 'torch',
+              'torch_separate'):
         R[k] = R['runs'][0][k]
     with open(os.path.join(a.workdir, 'kuairand_results.json'), 'w') as f:
         json.dump(R, f, indent=1)
@@ -135,6 +142,8 @@ def report(R):
     def cell(key, sc, t):
         vals = []
         for r in runs:
+            if key not in r:
+                continue
             d = r[key]['test_auc'] if key.startswith('torch') else r[key]
             v = d.get(sc, {}).get(t)
             if v is not None:
@@ -152,14 +161,16 @@ def report(R):
             m = R['auc_mtms'].get(sc, {})
             sep, sep_s = cell('auc_separate', sc, t)
             a, a_s = cell('auc_mtms', sc, t)
+            rf, rf_s = cell('auc_refit', sc, t)
             tsep, tsep_s = cell('torch_separate', sc, t)
             b, b_s = cell('torch', sc, t)
             rows.append([sc, t, m.get('n_' + t), m.get('pos_' + t), sep_s, a_s,
-                         a - sep if a is not None and sep is not None else None, tsep_s, b_s,
+                         a - sep if a is not None and sep is not None else None, rf_s,
+                         rf - sep if rf is not None and sep is not None else None, tsep_s, b_s,
                          a - b if a is not None and b is not None else None,
                          S.auc_se(a, m.get('n_' + t), m.get('pos_' + t))])
     add(S.table(['scene', 'task', 'n', 'positives', 'mtms separate', 'mtms', 'mtms-separate',
-                 'PyTorch separate', 'PyTorch', 'mtms-PyTorch', 'se'], rows))
+                 'mtms refit', 'refit-separate', 'PyTorch separate', 'PyTorch', 'mtms-PyTorch', 'se'], rows))
     add('')
     add('Training speed, 1 thread (samples/s = sample-epochs / stage seconds)')
     rows = []
@@ -179,8 +190,9 @@ def report(R):
         '(export %.1f, read+prepare %.1f, train %.1f); PyTorch/mtms %.2f'
         % (R['mtms']['wall'], R['mtms']['commit_seconds'], tot, R['export_seconds'], t['prepare_seconds'],
            t['train_seconds'], tot / R['mtms']['wall']))
-    add('mtms model: %s embedding rows; separate: %.1f s' % (S.fmt(R['mtms']['embedding_rows']),
-                                                            R['separate']['wall']))
+    add('mtms model: %s embedding rows; separate: %.1f s%s'
+        % (S.fmt(R['mtms']['embedding_rows']), R['separate']['wall'],
+           '; with the refit option: %.1f s' % R['refit']['wall'] if 'refit' in R else ''))
     return '\n'.join(out)
 
 
