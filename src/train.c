@@ -79,6 +79,40 @@ check_phases(const char *phases, bool *embedding, bool *finetune)
  * Committing a version
  * --------------------------------------------------------------------- */
 
+/*
+ * Which towers score a pair after this training: "finetune" (its fine-tuned
+ * tower), "phase1" (the fine-tune kept its start, the phase-1 tower, on a
+ * pair's first fine-tune), "previous" (it kept the previous version's
+ * fine-tune tower), "refit" (the refit option: the separate sub-model);
+ * NULL when this training ran no fine-tune.
+ */
+static const char *
+pair_scoring(const MtmsTrainCtx *cx, int s, int t)
+{
+	int			p = MTMS_PAIR(s, t);
+	int			kept;
+
+	if (mtms_refit_kept(cx, p))
+		return "refit";
+	kept = mtms_history_kept(cx->history, &mtms_stage_finetune_info, s);
+	if (kept < 0)
+		return NULL;
+	if (kept > 0)
+		return "finetune";
+	return cx->meta->active_version > 0 && p < cx->stored_npairs ? "previous" : "phase1";
+}
+
+/* , "scoring": {"ctr": ..., "cvr": ...} when the fine-tune ran */
+static void
+append_scoring(StringInfo buf, const MtmsTrainCtx *cx, int s)
+{
+	const char *c = pair_scoring(cx, s, MTMS_TASK_CTR);
+	const char *v = pair_scoring(cx, s, MTMS_TASK_CVR);
+
+	if (c && v)
+		appendStringInfo(buf, ", \"scoring\": {\"ctr\": \"%s\", \"cvr\": \"%s\"}", c, v);
+}
+
 static Jsonb *
 metrics_jsonb(MtmsTrainCtx *cx)
 {
@@ -121,13 +155,8 @@ metrics_jsonb(MtmsTrainCtx *cx)
 				appendStringInfo(&buf, "%.6f", cx->metric_auc[slot]);
 			appendStringInfoChar(&buf, '}');
 		}
-		if (!first && (mtms_refit_kept(cx, MTMS_PAIR(s, MTMS_TASK_CTR)) ||
-					   mtms_refit_kept(cx, MTMS_PAIR(s, MTMS_TASK_CVR))))
-			appendStringInfo(&buf, ", \"refit\": [%s%s%s]",
-							 mtms_refit_kept(cx, MTMS_PAIR(s, MTMS_TASK_CTR)) ? "\"ctr\"" : "",
-							 mtms_refit_kept(cx, MTMS_PAIR(s, MTMS_TASK_CTR)) &&
-							 mtms_refit_kept(cx, MTMS_PAIR(s, MTMS_TASK_CVR)) ? ", " : "",
-							 mtms_refit_kept(cx, MTMS_PAIR(s, MTMS_TASK_CVR)) ? "\"cvr\"" : "");
+		if (!first)
+			append_scoring(&buf, cx, s);
 		if (!first)
 			appendStringInfoChar(&buf, '}');
 	}

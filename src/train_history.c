@@ -74,6 +74,15 @@ mtms_history_forget(MtmsHistory *h, const MtmsStageInfo *si, int scene)
 	h->n = n;
 }
 
+int
+mtms_history_kept(const MtmsHistory *h, const MtmsStageInfo *si, int scene)
+{
+	for (int i = 0; i < h->n; i++)
+		if (h->rows[i].kept && h->rows[i].scene == scene && strcmp(h->rows[i].stage, si->name) == 0)
+			return h->rows[i].checkpoint;
+	return -1;
+}
+
 void
 mtms_history_add_unit(MtmsHistory *h, const MtmsStageInfo *si, int unit,
 					  const MtmsCheckpoint *cps, int n)

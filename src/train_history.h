@@ -27,6 +27,9 @@ extern MtmsHistory *mtms_history_create(void);
 extern void mtms_history_add_unit(MtmsHistory *h, const MtmsStageInfo *si, int unit,
 								  const MtmsCheckpoint *cps, int n);
 
+/* The checkpoint a stage's unit of scene kept (0: its start), or -1. */
+extern int	mtms_history_kept(const MtmsHistory *h, const MtmsStageInfo *si, int scene);
+
 /* Drop the rows of scene's units of a stage (it runs again). */
 extern void mtms_history_forget(MtmsHistory *h, const MtmsStageInfo *si, int scene);
 
