@@ -4,7 +4,7 @@
 -- versions, and the SQLSTATE and message of every input error, after which
 -- the model is unchanged.
 BEGIN;
-SELECT plan(77);
+SELECT plan(78);
 
 SET LOCAL client_min_messages = warning;
 SET LOCAL max_parallel_workers_per_gather = 0;
@@ -358,6 +358,8 @@ SELECT is((SELECT count(*) FROM tt_rf_kept k
             WHERE round(h.valid_loss::numeric, 4) = k.metric_loss),
           (SELECT count(*) FROM tt_rf_kept),
           'refit: a kept pair''s metrics are its refit''s validation');
+SELECT is((SELECT count(*) FILTER (WHERE phase = 'refit') FROM mtms_train('tt_rf', 'tt_s')), 6::bigint,
+          'refit on a warm start: from the active version''s parameters, again for every small pair');
 SELECT throws_ok($$SELECT mtms_create_model('tt_bad', '{s}', '{f}', options => '{"refit": "yes"}')$$,
                  '22023', NULL, 'a refit that is not a boolean is refused');
 
