@@ -102,15 +102,17 @@ pair_scoring(const MtmsTrainCtx *cx, int s, int t)
 	return cx->meta->active_version > 0 && p < cx->stored_npairs ? "previous" : "phase1";
 }
 
-/* , "scoring": {"ctr": ..., "cvr": ...} when the fine-tune ran */
+/* , "scoring": ... for metric slot t of scene s, when the fine-tune ran */
 static void
-append_scoring(StringInfo buf, const MtmsTrainCtx *cx, int s)
+append_scoring(StringInfo buf, const MtmsTrainCtx *cx, int s, int t)
 {
-	const char *c = pair_scoring(cx, s, MTMS_TASK_CTR);
-	const char *v = pair_scoring(cx, s, MTMS_TASK_CVR);
+	const char *how;
 
-	if (c && v)
-		appendStringInfo(buf, ", \"scoring\": {\"ctr\": \"%s\", \"cvr\": \"%s\"}", c, v);
+	if (t == MTMS_M_CTCVR)
+		return;
+	how = pair_scoring(cx, s, t == MTMS_M_CTR ? MTMS_TASK_CTR : MTMS_TASK_CVR);
+	if (how)
+		appendStringInfo(buf, ", \"scoring\": \"%s\"", how);
 }
 
 static Jsonb *
@@ -153,10 +155,9 @@ metrics_jsonb(MtmsTrainCtx *cx)
 				appendStringInfoString(&buf, "null");
 			else
 				appendStringInfo(&buf, "%.6f", cx->metric_auc[slot]);
+			append_scoring(&buf, cx, s, t);
 			appendStringInfoChar(&buf, '}');
 		}
-		if (!first)
-			append_scoring(&buf, cx, s);
 		if (!first)
 			appendStringInfoChar(&buf, '}');
 	}

@@ -85,9 +85,10 @@ mtms_refit_kept(const MtmsTrainCtx *cx, int p)
 }
 
 /*
- * Set aside the small scenes' phase-1 parameters and fine-tune towers
- * (into phase1[] and tower2[]) and put their pairs back where phase 1
- * started.
+ * Set aside copies of the small scenes' phase-1 parameters and fine-tune
+ * towers (into phase1[] and tower2[], in the current memory context: a
+ * stage run pass by pass may replace the model) and put their pairs back
+ * where phase 1 started.
  */
 static void
 set_aside(MtmsTrainCtx *cx, MtmsUnitSnapshot *phase1, MtmsTower **tower2)
@@ -100,7 +101,8 @@ set_aside(MtmsTrainCtx *cx, MtmsUnitSnapshot *phase1, MtmsTower **tower2)
 		if (!r->scenes[MTMS_PAIR_SCENE(p)])
 			continue;
 		mtms_unit_snapshot_take(&phase1[p], m, &mtms_stage_embedding_info, p);
-		tower2[p] = m->tower2[p];
+		tower2[p] = m->tower2[p] ? mtms_tower_copy(m->tower2[p]) : NULL;
+		mtms_tower_free(m->tower2[p]);
 		m->tower2[p] = NULL;
 		if (r->start[p].npairs > 0)
 		{
@@ -123,12 +125,14 @@ settle_pair(MtmsTrainCtx *cx, int p, bool keep, MtmsUnitSnapshot *phase1, MtmsTo
 
 	if (!keep)
 	{
+		MemoryContext old = MemoryContextSwitchTo(m->cxt);
+
 		mtms_unit_snapshot_restore(&phase1[p], m, &mtms_stage_embedding_info);
 		mtms_tower_free(m->tower2[p]);
-		m->tower2[p] = tower2[p];
+		m->tower2[p] = tower2[p] ? mtms_tower_copy(tower2[p]) : NULL;
+		MemoryContextSwitchTo(old);
 	}
-	else
-		mtms_tower_free(tower2[p]);
+	mtms_tower_free(tower2[p]);
 	tower2[p] = NULL;
 	mtms_unit_snapshot_free(&phase1[p]);
 	cx->refit->kept[p] = keep;
@@ -180,18 +184,20 @@ choose(MtmsTrainCtx *cx, const double *a, const MtmsUnitResult *b,
 void
 mtms_refit_finetune(MtmsTrainCtx *cx, const bool *all)
 {
-	MtmsModel  *m = cx->model;
+	/* a stage run pass by pass replaces cx->model: keep only its shape */
+	int			nscenes = cx->model->nscenes;
+	int			npairs = cx->model->npairs;
 	MtmsRefit  *r = cx->refit;
-	Size		metrics = sizeof(double) * m->nscenes * MTMS_NMETRICS;
+	Size		metrics = sizeof(double) * nscenes * MTMS_NMETRICS;
 	double	   *a = palloc(metrics);
 	double	   *a_auc = palloc(metrics);
-	MtmsUnitResult *b = palloc(sizeof(MtmsUnitResult) * m->nscenes);
-	MtmsUnitSnapshot *phase1 = palloc0(sizeof(MtmsUnitSnapshot) * m->npairs);
-	MtmsTower **tower2 = palloc0(sizeof(MtmsTower *) * m->npairs);
-	bool	   *again = palloc(sizeof(bool) * m->nscenes);
+	MtmsUnitResult *b = palloc(sizeof(MtmsUnitResult) * nscenes);
+	MtmsUnitSnapshot *phase1 = palloc0(sizeof(MtmsUnitSnapshot) * npairs);
+	MtmsTower **tower2 = palloc0(sizeof(MtmsTower *) * npairs);
+	bool	   *again = palloc(sizeof(bool) * nscenes);
 	bool		any_again = false;
 
-	for (int i = 0; i < m->nscenes * MTMS_NMETRICS; i++)
+	for (int i = 0; i < nscenes * MTMS_NMETRICS; i++)
 		cx->metric_loss[i] = NAN;
 	mtms_train_stage(cx, MTMS_STAGE_FINETUNE, all);
 	memcpy(a, cx->metric_loss, metrics);
@@ -202,15 +208,15 @@ mtms_refit_finetune(MtmsTrainCtx *cx, const bool *all)
 	/* the version's metrics stay the fine-tune's but where a refit is kept */
 	memcpy(cx->metric_loss, a, metrics);
 	memcpy(cx->metric_auc, a_auc, metrics);
-	for (int p = 0; p < m->npairs; p++)
+	for (int p = 0; p < npairs; p++)
 		if (r->scenes[MTMS_PAIR_SCENE(p)])
-			mtms_model_ensure_finetune_pair(m, p);
+			mtms_model_ensure_finetune_pair(cx->model, p);
 	mtms_stage_validate_start(cx, MTMS_STAGE_FINETUNE, r->scenes, b);
 	if (!choose(cx, a, b, phase1, tower2))
 		return;
 
 	/* the others read the new embeddings: their fine-tune again */
-	for (int s = 0; s < m->nscenes; s++)
+	for (int s = 0; s < nscenes; s++)
 	{
 		again[s] = all[s] && !(r->kept[MTMS_PAIR(s, MTMS_TASK_CTR)] &&
 							   r->kept[MTMS_PAIR(s, MTMS_TASK_CVR)]);
@@ -220,15 +226,15 @@ mtms_refit_finetune(MtmsTrainCtx *cx, const bool *all)
 	}
 	if (any_again)
 		mtms_train_stage(cx, MTMS_STAGE_FINETUNE, again);
-	for (int p = 0; p < m->npairs; p++)
+	for (int p = 0; p < npairs; p++)
 		if (r->kept[p])
 		{
 			int			s = MTMS_PAIR_SCENE(p);
 			int			slot = MTMS_PAIR_TASK(p) == MTMS_TASK_CTR ? MTMS_M_CTR : MTMS_M_CVR;
 
-			mtms_tower_free(m->tower2[p]);
-			m->tower2[p] = NULL;
-			mtms_model_ensure_finetune_pair(m, p);
+			mtms_tower_free(cx->model->tower2[p]);
+			cx->model->tower2[p] = NULL;
+			mtms_model_ensure_finetune_pair(cx->model, p);
 			cx->metric_loss[s * MTMS_NMETRICS + slot] = b[s].m_loss[slot];
 			cx->metric_auc[s * MTMS_NMETRICS + slot] = b[s].m_auc[slot];
 		}
