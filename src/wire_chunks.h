@@ -16,6 +16,9 @@
 #include "postgres.h"
 
 #include "lib/stringinfo.h"
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"			/* VARDATA and friends left postgres.h in 16 */
+#endif
 
 typedef struct MtmsChunks
 {
