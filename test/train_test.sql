@@ -4,7 +4,7 @@
 -- versions, and the SQLSTATE and message of every input error, after which
 -- the model is unchanged.
 BEGIN;
-SELECT plan(78);
+SELECT plan(79);
 
 SET LOCAL client_min_messages = warning;
 SET LOCAL max_parallel_workers_per_gather = 0;
@@ -363,6 +363,12 @@ SELECT is((SELECT count(*) FROM tt_rf_kept k
           'refit: a kept pair''s metrics are its refit''s validation');
 SELECT is((SELECT count(*) FILTER (WHERE phase = 'refit') FROM mtms_train('tt_rf', 'tt_s')), 6::bigint,
           'refit on a warm start: from the active version''s parameters, again for every small pair');
+-- without kept rows every stage runs pass by pass and each pass replaces
+-- the driver's model: the refit must not hold on to the old one
+SET mtms.keep_training_rows = off;
+SELECT is((SELECT count(*) FILTER (WHERE phase = 'refit') FROM mtms_train('tt_rf2', 'tt_s')), 6::bigint,
+          'refit without kept training rows (stages pass by pass)');
+RESET mtms.keep_training_rows;
 SELECT throws_ok($$SELECT mtms_create_model('tt_bad', '{s}', '{f}', options => '{"refit": "yes"}')$$,
                  '22023', NULL, 'a refit that is not a boolean is refused');
 
