@@ -836,6 +836,7 @@ mtms_rollback(PG_FUNCTION_ARGS)
 typedef struct ModelIdCache
 {
 	char	   *model;
+	Oid			user;			/* who asked: the privilege check's answer */
 	int32		model_id;
 } ModelIdCache;
 
@@ -851,17 +852,21 @@ mtms_model_id(PG_FUNCTION_ARGS)
 	char	   *model = check_text_arg(fcinfo, 0, "model");
 	ModelIdCache *cache = (ModelIdCache *) fcinfo->flinfo->fn_extra;
 	MtmsModelMeta *m;
+	char	   *copy;
 
-	if (cache != NULL && strcmp(cache->model, model) == 0)
+	if (cache != NULL && cache->user == GetUserId() &&
+		strcmp(cache->model, model) == 0)
 		PG_RETURN_INT32(cache->model_id);
 	m = mtms_model_lookup(model, false, false);
 	mtms_check_privilege(m, MTMS_PRIV_SCORE);
+	copy = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, model);
 	if (cache == NULL)
 		cache = fcinfo->flinfo->fn_extra =
 			MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(ModelIdCache));
 	else
 		pfree(cache->model);
-	cache->model = MemoryContextStrdup(fcinfo->flinfo->fn_mcxt, model);
+	cache->model = copy;
+	cache->user = GetUserId();
 	cache->model_id = m->model_id;
 	PG_RETURN_INT32(m->model_id);
 }

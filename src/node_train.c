@@ -65,10 +65,10 @@ array_chunks(ArrayType *arr, int *n, Size *total)
  * A job too large for one call (node_wire.h) comes in "stage" calls before
  * the training call, each its own transaction: the bytes wait in session
  * memory, which PL/Proxy's connection (one per node per coordinator
- * backend) keeps.  The first call announces the size; the training call
- * takes the bytes, which then go with its memory, error or not.  A staging
- * that a coordinator abandons waits until the next one or the end of the
- * connection.
+ * backend) keeps.  The first call announces the size (at most
+ * mtms.max_memory); the training call takes the bytes, which then go with
+ * its memory, error or not.  A staging that a coordinator abandons waits
+ * until the next call on that connection, or its end.
  * --------------------------------------------------------------------- */
 
 static MemoryContext staged_cxt = NULL;
@@ -109,6 +109,12 @@ stage_chunks(ArrayType *arr, bool begin)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid size %lld of a staged multi-node job", (long long) size)));
+		if ((double) size > (double) mtms_max_memory_mb * 1024 * 1024)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("a multi-node job of %.0f MB is more than mtms.max_memory (%d MB) on this data node",
+							size / (1024.0 * 1024.0), mtms_max_memory_mb),
+					 errhint("Raise mtms.max_memory on the data nodes.")));
 		staged_cxt = AllocSetContextCreate(TopMemoryContext, "mtms staged job",
 										   ALLOCSET_DEFAULT_SIZES);
 		staged = MemoryContextAllocHuge(staged_cxt, (Size) size);
@@ -308,6 +314,8 @@ mtms_node_train(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	}
 
+	if (!staged_job)
+		staged_drop();			/* a staging its coordinator abandoned */
 	memset(&cx, 0, sizeof(cx));
 	cx.cxt = AllocSetContextCreate(CurrentMemoryContext, "mtms_node_train",
 								   ALLOCSET_DEFAULT_SIZES);

@@ -23,12 +23,14 @@
 #include "wire_chunks.h"
 
 /*
- * A job of at most this many chunks (mtms.node_chunk_size) travels in the
- * training call itself; a larger one is staged on the nodes chunk by chunk
- * first (train_nodes.c).  PL/Proxy passes a bytea array as hex text in
- * one value of at most 1 GB: the default 4 x 64 MB is half of that.
+ * A job of at most this many chunks (mtms.node_chunk_size) and bytes
+ * travels in the training call itself; a larger one is staged on the nodes
+ * chunk by chunk first (train_nodes.c).  PL/Proxy passes a bytea array as
+ * hex text in one value of at most 1 GB: 256 MB is half of that, and so is
+ * the largest chunk a staging call carries.
  */
 #define MTMS_NODE_INLINE_CHUNKS	4
+#define MTMS_NODE_INLINE_BYTES	((Size) 256 * 1024 * 1024)
 
 /* A job as a node reads it. */
 typedef struct MtmsNodeJob

@@ -97,7 +97,7 @@ pair_scoring(const MtmsTrainCtx *cx, int s, int t)
 	kept = mtms_history_kept(cx->history, &mtms_stage_finetune_info, s);
 	if (kept < 0)
 		return NULL;
-	if (kept > 0)
+	if (kept > 0 || mtms_refit_finetuned_again(cx, s))
 		return "finetune";
 	return cx->meta->active_version > 0 && p < cx->stored_npairs ? "previous" : "phase1";
 }
@@ -379,14 +379,16 @@ mtms_plan_finetune_share(MtmsTrainCtx *cx)
 	StringInfoData capped;
 
 	cx->ft_share = palloc(sizeof(double) * nscenes);
-	if (o->finetune_fraction > 0 && o->finetune_rows > 0)
+	if (o->finetune_fraction > 0 && (o->finetune_rows > 0 || o->refit))
 		rows = mtms_samples_scene_rows(cx->relname, cx->model);
+	cx->scene_rows = rows;
 	initStringInfo(&capped);
 	for (int s = 0; s < nscenes; s++)
 	{
 		double		share = o->finetune_fraction;
 
-		if (rows && rows[s] > 0 && (double) o->finetune_rows < share * rows[s])
+		if (rows && rows[s] > 0 && o->finetune_rows > 0 &&
+			(double) o->finetune_rows < share * rows[s])
 		{
 			share = (double) o->finetune_rows / rows[s];
 			appendStringInfo(&capped, "%s%s %.1f%%", capped.len ? ", " : "",

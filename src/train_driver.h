@@ -55,8 +55,8 @@ typedef struct MtmsTrainCtx
 	double	   *metric_loss;
 	double	   *metric_auc;
 	MtmsHistory *history;		/* every unit's checkpoints, for the version */
-	double	   *unit_crit;		/* [npairs] or NULL: the criterion each unit
-								 * of the last stage reported kept */
+	int64	   *scene_rows;		/* [nscenes] rows of each scene in the
+								 * samples, when counted (or NULL) */
 	struct MtmsRefit *refit;	/* the refit option's plan, or NULL
 								 * (train_refit.h) */
 

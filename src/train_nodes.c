@@ -395,11 +395,22 @@ collect_replies(NodeCall *call)
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	t = SPI_tuptable->vals[i];
-		bool		isnull;
+		bool		nulls[4];
+		Datum		seq_d = SPI_getbinval(t, d, 2, &nulls[1]);
+		Datum		n_d = SPI_getbinval(t, d, 3, &nulls[2]);
+		Datum		chunk_d = SPI_getbinval(t, d, 4, &nulls[3]);
 		char	   *node = SPI_getvalue(t, d, 1);
-		int32		seq = DatumGetInt32(SPI_getbinval(t, d, 2, &isnull));
-		NodeReply  *r = reply_of(call, node, DatumGetInt32(SPI_getbinval(t, d, 3, &isnull)));
+		int32		seq;
+		NodeReply  *r;
 		bytea	   *b;
+
+		if (node == NULL || nulls[1] || nulls[2] || nulls[3])
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("mtms: a data node of cluster \"%s\" sent a result row with NULLs",
+							call->cluster)));
+		seq = DatumGetInt32(seq_d);
+		r = reply_of(call, node, DatumGetInt32(n_d));
 
 		if (seq < 0 || seq >= r->nchunks)
 			ereport(ERROR,
@@ -412,7 +423,7 @@ collect_replies(NodeCall *call)
 							node, call->cluster),
 					 errdetail("Its scenes would be trained twice."),
 					 errhint("Give each data node one partition (PL/Proxy wants 1, 2, 4, ... of them).")));
-		b = DatumGetByteaPP(SPI_getbinval(t, d, 4, &isnull));
+		b = DatumGetByteaPP(chunk_d);
 		r->chunks[seq] = b;
 		r->len += VARSIZE_ANY_EXHDR(b);
 		r->got++;
@@ -432,6 +443,21 @@ collect_replies(NodeCall *call)
 		pfree(r->chunks);
 		r->chunks = NULL;
 	}
+	/* the rows are joined: a model's worth of memory less */
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/* A phase's replies, once gathered. */
+static void
+free_replies(NodeCall *call)
+{
+	for (int k = 0; k < call->nreplies; k++)
+		if (call->replies[k].data)
+			pfree(call->replies[k].data);
+	if (call->replies)
+		pfree(call->replies);
+	call->replies = NULL;
+	call->nreplies = 0;
 }
 
 /* One phase on every node at once; their replies. */
@@ -453,7 +479,8 @@ call_nodes(MtmsTrainCtx *cx, const char *phase, const bool *selected, int nnodes
 	call->cluster = cx->meta->opts.cluster;
 	call->shipped = mtms_chunks_len(job) * nnodes;
 	mtms_progress_stage(strcmp(phase, "phase1") == 0 ? "embedding" : "finetune", 0, -1, -1, 0);
-	staged = job->nchunks > MTMS_NODE_INLINE_CHUNKS;
+	staged = job->nchunks > MTMS_NODE_INLINE_CHUNKS ||
+		mtms_chunks_len(job) > MTMS_NODE_INLINE_BYTES;
 	if (staged)
 		stage_job(cx, job, what, call);
 	args[0] = CStringGetTextDatum(cx->meta->opts.cluster);
@@ -606,6 +633,7 @@ mtms_train_on_nodes(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 		call_nodes(cx, "phase1", selected, nnodes, &call);
 		gather_phase(cx, "phase 1", &call, stages, cx->meta->opts.ctcvr ? 2 : 1,
 					 (double) (GetCurrentTimestamp() - start) / 1e6);
+		free_replies(&call);
 	}
 	if (do_finetune)
 	{
@@ -614,6 +642,7 @@ mtms_train_on_nodes(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 		start = GetCurrentTimestamp();
 		call_nodes(cx, "finetune", selected, nnodes, &call);
 		gather_phase(cx, "fine-tune", &call, stages, 1, (double) (GetCurrentTimestamp() - start) / 1e6);
+		free_replies(&call);
 	}
 	MemoryContextSwitchTo(old);
 }

@@ -23,7 +23,9 @@
  *
  * Costs: phase 1 once more for the small scenes, and, when one of them
  * keeps its refit, a second fine-tune.  Not on clusters (train_nodes.c
- * trains without it), nor with feature hygiene.
+ * trains without it), nor with feature hygiene.  A scene of fewer than
+ * REFIT_MIN_ROWS rows (or none, as a scene without traffic today) does not
+ * refit: its validation could not tell the two apart.
  */
 #include "train_refit.h"
 
@@ -32,9 +34,12 @@
 #include "catalog_tables.h"
 #include "lib/stringinfo.h"
 
+#define REFIT_MIN_ROWS	100
+
 typedef struct MtmsRefit
 {
 	bool	   *scenes;			/* [nscenes] small scenes: may refit */
+	bool	   *again;			/* [nscenes] fine-tuned a second time */
 	bool	   *kept;			/* [npairs] kept their refit sub-models */
 	MtmsUnitSnapshot *start;	/* [npairs] a warm start's parameters of the
 								 * small scenes' pairs (npairs 0: none) */
@@ -49,8 +54,15 @@ mtms_refit_plan(MtmsTrainCtx *cx, const bool *selected)
 	int			n = 0;
 
 	cx->refit = NULL;
-	if (!o->refit || mtms_options_hygiene(o) || o->finetune_fraction <= 0)
+	if (!o->refit || o->finetune_fraction <= 0 || cx->scene_rows == NULL)
 		return;
+	if (mtms_options_hygiene(o))
+	{
+		ereport(NOTICE,
+				(errmsg("mtms_train: model \"%s\" trains without its refit option, which does not run with feature hygiene (min_count, ttl_slots)",
+						cx->meta->name)));
+		return;
+	}
 	if (!mtms_catalog_at_least("0.5"))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -59,12 +71,14 @@ mtms_refit_plan(MtmsTrainCtx *cx, const bool *selected)
 				 errhint("ALTER EXTENSION mtms UPDATE")));
 	r = palloc0(sizeof(MtmsRefit));
 	r->scenes = palloc0(sizeof(bool) * m->nscenes);
+	r->again = palloc0(sizeof(bool) * m->nscenes);
 	r->kept = palloc0(sizeof(bool) * m->npairs);
 	r->start = palloc0(sizeof(MtmsUnitSnapshot) * m->npairs);
 	for (int s = 0; s < m->nscenes; s++)
 	{
 		/* not capped by finetune_rows: phase 1 lost the whole share */
-		r->scenes[s] = selected[s] && cx->ft_share[s] >= o->finetune_fraction;
+		r->scenes[s] = selected[s] && cx->ft_share[s] >= o->finetune_fraction &&
+			cx->scene_rows[s] >= REFIT_MIN_ROWS;
 		n += r->scenes[s];
 		for (int t = 0; r->scenes[s] && t < MTMS_NTASKS; t++)
 		{
@@ -82,6 +96,12 @@ bool
 mtms_refit_kept(const MtmsTrainCtx *cx, int p)
 {
 	return cx->refit != NULL && cx->refit->kept[p];
+}
+
+bool
+mtms_refit_finetuned_again(const MtmsTrainCtx *cx, int s)
+{
+	return cx->refit != NULL && cx->refit->again[s];
 }
 
 /*
@@ -194,11 +214,11 @@ mtms_refit_finetune(MtmsTrainCtx *cx, const bool *all)
 	MtmsUnitResult *b = palloc(sizeof(MtmsUnitResult) * nscenes);
 	MtmsUnitSnapshot *phase1 = palloc0(sizeof(MtmsUnitSnapshot) * npairs);
 	MtmsTower **tower2 = palloc0(sizeof(MtmsTower *) * npairs);
-	bool	   *again = palloc(sizeof(bool) * nscenes);
+	bool	   *refit_scenes = palloc0(sizeof(bool) * nscenes);
 	bool		any_again = false;
 
 	for (int i = 0; i < nscenes * MTMS_NMETRICS; i++)
-		cx->metric_loss[i] = NAN;
+		cx->metric_loss[i] = cx->metric_auc[i] = NAN;
 	mtms_train_stage(cx, MTMS_STAGE_FINETUNE, all);
 	memcpy(a, cx->metric_loss, metrics);
 	memcpy(a_auc, cx->metric_auc, metrics);
@@ -218,24 +238,28 @@ mtms_refit_finetune(MtmsTrainCtx *cx, const bool *all)
 	/* the others read the new embeddings: their fine-tune again */
 	for (int s = 0; s < nscenes; s++)
 	{
-		again[s] = all[s] && !(r->kept[MTMS_PAIR(s, MTMS_TASK_CTR)] &&
-							   r->kept[MTMS_PAIR(s, MTMS_TASK_CVR)]);
-		if (again[s])
+		r->again[s] = all[s] && !(r->kept[MTMS_PAIR(s, MTMS_TASK_CTR)] &&
+								  r->kept[MTMS_PAIR(s, MTMS_TASK_CVR)]);
+		if (r->again[s])
 			mtms_history_forget(cx->history, &mtms_stage_finetune_info, s);
-		any_again |= again[s];
+		any_again |= r->again[s];
 	}
 	if (any_again)
-		mtms_train_stage(cx, MTMS_STAGE_FINETUNE, again);
+		mtms_train_stage(cx, MTMS_STAGE_FINETUNE, r->again);
 	for (int p = 0; p < npairs; p++)
 		if (r->kept[p])
 		{
-			int			s = MTMS_PAIR_SCENE(p);
-			int			slot = MTMS_PAIR_TASK(p) == MTMS_TASK_CTR ? MTMS_M_CTR : MTMS_M_CVR;
-
 			mtms_tower_free(cx->model->tower2[p]);
 			cx->model->tower2[p] = NULL;
 			mtms_model_ensure_finetune_pair(cx->model, p);
-			cx->metric_loss[s * MTMS_NMETRICS + slot] = b[s].m_loss[slot];
-			cx->metric_auc[s * MTMS_NMETRICS + slot] = b[s].m_auc[slot];
+			refit_scenes[MTMS_PAIR_SCENE(p)] = true;
+		}
+	/* their metrics: the towers that now score, CTCVR included */
+	mtms_stage_validate_start(cx, MTMS_STAGE_FINETUNE, refit_scenes, b);
+	for (int s = 0; s < nscenes; s++)
+		for (int i = 0; refit_scenes[s] && i < MTMS_NMETRICS; i++)
+		{
+			cx->metric_loss[s * MTMS_NMETRICS + i] = b[s].m_loss[i];
+			cx->metric_auc[s * MTMS_NMETRICS + i] = b[s].m_auc[i];
 		}
 }

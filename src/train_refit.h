@@ -24,5 +24,7 @@ extern void mtms_refit_finetune(MtmsTrainCtx *cx, const bool *all);
 
 /* Whether pair p scores with its refit phase-1 sub-model. */
 extern bool mtms_refit_kept(const MtmsTrainCtx *cx, int p);
+/* Whether scene s was fine-tuned a second time (its start: the first's). */
+extern bool mtms_refit_finetuned_again(const MtmsTrainCtx *cx, int s);
 
 #endif							/* MTMS_TRAIN_REFIT_H */

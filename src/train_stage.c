@@ -287,8 +287,6 @@ finish_stage(MtmsTrainCtx *cx, StageRun *run, const bool *selected, double secon
 			run->hist[u][i].kept = run->hist[u][i].checkpoint == run->kept_cp[u];
 		if (run->nhist[u] > 0)
 			mtms_history_add_unit(cx->history, run->si, u, run->hist[u], run->nhist[u]);
-		if (cx->unit_crit && selected[mtms_unit_scene(run->si, u)])
-			cx->unit_crit[u] = run->best[u].crit;
 		if (!selected[mtms_unit_scene(run->si, u)] || run->best[u].epochs == 0)
 			continue;
 		mtms_unit_report(cx, run->si, u, &run->best[u], seconds);

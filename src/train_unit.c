@@ -103,9 +103,6 @@ mtms_unit_report(MtmsTrainCtx *cx, const MtmsStageInfo *si, int unit,
 	int			scene = mtms_unit_scene(si, unit);
 	const char *scene_name = cx->model->scenes[scene];
 
-	if (cx->unit_crit)
-		cx->unit_crit[unit] = best->crit;
-
 	if (si->unit_is_pair)
 	{
 		int			t = MTMS_PAIR_TASK(unit) == MTMS_TASK_CTR ? MTMS_M_CTR : MTMS_M_CVR;

@@ -4,7 +4,7 @@
 -- versions, and the SQLSTATE and message of every input error, after which
 -- the model is unchanged.
 BEGIN;
-SELECT plan(79);
+SELECT plan(80);
 
 SET LOCAL client_min_messages = warning;
 SET LOCAL max_parallel_workers_per_gather = 0;
@@ -369,6 +369,14 @@ SET mtms.keep_training_rows = off;
 SELECT is((SELECT count(*) FILTER (WHERE phase = 'refit') FROM mtms_train('tt_rf2', 'tt_s')), 6::bigint,
           'refit without kept training rows (stages pass by pass)');
 RESET mtms.keep_training_rows;
+-- a scene without rows today (news: none in tt_s) or too few to validate
+-- does not refit; the others do
+SELECT mtms_create_model('tt_rfn', '{search,feeds,video,news}', '{user,ad,advertiser,hour,device,tag}', 4, '{8}',
+                         options => '{"seed": 1, "refit": true, "max_epochs": 2}');
+SELECT results_eq(
+    $$SELECT scene, count(*) FROM mtms_train('tt_rfn', 'tt_s') WHERE phase = 'refit' GROUP BY 1 ORDER BY 1$$,
+    $$VALUES ('feeds', 2::bigint), ('search', 2), ('video', 2)$$,
+    'refit: a scene without rows is left out, the others refit');
 SELECT throws_ok($$SELECT mtms_create_model('tt_bad', '{s}', '{f}', options => '{"refit": "yes"}')$$,
                  '22023', NULL, 'a refit that is not a boolean is refused');
 
