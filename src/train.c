@@ -350,6 +350,7 @@ release_window(MtmsTrainCtx *cx, int w)
 		MemoryContextReset(kw->cxt);
 	kw->store = NULL;
 	kw->rows = NULL;
+	kw->ahead = false;
 }
 
 /* The kept rows are done with once the stages are: room for the write. */
@@ -424,6 +425,10 @@ train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 		mtms_plan_finetune_share(cx);
 		if (do_embedding && do_finetune)
 			mtms_refit_plan(cx, selected);
+		/* phase 1's scan keeps the fine-tune's rows too */
+		cx->collect_ahead = do_embedding && do_finetune;
+		for (int s = 0; s < cx->model->nscenes; s++)
+			cx->collect_ahead &= selected[s];
 		if (do_embedding)
 		{
 			mtms_train_stage(cx, MTMS_STAGE_EMBEDDING, selected);

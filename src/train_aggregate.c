@@ -31,6 +31,59 @@ check_row_arg(FunctionCallInfo fcinfo, int argno, const char *column)
 				 errhint("Every sample needs a scene, a features array and a click flag; filter NULLs out in a view.")));
 }
 
+static Size
+kept_bytes(const MtmsTrainState *st)
+{
+	Size		bytes = MemoryContextMemAllocated(st->train_cxt, true);
+
+	if (st->ahead_lo)
+		bytes += MemoryContextMemAllocated(st->ahead_cxt, true);
+	return bytes;
+}
+
+/* Rows past the limits: the next window's go first, then this pass's. */
+static void
+check_kept_limits(MtmsTrainState *st)
+{
+	if (kept_bytes(st) <= st->train_limit &&
+		(!st->ahead_lo || MemoryContextMemAllocated(st->ahead_cxt, true) <= st->ahead_limit))
+		return;
+	if (st->ahead_lo)
+	{
+		/* the next window collects in its own pass */
+		st->ahead_lo = NULL;
+		st->ahead_rows = NULL;
+		MemoryContextReset(st->ahead_cxt);
+		return;
+	}
+	/* too many to keep: this pass keeps none */
+	st->collect_train = false;
+	st->train_rows = NULL;
+	MemoryContextReset(st->train_cxt);
+}
+
+/* A row of this pass's training window, kept for the unit jobs. */
+static void
+keep_train(MtmsTrainState *st, int scene, uint8 label, int nfeats)
+{
+	if (st->train_rows == NULL)
+		st->train_rows = mtms_kept_rows_create(st->train_cxt);
+	mtms_kept_rows_add(st->train_rows, scene, label, st->parse_buf, nfeats);
+	if ((mtms_kept_rows_count(st->train_rows) & 4095) == 0)
+		check_kept_limits(st);
+}
+
+/* A row of the next window, kept in the same scan. */
+static void
+keep_ahead(MtmsTrainState *st, int scene, uint8 label, int nfeats)
+{
+	if (st->ahead_rows == NULL)
+		st->ahead_rows = mtms_kept_rows_create(st->ahead_cxt);
+	mtms_kept_rows_add(st->ahead_rows, scene, label, st->parse_buf, nfeats);
+	if ((mtms_kept_rows_count(st->ahead_rows) & 4095) == 0)
+		check_kept_limits(st);
+}
+
 static Datum
 transition(FunctionCallInfo fcinfo, const char *aggregate)
 {
@@ -89,7 +142,7 @@ transition(FunctionCallInfo fcinfo, const char *aggregate)
 				 errmsg("sample scene \"%s\" is not a scene of the model",
 						text_to_cstring(scene_txt)),
 				 errhint("Add it with mtms_add_scene(), or filter the samples in a view.")));
-	if (!mtms_state_scene_active(st, scene) && !st->collect_valid)
+	if (!mtms_state_scene_active(st, scene) && !st->collect_valid && !st->ahead_lo)
 		PG_RETURN_POINTER(st);
 
 	{
@@ -131,22 +184,12 @@ transition(FunctionCallInfo fcinfo, const char *aggregate)
 		PG_RETURN_POINTER(st);
 	}
 
+	if (st->ahead_lo && u >= st->ahead_lo[scene] && u < st->ahead_hi[scene])
+		keep_ahead(st, scene, label, nfeats);
 	if (!mtms_state_scene_active(st, scene) || u < st->train_lo[scene] || u >= st->train_hi[scene])
 		PG_RETURN_POINTER(st);	/* not a training row of this pass */
 	if (st->collect_train)
-	{
-		if (st->train_rows == NULL)
-			st->train_rows = mtms_kept_rows_create(st->train_cxt);
-		mtms_kept_rows_add(st->train_rows, scene, label, st->parse_buf, nfeats);
-		if ((mtms_kept_rows_count(st->train_rows) & 4095) == 0 &&
-			MemoryContextMemAllocated(st->train_cxt, true) > st->train_limit)
-		{
-			/* too many to keep: this pass keeps none */
-			st->collect_train = false;
-			st->train_rows = NULL;
-			MemoryContextReset(st->train_cxt);
-		}
-	}
+		keep_train(st, scene, label, nfeats);
 	if (!st->collect_only)
 		mtms_state_buffer_row(st, scene, label, st->parse_buf, nfeats);
 

@@ -20,6 +20,7 @@ mtms_train_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 	MtmsKeptWindow *kw = &cx->kept[si->window];
 	bool		kept = false;
 
+	mtms_check_ahead_rows(cx, si);
 	if (mtms_keep_training_rows && !kw->failed)
 	{
 		if (kw->store || kw->rows)

@@ -32,6 +32,7 @@ typedef struct MtmsKeptWindow
 	MtmsKeptRows *rows;			/* NULL until a pass kept them */
 	bool	   *scenes;			/* [nscenes] scenes the rows hold */
 	bool		failed;			/* the window's rows did not fit */
+	bool		ahead;			/* kept by an earlier window's pass */
 	MtmsRowStore *store;		/* the rows grouped by scene, for unit jobs
 								 * (then rows are freed) */
 } MtmsKeptWindow;
@@ -67,6 +68,8 @@ typedef struct MtmsTrainCtx
 	 * (the refit's).
 	 */
 	MtmsKeptWindow kept[3];
+	bool		collect_ahead;	/* phase 1's pass keeps the fine-tune's
+								 * rows too (train_pass.c) */
 	MtmsRowStore *valid_store;	/* valid grouped by scene, for unit jobs */
 	struct MtmsHygiene *hygiene;	/* min_count / ttl_slots, or NULL
 									 * (feature_hygiene.h) */
@@ -99,6 +102,9 @@ extern MtmsTrainState *mtms_run_pass(MtmsTrainCtx *cx, MtmsStage stage, int epoc
  * when they do not fit
  */
 extern bool mtms_collect_window(MtmsTrainCtx *cx, MtmsStage stage, const bool *active);
+
+/* train_pass.c: drop rows kept ahead for this stage that no longer fit */
+extern void mtms_check_ahead_rows(MtmsTrainCtx *cx, const MtmsStageInfo *si);
 
 /* train_units.c: a stage as one job per unit, over kept rows */
 extern void mtms_run_units(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected);

@@ -63,6 +63,20 @@ check_pass_result(MtmsTrainCtx *cx, const MtmsTrainState *res, bool trains_nothi
 }
 
 /*
+ * Which rows of scene s window w trains on: lo <= u < hi (u: the row's
+ * hash, train_aggregate.c; below validation_fraction validates).
+ */
+static void
+window_bounds(const MtmsTrainCtx *cx, int w, int s, double *lo, double *hi)
+{
+	double		vf = cx->meta->opts.validation_fraction;
+	double		ff = cx->ft_share[s];
+
+	*lo = w == 0 ? vf + ff : vf;
+	*hi = w == 1 && ff > 0 ? vf + ff : 1.0;
+}
+
+/*
  * The base state of a pass: the model as it stands, the active units and
  * which rows train.  The fine-tune must learn how the frozen embeddings
  * behave on rows they were not trained on (on their own training rows the
@@ -76,7 +90,6 @@ pass_base(MtmsTrainCtx *cx, const MtmsStageInfo *si, int epoch, const bool *acti
 {
 	MtmsTrainState *base = mtms_state_create(cx->model, &cx->meta->opts, si->stage, epoch,
 											 active, cx->valid);
-	double		vf = cx->meta->opts.validation_fraction;
 	double		widest = 0;
 
 	if (cx->frozen_fields && si->trains_embeddings)
@@ -89,23 +102,7 @@ pass_base(MtmsTrainCtx *cx, const MtmsStageInfo *si, int epoch, const bool *acti
 	}
 	for (int s = 0; s < cx->model->nscenes; s++)
 	{
-		double		ff = cx->ft_share[s];
-
-		if (si->window == 1)
-		{
-			base->train_lo[s] = vf;
-			base->train_hi[s] = ff > 0 ? vf + ff : 1.0;
-		}
-		else if (si->window == 2)
-		{
-			base->train_lo[s] = vf;
-			base->train_hi[s] = 1.0;
-		}
-		else
-		{
-			base->train_lo[s] = vf + ff;
-			base->train_hi[s] = 1.0;
-		}
+		window_bounds(cx, si->window, s, &base->train_lo[s], &base->train_hi[s]);
 		widest = Max(widest, base->train_hi[s] - base->train_lo[s]);
 	}
 	base->expected_rows = (int64) (cx->samples * widest);
@@ -207,6 +204,85 @@ run_query(MtmsTrainCtx *cx, MtmsTrainState *base, const MtmsStageInfo *si, bool 
 	return res;
 }
 
+/*
+ * Phase 1's collecting pass keeps the fine-tune's rows too when the same
+ * call fine-tunes all scenes (cx->collect_ahead): one scan and one parse
+ * of the samples instead of two.  The rows are the ones the fine-tune's
+ * own pass would keep, in the same order.
+ */
+static void
+plan_ahead(MtmsTrainCtx *cx, MtmsTrainState *base, const MtmsStageInfo *si)
+{
+	MtmsKeptWindow *ahead = &cx->kept[1];
+	const MtmsStageInfo *next = mtms_stage_info(MTMS_STAGE_FINETUNE);
+	MemoryContext old;
+
+	if (!cx->collect_ahead || si->window != 0 || next->window != 1 ||
+		ahead->rows != NULL || ahead->store != NULL || ahead->failed)
+		return;
+	if (ahead->cxt == NULL)
+		ahead->cxt = AllocSetContextCreate(cx->cxt, "mtms kept training rows",
+										   ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(base->cxt);
+	base->ahead_lo = palloc(sizeof(double) * cx->model->nscenes);
+	base->ahead_hi = palloc(sizeof(double) * cx->model->nscenes);
+	for (int s = 0; s < cx->model->nscenes; s++)
+		window_bounds(cx, 1, s, &base->ahead_lo[s], &base->ahead_hi[s]);
+	MemoryContextSwitchTo(old);
+	base->ahead_cxt = ahead->cxt;
+	base->ahead_limit = mtms_rows_room(cx->model, next, 0);
+}
+
+/*
+ * Adopt the next window's rows kept by the same pass, if they all fit and
+ * this window's did too.
+ */
+static void
+adopt_ahead_rows(MtmsTrainCtx *cx, MtmsTrainState *res)
+{
+	MtmsKeptWindow *kw = &cx->kept[1];
+	const bool *scenes = cx->kept[0].scenes;
+	MemoryContext old;
+
+	if (res == NULL || kw->cxt == NULL || kw->rows != NULL)
+		return;
+	if (res->ahead_lo == NULL || res->ahead_rows == NULL || cx->kept[0].rows == NULL)
+	{
+		MemoryContextReset(kw->cxt);	/* its own pass keeps them */
+		return;
+	}
+	old = MemoryContextSwitchTo(cx->cxt);
+	kw->scenes = palloc(sizeof(bool) * cx->model->nscenes);
+	memcpy(kw->scenes, scenes, sizeof(bool) * cx->model->nscenes);
+	MemoryContextSwitchTo(kw->cxt);
+	kw->rows = res->ahead_rows;
+	res->ahead_rows = NULL;
+	mtms_kept_rows_finish(kw->rows);
+	kw->ahead = true;
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Rows a window kept ahead, in a pass before this stage's, must fit the
+ * room this stage leaves them now that the model has grown; if they do
+ * not, they go and the stage collects (or scans) as usual.
+ */
+void
+mtms_check_ahead_rows(MtmsTrainCtx *cx, const MtmsStageInfo *si)
+{
+	MtmsKeptWindow *kw = &cx->kept[si->window];
+	double		mine;
+
+	if (!kw->ahead || kw->rows == NULL)
+		return;
+	mine = (double) MemoryContextMemAllocated(kw->cxt, true);
+	if (mine <= (double) mtms_rows_room(cx->model, si, (Size) (kept_bytes(cx) - mine)))
+		return;
+	MemoryContextReset(kw->cxt);
+	kw->rows = NULL;
+	kw->ahead = false;
+}
+
 /* Adopt the rows a keeping pass kept (or note that they did not fit). */
 static void
 adopt_kept_rows(MtmsTrainCtx *cx, MtmsTrainState *res, const MtmsStageInfo *si,
@@ -288,10 +364,13 @@ mtms_collect_window(MtmsTrainCtx *cx, MtmsStage stage, const bool *active)
 		return false;
 	}
 	base->collect_only = true;
+	plan_ahead(cx, base, si);
 	MemoryContextSwitchTo(old);
 	mtms_progress_stage("reading", 0, -1, cx->samples > 0 ? cx->samples : -1, 0);
 	res = run_query(cx, base, si, false);
 	adopt_kept_rows(cx, res, si, active);
+	if (base->ahead_lo)
+		adopt_ahead_rows(cx, res);
 	if (res == NULL || res->rows_in == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -313,7 +392,15 @@ mtms_collect_window(MtmsTrainCtx *cx, MtmsStage stage, const bool *active)
 				 errmsg("sample relation %s has no training rows for the scenes being trained",
 						cx->relname),
 				 errhint("Check the scene column, or lower validation_fraction.")));
-	if (kw->rows != NULL)
+	if (kw->rows != NULL && cx->kept[1].ahead && cx->kept[1].rows != NULL && si->window == 0)
+		ereport(NOTICE,
+				(errmsg("mtms_train: phase-1 and fine-tune rows read: %lld samples, %lld + %lld training rows kept in %.1f MB, %.2f s",
+						(long long) cx->samples,
+						(long long) mtms_kept_rows_count(kw->rows),
+						(long long) mtms_kept_rows_count(cx->kept[1].rows),
+						kept_bytes(cx) / (1024.0 * 1024.0),
+						(double) (GetCurrentTimestamp() - start) / 1e6)));
+	else if (kw->rows != NULL)
 		ereport(NOTICE,
 				(errmsg("mtms_train: %s rows read: %lld samples, %lld training rows kept in %.1f MB, %.2f s",
 						si->window == 0 ? "phase-1" : si->window == 1 ? "fine-tune" : "refit",

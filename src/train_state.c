@@ -306,6 +306,15 @@ mtms_state_start_from_base(const MtmsTrainState *base, MemoryContext parent, boo
 	st->train_cxt = base->train_cxt;
 	st->train_limit = base->train_limit;
 	st->train_rows = NULL;
+	if (base->ahead_lo && base->ahead_cxt)
+	{
+		st->ahead_lo = palloc(sizeof(double) * base->model->nscenes);
+		st->ahead_hi = palloc(sizeof(double) * base->model->nscenes);
+		memcpy(st->ahead_lo, base->ahead_lo, sizeof(double) * base->model->nscenes);
+		memcpy(st->ahead_hi, base->ahead_hi, sizeof(double) * base->model->nscenes);
+		st->ahead_cxt = base->ahead_cxt;
+		st->ahead_limit = base->ahead_limit;
+	}
 	st->expected_rows = base->expected_rows;
 	if (base->frozen_fields)
 	{

@@ -110,6 +110,19 @@ typedef struct MtmsTrainState
 	struct MtmsKeptRows *train_rows;	/* in train_cxt, NULL until a row */
 
 	/*
+	 * And, in the same scan, the next window's rows (the fine-tune's while
+	 * phase 1's are collected): a row of scene s with ahead_lo[s] <= u <
+	 * ahead_hi[s] goes to ahead_rows, in ahead_cxt, within ahead_limit
+	 * bytes and train_limit for both.  ahead_lo NULL: not collecting ahead
+	 * (or it stopped: too many rows).
+	 */
+	double	   *ahead_lo;
+	double	   *ahead_hi;
+	MemoryContext ahead_cxt;
+	Size		ahead_limit;
+	struct MtmsKeptRows *ahead_rows;
+
+	/*
 	 * Base only: the driver runs the pass in one process, so the leader's
 	 * aggregate may train the base's (the driver's) model itself instead of
 	 * a copy; nothing is combined.
