@@ -428,7 +428,7 @@ float_array(const float *v, int n)
  */
 static void
 save_embedding_batch(SPIPlanPtr plan, Datum *args, const MtmsEmbStore *emb,
-					 int64 start, int n)
+					 const int64 *order, int64 start, int n)
 {
 	int			d = mtms_emb_dim(emb);
 	Datum	   *fi = palloc(sizeof(Datum) * n);
@@ -441,15 +441,16 @@ save_embedding_batch(SPIPlanPtr plan, Datum *args, const MtmsEmbStore *emb,
 
 	for (int i = 0; i < n; i++)
 	{
-		const float *v = mtms_emb_vector(emb, start + i);
+		int64		r = order[start + i];
+		const float *v = mtms_emb_vector(emb, r);
 
-		fi[i] = Int32GetDatum(mtms_emb_field(emb, start + i) + 1);
-		ft[i] = Int64GetDatum((int64) mtms_emb_key(emb, start + i));
+		fi[i] = Int32GetDatum(mtms_emb_field(emb, r) + 1);
+		ft[i] = Int64GetDatum((int64) mtms_emb_key(emb, r));
 		for (int k = 0; k < d; k++)
 			vv[(Size) i * d + k] = Float4GetDatum(v[k]);
-		ac[i] = Float4GetDatum(*mtms_emb_accum(emb, start + i));
-		sn[i] = Int64GetDatum((int64) mtms_emb_seen(emb, start + i));
-		ls[i] = Int32GetDatum(mtms_emb_last_seen(emb, start + i));
+		ac[i] = Float4GetDatum(*mtms_emb_accum(emb, r));
+		sn[i] = Int64GetDatum((int64) mtms_emb_seen(emb, r));
+		ls[i] = Int32GetDatum(mtms_emb_last_seen(emb, r));
 	}
 	args[5] = PointerGetDatum(construct_array(fi, n, INT4OID, 4, true, TYPALIGN_INT));
 	args[6] = PointerGetDatum(construct_array(ft, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
@@ -471,6 +472,33 @@ save_embedding_batch(SPIPlanPtr plan, Datum *args, const MtmsEmbStore *emb,
 		if (i != 9)
 			pfree(DatumGetPointer(args[i]));
 	CHECK_FOR_INTERRUPTS();
+}
+
+/* Order rows by their feature as the primary key's btree does (signed). */
+static int
+cmp_feature(const void *a, const void *b, void *arg)
+{
+	const MtmsEmbStore *emb = arg;
+	int64		ka = (int64) mtms_emb_key(emb, *(const int64 *) a);
+	int64		kb = (int64) mtms_emb_key(emb, *(const int64 *) b);
+
+	return ka < kb ? -1 : ka > kb ? 1 : 0;
+}
+
+/*
+ * A pair's rows in the order of the primary key: each insert lands next
+ * to the one before it in the btree, on a page still in cache, and leaf
+ * pages split the way an ascending load splits them.
+ */
+static int64 *
+feature_order(const MtmsEmbStore *emb, int64 count)
+{
+	int64	   *order = palloc_extended(sizeof(int64) * Max(count, 1), MCXT_ALLOC_HUGE);
+
+	for (int64 i = 0; i < count; i++)
+		order[i] = i;
+	qsort_arg(order, count, sizeof(int64), cmp_feature, unconstify(MtmsEmbStore *, emb));
+	return order;
 }
 
 void
@@ -523,6 +551,7 @@ mtms_model_save(const MtmsModelMeta *meta, const MtmsModel *m, int32 version)
 		int64		count = mtms_emb_count(emb);
 		Datum		scene = CStringGetTextDatum(m->scenes[MTMS_PAIR_SCENE(p)]);
 		Datum		task = CStringGetTextDatum(mtms_task_name(MTMS_PAIR_TASK(p)));
+		int64	   *order = feature_order(emb, count);
 
 		for (int64 start = 0; start < count; start += SAVE_BATCH)
 		{
@@ -533,9 +562,10 @@ mtms_model_save(const MtmsModelMeta *meta, const MtmsModel *m, int32 version)
 			args[2] = scene;
 			args[3] = task;
 			args[4] = fields_arr;
-			save_embedding_batch(emb_plan, args, emb, start,
+			save_embedding_batch(emb_plan, args, emb, order, start,
 								 (int) Min(SAVE_BATCH, count - start));
 		}
+		pfree(order);
 
 		for (int phase = 0; phase < 2; phase++)
 		{
