@@ -498,6 +498,7 @@ feature_order(const MtmsEmbStore *emb, int64 count)
 	for (int64 i = 0; i < count; i++)
 		order[i] = i;
 	qsort_arg(order, count, sizeof(int64), cmp_feature, unconstify(MtmsEmbStore *, emb));
+	CHECK_FOR_INTERRUPTS();
 	return order;
 }
 

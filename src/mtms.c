@@ -22,6 +22,7 @@ PG_MODULE_MAGIC;
 char	   *mtms_default_model = NULL;
 int			mtms_max_memory_mb = 4096;
 bool		mtms_keep_training_rows = true;
+bool		mtms_read_windows_once = true;
 int			mtms_score_cache_mb = -1;
 int			mtms_train_workers = -1;
 int			mtms_node_chunk_kb = 64 * 1024;
@@ -108,6 +109,18 @@ _PG_init(void)
 							PGC_USERSET,
 							GUC_UNIT_KB | GUC_NOT_IN_SAMPLE,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("mtms.read_windows_once",
+							 "Let phase 1's first pass keep the fine-tune's rows too.",
+							 "A training of both phases keeps both row windows in one scan of the "
+							 "samples; off, the fine-tune's rows are read by a scan of their own, as "
+							 "when they do not fit in memory.  The model is the same.  For tests and "
+							 "troubleshooting.",
+							 &mtms_read_windows_once,
+							 true,
+							 PGC_USERSET,
+							 GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
 
 	DefineCustomStringVariable("mtms.blas_test_hook",
 							   "Test hook: how mtms loads OpenBLAS (read when the library loads).",

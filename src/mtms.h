@@ -39,6 +39,7 @@ extern int	mtms_max_memory_mb;		/* mtms.max_memory */
 extern bool mtms_keep_training_rows;	/* mtms.keep_training_rows */
 extern int	mtms_score_cache_mb;	/* mtms.score_cache, -1: max_memory / 16 */
 extern int	mtms_node_chunk_kb;		/* mtms.node_chunk_size */
+extern bool mtms_read_windows_once;	/* mtms.read_windows_once */
 extern int	mtms_train_workers;		/* mtms.train_workers, -1: max_parallel_maintenance_workers */
 
 extern const char *mtms_task_name(int task);	/* "ctr" / "cvr" */

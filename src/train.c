@@ -426,7 +426,7 @@ train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 		if (do_embedding && do_finetune)
 			mtms_refit_plan(cx, selected);
 		/* phase 1's scan keeps the fine-tune's rows too */
-		cx->collect_ahead = do_embedding && do_finetune;
+		cx->collect_ahead = do_embedding && do_finetune && mtms_read_windows_once;
 		for (int s = 0; s < cx->model->nscenes; s++)
 			cx->collect_ahead &= selected[s];
 		if (do_embedding)

@@ -41,9 +41,14 @@ kept_bytes(const MtmsTrainState *st)
 	return bytes;
 }
 
-/* Rows past the limits: the next window's go first, then this pass's. */
+/*
+ * Rows past the limits: the next window's go first, then this pass's.
+ * This pass's own rows are measured only where a pass without the next
+ * window's would measure them (every 4096 of its rows: at_train), so it
+ * keeps or drops them exactly as that pass would.
+ */
 static void
-check_kept_limits(MtmsTrainState *st)
+check_kept_limits(MtmsTrainState *st, bool at_train)
 {
 	if (kept_bytes(st) <= st->train_limit &&
 		(!st->ahead_lo || MemoryContextMemAllocated(st->ahead_cxt, true) <= st->ahead_limit))
@@ -54,7 +59,8 @@ check_kept_limits(MtmsTrainState *st)
 		st->ahead_lo = NULL;
 		st->ahead_rows = NULL;
 		MemoryContextReset(st->ahead_cxt);
-		return;
+		if (!at_train || kept_bytes(st) <= st->train_limit)
+			return;
 	}
 	/* too many to keep: this pass keeps none */
 	st->collect_train = false;
@@ -70,10 +76,14 @@ keep_train(MtmsTrainState *st, int scene, uint8 label, int nfeats)
 		st->train_rows = mtms_kept_rows_create(st->train_cxt);
 	mtms_kept_rows_add(st->train_rows, scene, label, st->parse_buf, nfeats);
 	if ((mtms_kept_rows_count(st->train_rows) & 4095) == 0)
-		check_kept_limits(st);
+		check_kept_limits(st, true);
 }
 
-/* A row of the next window, kept in the same scan. */
+/*
+ * A row of the next window, kept in the same scan.  Its size at each
+ * 4096th row is noted: the next window's own pass would have measured it
+ * there against its room (mtms_check_ahead_rows compares the last one).
+ */
 static void
 keep_ahead(MtmsTrainState *st, int scene, uint8 label, int nfeats)
 {
@@ -81,7 +91,10 @@ keep_ahead(MtmsTrainState *st, int scene, uint8 label, int nfeats)
 		st->ahead_rows = mtms_kept_rows_create(st->ahead_cxt);
 	mtms_kept_rows_add(st->ahead_rows, scene, label, st->parse_buf, nfeats);
 	if ((mtms_kept_rows_count(st->ahead_rows) & 4095) == 0)
-		check_kept_limits(st);
+	{
+		st->ahead_measured = MemoryContextMemAllocated(st->ahead_cxt, true);
+		check_kept_limits(st, false);
+	}
 }
 
 static Datum

@@ -33,6 +33,7 @@ typedef struct MtmsKeptWindow
 	bool	   *scenes;			/* [nscenes] scenes the rows hold */
 	bool		failed;			/* the window's rows did not fit */
 	bool		ahead;			/* kept by an earlier window's pass */
+	Size		measured;		/* ahead: their size at their last 4096th row */
 	MtmsRowStore *store;		/* the rows grouped by scene, for unit jobs
 								 * (then rows are freed) */
 } MtmsKeptWindow;

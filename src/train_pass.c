@@ -191,6 +191,10 @@ run_query(MtmsTrainCtx *cx, MtmsTrainState *base, const MtmsStageInfo *si, bool 
 	(void) set_config_option("synchronize_seqscans", "off",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
 							 true, 0, false);
+	/* partial states per partition would be combined: kept rows do not combine */
+	(void) set_config_option("enable_partitionwise_aggregate", "off",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
 	if (!parallel && max_parallel_workers_per_gather > 0)
 		(void) set_config_option("max_parallel_workers_per_gather", "0",
 								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
@@ -217,9 +221,21 @@ plan_ahead(MtmsTrainCtx *cx, MtmsTrainState *base, const MtmsStageInfo *si)
 	const MtmsStageInfo *next = mtms_stage_info(MTMS_STAGE_FINETUNE);
 	MemoryContext old;
 
+	bool		any = false;
+
 	if (!cx->collect_ahead || si->window != 0 || next->window != 1 ||
-		ahead->rows != NULL || ahead->store != NULL || ahead->failed)
+		ahead->rows != NULL || ahead->store != NULL || ahead->failed ||
+		mtms_rows_room(cx->model, next, 0) == 0)
 		return;
+	for (int s = 0; s < cx->model->nscenes; s++)
+	{
+		/* the fine-tune trains every scene: so must this pass */
+		if (!mtms_state_scene_active(base, s))
+			return;
+		any |= cx->ft_share[s] > 0;
+	}
+	if (!any)
+		return;					/* no share: both windows are the same rows */
 	if (ahead->cxt == NULL)
 		ahead->cxt = AllocSetContextCreate(cx->cxt, "mtms kept training rows",
 										   ALLOCSET_DEFAULT_SIZES);
@@ -257,6 +273,7 @@ adopt_ahead_rows(MtmsTrainCtx *cx, MtmsTrainState *res)
 	MemoryContextSwitchTo(kw->cxt);
 	kw->rows = res->ahead_rows;
 	res->ahead_rows = NULL;
+	kw->measured = res->ahead_measured;
 	mtms_kept_rows_finish(kw->rows);
 	kw->ahead = true;
 	MemoryContextSwitchTo(old);
@@ -264,20 +281,28 @@ adopt_ahead_rows(MtmsTrainCtx *cx, MtmsTrainState *res)
 
 /*
  * Rows a window kept ahead, in a pass before this stage's, must fit the
- * room this stage leaves them now that the model has grown; if they do
- * not, they go and the stage collects (or scans) as usual.
+ * room this stage leaves them now that the model has grown, measured as
+ * the stage's own collecting pass would have measured them (the size at
+ * their last 4096th row, before mtms_kept_rows_finish trimmed them): so
+ * the stage keeps or drops them as that pass would, and trains the same
+ * model.  If they do not fit, they go and the stage collects (or scans)
+ * as usual.
  */
 void
 mtms_check_ahead_rows(MtmsTrainCtx *cx, const MtmsStageInfo *si)
 {
 	MtmsKeptWindow *kw = &cx->kept[si->window];
-	double		mine;
+	Size		mine;
+	Size		room;
 
 	if (!kw->ahead || kw->rows == NULL)
 		return;
-	mine = (double) MemoryContextMemAllocated(kw->cxt, true);
-	if (mine <= (double) mtms_rows_room(cx->model, si, (Size) (kept_bytes(cx) - mine)))
+	mine = MemoryContextMemAllocated(kw->cxt, true);
+	room = mtms_rows_room(cx->model, si, (Size) (kept_bytes(cx) - (double) mine));
+	if (room > 0 && kw->measured <= room)
 		return;
+	elog(DEBUG1, "mtms_train: the %s rows kept ahead (%zu bytes) leave the room (%zu bytes): read again",
+		 si->name, kw->measured, room);
 	MemoryContextReset(kw->cxt);
 	kw->rows = NULL;
 	kw->ahead = false;

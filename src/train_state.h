@@ -120,6 +120,7 @@ typedef struct MtmsTrainState
 	double	   *ahead_hi;
 	MemoryContext ahead_cxt;
 	Size		ahead_limit;
+	Size		ahead_measured;	/* ahead_cxt's size at its last 4096th row */
 	struct MtmsKeptRows *ahead_rows;
 
 	/*

@@ -108,6 +108,24 @@ notice_unit(MtmsTrainCtx *cx, const MtmsStageInfo *si, int unit, const MtmsUnitO
 					o->best.valid_loss, o->best.valid_auc, o->seconds)));
 }
 
+/* Rows the other windows hold meanwhile (the fine-tune's, kept ahead). */
+static Size
+other_windows_bytes(const MtmsTrainCtx *cx, int window)
+{
+	Size		bytes = 0;
+
+	for (int w = 0; w < lengthof(cx->kept); w++)
+	{
+		if (w == window)
+			continue;
+		if (cx->kept[w].store)
+			bytes += cx->kept[w].store->size;
+		if (cx->kept[w].rows)
+			bytes += MemoryContextMemAllocated(cx->kept[w].cxt, true);
+	}
+	return bytes;
+}
+
 /* The stage's memory plan against mtms.max_memory (train_memory.c). */
 static void
 check_memory(MtmsTrainCtx *cx, const MtmsUnitPlan *plan)
@@ -119,7 +137,8 @@ check_memory(MtmsTrainCtx *cx, const MtmsUnitPlan *plan)
 		joined = mtms_joined_table_bytes(plan->data.joined_rows) +
 			mtms_joined_table_bytes(plan->data.joined_valid);
 	mtms_check_units_memory(m, plan->si, mtms_stage_nunits(plan->si, m->nscenes),
-							plan->data.rows->size + plan->data.valid->size, joined);
+							plan->data.rows->size + plan->data.valid->size +
+							other_windows_bytes(cx, plan->si->window), joined);
 }
 
 /* Every job in this process, one after the other. */

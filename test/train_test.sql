@@ -4,7 +4,7 @@
 -- versions, and the SQLSTATE and message of every input error, after which
 -- the model is unchanged.
 BEGIN;
-SELECT plan(80);
+SELECT plan(81);
 
 SET LOCAL client_min_messages = warning;
 SET LOCAL max_parallel_workers_per_gather = 0;
@@ -377,6 +377,17 @@ SELECT results_eq(
     $$SELECT scene, count(*) FROM mtms_train('tt_rfn', 'tt_s') WHERE phase = 'refit' GROUP BY 1 ORDER BY 1$$,
     $$VALUES ('feeds', 2::bigint), ('search', 2), ('video', 2)$$,
     'refit: a scene without rows is left out, the others refit');
+-- phase 1's scan keeps the fine-tune's rows too (mtms.read_windows_once):
+-- the same rows in the same order as the fine-tune's own scan
+SELECT mtms_create_model(m, '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}', 4, '{8}',
+                         options => '{"seed": 3, "max_epochs": 2}')
+  FROM unnest('{tt_once,tt_twice}'::text[]) m;
+SELECT count(*) FROM mtms_train('tt_once', 'tt_s') \g /dev/null
+SET mtms.read_windows_once = off;
+SELECT count(*) FROM mtms_train('tt_twice', 'tt_s') \g /dev/null
+RESET mtms.read_windows_once;
+SELECT is(pg_temp.tt_params('tt_once'), pg_temp.tt_params('tt_twice'),
+          'one scan for both phases'' rows: the model of a scan per phase');
 SELECT throws_ok($$SELECT mtms_create_model('tt_bad', '{s}', '{f}', options => '{"refit": "yes"}')$$,
                  '22023', NULL, 'a refit that is not a boolean is refused');
 
