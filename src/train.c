@@ -425,10 +425,11 @@ train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 		mtms_plan_finetune_share(cx);
 		if (do_embedding && do_finetune)
 			mtms_refit_plan(cx, selected);
-		/* phase 1's scan keeps the fine-tune's rows too */
+		/*
+		 * phase 1's scan keeps the fine-tune's rows too (when it reads every
+		 * scene: train_pass.c)
+		 */
 		cx->collect_ahead = do_embedding && do_finetune && mtms_read_windows_once;
-		for (int s = 0; s < cx->model->nscenes; s++)
-			cx->collect_ahead &= selected[s];
 		if (do_embedding)
 		{
 			mtms_train_stage(cx, MTMS_STAGE_EMBEDDING, selected);

@@ -68,14 +68,22 @@ check_kept_limits(MtmsTrainState *st, bool at_train)
 	MemoryContextReset(st->train_cxt);
 }
 
+/* The row just parsed into *rows (in cxt); true at every 4096th row. */
+static bool
+keep_row(MtmsTrainState *st, struct MtmsKeptRows **rows, MemoryContext cxt,
+		 int scene, uint8 label, int nfeats)
+{
+	if (*rows == NULL)
+		*rows = mtms_kept_rows_create(cxt);
+	mtms_kept_rows_add(*rows, scene, label, st->parse_buf, nfeats);
+	return (mtms_kept_rows_count(*rows) & 4095) == 0;
+}
+
 /* A row of this pass's training window, kept for the unit jobs. */
 static void
 keep_train(MtmsTrainState *st, int scene, uint8 label, int nfeats)
 {
-	if (st->train_rows == NULL)
-		st->train_rows = mtms_kept_rows_create(st->train_cxt);
-	mtms_kept_rows_add(st->train_rows, scene, label, st->parse_buf, nfeats);
-	if ((mtms_kept_rows_count(st->train_rows) & 4095) == 0)
+	if (keep_row(st, &st->train_rows, st->train_cxt, scene, label, nfeats))
 		check_kept_limits(st, true);
 }
 
@@ -87,10 +95,7 @@ keep_train(MtmsTrainState *st, int scene, uint8 label, int nfeats)
 static void
 keep_ahead(MtmsTrainState *st, int scene, uint8 label, int nfeats)
 {
-	if (st->ahead_rows == NULL)
-		st->ahead_rows = mtms_kept_rows_create(st->ahead_cxt);
-	mtms_kept_rows_add(st->ahead_rows, scene, label, st->parse_buf, nfeats);
-	if ((mtms_kept_rows_count(st->ahead_rows) & 4095) == 0)
+	if (keep_row(st, &st->ahead_rows, st->ahead_cxt, scene, label, nfeats))
 	{
 		st->ahead_measured = MemoryContextMemAllocated(st->ahead_cxt, true);
 		check_kept_limits(st, false);

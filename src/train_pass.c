@@ -220,7 +220,6 @@ plan_ahead(MtmsTrainCtx *cx, MtmsTrainState *base, const MtmsStageInfo *si)
 	MtmsKeptWindow *ahead = &cx->kept[1];
 	const MtmsStageInfo *next = mtms_stage_info(MTMS_STAGE_FINETUNE);
 	MemoryContext old;
-
 	bool		any = false;
 
 	if (!cx->collect_ahead || si->window != 0 || next->window != 1 ||
