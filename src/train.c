@@ -432,9 +432,9 @@ train_and_commit(MtmsTrainCtx *cx, const bool *selected, bool do_embedding,
 		cx->collect_ahead = do_embedding && do_finetune && mtms_read_windows_once;
 		if (do_embedding)
 		{
-			mtms_train_stage(cx, MTMS_STAGE_EMBEDDING, selected);
-			if (cx->meta->opts.ctcvr)
-				mtms_train_stage(cx, MTMS_STAGE_CTCVR, selected);
+			MtmsStage	phase1[] = {MTMS_STAGE_EMBEDDING, MTMS_STAGE_CTCVR};
+
+			mtms_train_stages(cx, phase1, cx->meta->opts.ctcvr ? 2 : 1, selected);
 		}
 		if (do_finetune)
 		{

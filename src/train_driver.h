@@ -92,7 +92,11 @@ typedef struct MtmsUnitPlan
 	int			njobs;
 	int		   *units;			/* [njobs] */
 	bool	   *start_candidate;	/* [njobs] */
+	int64	   *work;			/* [njobs] rows a pass, for the schedule */
 } MtmsUnitPlan;
+
+/* The most stages one parallel session runs (train_parallel.c). */
+#define MTMS_CHAIN_MAX	2
 
 /* train_pass.c: one epoch of a stage for the active units */
 extern MtmsTrainState *mtms_run_pass(MtmsTrainCtx *cx, MtmsStage stage, int epoch,
@@ -111,10 +115,27 @@ extern void mtms_check_ahead_rows(MtmsTrainCtx *cx, const MtmsStageInfo *si);
 extern void mtms_run_units(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected);
 
 /*
+ * train_units.c: stages[0..n) that train on the same kept rows as one
+ * schedule of unit jobs, a later stage's unit starting as soon as the
+ * units it continues are done (in parallel workers; one stage after the
+ * other when there are none)
+ */
+extern void mtms_run_unit_chain(MtmsTrainCtx *cx, const MtmsStage *stages, int n,
+								const bool *selected);
+
+/*
  * train_dispatch.c: a stage for the selected scenes, as unit jobs over kept rows
  * or pass by pass
  */
 extern void mtms_train_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected);
+
+/*
+ * train_dispatch.c: stages[0..n) one after the other for the selected
+ * scenes; as one chain of unit jobs (mtms_run_unit_chain) when they train
+ * on the same kept rows and parallel workers can take part
+ */
+extern void mtms_train_stages(MtmsTrainCtx *cx, const MtmsStage *stages, int n,
+							  const bool *selected);
 /* train.c: each scene's share of rows phase 1 leaves to the fine-tune */
 extern void mtms_plan_finetune_share(MtmsTrainCtx *cx);
 

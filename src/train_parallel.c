@@ -11,14 +11,21 @@
  * embedding tables, the model's shape and the options.  Each job's
  * starting parameters go into a DSA area in the segment, and the leader
  * drops its own copy of the big ones (embeddings) meanwhile; a participant
- * takes the next job (largest first: an atomic counter over the jobs in
- * plan order), reads the unit's parameters into its skeleton of the model,
+ * takes the next job that is ready (largest first, see order_jobs), reads
+ * the unit's parameters into its skeleton of the model,
  * frees them from the area, trains the unit (unit_train.c) and writes the
  * trained parameters back into the area.  At the end the leader puts every
  * unit's parameters into its model.  A unit's training does not depend on
  * which process ran it, so the model is the one a serial run gives, bit for
  * bit.  An error or a cancel in any process ends them all (PostgreSQL's
  * parallel machinery), and the model's previous version stays untouched.
+ *
+ * A session may run a chain of stages on the same rows (phase 1's
+ * embedding and CTCVR stages): a later stage's unit continues the earlier
+ * stage's units that share a pair with it, and the leader feeds it as soon
+ * as it has taken those back, not at the end of the earlier stage.  Its
+ * start is then the same as after the whole earlier stage, so the model is
+ * still the serial one.
  */
 #include "train_parallel.h"
 #include "progress.h"
@@ -53,15 +60,26 @@
 /* initial size of the DSA area; it grows by itself */
 #define AREA_SIZE		((Size) 4 * 1024 * 1024)
 
-/* A job's state: its start is fed, then it is trained, then taken back. */
+/*
+ * A job's state: its start is fed, it is claimed, trained, then taken
+ * back.
+ */
 #define JOB_WAITING		0		/* its starting parameters are not there yet */
 #define JOB_READY		1		/* they are in the area */
-#define JOB_DONE		2		/* its trained parameters are in the area */
+#define JOB_CLAIMED		2		/* a participant trains it */
+#define JOB_DONE		3		/* its trained parameters are in the area */
+
+/* jobs of the earlier stage a job continues: a unit has at most two pairs */
+#define MAX_DEPS		2
 
 typedef struct ParJob
 {
+	int32		plan;			/* its stage in the chain */
+	int32		index;			/* its job in that stage's plan */
 	int32		unit;
 	bool		start_candidate;
+	int32		ndeps;
+	int32		deps[MAX_DEPS]; /* jobs to take back before feeding it */
 	pg_atomic_uint32 state;
 	dsa_pointer start;			/* the unit's starting parameters */
 	Size		start_len;
@@ -73,14 +91,15 @@ typedef struct ParJob
 
 typedef struct ParShared
 {
-	int32		stage;
+	int32		nplans;
+	int32		stages[MTMS_CHAIN_MAX];
 	int32		njobs;
 	MtmsOptions opts;
 	bool		has_frozen;
 	Size		shape_len;
 	Size		jrows_len;		/* bytes of each joined table (0: none) */
 	Size		jvalid_len;
-	pg_atomic_uint32 next_job;	/* jobs claimed so far */
+	pg_atomic_uint32 nclaimed;	/* jobs claimed so far */
 	ConditionVariable cv;		/* a job became ready, or done */
 	ParJob		jobs[FLEXIBLE_ARRAY_MEMBER];
 } ParShared;
@@ -95,22 +114,47 @@ typedef struct Participant
 	MtmsModel  *skeleton;
 } Participant;
 
-/* Wait until the leader has fed job's starting parameters. */
-static void
-wait_ready(ParShared *sh, ParJob *job)
+/* Claim the first job that is ready (jobs are in order); false if none is. */
+static bool
+try_claim(ParShared *sh, uint32 *j)
 {
-	ConditionVariablePrepareToSleep(&sh->cv);
-	while (pg_atomic_read_u32(&job->state) != JOB_READY)
-		ConditionVariableSleep(&sh->cv, PG_WAIT_EXTENSION);
-	ConditionVariableCancelSleep();
+	for (uint32 i = 0; i < (uint32) sh->njobs; i++)
+	{
+		uint32		ready = JOB_READY;
+
+		if (pg_atomic_read_u32(&sh->jobs[i].state) == JOB_READY &&
+			pg_atomic_compare_exchange_u32(&sh->jobs[i].state, &ready, JOB_CLAIMED))
+		{
+			pg_atomic_fetch_add_u32(&sh->nclaimed, 1);
+			pg_read_barrier();
+			*j = i;
+			return true;
+		}
+	}
+	return false;
 }
 
-/* Claim the next job; false when none is left. */
+/*
+ * Claim the next job, waiting until the leader has fed one; false when
+ * every job has been claimed.
+ */
 static bool
 claim(ParShared *sh, uint32 *j)
 {
-	*j = pg_atomic_fetch_add_u32(&sh->next_job, 1);
-	return *j < (uint32) sh->njobs;
+	bool		got = false;
+
+	ConditionVariablePrepareToSleep(&sh->cv);
+	while (pg_atomic_read_u32(&sh->nclaimed) < (uint32) sh->njobs)
+	{
+		if (try_claim(sh, j))
+		{
+			got = true;
+			break;
+		}
+		ConditionVariableSleep(&sh->cv, PG_WAIT_EXTENSION);
+	}
+	ConditionVariableCancelSleep();
+	return got;
 }
 
 /*
@@ -146,13 +190,12 @@ static void
 train_job(Participant *pt, uint32 j)
 {
 	ParShared  *sh = pt->shared;
-	const MtmsStageInfo *si = mtms_stage_info((MtmsStage) sh->stage);
 	ParJob	   *job = &sh->jobs[j];
+	const MtmsStageInfo *si = mtms_stage_info((MtmsStage) sh->stages[job->plan]);
 	MtmsUnitJob uj;
 	StringInfoData buf;
 
 	CHECK_FOR_INTERRUPTS();
-	wait_ready(sh, job);
 	mtms_wire_read_unit(dsa_get_address(pt->area, job->start), job->start_len,
 						pt->skeleton, si, job->unit);
 	dsa_free(pt->area, job->start);
@@ -256,13 +299,13 @@ typedef struct Sizes
 } Sizes;
 
 static void
-estimate(ParallelContext *pcxt, const MtmsUnitPlan *plan, const Sizes *sz)
+estimate(ParallelContext *pcxt, const MtmsUnitData *data, const Sizes *sz)
 {
 	int			keys = 4;
 
 	shm_toc_estimate_chunk(&pcxt->estimator, sz->shared);
-	shm_toc_estimate_chunk(&pcxt->estimator, plan->data.rows->size);
-	shm_toc_estimate_chunk(&pcxt->estimator, plan->data.valid->size);
+	shm_toc_estimate_chunk(&pcxt->estimator, data->rows->size);
+	shm_toc_estimate_chunk(&pcxt->estimator, data->valid->size);
 	shm_toc_estimate_chunk(&pcxt->estimator, sz->shape);
 	shm_toc_estimate_chunk(&pcxt->estimator, AREA_SIZE);
 	if (sz->jrows)
@@ -292,19 +335,21 @@ put_chunk(ParallelContext *pcxt, uint64 key, const void *data, Size len)
  * they come: the area holds a few units at a time, never the whole stage,
  * and the leader's model gives each unit's big parameters away while it is
  * elsewhere (its embeddings in phase 1, its fine-tune towers in the
- * fine-tune).
+ * fine-tune).  A job of a later stage is fed once the jobs it continues
+ * are back.
  */
 typedef struct Feeder
 {
 	MtmsTrainCtx *cx;
-	const MtmsUnitPlan *plan;
+	const MtmsUnitPlan *plans;
 	ParShared  *sh;
 	dsa_area   *area;
-	MtmsUnitOutcome *out;
+	MtmsUnitOutcome **outs;		/* [plan][job of the plan] */
+	TimestampTz *ends;			/* [plan] when its last job came back */
+	bool	   *fed;			/* [njobs] */
 	bool	   *taken;			/* [njobs] */
-	int			fed;			/* jobs 0 .. fed-1 are fed */
 	int			taken_count;
-	int			ahead;			/* jobs fed beyond the claimed ones */
+	int			ahead;			/* jobs fed and not claimed, at most */
 	Size		freed;			/* bytes given away since the last trim */
 } Feeder;
 
@@ -312,20 +357,21 @@ typedef struct Feeder
 #define TRIM_BYTES		((Size) 256 * 1024 * 1024)
 
 static void
-feed_one(Feeder *f)
+feed_one(Feeder *f, int j)
 {
-	ParJob	   *job = &f->sh->jobs[f->fed];
+	ParJob	   *job = &f->sh->jobs[j];
+	const MtmsStageInfo *si = f->plans[job->plan].si;
 	StringInfoData buf;
 
-	if (f->plan->si->prepare_unit)
-		f->plan->si->prepare_unit(f->cx->model, job->unit);
+	if (si->prepare_unit)
+		si->prepare_unit(f->cx->model, job->unit);
 	initStringInfo(&buf);
-	mtms_wire_unit(&buf, f->cx->model, f->plan->si, job->unit);
+	mtms_wire_unit(&buf, f->cx->model, si, job->unit);
 	job->start = dsa_allocate_extended(f->area, buf.len, DSA_ALLOC_HUGE);
 	memcpy(dsa_get_address(f->area, job->start), buf.data, buf.len);
 	job->start_len = buf.len;
 	pfree(buf.data);
-	mtms_wire_drop_unit(f->cx->model, f->plan->si, job->unit);
+	mtms_wire_drop_unit(f->cx->model, si, job->unit);
 	f->freed += job->start_len;
 	if (f->freed > TRIM_BYTES)
 	{
@@ -334,18 +380,39 @@ feed_one(Feeder *f)
 	}
 	pg_write_barrier();
 	pg_atomic_write_u32(&job->state, JOB_READY);
-	f->fed++;
+	f->fed[j] = true;
 	ConditionVariableBroadcast(&f->sh->cv);
 }
 
-/* Feed the jobs up to `ahead` beyond those claimed. */
+/* Whether job j can be fed: not yet, and the jobs it continues are back. */
+static bool
+feedable(const Feeder *f, int j)
+{
+	const ParJob *job = &f->sh->jobs[j];
+
+	if (f->fed[j])
+		return false;
+	for (int d = 0; d < job->ndeps; d++)
+		if (!f->taken[job->deps[d]])
+			return false;
+	return true;
+}
+
+/* Feed jobs in order while fewer than `ahead` wait to be claimed. */
 static void
 feed(Feeder *f)
 {
-	uint32		claimed = Min(pg_atomic_read_u32(&f->sh->next_job), (uint32) f->sh->njobs);
+	int			waiting = 0;
 
-	while (f->fed < f->sh->njobs && f->fed < (int) claimed + f->ahead)
-		feed_one(f);
+	for (int j = 0; j < f->sh->njobs; j++)
+		if (pg_atomic_read_u32(&f->sh->jobs[j].state) == JOB_READY)
+			waiting++;
+	for (int j = 0; j < f->sh->njobs && waiting < f->ahead; j++)
+		if (feedable(f, j))
+		{
+			feed_one(f, j);
+			waiting++;
+		}
 }
 
 /* Take every finished job's unit back into the leader's model. */
@@ -355,22 +422,24 @@ take_back(Feeder *f)
 	for (int j = 0; j < f->sh->njobs; j++)
 	{
 		ParJob	   *job = &f->sh->jobs[j];
+		MtmsUnitOutcome *o = &f->outs[job->plan][job->index];
 
 		if (f->taken[j] || pg_atomic_read_u32(&job->state) != JOB_DONE)
 			continue;
 		pg_read_barrier();
 		mtms_wire_read_unit(dsa_get_address(f->area, job->result), job->result_len,
-							f->cx->model, f->plan->si, job->unit);
+							f->cx->model, f->plans[job->plan].si, job->unit);
 		dsa_free(f->area, job->result);
 		job->result = InvalidDsaPointer;
-		f->out[j] = job->outcome;
-		f->out[j].history = take_history(f->area, job);
+		*o = job->outcome;
+		o->history = take_history(f->area, job);
 		f->taken[j] = true;
 		f->taken_count++;
+		f->ends[job->plan] = Max(f->ends[job->plan], GetCurrentTimestamp());
 	}
 }
 
-/* The leader: feed, take back, and train jobs too when it takes part. */
+/* The leader: take back, feed, and train jobs too when it takes part. */
 static void
 lead(Feeder *f, Participant *pt, bool participates)
 {
@@ -378,11 +447,11 @@ lead(Feeder *f, Participant *pt, bool participates)
 
 	for (;;)
 	{
-		feed(f);
 		take_back(f);
 		if (f->taken_count == f->sh->njobs)
 			break;
-		if (participates && claim(f->sh, &j))
+		feed(f);
+		if (participates && try_claim(f->sh, &j))
 		{
 			feed(f);
 			train_job(pt, j);
@@ -393,76 +462,245 @@ lead(Feeder *f, Participant *pt, bool participates)
 	ConditionVariableCancelSleep();
 }
 
+/* A job of the chain before it is placed: its stage, its index, its rank. */
+typedef struct JobRef
+{
+	int32		plan;
+	int32		index;
+	int64		rank;			/* the rows a pass of the longest chain of
+								 * jobs it starts (see order_jobs) */
+	int32		ndeps;
+	int32		deps[MAX_DEPS]; /* flat indices of the jobs it continues */
+} JobRef;
+
+static int
+cmp_jobref(const void *a, const void *b)
+{
+	const JobRef *x = a;
+	const JobRef *y = b;
+
+	if (x->rank != y->rank)
+		return x->rank > y->rank ? -1 : 1;
+	if (x->plan != y->plan)
+		return x->plan < y->plan ? -1 : 1;
+	return x->index < y->index ? -1 : x->index > y->index ? 1 : 0;
+}
+
+/* Whether two units (of two stages) train a pair in common. */
+static bool
+share_pair(const MtmsStageInfo *sa, int a, const MtmsStageInfo *sb, int b)
+{
+	int			pa[2];
+	int			pb[2];
+	int			na = mtms_unit_pairs(sa, a, pa);
+	int			nb = mtms_unit_pairs(sb, b, pb);
+
+	for (int i = 0; i < na; i++)
+		for (int k = 0; k < nb; k++)
+			if (pa[i] == pb[k])
+				return true;
+	return false;
+}
+
+/* The jobs that job i of plan k (k > 0) continues, by flat index. */
+static void
+find_deps(const MtmsUnitPlan *plans, const int *base, int k, int i, JobRef *r)
+{
+	const MtmsUnitPlan *prev = &plans[k - 1];
+
+	for (int d = 0; d < prev->njobs; d++)
+	{
+		if (!share_pair(prev->si, prev->units[d], plans[k].si, plans[k].units[i]))
+			continue;
+		if (r->ndeps == MAX_DEPS)
+			elog(ERROR, "mtms_train: a unit of the %s stage continues more than %d units",
+				 plans[k].si->name, MAX_DEPS);
+		r->deps[r->ndeps++] = base[k - 1] + d;
+	}
+}
+
+/*
+ * The chain's jobs into the segment, longest chain first: largest first
+ * within a stage, and an earlier stage's unit that a large unit continues
+ * before its peers, so that the job that bounds the session starts early.
+ */
+static void
+order_jobs(ParShared *sh, const MtmsUnitPlan *plans, int nplans)
+{
+	int			base[MTMS_CHAIN_MAX];
+	int			n = 0;
+	JobRef	   *ref;
+	int		   *pos;
+
+	for (int k = 0; k < nplans; k++)
+		base[k] = n, n += plans[k].njobs;
+	ref = palloc0(sizeof(JobRef) * Max(n, 1));
+	pos = palloc(sizeof(int) * Max(n, 1));
+	for (int k = 0; k < nplans; k++)
+		for (int i = 0; i < plans[k].njobs; i++)
+		{
+			JobRef	   *r = &ref[base[k] + i];
+
+			r->plan = k;
+			r->index = i;
+			r->rank = plans[k].work[i];
+			if (k > 0)
+				find_deps(plans, base, k, i, r);
+		}
+	/*
+	 * A job starts once all the jobs it continues are done: they share its
+	 * rank plus the largest of them, so that none of them waits behind
+	 * other work.
+	 */
+	for (int b = n - 1; b >= 0; b--)
+	{
+		int64		longest = 0;
+
+		for (int d = 0; d < ref[b].ndeps; d++)
+		{
+			JobRef	   *a = &ref[ref[b].deps[d]];
+
+			longest = Max(longest, plans[a->plan].work[a->index]);
+		}
+		for (int d = 0; d < ref[b].ndeps; d++)
+		{
+			JobRef	   *a = &ref[ref[b].deps[d]];
+
+			a->rank = Max(a->rank, longest + ref[b].rank);
+		}
+	}
+	qsort(ref, n, sizeof(JobRef), cmp_jobref);
+	for (int p = 0; p < n; p++)
+		pos[base[ref[p].plan] + ref[p].index] = p;
+	for (int p = 0; p < n; p++)
+	{
+		ParJob	   *job = &sh->jobs[p];
+		const MtmsUnitPlan *plan = &plans[ref[p].plan];
+
+		job->plan = ref[p].plan;
+		job->index = ref[p].index;
+		job->unit = plan->units[ref[p].index];
+		job->start_candidate = plan->start_candidate[ref[p].index];
+		job->ndeps = ref[p].ndeps;
+		for (int d = 0; d < ref[p].ndeps; d++)
+			job->deps[d] = pos[ref[p].deps[d]];
+		pg_atomic_init_u32(&job->state, JOB_WAITING);
+		job->start = InvalidDsaPointer;
+		job->result = InvalidDsaPointer;
+		job->history = InvalidDsaPointer;
+	}
+	pfree(ref);
+	pfree(pos);
+}
+
 /* The shared header and the read-only parts, into the segment. */
 static ParShared *
-fill_segment(ParallelContext *pcxt, MtmsTrainCtx *cx, const MtmsUnitPlan *plan,
-			 const Sizes *sz, const StringInfoData *shape)
+fill_segment(ParallelContext *pcxt, MtmsTrainCtx *cx, const MtmsUnitPlan *plans,
+			 int nplans, int njobs, const Sizes *sz, const StringInfoData *shape)
 {
 	ParShared  *sh = shm_toc_allocate(pcxt->toc, sz->shared);
+	const MtmsUnitData *data = &plans[0].data;
 
 	memset(sh, 0, sz->shared);
-	sh->stage = plan->si->stage;
-	sh->njobs = plan->njobs;
+	sh->nplans = nplans;
+	for (int k = 0; k < nplans; k++)
+		sh->stages[k] = plans[k].si->stage;
+	sh->njobs = njobs;
 	sh->opts = cx->meta->opts;
 	sh->has_frozen = sz->frozen > 0;
 	sh->shape_len = sz->shape;
 	sh->jrows_len = sz->jrows;
 	sh->jvalid_len = sz->jvalid;
-	pg_atomic_init_u32(&sh->next_job, 0);
+	pg_atomic_init_u32(&sh->nclaimed, 0);
 	ConditionVariableInit(&sh->cv);
-	for (int j = 0; j < plan->njobs; j++)
-	{
-		sh->jobs[j].unit = plan->units[j];
-		sh->jobs[j].start_candidate = plan->start_candidate[j];
-		pg_atomic_init_u32(&sh->jobs[j].state, JOB_WAITING);
-		sh->jobs[j].start = InvalidDsaPointer;
-		sh->jobs[j].result = InvalidDsaPointer;
-		sh->jobs[j].history = InvalidDsaPointer;
-	}
+	order_jobs(sh, plans, nplans);
 	shm_toc_insert(pcxt->toc, KEY_SHARED, sh);
-	put_chunk(pcxt, KEY_ROWS, plan->data.rows, plan->data.rows->size);
-	put_chunk(pcxt, KEY_VALID, plan->data.valid, plan->data.valid->size);
+	put_chunk(pcxt, KEY_ROWS, data->rows, data->rows->size);
+	put_chunk(pcxt, KEY_VALID, data->valid, data->valid->size);
 	if (sz->jrows)
-		put_chunk(pcxt, KEY_JROWS, plan->data.joined_rows, sz->jrows);
+		put_chunk(pcxt, KEY_JROWS, data->joined_rows, sz->jrows);
 	if (sz->jvalid)
-		put_chunk(pcxt, KEY_JVALID, plan->data.joined_valid, sz->jvalid);
+		put_chunk(pcxt, KEY_JVALID, data->joined_valid, sz->jvalid);
 	put_chunk(pcxt, KEY_SHAPE, shape->data, shape->len);
 	if (sz->frozen)
 		put_chunk(pcxt, KEY_FROZEN, cx->frozen_fields, sz->frozen);
 	return sh;
 }
 
-bool
-mtms_train_parallel(MtmsTrainCtx *cx, MtmsUnitPlan *plan, MtmsUnitOutcome *out,
-					int *workers)
+/* The sizes of the segment's parts for these plans (sharing plans[0]'s data). */
+static void
+size_parts(MtmsTrainCtx *cx, const MtmsUnitPlan *plans, int nplans, int njobs,
+		   const StringInfoData *shape, Sizes *sz)
 {
-	int			nworkers = mtms_train_workers_for(plan->njobs);
+	const MtmsUnitData *data = &plans[0].data;
+	bool		trains_embeddings = false;
+
+	for (int k = 0; k < nplans; k++)
+	{
+		Assert(plans[k].data.rows == data->rows && plans[k].data.valid == data->valid);
+		trains_embeddings |= plans[k].si->trains_embeddings;
+	}
+	sz->shared = add_size(offsetof(ParShared, jobs), mul_size(sizeof(ParJob), njobs));
+	sz->shape = shape->len;
+	sz->frozen = (cx->frozen_fields && trains_embeddings) ?
+		sizeof(int32) * cx->model->npairs : 0;
+	sz->jrows = data->joined_rows ? mtms_joined_table_bytes(data->joined_rows) : 0;
+	sz->jvalid = data->joined_valid ? mtms_joined_table_bytes(data->joined_valid) : 0;
+}
+
+/* The leader's side of a launched session: feed, take back, wait. */
+static void
+run_session(MtmsTrainCtx *cx, ParallelContext *pcxt, ParShared *sh, Participant *pt,
+			const MtmsUnitPlan *plans, MtmsUnitOutcome **outs, TimestampTz *ends)
+{
+	Feeder		f;
+	bool		participates = leader_participates(pcxt->nworkers_launched);
+
+	memset(&f, 0, sizeof(f));
+	f.cx = cx;
+	f.plans = plans;
+	f.sh = sh;
+	f.area = pt->area;
+	f.outs = outs;
+	f.ends = ends;
+	f.fed = palloc0(sizeof(bool) * Max(sh->njobs, 1));
+	f.taken = palloc0(sizeof(bool) * Max(sh->njobs, 1));
+	f.ahead = 2 * pcxt->nworkers_launched + 2;
+	/* a worker that could not start would leave its jobs to nobody */
+	if (!participates)
+		WaitForParallelWorkersToAttach(pcxt);
+	lead(&f, pt, participates);
+	pfree(f.fed);
+	pfree(f.taken);
+}
+
+bool
+mtms_train_parallel(MtmsTrainCtx *cx, MtmsUnitPlan *plans, int nplans,
+					MtmsUnitOutcome **outs, TimestampTz *ends, int *workers)
+{
+	MtmsUnitData *data = &plans[0].data;
+	int			njobs = 0;
+	int			nworkers;
 	ParallelContext *pcxt;
 	StringInfoData shape;
 	Sizes		sz;
 	ParShared  *sh;
 	Participant pt;
-	Feeder		f;
-	bool		participates;
 	void	   *place;
 
+	for (int k = 0; k < nplans; k++)
+		njobs += plans[k].njobs;
+	nworkers = mtms_train_workers_for(njobs);
 	*workers = 0;
 	if (nworkers <= 0 || IsInParallelMode())
 		return false;
 	initStringInfo(&shape);
 	mtms_wire_shape(&shape, cx->model);
-	sz.shared = add_size(offsetof(ParShared, jobs), mul_size(sizeof(ParJob), plan->njobs));
-	sz.shape = shape.len;
-	sz.frozen = (cx->frozen_fields && plan->si->trains_embeddings) ?
-		sizeof(int32) * cx->model->npairs : 0;
-	sz.jrows = plan->data.joined_rows ?
-		mtms_joined_table_bytes(plan->data.joined_rows) : 0;
-	sz.jvalid = plan->data.joined_valid ?
-		mtms_joined_table_bytes(plan->data.joined_valid) : 0;
+	size_parts(cx, plans, nplans, njobs, &shape, &sz);
 
 	EnterParallelMode();
 	pcxt = CreateParallelContext("mtms", "mtms_train_parallel_main", nworkers);
-	estimate(pcxt, plan, &sz);
+	estimate(pcxt, data, &sz);
 	InitializeParallelDSM(pcxt);
 	if (pcxt->seg == NULL)
 	{
@@ -471,13 +709,14 @@ mtms_train_parallel(MtmsTrainCtx *cx, MtmsUnitPlan *plan, MtmsUnitOutcome *out,
 		ExitParallelMode();
 		return false;
 	}
-	sh = fill_segment(pcxt, cx, plan, &sz, &shape);
+	sh = fill_segment(pcxt, cx, plans, nplans, njobs, &sz, &shape);
 	/* the joined tables are read from the segment now, by the leader too */
-	if (plan->data.joined_rows)
-		pfree((void *) plan->data.joined_rows);
-	if (plan->data.joined_valid)
-		pfree((void *) plan->data.joined_valid);
-	plan->data.joined_rows = plan->data.joined_valid = NULL;
+	if (data->joined_rows)
+		pfree((void *) data->joined_rows);
+	if (data->joined_valid)
+		pfree((void *) data->joined_valid);
+	for (int k = 0; k < nplans; k++)
+		plans[k].data.joined_rows = plans[k].data.joined_valid = NULL;
 	place = shm_toc_allocate(pcxt->toc, AREA_SIZE);
 	shm_toc_insert(pcxt->toc, KEY_DSA, place);
 	memset(&pt, 0, sizeof(pt));
@@ -487,19 +726,9 @@ mtms_train_parallel(MtmsTrainCtx *cx, MtmsUnitPlan *plan, MtmsUnitOutcome *out,
 	*workers = pcxt->nworkers_launched;
 	mtms_progress_workers(*workers);
 	attach(&pt, pcxt->toc, pcxt->seg, true);
-	memset(&f, 0, sizeof(f));
-	f.cx = cx;
-	f.plan = plan;
-	f.sh = sh;
-	f.area = pt.area;
-	f.out = out;
-	f.taken = palloc0(sizeof(bool) * plan->njobs);
-	f.ahead = 2 * pcxt->nworkers_launched + 2;
-	participates = leader_participates(pcxt->nworkers_launched);
-	/* a worker that could not start would leave its jobs to nobody */
-	if (!participates)
-		WaitForParallelWorkersToAttach(pcxt);
-	lead(&f, &pt, participates);
+	for (int k = 0; k < nplans; k++)
+		ends[k] = GetCurrentTimestamp();
+	run_session(cx, pcxt, sh, &pt, plans, outs, ends);
 	WaitForParallelWorkersToFinish(pcxt);
 	mtms_return_freed_memory();
 	dsa_detach(pt.area);

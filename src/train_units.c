@@ -94,6 +94,9 @@ plan_jobs(MtmsTrainCtx *cx, const MtmsStageInfo *si, const bool *selected,
 		plan->units[j] = u;
 		plan->start_candidate[j] = c;
 	}
+	plan->work = palloc(sizeof(int64) * Max(plan->njobs, 1));
+	for (int j = 0; j < plan->njobs; j++)
+		plan->work[j] = work[plan->units[j]];
 	pfree(work);
 	return plan->njobs;
 }
@@ -165,68 +168,142 @@ run_jobs_here(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, MtmsUnitOutcome *out)
 	}
 }
 
+/* A stage's plan: its rows, joined tables, memory check and jobs. */
+static void
+build_plan(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected, MtmsUnitPlan *plan,
+		   int64 *rows_per_pass)
+{
+	memset(plan, 0, sizeof(*plan));
+	plan->si = mtms_stage_info(stage);
+	plan->data.rows = window_store(cx, plan->si);
+	plan->data.valid = validation_store(cx);
+	if (plan->si->keyed_rows)
+	{
+		/* sparse: each key's rows in the pairs that have one */
+		plan->data.joined_rows = mtms_joined_table_build(cx->model, mtms_rs_keys(plan->data.rows),
+														 plan->data.rows->nkeys);
+		plan->data.joined_valid = mtms_joined_table_build(cx->model, mtms_rs_keys(plan->data.valid),
+														  plan->data.valid->nkeys);
+	}
+	check_memory(cx, plan);
+	plan_jobs(cx, plan->si, selected, plan->data.rows, plan, rows_per_pass);
+}
+
+static double
+seconds_between(TimestampTz from, TimestampTz to)
+{
+	return to > from ? (double) (to - from) / 1e6 : 0.0;
+}
+
+/*
+ * A stage's end: its NOTICE, then its units' result rows and history in
+ * unit order, whatever order the jobs ran in (on a data node: their
+ * outcomes for the coordinator).  seconds is the stage's share of the wall
+ * time, busy the time its units could run (longer for a stage of a chain,
+ * whose units started during the stage before it: after names that one).
+ */
+static void
+finish_plan(MtmsTrainCtx *cx, MtmsUnitPlan *plan, MtmsUnitOutcome *out, double seconds,
+			double busy, int workers, const char *after)
+{
+	int64		rows = 0;
+
+	for (int j = 0; j < plan->njobs; j++)
+		rows += out[j].rows_trained;
+	ereport(NOTICE,
+			(errmsg("mtms_train %s: %d units in %.2f s, %d workers, %.0f training rows/s%s",
+					plan->si->name, plan->njobs, seconds, workers,
+					busy > 0 ? rows / busy : 0.0,
+					after ? psprintf("; its units started while the %s stage ran", after) : "")));
+	/* the joined tables serve this stage only */
+	if (plan->data.joined_rows)
+		pfree((void *) plan->data.joined_rows);
+	if (plan->data.joined_valid)
+		pfree((void *) plan->data.joined_valid);
+	/* on a data node: the outcomes go to the coordinator */
+	if (cx->node_out)
+	{
+		for (int j = 0; j < plan->njobs; j++)
+		{
+			mtms_node_put_outcome(cx->node_out, plan->si->stage, plan->units[j], &out[j], seconds);
+			pfree(out[j].history);
+		}
+		return;
+	}
+	for (int u = 0; u < mtms_stage_nunits(plan->si, cx->model->nscenes); u++)
+		for (int j = 0; j < plan->njobs; j++)
+			if (plan->units[j] == u)
+			{
+				mtms_unit_report(cx, plan->si, u, &out[j].best, seconds);
+				mtms_history_add_unit(cx->history, plan->si, u, out[j].history,
+									  out[j].nhistory);
+				pfree(out[j].history);
+			}
+}
+
 void
 mtms_run_units(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 {
 	MtmsUnitPlan plan;
 	MtmsUnitOutcome *out;
 	TimestampTz start = GetCurrentTimestamp();
-	double		seconds;
-	int64		rows = 0;
+	TimestampTz end;
 	int64		rows_per_pass = 0;
 	int			workers = 0;
 	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
 
-	memset(&plan, 0, sizeof(plan));
-	plan.si = mtms_stage_info(stage);
-	plan.data.rows = window_store(cx, plan.si);
-	plan.data.valid = validation_store(cx);
-	if (plan.si->keyed_rows)
-	{
-		/* sparse: each key's rows in the pairs that have one */
-		plan.data.joined_rows = mtms_joined_table_build(cx->model, mtms_rs_keys(plan.data.rows),
-														plan.data.rows->nkeys);
-		plan.data.joined_valid = mtms_joined_table_build(cx->model, mtms_rs_keys(plan.data.valid),
-														 plan.data.valid->nkeys);
-	}
-	check_memory(cx, &plan);
-	plan_jobs(cx, plan.si, selected, plan.data.rows, &plan, &rows_per_pass);
+	build_plan(cx, stage, selected, &plan, &rows_per_pass);
 	mtms_progress_stage(plan.si->name, 0, plan.njobs, rows_per_pass, 0);
 	out = palloc0(sizeof(MtmsUnitOutcome) * Max(plan.njobs, 1));
-	if (!mtms_train_parallel(cx, &plan, out, &workers))
+	if (!mtms_train_parallel(cx, &plan, 1, &out, &end, &workers))
 		run_jobs_here(cx, &plan, out);
-	seconds = (double) (GetCurrentTimestamp() - start) / 1e6;
-	for (int j = 0; j < plan.njobs; j++)
-		rows += out[j].rows_trained;
-	ereport(NOTICE,
-			(errmsg("mtms_train %s: %d units in %.2f s, %d workers, %.0f training rows/s",
-					plan.si->name, plan.njobs, seconds, workers,
-					seconds > 0 ? rows / seconds : 0.0)));
-	/* the joined tables serve this stage only */
-	if (plan.data.joined_rows)
-		pfree((void *) plan.data.joined_rows);
-	if (plan.data.joined_valid)
-		pfree((void *) plan.data.joined_valid);
-	/* on a data node: the outcomes go to the coordinator */
-	if (cx->node_out)
+	end = GetCurrentTimestamp();
+	finish_plan(cx, &plan, out, seconds_between(start, end), seconds_between(start, end),
+				workers, NULL);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * A chain of stages on the same rows: every stage's plan first (its memory
+ * checked with the model as it stands), then all their jobs in one
+ * parallel session (train_parallel.c), or each stage's after the other's
+ * in this process.  Each stage reports the wall time from the end of the
+ * one before it to its own end, so that the stages' times add up.
+ */
+void
+mtms_run_unit_chain(MtmsTrainCtx *cx, const MtmsStage *stages, int n, const bool *selected)
+{
+	MtmsUnitPlan plans[MTMS_CHAIN_MAX];
+	MtmsUnitOutcome *outs[MTMS_CHAIN_MAX];
+	TimestampTz ends[MTMS_CHAIN_MAX];
+	TimestampTz start = GetCurrentTimestamp();
+	int64		rows_per_pass = 0;
+	int			njobs = 0;
+	int			workers = 0;
+	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
+
+	Assert(n >= 1 && n <= MTMS_CHAIN_MAX);
+	for (int k = 0; k < n; k++)
 	{
-		for (int j = 0; j < plan.njobs; j++)
-		{
-			mtms_node_put_outcome(cx->node_out, stage, plan.units[j], &out[j], seconds);
-			pfree(out[j].history);
-		}
-		MemoryContextSwitchTo(old);
-		return;
+		build_plan(cx, stages[k], selected, &plans[k], &rows_per_pass);
+		njobs += plans[k].njobs;
+		outs[k] = palloc0(sizeof(MtmsUnitOutcome) * Max(plans[k].njobs, 1));
 	}
-	/* result rows and history in unit order, whatever order the jobs ran in */
-	for (int u = 0; u < mtms_stage_nunits(plan.si, cx->model->nscenes); u++)
-		for (int j = 0; j < plan.njobs; j++)
-			if (plan.units[j] == u)
-			{
-				mtms_unit_report(cx, plan.si, u, &out[j].best, seconds);
-				mtms_history_add_unit(cx->history, plan.si, u, out[j].history,
-									  out[j].nhistory);
-				pfree(out[j].history);
-			}
+	mtms_progress_stage(plans[0].si->name, 0, njobs, rows_per_pass, 0);
+	if (!mtms_train_parallel(cx, plans, n, outs, ends, &workers))
+		for (int k = 0; k < n; k++)
+		{
+			run_jobs_here(cx, &plans[k], outs[k]);
+			ends[k] = GetCurrentTimestamp();
+		}
+	for (int k = 0; k < n; k++)
+	{
+		TimestampTz from = k == 0 ? start : ends[k - 1];
+
+		ends[k] = Max(ends[k], from);
+		finish_plan(cx, &plans[k], outs[k], seconds_between(from, ends[k]),
+					seconds_between(start, ends[k]), workers,
+					k > 0 && workers > 0 ? plans[k - 1].si->name : NULL);
+	}
 	MemoryContextSwitchTo(old);
 }

@@ -10,7 +10,9 @@
 # must the validation figures mtms_train returns and the training history
 # (mtms_training_info, but for its seconds).  The stage NOTICEs must
 # say that the workers asked for did train (a run that quietly fell back
-# to the leader alone would prove nothing).  KuaiRand (all 15 tabs as
+# to the leader alone would prove nothing), and that the CTCVR stage ran
+# as one chain with the embedding stage (a scene's CTCVR unit starting as
+# soon as its two embedding units are back).  KuaiRand (all 15 tabs as
 # scenes, days 1-11) is read from ../shared/data/kuairand
 # (bench/kuairand_load.sh); the test skips it when the data is not there.
 #
@@ -66,9 +68,12 @@ train_four() {
                                   ';' ORDER BY phase, scene, task)
                   FROM mtms_train('${set}_$w', '$samples')" 2>&1)
         figures=$(printf '%s\n' "$log" | grep -v '^NOTICE' | tail -n 1)
-        # "mtms_train finetune: 15 units in 0.52 s, 2 workers, ..."
+        # "mtms_train finetune: 15 units in 0.52 s, 2 workers, ..."; with
+        # workers, the CTCVR stage's units are chained to the embedding's
         if [ "$w" -gt 0 ] &&
-           printf '%s\n' "$log" | grep -q "mtms_train embedding: .* units in .*, $w workers"; then
+           printf '%s\n' "$log" | grep -q "mtms_train embedding: .* units in .*, $w workers" &&
+           printf '%s\n' "$log" |
+               grep -q "mtms_train ctcvr: .*, $w workers, .*; its units started while the embedding stage ran"; then
             ok_workers=$((ok_workers + 1))
         fi
         if [ "$w" -eq 0 ]; then
@@ -84,7 +89,7 @@ train_four() {
                "$set: the same training history with 0, 1, 2 and 3 workers (but seconds)"
         fi
     done
-    is "$ok_workers" 3 "$set: the workers asked for trained (1, 2 and 3)"
+    is "$ok_workers" 3 "$set: the workers asked for trained (1, 2 and 3), the CTCVR stage chained to the embedding stage"
 }
 
 train_four syn syn '{search,feeds,video}' '{user,ad,advertiser,hour,device,tag}'
