@@ -25,7 +25,9 @@
  * stage's units that share a pair with it, and the leader feeds it as soon
  * as it has taken those back, not at the end of the earlier stage.  Its
  * start is then the same as after the whole earlier stage, so the model is
- * still the serial one.
+ * still the serial one.  (When the leader trains units too, it feeds
+ * between its own units: a worker may wait for a continuing unit until
+ * then.)
  */
 #include "train_parallel.h"
 #include "progress.h"
