@@ -85,7 +85,8 @@ typedef struct MtmsTrainCtx
 } MtmsTrainCtx;
 
 /* A stage as unit jobs: the shared rows and the units, largest first. */
-typedef struct MtmsUnitPlan
+typedef struct MtmsUnitPlan MtmsUnitPlan;
+struct MtmsUnitPlan
 {
 	const MtmsStageInfo *si;
 	MtmsUnitData data;
@@ -93,7 +94,14 @@ typedef struct MtmsUnitPlan
 	int		   *units;			/* [njobs] */
 	bool	   *start_candidate;	/* [njobs] */
 	int64	   *work;			/* [njobs] rows a pass, for the schedule */
-} MtmsUnitPlan;
+
+	/*
+	 * A later stage of a chain: its memory plan again once the stage before
+	 * it is back, with each pair's phase-1 bytes as that stage left them
+	 * (pair_bytes[npairs]); NULL: none
+	 */
+	void		(*recheck) (MtmsTrainCtx *cx, const MtmsUnitPlan *plan, const Size *pair_bytes);
+};
 
 /* The most stages one parallel session runs (train_parallel.c). */
 #define MTMS_CHAIN_MAX	2

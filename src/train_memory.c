@@ -30,9 +30,18 @@ mtms_train_workers_for(int njobs)
 	return Max(Min(n, njobs - 1), 0);
 }
 
-/* The largest unit's parameter and optimizer bytes. */
+Size
+mtms_pair_bytes(const MtmsModel *m, int p)
+{
+	return mtms_emb_bytes(m->emb[p]) + mtms_tower_bytes(m->tower1[p]);
+}
+
+/*
+ * The largest unit's parameter and optimizer bytes; pair_bytes: each
+ * pair's phase-1 bytes, or NULL for what m holds.
+ */
 static Size
-largest_unit(const MtmsModel *m, const MtmsStageInfo *si)
+largest_unit(const MtmsModel *m, const MtmsStageInfo *si, const Size *pair_bytes)
 {
 	Size		largest = 0;
 
@@ -48,7 +57,7 @@ largest_unit(const MtmsModel *m, const MtmsStageInfo *si)
 
 			/* a fine-tune tower at rest has no moments: count it training */
 			if (si->trains_embeddings)
-				bytes += mtms_emb_bytes(m->emb[p]) + mtms_tower_bytes(m->tower1[p]);
+				bytes += pair_bytes ? pair_bytes[p] : mtms_pair_bytes(m, p);
 			else
 				bytes += mtms_model_finetune_tower_bytes(m, true);
 		}
@@ -82,7 +91,7 @@ fixed_bytes(const MtmsModel *m, const MtmsStageInfo *si, int njobs)
 	int			processes = 1 + mtms_train_workers_for(njobs);
 
 	return (double) mtms_model_bytes(m) + towers_to_come(m, si) +
-		3.0 * processes * largest_unit(m, si);
+		3.0 * processes * largest_unit(m, si, NULL);
 }
 
 Size
@@ -95,14 +104,11 @@ mtms_rows_room(const MtmsModel *m, const MtmsStageInfo *si, Size kept_already)
 	return room > 1024 * 1024 ? (Size) room : 0;
 }
 
-void
-mtms_check_units_memory(const MtmsModel *m, const MtmsStageInfo *si, int njobs,
-						Size rows, Size joined)
+/* ERROR unless est bytes (model bytes of them) fit mtms.max_memory. */
+static void
+check_estimate(const MtmsStageInfo *si, double est, double model, double data, int workers)
 {
 	double		limit = (double) mtms_max_memory_mb * 1024 * 1024;
-	int			workers = mtms_train_workers_for(njobs);
-	double		data = (double) rows + joined;
-	double		est = fixed_bytes(m, si, njobs) + data * (workers > 0 ? 2 : 1);
 
 	if (est > limit)
 		ereport(ERROR,
@@ -110,9 +116,34 @@ mtms_check_units_memory(const MtmsModel *m, const MtmsStageInfo *si, int njobs,
 				 errmsg("mtms_train %s would need about %.0f MB, more than mtms.max_memory (%d MB)",
 						si->name, est / (1024 * 1024), mtms_max_memory_mb),
 				 errdetail("The model holds %.0f MB of parameters and optimizer state, the rows and joined embeddings %.0f MB; %d processes train units.",
-						   (double) mtms_model_bytes(m) / (1024 * 1024), data / (1024 * 1024),
-						   1 + workers),
+						   model / (1024 * 1024), data / (1024 * 1024), 1 + workers),
 				 errhint("Raise mtms.max_memory, or cap the embedding tables with the max_features option.")));
+}
+
+void
+mtms_check_units_memory(const MtmsModel *m, const MtmsStageInfo *si, int njobs,
+						Size rows, Size joined)
+{
+	int			workers = mtms_train_workers_for(njobs);
+	double		data = (double) rows + joined;
+
+	check_estimate(si, fixed_bytes(m, si, njobs) + data * (workers > 0 ? 2 : 1),
+				   (double) mtms_model_bytes(m), data, workers);
+}
+
+void
+mtms_check_chained_memory(const MtmsModel *m, const Size *pair_bytes, const MtmsStageInfo *si,
+						  int njobs, Size rows, Size joined)
+{
+	int			workers = mtms_train_workers_for(njobs);
+	double		data = (double) rows + joined;
+	double		model = (double) mtms_model_bytes(m);
+
+	Assert(si->trains_embeddings);
+	for (int p = 0; p < m->npairs; p++)
+		model += (double) pair_bytes[p] - (double) mtms_pair_bytes(m, p);
+	check_estimate(si, model + 3.0 * (1 + workers) * largest_unit(m, si, pair_bytes) +
+				   data * (workers > 0 ? 2 : 1), model, data, workers);
 }
 
 void

@@ -29,6 +29,18 @@ extern Size mtms_rows_room(const MtmsModel *m, const MtmsStageInfo *si, Size kep
 extern void mtms_check_units_memory(const MtmsModel *m, const MtmsStageInfo *si, int njobs,
 									Size rows, Size joined);
 
+/* A pair's phase-1 parameters and optimizer state (embeddings, tower). */
+extern Size mtms_pair_bytes(const MtmsModel *m, int p);
+
+/*
+ * The same check for a stage that trains embeddings, with the model's
+ * pairs taking pair_bytes[p] each instead of what m holds now (a chained
+ * stage checked as the stage before it left the model, whichever of its
+ * own units are elsewhere or back by then).
+ */
+extern void mtms_check_chained_memory(const MtmsModel *m, const Size *pair_bytes,
+									  const MtmsStageInfo *si, int njobs, Size rows, Size joined);
+
 /*
  * Give the memory freed so far back to the operating system.  glibc keeps
  * freed blocks of a few MB (a fine-tune tower, a row store) in the heap

@@ -351,6 +351,9 @@ typedef struct Feeder
 	bool	   *fed;			/* [njobs] */
 	bool	   *taken;			/* [njobs] */
 	int			taken_count;
+	int			taken_of[MTMS_CHAIN_MAX];	/* per plan */
+	Size	   *pair_bytes;		/* [npairs] phase-1 bytes as the jobs came
+								 * back (see note_back) */
 	int			ahead;			/* jobs fed and not claimed, at most */
 	Size		freed;			/* bytes given away since the last trim */
 } Feeder;
@@ -417,6 +420,26 @@ feed(Feeder *f)
 		}
 }
 
+/*
+ * A job of a stage that another continues is back: note its pairs' bytes
+ * as it left them, and once the whole stage is back, check the next
+ * stage's memory plan with the model as the stage left it (whichever of
+ * the next stage's own units are out or back by then).
+ */
+static void
+note_back(Feeder *f, const ParJob *job)
+{
+	const MtmsUnitPlan *plan = &f->plans[job->plan];
+	const MtmsUnitPlan *next = &f->plans[job->plan + 1];
+	int			pairs[2];
+	int			n = mtms_unit_pairs(plan->si, job->unit, pairs);
+
+	for (int i = 0; i < n; i++)
+		f->pair_bytes[pairs[i]] = mtms_pair_bytes(f->cx->model, pairs[i]);
+	if (++f->taken_of[job->plan] == plan->njobs && next->recheck)
+		next->recheck(f->cx, next, f->pair_bytes);
+}
+
 /* Take every finished job's unit back into the leader's model. */
 static void
 take_back(Feeder *f)
@@ -438,6 +461,8 @@ take_back(Feeder *f)
 		f->taken[j] = true;
 		f->taken_count++;
 		f->ends[job->plan] = Max(f->ends[job->plan], GetCurrentTimestamp());
+		if (job->plan + 1 < f->sh->nplans)
+			note_back(f, job);
 	}
 }
 
@@ -667,6 +692,9 @@ run_session(MtmsTrainCtx *cx, ParallelContext *pcxt, ParShared *sh, Participant 
 	f.ends = ends;
 	f.fed = palloc0(sizeof(bool) * Max(sh->njobs, 1));
 	f.taken = palloc0(sizeof(bool) * Max(sh->njobs, 1));
+	f.pair_bytes = palloc(sizeof(Size) * cx->model->npairs);
+	for (int p = 0; p < cx->model->npairs; p++)
+		f.pair_bytes[p] = mtms_pair_bytes(cx->model, p);
 	f.ahead = 2 * pcxt->nworkers_launched + 2;
 	/* a worker that could not start would leave its jobs to nobody */
 	if (!participates)
@@ -674,6 +702,7 @@ run_session(MtmsTrainCtx *cx, ParallelContext *pcxt, ParShared *sh, Participant 
 	lead(&f, pt, participates);
 	pfree(f.fed);
 	pfree(f.taken);
+	pfree(f.pair_bytes);
 }
 
 bool

@@ -129,19 +129,43 @@ other_windows_bytes(const MtmsTrainCtx *cx, int window)
 	return bytes;
 }
 
+/* The rows and joined tables a stage's plan holds, for its memory check. */
+static Size
+plan_data_bytes(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, Size *joined)
+{
+	*joined = 0;
+	if (plan->data.joined_rows)
+		*joined = mtms_joined_table_bytes(plan->data.joined_rows) +
+			mtms_joined_table_bytes(plan->data.joined_valid);
+	return plan->data.rows->size + plan->data.valid->size +
+		other_windows_bytes(cx, plan->si->window);
+}
+
 /* The stage's memory plan against mtms.max_memory (train_memory.c). */
 static void
 check_memory(MtmsTrainCtx *cx, const MtmsUnitPlan *plan)
 {
-	const MtmsModel *m = cx->model;
-	Size		joined = 0;
+	Size		joined;
+	Size		rows = plan_data_bytes(cx, plan, &joined);
 
-	if (plan->data.joined_rows)
-		joined = mtms_joined_table_bytes(plan->data.joined_rows) +
-			mtms_joined_table_bytes(plan->data.joined_valid);
-	mtms_check_units_memory(m, plan->si, mtms_stage_nunits(plan->si, m->nscenes),
-							plan->data.rows->size + plan->data.valid->size +
-							other_windows_bytes(cx, plan->si->window), joined);
+	mtms_check_units_memory(cx->model, plan->si, mtms_stage_nunits(plan->si, cx->model->nscenes),
+							rows, joined);
+}
+
+/*
+ * A chained stage's memory plan once the stage before it is back, with the
+ * pairs as that stage left them: the model has grown by then (embedding
+ * rows are made as features are seen), as it has when one stage follows
+ * the other; the check at the chain's start saw the model before.
+ */
+static void
+recheck_memory(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, const Size *pair_bytes)
+{
+	Size		joined;
+	Size		rows = plan_data_bytes(cx, plan, &joined);
+
+	mtms_check_chained_memory(cx->model, pair_bytes, plan->si,
+							  mtms_stage_nunits(plan->si, cx->model->nscenes), rows, joined);
 }
 
 /* Every job in this process, one after the other. */
@@ -186,6 +210,7 @@ build_plan(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected, MtmsUnitPlan
 														  plan->data.valid->nkeys);
 	}
 	check_memory(cx, plan);
+	plan->recheck = plan->si->trains_embeddings ? recheck_memory : NULL;
 	plan_jobs(cx, plan->si, selected, plan->data.rows, plan, rows_per_pass);
 }
 
@@ -293,6 +318,8 @@ mtms_run_unit_chain(MtmsTrainCtx *cx, const MtmsStage *stages, int n, const bool
 	if (!mtms_train_parallel(cx, plans, n, outs, ends, &workers))
 		for (int k = 0; k < n; k++)
 		{
+			if (k > 0)
+				check_memory(cx, &plans[k]);
 			run_jobs_here(cx, &plans[k], outs[k]);
 			ends[k] = GetCurrentTimestamp();
 		}

@@ -18,7 +18,7 @@
 -- fast, and the stage under test is slow; the count at the cancel tells in
 -- which pass the query was.
 BEGIN;
-SELECT plan(42);
+SELECT plan(46);
 
 SET LOCAL client_min_messages = warning;
 SET LOCAL max_parallel_workers_per_gather = 0;
@@ -101,6 +101,28 @@ SELECT cmp_ok((SELECT substring(msg FROM '(?:about|uses) ([0-9]+) MB')::int FROM
 SELECT results_eq($$SELECT active_version, (SELECT count(*) FROM mtms_version v WHERE v.model_id = m.model_id)::int
                       FROM mtms_model m WHERE name = 'hm_b'$$,
                   $$VALUES (NULL::int, 0)$$, 'no version was committed');
+
+-- with workers, phase 1's two stages run as one chain of unit jobs; the
+-- CTCVR stage's plan is still checked with the model as the embedding
+-- stage left it (embedding rows are made as features are seen), as when
+-- one stage follows the other: a limit that the model before training
+-- fits but the CTCVR stage with 3 processes does not is refused there.
+-- With the leader alone the same training fits.
+CREATE TEMP TABLE hm_c_rows AS SELECT * FROM mtms_synthetic_samples(40000, 3);
+SELECT mtms_create_model('hm_c', '{search,feeds,video}', '{user,ad,advertiser,hour,device,tag}');
+SET LOCAL mtms.max_memory = '20MB';
+SET LOCAL mtms.train_workers = 2;
+CREATE TEMP TABLE hm_e4 AS SELECT * FROM pg_temp.err($$SELECT count(*) FROM mtms_train('hm_c', 'hm_c_rows')$$);
+SELECT is((SELECT code FROM hm_e4), '54000', 'chained with 2 workers: program_limit_exceeded');
+SELECT matches((SELECT msg FROM hm_e4),
+               '^mtms_train ctcvr would need about [0-9]+ MB, more than mtms.max_memory \(20 MB\)$',
+               'refused by the CTCVR stage''s plan, with the model the embedding stage left');
+SELECT matches((SELECT detail FROM hm_e4), '; 3 processes train units\.$', 'counting 3 processes');
+SET LOCAL mtms.train_workers = 0;
+SELECT lives_ok($$SELECT count(*) FROM mtms_train('hm_c', 'hm_c_rows')$$,
+                'with the leader alone the same training fits');
+RESET mtms.train_workers;
+RESET mtms.max_memory;
 
 -- the setting: megabytes, at least 16
 SELECT is((pg_temp.err($$SET mtms.max_memory = '15MB'$$)).code, '22023', 'mtms.max_memory below 16MB is refused');
