@@ -25,9 +25,8 @@
  * stage's units that share a pair with it, and the leader feeds it as soon
  * as it has taken those back, not at the end of the earlier stage.  Its
  * start is then the same as after the whole earlier stage, so the model is
- * still the serial one.  (When the leader trains units too, it feeds
- * between its own units: a worker may wait for a continuing unit until
- * then.)
+ * still the serial one.  When the leader trains units too, it takes back
+ * and feeds between the mini-batches of its own unit.
  */
 #include "train_parallel.h"
 #include "progress.h"
@@ -114,7 +113,10 @@ typedef struct Participant
 	MtmsUnitData data;
 	const int32 *frozen;
 	MtmsModel  *skeleton;
+	struct Feeder *feeder;		/* the leader's (NULL in a worker) */
 } Participant;
+
+static void poll_feeder(void *arg);
 
 /* Claim the first job that is ready (jobs are in order); false if none is. */
 static bool
@@ -198,6 +200,7 @@ train_job(Participant *pt, uint32 j)
 	StringInfoData buf;
 
 	CHECK_FOR_INTERRUPTS();
+	memset(&uj, 0, sizeof(uj));
 	mtms_wire_read_unit(dsa_get_address(pt->area, job->start), job->start_len,
 						pt->skeleton, si, job->unit);
 	dsa_free(pt->area, job->start);
@@ -210,6 +213,9 @@ train_job(Participant *pt, uint32 j)
 	uj.frozen_fields = si->trains_embeddings ? pt->frozen : NULL;
 	uj.data = &pt->data;
 	uj.start_is_candidate = job->start_candidate;
+	/* the leader takes units back and feeds while it trains one itself */
+	uj.between_batches = pt->feeder ? poll_feeder : NULL;
+	uj.between_arg = pt->feeder;
 	mtms_unit_train(&uj, &job->outcome);
 
 	initStringInfo(&buf);
@@ -466,12 +472,29 @@ take_back(Feeder *f)
 	}
 }
 
+/*
+ * Between the mini-batches of a unit the leader trains: take back what is
+ * done and feed what that lets start, so that no worker waits for the
+ * leader's unit to end (a chained stage's unit continues units that may
+ * come back meanwhile).  It works on the leader's model, never on the
+ * skeleton the unit trains in.
+ */
+static void
+poll_feeder(void *arg)
+{
+	Feeder	   *f = arg;
+
+	take_back(f);
+	feed(f);
+}
+
 /* The leader: take back, feed, and train jobs too when it takes part. */
 static void
 lead(Feeder *f, Participant *pt, bool participates)
 {
 	uint32		j;
 
+	pt->feeder = f;
 	for (;;)
 	{
 		take_back(f);

@@ -177,6 +177,7 @@ run_jobs_here(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, MtmsUnitOutcome *out)
 		MtmsUnitJob job;
 
 		CHECK_FOR_INTERRUPTS();
+		memset(&job, 0, sizeof(job));
 		job.si = plan->si;
 		job.unit = plan->units[j];
 		job.model = cx->model;

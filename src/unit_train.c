@@ -67,6 +67,7 @@ typedef struct UnitRun
 	MtmsCheckpoint *hist;		/* every validation, for the history */
 	int32		nhist;
 	int32		hist_cap;
+	MemoryContext caller;		/* the caller's context (between_batches) */
 } UnitRun;
 
 int64
@@ -363,6 +364,13 @@ unit_pass(UnitRun *run, int epoch, int64 *order, int64 interval)
 
 		CHECK_FOR_INTERRUPTS();
 		unit_batch(run, order + b, nb);
+		if (run->job->between_batches)
+		{
+			MemoryContext here = MemoryContextSwitchTo(run->caller);
+
+			run->job->between_batches(run->job->between_arg);
+			MemoryContextSwitchTo(here);
+		}
 		mtms_progress_rows(nb);
 		run->trained += nb;
 		run->since += nb;
@@ -384,6 +392,7 @@ mtms_unit_train(const MtmsUnitJob *job, MtmsUnitOutcome *out)
 	int			epoch = 0;
 
 	memset(&run, 0, sizeof(run));
+	run.caller = old;
 	run.start = GetCurrentTimestamp();
 	unit_grads(job, true);
 	unit_setup(&run, job);

@@ -57,6 +57,14 @@ typedef struct MtmsUnitJob
 	const MtmsOptions *opts;
 	const int32 *frozen_fields; /* [npairs] phase-1 growth, or NULL */
 	const MtmsUnitData *data;
+	/*
+	 * Called after every mini-batch in the caller's memory context, or
+	 * NULL: the leader of a parallel session keeps feeding its workers
+	 * while it trains a unit itself (train_parallel.c).  It must not touch
+	 * the unit's parameters.
+	 */
+	void		(*between_batches) (void *arg);
+	void	   *between_arg;
 	bool		start_is_candidate; /* the starting parameters are kept unless
 									 * a validation does better */
 } MtmsUnitJob;
