@@ -306,16 +306,20 @@ mtms_run_unit_chain(MtmsTrainCtx *cx, const MtmsStage *stages, int n, const bool
 	int64		rows_per_pass = 0;
 	int			njobs = 0;
 	int			workers = 0;
+	StringInfoData name;
 	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
 
 	Assert(n >= 1 && n <= MTMS_CHAIN_MAX);
+	initStringInfo(&name);
 	for (int k = 0; k < n; k++)
 	{
 		build_plan(cx, stages[k], selected, &plans[k], &rows_per_pass);
 		njobs += plans[k].njobs;
 		outs[k] = palloc0(sizeof(MtmsUnitOutcome) * Max(plans[k].njobs, 1));
+		appendStringInfo(&name, "%s%s", k > 0 ? "+" : "", plans[k].si->name);
 	}
-	mtms_progress_stage(plans[0].si->name, 0, njobs, rows_per_pass, 0);
+	/* mtms_progress: the stages' units count together ("embedding+ctcvr") */
+	mtms_progress_stage(name.data, 0, njobs, rows_per_pass, 0);
 	if (!mtms_train_parallel(cx, plans, n, outs, ends, &workers))
 		for (int k = 0; k < n; k++)
 		{
