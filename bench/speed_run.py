@@ -568,6 +568,18 @@ def joined_stage(r, a, b):
     return out
 
 
+def phase1_as_one(probe, *runs):
+    """The stages to report and the runs to report them of: when probe ran the
+    embedding and CTCVR stages as one chain (workers), they overlap and only
+    their sum compares, as one stage 'embedding+ctcvr' of every run."""
+    if not chained(probe):
+        return STAGES, runs
+    one = 'embedding+ctcvr'
+    stages = [one] + [st for st in STAGES if st not in ('embedding', 'ctcvr')]
+    return stages, tuple(dict(r, stages=dict(r['stages'], **{one: joined_stage(r, 'embedding', 'ctcvr')}))
+                         for r in runs)
+
+
 def report(R):
     out = []
     add = out.append
@@ -586,12 +598,7 @@ def report(R):
     for th in R['threads']:
         m = R['mtms'][str(th)]
         t = R['torch'][str(th)]
-        stages = STAGES
-        if chained(m):
-            # with workers mtms runs both stages as one span: only their sum compares
-            stages = ['embedding+ctcvr'] + [st for st in STAGES if st not in ('embedding', 'ctcvr')]
-            m = dict(m, stages=dict(m['stages'], **{'embedding+ctcvr': joined_stage(m, 'embedding', 'ctcvr')}))
-            t = dict(t, stages=dict(t['stages'], **{'embedding+ctcvr': joined_stage(t, 'embedding', 'ctcvr')}))
+        stages, (m, t) = phase1_as_one(m, m, t)
         for st in stages:
             ms = m['stages'].get(st)
             ts = t['stages'].get(st)
@@ -663,11 +670,7 @@ def report(R):
         add('Parallel scaling of mtms, %s: max_parallel_workers_per_gather 0 against 2 (plan: %s)'
             % (label, m2['plan']))
         rows = []
-        stages = STAGES
-        if chained(m2):
-            stages = ['embedding+ctcvr'] + [st for st in STAGES if st not in ('embedding', 'ctcvr')]
-            m0 = dict(m0, stages=dict(m0['stages'], **{'embedding+ctcvr': joined_stage(m0, 'embedding', 'ctcvr')}))
-            m2 = dict(m2, stages=dict(m2['stages'], **{'embedding+ctcvr': joined_stage(m2, 'embedding', 'ctcvr')}))
+        stages, (m0, m2) = phase1_as_one(m2, m0, m2)
         for st in stages:
             a, b = m0['stages'].get(st), m2['stages'].get(st)
             if a and b:

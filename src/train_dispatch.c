@@ -99,26 +99,23 @@ mtms_train_stage(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
 }
 
 /*
- * Whether the stages after the first can join its chain: they train on
- * the first one's window, whose rows are kept for every selected scene
- * (then nothing is collected or dropped for them), and workers can help.
+ * Whether the stages after the first, whose rows are kept (for every
+ * selected scene: prepare_stage), can join its chain: they train on the
+ * first one's window (then nothing is collected or dropped for them), and
+ * workers can help.
  */
 static bool
-chainable(MtmsTrainCtx *cx, const MtmsStage *stages, int n, const bool *selected)
+chainable(MtmsTrainCtx *cx, const MtmsStage *stages, int n)
 {
 	const MtmsStageInfo *first = mtms_stage_info(stages[0]);
-	MtmsKeptWindow *kw = &cx->kept[first->window];
 
-	if (n < 2 || n > MTMS_CHAIN_MAX || cx->node_out || kw->ahead ||
+	if (n < 2 || n > MTMS_CHAIN_MAX || cx->node_out || cx->kept[first->window].ahead ||
 		mtms_train_workers_for(cx->model->nscenes * MTMS_NTASKS) == 0)
 		return false;
 	for (int k = 1; k < n; k++)
 		if (mtms_stage_info(stages[k])->window != first->window)
 			return false;
-	for (int s = 0; s < cx->model->nscenes; s++)
-		if (selected[s] && !kw->scenes[s])
-			return false;
-	return kw->store != NULL || kw->rows != NULL;
+	return true;
 }
 
 void
@@ -127,7 +124,7 @@ mtms_train_stages(MtmsTrainCtx *cx, const MtmsStage *stages, int n, const bool *
 	const MtmsStageInfo *first = mtms_stage_info(stages[0]);
 	bool		kept = prepare_stage(cx, first, selected);
 
-	if (!kept || !chainable(cx, stages, n, selected))
+	if (!kept || !chainable(cx, stages, n))
 	{
 		run_prepared_stage(cx, first, kept, selected);
 		for (int k = 1; k < n; k++)

@@ -84,14 +84,29 @@ towers_to_come(const MtmsModel *m, const MtmsStageInfo *si)
 	return (double) missing * mtms_model_finetune_tower_bytes(m, false);
 }
 
-/* The model and the units' copies in every process. */
+/*
+ * The model's bytes; pair_bytes: each pair's phase-1 bytes instead of
+ * what m holds now, or NULL.
+ */
 static double
-fixed_bytes(const MtmsModel *m, const MtmsStageInfo *si, int njobs)
+model_bytes(const MtmsModel *m, const Size *pair_bytes)
+{
+	double		bytes = (double) mtms_model_bytes(m);
+
+	if (pair_bytes)
+		for (int p = 0; p < m->npairs; p++)
+			bytes += (double) pair_bytes[p] - (double) mtms_pair_bytes(m, p);
+	return bytes;
+}
+
+/* The model and the units' copies in every process (pair_bytes: above). */
+static double
+fixed_bytes(const MtmsModel *m, const MtmsStageInfo *si, int njobs, const Size *pair_bytes)
 {
 	int			processes = 1 + mtms_train_workers_for(njobs);
 
-	return (double) mtms_model_bytes(m) + towers_to_come(m, si) +
-		3.0 * processes * largest_unit(m, si, NULL);
+	return model_bytes(m, pair_bytes) + towers_to_come(m, si) +
+		3.0 * processes * largest_unit(m, si, pair_bytes);
 }
 
 Size
@@ -99,16 +114,19 @@ mtms_rows_room(const MtmsModel *m, const MtmsStageInfo *si, Size kept_already)
 {
 	double		limit = (double) mtms_max_memory_mb * 1024 * 1024;
 	int			njobs = mtms_stage_nunits(si, m->nscenes);
-	double		room = (limit - fixed_bytes(m, si, njobs) - 2.0 * kept_already) / 3.0;
+	double		room = (limit - fixed_bytes(m, si, njobs, NULL) - 2.0 * kept_already) / 3.0;
 
 	return room > 1024 * 1024 ? (Size) room : 0;
 }
 
-/* ERROR unless est bytes (model bytes of them) fit mtms.max_memory. */
-static void
-check_estimate(const MtmsStageInfo *si, double est, double model, double data, int workers)
+void
+mtms_check_units_memory(const MtmsModel *m, const Size *pair_bytes, const MtmsStageInfo *si,
+						int njobs, Size rows, Size joined)
 {
 	double		limit = (double) mtms_max_memory_mb * 1024 * 1024;
+	int			workers = mtms_train_workers_for(njobs);
+	double		data = (double) rows + joined;
+	double		est = fixed_bytes(m, si, njobs, pair_bytes) + data * (workers > 0 ? 2 : 1);
 
 	if (est > limit)
 		ereport(ERROR,
@@ -116,34 +134,9 @@ check_estimate(const MtmsStageInfo *si, double est, double model, double data, i
 				 errmsg("mtms_train %s would need about %.0f MB, more than mtms.max_memory (%d MB)",
 						si->name, est / (1024 * 1024), mtms_max_memory_mb),
 				 errdetail("The model holds %.0f MB of parameters and optimizer state, the rows and joined embeddings %.0f MB; %d processes train units.",
-						   model / (1024 * 1024), data / (1024 * 1024), 1 + workers),
+						   model_bytes(m, pair_bytes) / (1024 * 1024), data / (1024 * 1024),
+						   1 + workers),
 				 errhint("Raise mtms.max_memory, or cap the embedding tables with the max_features option.")));
-}
-
-void
-mtms_check_units_memory(const MtmsModel *m, const MtmsStageInfo *si, int njobs,
-						Size rows, Size joined)
-{
-	int			workers = mtms_train_workers_for(njobs);
-	double		data = (double) rows + joined;
-
-	check_estimate(si, fixed_bytes(m, si, njobs) + data * (workers > 0 ? 2 : 1),
-				   (double) mtms_model_bytes(m), data, workers);
-}
-
-void
-mtms_check_chained_memory(const MtmsModel *m, const Size *pair_bytes, const MtmsStageInfo *si,
-						  int njobs, Size rows, Size joined)
-{
-	int			workers = mtms_train_workers_for(njobs);
-	double		data = (double) rows + joined;
-	double		model = (double) mtms_model_bytes(m);
-
-	Assert(si->trains_embeddings);
-	for (int p = 0; p < m->npairs; p++)
-		model += (double) pair_bytes[p] - (double) mtms_pair_bytes(m, p);
-	check_estimate(si, model + 3.0 * (1 + workers) * largest_unit(m, si, pair_bytes) +
-				   data * (workers > 0 ? 2 : 1), model, data, workers);
 }
 
 void

@@ -24,22 +24,16 @@ extern Size mtms_rows_room(const MtmsModel *m, const MtmsStageInfo *si, Size kep
  * ERROR unless the stage's plan fits mtms.max_memory: the model once, the
  * row stores and joined tables (again in shared memory when workers
  * help), and per process the largest unit three times (its start, its
- * best checkpoint, its result).
+ * best checkpoint, its result).  pair_bytes: NULL for the model as m holds
+ * it, or each pair's phase-1 bytes to count instead (a chained stage
+ * checked with the model as the stage before it left it, whichever of its
+ * own units are elsewhere or back by then).
  */
-extern void mtms_check_units_memory(const MtmsModel *m, const MtmsStageInfo *si, int njobs,
-									Size rows, Size joined);
+extern void mtms_check_units_memory(const MtmsModel *m, const Size *pair_bytes,
+									const MtmsStageInfo *si, int njobs, Size rows, Size joined);
 
 /* A pair's phase-1 parameters and optimizer state (embeddings, tower). */
 extern Size mtms_pair_bytes(const MtmsModel *m, int p);
-
-/*
- * The same check for a stage that trains embeddings, with the model's
- * pairs taking pair_bytes[p] each instead of what m holds now (a chained
- * stage checked as the stage before it left the model, whichever of its
- * own units are elsewhere or back by then).
- */
-extern void mtms_check_chained_memory(const MtmsModel *m, const Size *pair_bytes,
-									  const MtmsStageInfo *si, int njobs, Size rows, Size joined);
 
 /*
  * Give the memory freed so far back to the operating system.  glibc keeps

@@ -715,9 +715,13 @@ run_session(MtmsTrainCtx *cx, ParallelContext *pcxt, ParShared *sh, Participant 
 	f.ends = ends;
 	f.fed = palloc0(sizeof(bool) * Max(sh->njobs, 1));
 	f.taken = palloc0(sizeof(bool) * Max(sh->njobs, 1));
-	f.pair_bytes = palloc(sizeof(Size) * cx->model->npairs);
-	for (int p = 0; p < cx->model->npairs; p++)
-		f.pair_bytes[p] = mtms_pair_bytes(cx->model, p);
+	if (sh->nplans > 1)
+	{
+		/* for note_back: the pairs no job of the session trains as they are */
+		f.pair_bytes = palloc(sizeof(Size) * cx->model->npairs);
+		for (int p = 0; p < cx->model->npairs; p++)
+			f.pair_bytes[p] = mtms_pair_bytes(cx->model, p);
+	}
 	f.ahead = 2 * pcxt->nworkers_launched + 2;
 	/* a worker that could not start would leave its jobs to nobody */
 	if (!participates)
@@ -725,7 +729,8 @@ run_session(MtmsTrainCtx *cx, ParallelContext *pcxt, ParShared *sh, Participant 
 	lead(&f, pt, participates);
 	pfree(f.fed);
 	pfree(f.taken);
-	pfree(f.pair_bytes);
+	if (f.pair_bytes)
+		pfree(f.pair_bytes);
 }
 
 bool

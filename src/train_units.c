@@ -129,43 +129,25 @@ other_windows_bytes(const MtmsTrainCtx *cx, int window)
 	return bytes;
 }
 
-/* The rows and joined tables a stage's plan holds, for its memory check. */
-static Size
-plan_data_bytes(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, Size *joined)
-{
-	*joined = 0;
-	if (plan->data.joined_rows)
-		*joined = mtms_joined_table_bytes(plan->data.joined_rows) +
-			mtms_joined_table_bytes(plan->data.joined_valid);
-	return plan->data.rows->size + plan->data.valid->size +
-		other_windows_bytes(cx, plan->si->window);
-}
-
-/* The stage's memory plan against mtms.max_memory (train_memory.c). */
-static void
-check_memory(MtmsTrainCtx *cx, const MtmsUnitPlan *plan)
-{
-	Size		joined;
-	Size		rows = plan_data_bytes(cx, plan, &joined);
-
-	mtms_check_units_memory(cx->model, plan->si, mtms_stage_nunits(plan->si, cx->model->nscenes),
-							rows, joined);
-}
-
 /*
- * A chained stage's memory plan once the stage before it is back, with the
- * pairs as that stage left them: the model has grown by then (embedding
- * rows are made as features are seen), as it has when one stage follows
- * the other; the check at the chain's start saw the model before.
+ * The stage's memory plan against mtms.max_memory (train_memory.c), with
+ * the model as it stands (pair_bytes NULL) or, for a chained stage once
+ * the stage before it is back, with the pairs as that stage left them:
+ * the model has grown by then (embedding rows are made as features are
+ * seen), as it has when one stage follows the other.
  */
 static void
-recheck_memory(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, const Size *pair_bytes)
+check_memory(MtmsTrainCtx *cx, const MtmsUnitPlan *plan, const Size *pair_bytes)
 {
-	Size		joined;
-	Size		rows = plan_data_bytes(cx, plan, &joined);
+	const MtmsModel *m = cx->model;
+	Size		joined = 0;
 
-	mtms_check_chained_memory(cx->model, pair_bytes, plan->si,
-							  mtms_stage_nunits(plan->si, cx->model->nscenes), rows, joined);
+	if (plan->data.joined_rows)
+		joined = mtms_joined_table_bytes(plan->data.joined_rows) +
+			mtms_joined_table_bytes(plan->data.joined_valid);
+	mtms_check_units_memory(m, pair_bytes, plan->si, mtms_stage_nunits(plan->si, m->nscenes),
+							plan->data.rows->size + plan->data.valid->size +
+							other_windows_bytes(cx, plan->si->window), joined);
 }
 
 /* Every job in this process, one after the other. */
@@ -210,8 +192,8 @@ build_plan(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected, MtmsUnitPlan
 		plan->data.joined_valid = mtms_joined_table_build(cx->model, mtms_rs_keys(plan->data.valid),
 														  plan->data.valid->nkeys);
 	}
-	check_memory(cx, plan);
-	plan->recheck = plan->si->trains_embeddings ? recheck_memory : NULL;
+	check_memory(cx, plan, NULL);
+	plan->recheck = plan->si->trains_embeddings ? check_memory : NULL;
 	plan_jobs(cx, plan->si, selected, plan->data.rows, plan, rows_per_pass);
 }
 
@@ -267,34 +249,13 @@ finish_plan(MtmsTrainCtx *cx, MtmsUnitPlan *plan, MtmsUnitOutcome *out, double s
 			}
 }
 
-void
-mtms_run_units(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
-{
-	MtmsUnitPlan plan;
-	MtmsUnitOutcome *out;
-	TimestampTz start = GetCurrentTimestamp();
-	TimestampTz end;
-	int64		rows_per_pass = 0;
-	int			workers = 0;
-	MemoryContext old = MemoryContextSwitchTo(cx->cxt);
-
-	build_plan(cx, stage, selected, &plan, &rows_per_pass);
-	mtms_progress_stage(plan.si->name, 0, plan.njobs, rows_per_pass, 0);
-	out = palloc0(sizeof(MtmsUnitOutcome) * Max(plan.njobs, 1));
-	if (!mtms_train_parallel(cx, &plan, 1, &out, &end, &workers))
-		run_jobs_here(cx, &plan, out);
-	end = GetCurrentTimestamp();
-	finish_plan(cx, &plan, out, seconds_between(start, end), seconds_between(start, end),
-				workers, NULL);
-	MemoryContextSwitchTo(old);
-}
-
 /*
  * A chain of stages on the same rows: every stage's plan first (its memory
  * checked with the model as it stands), then all their jobs in one
  * parallel session (train_parallel.c), or each stage's after the other's
  * in this process.  Each stage reports the wall time from the end of the
- * one before it to its own end, so that the stages' times add up.
+ * one before it to its own end (the last one's: the session's), so that
+ * the stages' times add up.
  */
 void
 mtms_run_unit_chain(MtmsTrainCtx *cx, const MtmsStage *stages, int n, const bool *selected)
@@ -324,10 +285,11 @@ mtms_run_unit_chain(MtmsTrainCtx *cx, const MtmsStage *stages, int n, const bool
 		for (int k = 0; k < n; k++)
 		{
 			if (k > 0)
-				check_memory(cx, &plans[k]);
+				check_memory(cx, &plans[k], NULL);
 			run_jobs_here(cx, &plans[k], outs[k]);
 			ends[k] = GetCurrentTimestamp();
 		}
+	ends[n - 1] = GetCurrentTimestamp();
 	for (int k = 0; k < n; k++)
 	{
 		TimestampTz from = k == 0 ? start : ends[k - 1];
@@ -338,4 +300,11 @@ mtms_run_unit_chain(MtmsTrainCtx *cx, const MtmsStage *stages, int n, const bool
 					k > 0 && workers > 0 ? plans[k - 1].si->name : NULL);
 	}
 	MemoryContextSwitchTo(old);
+}
+
+/* A stage as one job per unit: a chain of one. */
+void
+mtms_run_units(MtmsTrainCtx *cx, MtmsStage stage, const bool *selected)
+{
+	mtms_run_unit_chain(cx, &stage, 1, selected);
 }
