@@ -3,7 +3,9 @@
 # against the leader alone, on 3-scene and 20-scene synthetic data and on
 # KuaiRand's 15 tabs (bench/parallel_run.py): wall time, speed-up, whether
 # the model is the same, peak memory of all training processes, test AUC,
-# and the projected speed-up on 4, 16 and 64 cores.  A few minutes.
+# the projected speed-up on 4, 16 and 64 cores, and the bound this
+# machine sets (serial parts as they are, two processes at the measured
+# ceiling).  A few minutes.
 #
 #   bash bench/parallel.sh [--rows N] [--reps N] [--workers N] [--datasets a,b]
 #
