@@ -161,14 +161,22 @@ def chain_makespan(emb, ctcvr, procs):
     return max(done.values()) if done else 0.0
 
 
-def project(run, procs):
+def serial_parts(run):
+    """A run's units per stage, its stages, and its serial part: the wall time
+    outside the stages (reading the samples, writing the version) plus each
+    stage's time outside its units."""
     units, stages = units_of(run['notices'])
-    total = run['wall']
-    serial = total - sum(s['seconds'] for s in stages.values())
-    t = serial
+    serial = run['wall'] - sum(s['seconds'] for s in stages.values())
     for name, st in stages.items():
-        work = sum(u[1] for u in units.get(name, []))
-        t += max(st['seconds'] - work, 0)
+        serial += max(st['seconds'] - sum(u[1] for u in units.get(name, [])), 0)
+    return units, stages, serial
+
+
+def units_makespan(units, stages, procs):
+    """The stages' units on procs processes, one stage after the other (the
+    embedding and CTCVR stages as one chain)."""
+    t = 0.0
+    for name in stages:
         if name == 'embedding' and 'ctcvr' in stages:
             t += chain_makespan(units.get('embedding', []), units.get('ctcvr', []), procs)
         elif name != 'ctcvr' or 'embedding' not in stages:
@@ -176,22 +184,19 @@ def project(run, procs):
     return t
 
 
+def project(run, procs):
+    units, stages, serial = serial_parts(run)
+    return serial + units_makespan(units, stages, procs)
+
+
 def bound(run, ceil):
     """The speed-up two processes could give at best on this machine: the
-    serial run's serial parts (reading, writing, each stage's work outside
-    its units) stay as they are; its units' work runs at the machine's
-    ceiling for two processes (two trainings at once), and no faster than
-    its longest chain of units (the projection for 64 cores)."""
-    units, stages = units_of(run['notices'])
-    total = run['wall']
-    serial = total - sum(s['seconds'] for s in stages.values())
-    work = 0.0
-    for name, st in stages.items():
-        w = sum(u[1] for u in units.get(name, []))
-        serial += max(st['seconds'] - w, 0)
-        work += w
-    longest = project(run, 64) - serial
-    return total / (serial + max(work / max(ceil, 1e-9), longest))
+    serial run's serial parts stay as they are; its units' work runs at the
+    machine's ceiling for two processes (two trainings at once), and no
+    faster than its longest chain of units (their makespan on 64 processes)."""
+    units, stages, serial = serial_parts(run)
+    work = sum(u[1] for name in stages for u in units.get(name, []))
+    return run['wall'] / (serial + max(work / max(ceil, 1e-9), units_makespan(units, stages, 64)))
 
 
 def ceiling(rel, scenes, fields):
